@@ -1,0 +1,39 @@
+# mixsql: `make demo` and `make test` are all a fresh machine needs.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+CATALOG ?= .mixsql
+
+.PHONY: demo test install bench clean sample-data golden-update
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first, pinned: the CPU build is on disk; a looser range could pull a multi-GB CUDA build.
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(CATALOG)
+	$(BIN)/mixsql --catalog $(CATALOG) register corpus 'sample_data/parquet/*.parquet'
+	$(BIN)/mixsql --catalog $(CATALOG) register corpus_jsonl 'sample_data/jsonl/*.jsonl*'
+	$(BIN)/mixsql --catalog $(CATALOG) sql "SELECT domain, language, count(*) AS samples FROM corpus GROUP BY ALL ORDER BY samples DESC LIMIT 12"
+	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+golden-update: $(STAMP)
+	MIXSQL_GOLDEN_UPDATE=1 $(BIN)/python -m pytest tests/test_golden.py
+
+sample-data: $(STAMP)
+	$(BIN)/python sample_data/build.py
+
+clean:
+	rm -rf $(VENV) $(CATALOG) *.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from mixsql.cli import main
+
+main(prog_name="mixsql")

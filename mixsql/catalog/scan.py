@@ -1,0 +1,222 @@
+"""Index one data file: a row per sample with its pointer and properties, never its content.
+
+Output columns: ``_file_id`` (INT32), ``_row`` (record index in the file), ``_offset`` and
+``_length`` (byte range of the record in the decompressed JSONL stream; NULL for Parquet),
+``_bytes`` (UTF-8 bytes of the content columns), then every other field with its Arrow type.
+Parquet is read with pyarrow column by column; JSONL with pyarrow.json in large blocks whose
+record boundaries come from a vectorised newline scan, so there is no per-line Python loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from mixsql import fs as mfs
+from mixsql.errors import CatalogError, DataError
+
+RESERVED = ("_file_id", "_row", "_offset", "_length", "_bytes")
+BLOCK_BYTES = 32 << 20
+BATCH_ROWS = 65536
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 13, 32]] = True
+
+
+def _pointer_columns(file_id: int, rows: int, start_row: int) -> dict[str, pa.Array]:
+    return {
+        "_file_id": pa.array(np.full(rows, file_id, dtype=np.int32)),
+        "_row": pa.array(np.arange(start_row, start_row + rows, dtype=np.int64)),
+    }
+
+
+def _check_fields(names: t.Sequence[str], content: t.Sequence[str], url: str) -> None:
+    clash = [n for n in names if n in RESERVED]
+    if clash:
+        raise CatalogError(f"field {clash[0]!r} in {url} collides with a column mixsql reserves for pointers",
+                           hint=f"rename the field; reserved names are {', '.join(RESERVED)}")
+    missing = [c for c in content if c not in names]
+    if missing:
+        raise CatalogError(
+            f"{url} has no field {missing[0]!r} to use as content",
+            hint=f"its fields are {', '.join(names)}; name the content fields with --content (API: content=[...])",
+        )
+
+
+def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
+    total = None
+    for name in content:
+        col = table_or_batch.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type) \
+                or pa.types.is_large_binary(col.type):
+            n = pc.fill_null(pc.binary_length(col), 0).cast(pa.int64())
+        else:  # non-string content (e.g. a list of strings): its JSON size is a fair measure
+            n = pa.array([len(json.dumps(v, ensure_ascii=False).encode()) for v in col.to_pylist()], pa.int64())
+        total = n if total is None else pc.add(total, n)
+    if total is None:
+        return pa.array(np.zeros(table_or_batch.num_rows, dtype=np.int64))
+    return total.combine_chunks() if isinstance(total, pa.ChunkedArray) else total
+
+
+def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, list[int]]:
+    """Index a Parquet file; also return the row counts of its row groups."""
+    with mfs.open_binary(src.url) as fh:
+        try:
+            pf = pq.ParquetFile(fh)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{src.url} is not a readable Parquet file: {e}", file=src.url) from None
+        names = pf.schema_arrow.names
+        _check_fields(names, content, src.url)
+        props = [n for n in names if n not in content]
+        row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+        batches = []
+        start = 0
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=props + list(content), use_threads=False):
+            cols = _pointer_columns(file_id, batch.num_rows, start)
+            cols["_offset"] = pa.nulls(batch.num_rows, pa.int64())
+            cols["_length"] = pa.nulls(batch.num_rows, pa.int64())
+            cols["_bytes"] = _content_bytes(batch, content)
+            for name in props:
+                cols[name] = batch.column(name)
+            batches.append(pa.table(cols))
+            start += batch.num_rows
+    if not batches:
+        schema = pa.schema([pa.field(n, pa.int32() if n == "_file_id" else pa.int64()) for n in RESERVED]
+                           + [pf.schema_arrow.field(n) for n in props])
+        return schema.empty_table(), row_groups
+    return pa.concat_tables(batches), row_groups
+
+
+def _line_bounds(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and lengths (without the newline) of the non-blank lines of a block."""
+    ends = np.flatnonzero(block == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.zeros(0, dtype=np.int64)
+    lengths = ends - starts
+    nonws = np.concatenate(([0], np.cumsum(~_WS[block])))
+    content = nonws[ends] - nonws[starts]
+    keep = content > 0
+    return starts[keep].astype(np.int64), lengths[keep].astype(np.int64)
+
+
+def _first_bad_line(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, str]:
+    """Only on the error path: find which record pyarrow refused, with Python's json for the reason."""
+    for i, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        try:
+            value = json.loads(block[s:s + n])
+        except ValueError as e:
+            return i, f"invalid JSON ({e})"
+        if not isinstance(value, dict):
+            return i, f"a record must be a JSON object, not {type(value).__name__}"
+    return -1, ""
+
+
+def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> pa.Table:
+    """Index a JSONL file (plain, gzip or zstd) in blocks."""
+    tables: list[pa.Table] = []
+    row = 0
+    base = 0  # decompressed offset of the current block
+    line_no = 0  # 1-based physical line numbers for error messages
+    pending = b""
+    with mfs.open_stream(src.url, src.compression) as stream:
+        while True:
+            try:
+                chunk = stream.read(BLOCK_BYTES)
+            except (OSError, pa.ArrowInvalid) as e:
+                raise DataError(f"cannot read {src.url}: {e}", file=src.url) from None
+            data = pending + chunk
+            if not chunk:
+                if not data:
+                    break
+                if not data.endswith(b"\n"):
+                    data += b"\n"
+                block, pending = data, b""
+            else:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pending = data
+                    continue
+                block, pending = data[: cut + 1], data[cut + 1:]
+            arr = np.frombuffer(block, dtype=np.uint8)
+            starts, lengths = _line_bounds(arr)
+            if len(starts):
+                table = _parse_block(block, starts, lengths, src, row, base, line_no, arr)
+                if table.num_rows:
+                    _check_fields(table.column_names, content, src.url)
+                    cols = _pointer_columns(file_id, table.num_rows, row)
+                    cols["_offset"] = pa.array(starts + base)
+                    cols["_length"] = pa.array(lengths)
+                    cols["_bytes"] = _content_bytes(table, content)
+                    for name in table.column_names:
+                        if name not in content:
+                            cols[name] = table.column(name)
+                    tables.append(pa.table(cols))
+                    row += table.num_rows
+            line_no += int(np.count_nonzero(arr == 10))
+            base += len(block)
+            if not chunk:
+                break
+    if not tables:
+        raise DataError(f"{src.url} holds no records", file=src.url, hint="remove the empty file from the dataset")
+    return _concat(tables, src.url)
+
+
+def _parse_block(block: bytes, starts: np.ndarray, lengths: np.ndarray, src: mfs.SourceFile, row: int,
+                 base: int, line_no: int, arr: np.ndarray) -> pa.Table:
+    try:
+        table = pajson.read_json(pa.BufferReader(block), read_options=pajson.ReadOptions(use_threads=True,
+                                 block_size=max(1 << 20, min(len(block), 1 << 30))),
+                                 parse_options=pajson.ParseOptions(newlines_in_values=False))
+        if table.num_rows == len(starts):
+            return table
+        reason = f"pyarrow read {table.num_rows} records where there are {len(starts)} non-blank lines"
+        bad = -1
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        bad, reason = _first_bad_line(block, starts, lengths)
+        if bad < 0:  # valid JSON but inconsistent types; pyarrow names the record within the block
+            reason = str(e).split("\n")[0]
+            found = re.search(r"in row (\d+)", reason)
+            bad = int(found.group(1)) if found and int(found.group(1)) < len(starts) else -1
+    if bad >= 0:
+        physical = line_no + int(np.count_nonzero(arr[: starts[bad]] == 10)) + 1
+        raise DataError(f"{src.url}, record {row + bad} (line {physical}): {reason}", file=src.url,
+                        row=row + bad, hint="fix or remove the record, then register again")
+    raise DataError(f"{src.url}: cannot parse records after byte {base}: {reason}", file=src.url)
+
+
+def _concat(tables: list[pa.Table], url: str) -> pa.Table:
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise CatalogError(f"records in {url} disagree on a field's type: {e}",
+                           hint="make the field's type consistent across records") from None
+
+
+def unify(schemas: t.Sequence[tuple[str, pa.Schema]]) -> pa.Schema:
+    """One schema for all files, promoting compatible types (int → double, null → any); else raise."""
+    try:
+        return pa.unify_schemas([s for _, s in schemas], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for url, schema in schemas:
+        for f in schema:
+            if f.name not in seen or pa.types.is_null(seen[f.name][0]):
+                seen[f.name] = (f.type, url)
+                continue
+            other, other_url = seen[f.name]
+            if pa.types.is_null(f.type):
+                continue
+            try:
+                pa.unify_schemas([pa.schema([pa.field(f.name, other)]), pa.schema([f])], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                raise CatalogError(
+                    f"field {f.name!r} is {other} in {other_url} but {f.type} in {url}; the schemas cannot be unified",
+                    hint="make the field's type consistent, or register the files as separate datasets",
+                ) from None
+    raise CatalogError("the files' schemas cannot be unified")

@@ -1,0 +1,398 @@
+"""The catalog: a directory of immutable Parquet tables queried through an embedded DuckDB.
+
+Layout of ``DIR`` (default ``./.mixsql``)::
+
+    catalog.json                    the commit point: datasets, their versions and table paths
+    datasets/<name>-<version>/      one immutable directory per registered dataset version
+        samples.parquet             one row per sample: pointer columns + properties
+        files.parquet               one row per source file: URL, format, size, mtime, row groups
+    .lock                           held (flock) only by a process that registers
+
+Why not a ``.duckdb`` file: DuckDB lets one process write a database file and no process read it
+meanwhile, so a notebook holding the catalog would block a registration, and a registration would
+block 256 ranks starting together. Here readers never take a lock: they read ``catalog.json``
+(replaced atomically with ``os.replace``) and query the immutable Parquet tables through their
+own in-memory DuckDB. A writer builds the new version in a temporary directory and commits by
+replacing ``catalog.json``; any failure or interruption before that leaves the catalog as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixsql import fs as mfs
+from mixsql.catalog import scan
+from mixsql.errors import CatalogError, MixSQLError
+
+FORMAT = 1
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_PREFIX = "mixsql_"
+DEFAULT_CONTENT = ("text",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset version."""
+
+    name: str
+    version: str
+    samples: int
+    bytes: int
+    content: tuple[str, ...]
+    sources: tuple[str, ...]
+    registered_at: str
+    directory: Path
+
+    @property
+    def samples_path(self) -> Path:
+        return self.directory / "samples.parquet"
+
+    @property
+    def files_path(self) -> Path:
+        return self.directory / "files.parquet"
+
+    def files(self) -> list[mfs.SourceFile]:
+        """The source files as registered, indexed by ``_file_id``."""
+        table = pq.read_table(self.files_path)
+        return [
+            mfs.SourceFile(url=r["url"], format=r["format"], compression=r["compression"], size=r["size"],
+                           mtime=r["mtime"])
+            for r in table.to_pylist()
+        ]
+
+
+class Catalog:
+    """Open (and create if missing) the catalog in ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str] = ".mixsql", *, create: bool = True) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self._index_path = self.path / "catalog.json"
+        if not self._index_path.exists():
+            if not create:
+                raise CatalogError(f"no mixsql catalog at {self.path}",
+                                   hint="register a dataset first: mixsql --catalog DIR register NAME PATH...")
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self._write_lock():
+                if not self._index_path.exists():
+                    self._write_index({"format": FORMAT, "datasets": {}})
+        self._stamp: tuple[int, int, int] | None = None
+        self._index: dict[str, t.Any] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._load()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _load(self) -> bool:
+        """Re-read catalog.json if another process committed since; True if it changed."""
+        for attempt in range(50):
+            try:
+                st = os.stat(self._index_path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stamp == self._stamp:
+                    return False
+                index = json.loads(self._index_path.read_text(encoding="utf-8"))
+                break
+            except FileNotFoundError:
+                raise CatalogError(f"the catalog at {self.path} was removed") from None
+            except json.JSONDecodeError:
+                time.sleep(0.01 * (attempt + 1))  # not on POSIX (os.replace is atomic), but on odd filesystems
+        else:
+            raise CatalogError(f"{self._index_path} is not valid JSON", hint="restore it or remove the catalog directory")
+        if index.get("format") != FORMAT:
+            raise CatalogError(f"the catalog at {self.path} has format {index.get('format')}; this mixsql reads {FORMAT}")
+        self._index, self._stamp = index, stamp
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        return True
+
+    def datasets(self) -> list[str]:
+        """Names of the registered datasets, sorted."""
+        self._load()
+        return sorted(self._index["datasets"])
+
+    def dataset(self, name: str) -> DatasetInfo:
+        """The registered version of dataset ``name``."""
+        self._load()
+        try:
+            entry = self._index["datasets"][name]
+        except KeyError:
+            raise CatalogError(f"unknown dataset {name!r}", hint=_known(self._index["datasets"])) from None
+        return DatasetInfo(
+            name=name, version=entry["version"], samples=entry["samples"], bytes=entry["bytes"],
+            content=tuple(entry["content"]), sources=tuple(entry["sources"]),
+            registered_at=entry["registered_at"], directory=self.path / entry["directory"],
+        )
+
+    @property
+    def version(self) -> str:
+        """Content version of the whole catalog: changes whenever any dataset's data changes."""
+        self._load()
+        parts = sorted(f"{n}={e['version']}" for n, e in self._index["datasets"].items())
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def session(self) -> duckdb.DuckDBPyConnection:
+        """A sandboxed in-memory DuckDB with one view per dataset; rebuilt when the catalog changes.
+
+        The sandbox can read the catalog's own tables and nothing else: external access, extension
+        loading and configuration changes are off, so SQL run here cannot touch other files.
+        """
+        self._load()
+        if self._con is None:
+            self._con = self._connect()
+        return self._con
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:")
+        infos = [self.dataset(n) for n in sorted(self._index["datasets"])]
+        allowed = [str(p) for i in infos for p in (i.samples_path, i.files_path)]
+        for info in infos:
+            con.execute(f'CREATE VIEW "{info.name}" AS SELECT * FROM read_parquet({_lit(info.samples_path)})')
+        files = " UNION ALL ".join(
+            f"SELECT {_lit(i.name)} AS dataset, * FROM read_parquet({_lit(i.files_path)})" for i in infos
+        ) or ("SELECT NULL::VARCHAR AS dataset, NULL::INTEGER AS file_id, NULL::VARCHAR AS url, NULL::VARCHAR AS format,"
+              " NULL::VARCHAR AS compression, NULL::BIGINT AS size, NULL::DOUBLE AS mtime, NULL::BIGINT AS rows,"
+              " NULL::BIGINT[] AS row_groups LIMIT 0")
+        con.execute(f"CREATE VIEW mixsql_files AS {files}")
+        rows = ", ".join(
+            f"({_lit(i.name)}, {_lit(i.version)}, {i.samples}, {i.bytes}, {_lit(i.registered_at)})" for i in infos
+        )
+        con.execute(
+            "CREATE VIEW mixsql_datasets AS SELECT * FROM (VALUES "
+            + (rows or "(NULL, NULL, NULL, NULL, NULL)")
+            + ") AS d(name, version, samples, bytes, registered_at)"
+            + ("" if rows else " LIMIT 0")
+        )
+        if allowed:
+            con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in allowed)}]")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
+    def sql(self, query: str) -> pa.Table:
+        """Run read-only SQL (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the catalog."""
+        con = self.session()
+        try:
+            statements = con.extract_statements(query)
+        except duckdb.Error as e:
+            raise CatalogError(_duck_message(e)) from None
+        if not statements:
+            raise CatalogError("empty SQL statement")
+        for st in statements:
+            if st.type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+                raise CatalogError(
+                    f"only read-only statements run here; {st.type.name} is refused",
+                    hint="the catalog changes only through `register` (and `drop`)",
+                )
+        try:
+            result = None
+            for st in statements:
+                result = con.sql(st.query)
+            assert result is not None
+            return result.to_arrow_table()
+        except duckdb.Error as e:
+            raise CatalogError(_duck_message(e)) from None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write_lock(self, timeout: float = 600.0) -> t.Iterator[None]:
+        lock_path = self.path / ".lock"
+        with open(lock_path, "a+") as fh:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise CatalogError(f"another process is registering into {self.path}",
+                                           hint="wait for it to finish and try again") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _write_index(self, index: dict[str, t.Any]) -> None:
+        tmp = self.path / f".catalog.json.{uuid.uuid4().hex}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(index, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._index_path)
+
+    def register(
+        self,
+        name: str,
+        paths: t.Sequence[str],
+        *,
+        replace: bool = False,
+        content: t.Sequence[str] | None = None,
+    ) -> DatasetInfo:
+        """Index the samples of the files that ``paths`` name as dataset ``name``.
+
+        ``content`` names the fields that stay in the source files (default ``["text"]``); every
+        other field becomes a property with its own type. All or nothing: on any error the
+        catalog is exactly as it was.
+        """
+        _check_name(name)
+        content = tuple(content) if content else DEFAULT_CONTENT
+        with self._write_lock():
+            self._stamp = None
+            self._load()
+            old = self._index["datasets"].get(name)
+            if old is not None and not replace:
+                raise CatalogError(f"dataset {name!r} is already registered",
+                                   hint="use --replace (API: replace=True) to register it again")
+            _sweep(self.path)
+            tmp = self.path / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir(parents=True)
+            try:
+                entry = _build(tmp, paths, content)
+                final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
+                final.parent.mkdir(exist_ok=True)
+                os.rename(tmp, final)
+                entry["directory"] = str(final.relative_to(self.path))
+                index = json.loads(json.dumps(self._index))
+                index["datasets"][name] = entry
+                try:
+                    self._write_index(index)
+                except BaseException:
+                    shutil.rmtree(final, ignore_errors=True)
+                    raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if old is not None:
+                shutil.rmtree(self.path / old["directory"], ignore_errors=True)
+            self._load()
+            return self.dataset(name)
+
+    def drop(self, name: str) -> None:
+        """Remove dataset ``name`` from the catalog (its source files are untouched)."""
+        with self._write_lock():
+            self._stamp = None
+            self._load()
+            if name not in self._index["datasets"]:
+                raise CatalogError(f"unknown dataset {name!r}", hint=_known(self._index["datasets"]))
+            index = json.loads(json.dumps(self._index))
+            old = index["datasets"].pop(name)
+            self._write_index(index)
+            shutil.rmtree(self.path / old["directory"], ignore_errors=True)
+            self._load()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[str, t.Any]:
+    """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
+    urls = mfs.expand(paths)
+    parts: list[tuple[str, Path, pa.Schema]] = []
+    file_rows: list[dict[str, t.Any]] = []
+    for file_id, url in enumerate(urls):
+        src = mfs.describe(url)
+        row_groups: list[int] | None = None
+        if src.format == "parquet":
+            table, row_groups = scan.scan_parquet(src, file_id, content)
+        else:
+            table = scan.scan_jsonl(src, file_id, content)
+        if mfs.describe(url) != src:
+            raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
+        part = tmp / f"part-{file_id:06d}.parquet"
+        pq.write_table(table, part, compression="zstd")
+        parts.append((url, part, table.schema))
+        file_rows.append({"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
+                          "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups})
+    schema = scan.unify([(u, s) for u, _, s in parts])
+    samples = 0
+    total_bytes = 0
+    with pq.ParquetWriter(tmp / "samples.parquet", schema, compression="zstd") as writer:
+        for _, part, _ in parts:
+            table = _conform(pq.read_table(part), schema)
+            samples += table.num_rows
+            total_bytes += int(pa.compute.sum(table.column("_bytes")).as_py() or 0)
+            writer.write_table(table, row_group_size=1 << 17)
+            part.unlink()
+    files_schema = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
+                              ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+                              ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
+    pq.write_table(pa.Table.from_pylist(file_rows, schema=files_schema), tmp / "files.parquet")
+    fingerprint = json.dumps({
+        "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
+        "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
+    }, sort_keys=True)
+    return {
+        "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+        "samples": samples,
+        "bytes": total_bytes,
+        "files": len(file_rows),
+        "content": list(content),
+        "sources": [str(p) for p in paths],
+        "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _sweep(root: Path) -> None:
+    """Remove temporary directories left by registrations that were killed (we hold the lock)."""
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".catalog.json.*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise CatalogError(f"invalid dataset name {name!r}",
+                           hint="use letters, digits and underscores, starting with a letter or underscore")
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise CatalogError(f"dataset names starting with {RESERVED_PREFIX!r} are reserved for mixsql's own tables")
+
+
+def _known(datasets: t.Mapping[str, t.Any]) -> str:
+    return f"registered datasets: {', '.join(sorted(datasets))}" if datasets else "the catalog has no datasets yet"
+
+
+def _lit(value: t.Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _duck_message(e: BaseException) -> str:
+    return str(e).strip()
+
+
+__all__ = ["Catalog", "DatasetInfo", "MixSQLError"]

@@ -1,0 +1,171 @@
+"""The ``mixsql`` command line: register data, query the catalog, explain and format mixtures.
+
+Errors print as ``FILE:LINE:COL: error: message`` with the source line and a caret, exit status 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import typing as t
+
+import click
+import pyarrow as pa
+
+from mixsql.api import Connection
+from mixsql.errors import MixSQLError
+
+EXIT_USER_ERROR = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> t.Any:
+        try:
+            return super().invoke(ctx)
+        except MixSQLError as e:
+            click.echo(e.render(color=sys.stderr.isatty()), err=True)
+            ctx.exit(EXIT_USER_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--catalog", "catalog", default=".mixsql", show_default=True, envvar="MIXSQL_CATALOG",
+              type=click.Path(file_okay=False), help="Catalog directory (env MIXSQL_CATALOG).")
+@click.version_option(package_name="mixsql")
+@click.pass_context
+def main(ctx: click.Context, catalog: str) -> None:
+    """mixsql: declare pre-training data mixtures in SQL.
+
+    \b
+    mixsql register corpus 'data/*.parquet'      index samples (pointers + properties)
+    mixsql sql "SELECT domain, count(*) FROM corpus GROUP BY ALL"
+    mixsql explain pretrain.mixsql               what the mixture will do
+    """
+    ctx.obj = catalog
+
+
+def _connect(ctx: click.Context, create: bool = False) -> Connection:
+    return Connection(ctx.obj, create=create)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--replace", is_flag=True, help="Replace the dataset if it is already registered.")
+@click.option("--content", default="text", show_default=True,
+              help="Comma-separated fields that stay in the files (the rest become properties).")
+@click.pass_context
+def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str) -> None:
+    """Index JSONL (.jsonl, .gz, .zst) and Parquet files as dataset NAME.
+
+    PATHS are files, quoted globs, directories or fsspec URLs (file://...). The catalog keeps
+    pointers and properties, never the content; a failed registration changes nothing.
+    """
+    con = _connect(ctx, create=True)
+    fields = [c.strip() for c in content.split(",") if c.strip()]
+    info = con.register(name, list(paths), replace=replace, content=fields)
+    files = len(info.files())
+    click.echo(f"registered {info.name}: {info.samples:,} samples from {files} file{'s' * (files != 1)} "
+               f"(version {info.version}) in {con.path}")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def drop(ctx: click.Context, name: str) -> None:
+    """Remove dataset NAME from the catalog (its files are untouched)."""
+    _connect(ctx).drop(name)
+    click.echo(f"dropped {name}")
+
+
+@main.command()
+@click.pass_context
+def datasets(ctx: click.Context) -> None:
+    """List registered datasets."""
+    con = _connect(ctx)
+    click.echo(_format(con.sql("SELECT name, samples, bytes, version, registered_at FROM mixsql_datasets "
+                               "ORDER BY name"), "table", None))
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in table format (0: all).")
+@click.pass_context
+def sql(ctx: click.Context, query: str, fmt: str, max_rows: int) -> None:
+    """Run read-only SQL over the catalog (one view per dataset; statements that write are refused)."""
+    click.echo(_format(_connect(ctx).sql(query), fmt, max_rows or None), nl=False)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, help="Override the statement's SEED.")
+@click.option("--chunk-size", type=int, help="Override the statement's CHUNK SIZE.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def explain(ctx: click.Context, file: str, seed: int | None, chunk_size: int | None, as_json: bool) -> None:
+    """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL."""
+    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size)
+    e = mix.explanation()
+    click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+def fmt(file: str) -> None:
+    """Print the statement in FILE in canonical form (parses back to the same tree)."""
+    from mixsql.parse import parse, to_sql
+
+    with open(file, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        click.echo(to_sql(parse(text, path=file)))
+    except MixSQLError as e:
+        click.echo(e.with_source(text, file).render(color=sys.stderr.isatty()), err=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _format(table: pa.Table, fmt: str, max_rows: int | None) -> str:
+    rows = table.to_pylist()
+    names = table.column_names
+    if fmt == "json":
+        return "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(names)
+        writer.writerows([[_cell(r[n]) for n in names] for r in rows])
+        return buf.getvalue()
+    shown = rows if max_rows is None else rows[:max_rows]
+    cells = [[_cell(r[n], 60) for n in names] for r in shown]
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+               for f in table.schema]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    note = f"({len(rows):,} row{'s' * (len(rows) != 1)}"
+    note += f", first {len(shown):,} shown; --max-rows 0 for all)" if len(shown) < len(rows) else ")"
+    return "\n".join(out + [note]) + "\n"
+
+
+def _cell(value: t.Any, limit: int | None = None) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, (list, dict)):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = str(value)
+    text = text.replace("\n", "\\n")
+    if limit and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

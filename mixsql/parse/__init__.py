@@ -1,0 +1,149 @@
+"""Stage ``parse``: MIX statement text → ``Mix`` syntax tree, or a ``MixParseError`` with a position.
+
+A statement may contain only expressions: subqueries, table functions and second statements are
+rejected here, before anything reaches DuckDB.
+
+>>> mix = parse("MIX 0.7 AS web WHERE lang = 'en', 0.3 AS code FROM corpus SEED 7")
+>>> [c.name for c in mix.components]
+['web', 'code']
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import expressions as exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
+
+from mixsql.errors import MixParseError, position
+from mixsql.parse.ast import Component, Dataset, Mix, span
+from mixsql.parse.dialect import MixSQL
+
+__all__ = ["Component", "Dataset", "Mix", "MixSQL", "parse", "to_sql", "span"]
+
+_DIALECT = MixSQL()
+
+# Table functions read files or run queries; they never belong in a predicate.
+TABLE_FUNCTIONS = frozenset(
+    """read_csv read_csv_auto read_parquet parquet_scan read_json read_json_auto read_ndjson read_ndjson_auto
+    read_json_objects read_ndjson_objects read_text read_blob glob query query_table sniff_csv iceberg_scan
+    delta_scan read_xlsx st_read sqlite_scan postgres_scan mysql_scan range generate_series unnest
+    parquet_metadata parquet_schema parquet_file_metadata parquet_kv_metadata duckdb_settings duckdb_tables
+    duckdb_databases duckdb_functions pragma_version""".split()
+)
+
+
+def parse(text: str, *, path: str | None = None) -> Mix:
+    """Parse exactly one MIX statement (comments and a trailing ``;`` allowed)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a MIX statement is text, not {type(text).__name__}")
+    tokens = _tokenize(text, path)
+    if not tokens:
+        raise MixParseError("empty statement: expected MIX", line=1, col=1, source=text, path=path,
+                            hint="a mixture starts with MIX <weight> AS <name> ...")
+    statements = _split(tokens)
+    first = statements[0]
+    if first[0].text.upper() != "MIX" or first[0].token_type == TokenType.STRING:
+        raise _at(first[0], text, path, "expected a MIX statement",
+                  hint="plain SQL over the catalog runs with `mixsql sql` or con.sql(...)")
+    if len(statements) > 1:
+        raise _at(statements[1][0], text, path,
+                  "only one statement is allowed: a MIX statement cannot be followed by other SQL",
+                  hint="remove everything after the MIX statement's ';'")
+    try:
+        trees = _DIALECT.parser().parse(first, text)
+    except ParseError as e:
+        raise _from_parse_error(e, text, path) from None
+    mix = trees[0]
+    if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
+        raise _at(first[0], text, path, "expected a MIX statement")
+    _check_expressions(mix, text, path)
+    return mix
+
+
+def to_sql(mix: Mix, *, pretty: bool = True) -> str:
+    """Print a statement in the canonical spelling (``mixsql fmt``); it parses to the same tree."""
+    return mix.sql(dialect=_DIALECT, pretty=pretty)
+
+
+def _tokenize(text: str, path: str | None) -> list[Token]:
+    try:
+        return _DIALECT.tokenize(text)
+    except TokenError as e:
+        cause = e.__cause__
+        found = re.search(r"Missing (.+) from \d+:(\d+)", str(cause or ""))
+        if found:
+            delimiter, offset = found.group(1), int(found.group(2))
+            line, col = position(text, offset)
+            raise MixParseError(f"unterminated {'string' if delimiter == chr(39) else 'quoted name'}: "
+                                f"missing closing {delimiter}", line=line, col=col, source=text, path=path,
+                                hint=f"close it with {delimiter}") from None
+        opened = text.rfind("/*")
+        if opened >= 0 and text.find("*/", opened) < 0:
+            line, col = position(text, opened)
+            raise MixParseError("unterminated comment: missing */", line=line, col=col, length=2, source=text,
+                                path=path) from None
+        start = e.start or 0
+        line, col = position(text, start)
+        raise MixParseError(f"cannot read the statement: {cause or e}", line=line, col=col, source=text,
+                            path=path) from None
+
+
+def _split(tokens: list[Token]) -> list[list[Token]]:
+    statements: list[list[Token]] = [[]]
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            statements.append([])
+        else:
+            statements[-1].append(token)
+    return [s for s in statements if s]
+
+
+def _at(token: Token, text: str, path: str | None, message: str, hint: str | None = None) -> MixParseError:
+    line, col = position(text, token.start)
+    return MixParseError(message, line=line, col=col, length=token.end - token.start + 1, source=text, path=path,
+                         hint=hint)
+
+
+def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseError:
+    info = e.errors[0] if e.errors else {}
+    description = str(info.get("description") or e).strip()
+    description = re.sub(r"Required keyword: '(\w+)' missing for <class '[\w.]+\.(\w+)'>",
+                         r"incomplete expression: \2 is missing its \1", description)
+    line, end_col = info.get("line"), info.get("col")
+    highlight = info.get("highlight") or ""
+    highlight = re.sub(r"\x1b\[[0-9;]*m", "", highlight)
+    if line is None or end_col is None:
+        return MixParseError(description, source=text, path=path)
+    # sqlglot reports the column of the token's last character; point at its first.
+    col = max(1, int(end_col) - max(len(highlight), 1) + 1)
+    if not highlight.strip():
+        description = description.rstrip(".") + " (the statement ends too early)"
+    if description[1:2].islower():
+        description = description[:1].lower() + description[1:]
+    return MixParseError(description, line=int(line), col=col,
+                         length=len(highlight) or 1, source=text, path=path)
+
+
+def _check_expressions(mix: Mix, text: str, path: str | None) -> None:
+    """Predicates are scalar expressions only: no subqueries, table functions or statements."""
+    predicates = [mix.args.get("where")] + [c.args.get("where") for c in mix.components]
+    for where in predicates:
+        if where is None:
+            continue
+        for node in where.this.walk():
+            problem = None
+            if isinstance(node, (exp.Query, exp.Subquery, exp.Exists)):
+                problem = "subqueries are not allowed in a MIX statement: a predicate is one scalar expression"
+            elif isinstance(node, exp.Func):
+                name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+                if name in TABLE_FUNCTIONS:
+                    problem = f"table function {name}() is not allowed in a MIX predicate"
+            elif isinstance(node, (exp.Command, exp.Table)):
+                problem = "only expressions over the dataset's properties are allowed in a MIX predicate"
+            if problem:
+                where_span = span(node) or span(where.this) or (0, 1)
+                line, col = position(text, where_span[0])
+                raise MixParseError(problem, line=line, col=col, length=where_span[1] - where_span[0], source=text,
+                                    path=path, hint="filter on the dataset's properties with scalar SQL expressions")

@@ -1,0 +1,113 @@
+"""Stage ``plan``: how many samples each component contributes to each chunk, and how long the stream is.
+
+The counts follow the normalised weights exactly up to rounding. With shares ``p_i`` (exact
+fractions) and chunk size ``C``, the cumulative count of component ``i`` after ``k`` chunks is the
+largest-remainder (Hamilton) apportionment of ``k*C`` samples::
+
+    D_i(k) = floor(p_i*k*C) + [i is among the r(k) largest remainders of p_i*k*C]
+    r(k)   = k*C - sum_i floor(p_i*k*C)        (ties: the earlier component first)
+
+and chunk ``k`` holds ``D_i(k+1) - D_i(k)`` samples of component ``i``. This is the same as
+apportioning each chunk by largest remainder with the rounding carried from chunk to chunk
+(apportionment commutes with adding whole samples), so cumulative counts never drift by one
+sample or more from ``p_i * position``. Because ``D(k)`` is a closed form, chunk ``k`` is computed
+without computing chunks ``0..k-1``: the basis of O(1) seek and resume.
+
+A chunk count is never negative as long as every component gets at least one sample per chunk
+(``p_i * C >= 1``); ``check`` enforces that. Arithmetic is on integers, so the result is the same
+on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as t
+from fractions import Fraction
+
+from mixsql.bind import BoundMix
+from mixsql.errors import PlanError, position
+from mixsql.parse import span
+
+
+def _integer_shares(shares: t.Sequence[Fraction]) -> tuple[list[int], int]:
+    denominator = math.lcm(*(s.denominator for s in shares))
+    return [s.numerator * (denominator // s.denominator) for s in shares], denominator
+
+
+def cumulative(shares: t.Sequence[Fraction], n: int) -> list[int]:
+    """Largest-remainder apportionment of ``n`` samples among ``shares`` (which sum to 1)."""
+    numerators, denominator = _integer_shares(shares)
+    floors = [(a * n) // denominator for a in numerators]
+    remainders = [(a * n) % denominator for a in numerators]
+    extra = n - sum(floors)
+    order = sorted(range(len(shares)), key=lambda i: (-remainders[i], i))
+    for i in order[:extra]:
+        floors[i] += 1
+    return floors
+
+
+def chunk_counts(shares: t.Sequence[Fraction], chunk_size: int, k: int) -> list[int]:
+    """Samples of each component in chunk ``k`` (0-based), without computing earlier chunks."""
+    before = cumulative(shares, k * chunk_size)
+    after = cumulative(shares, (k + 1) * chunk_size)
+    return [b - a for a, b in zip(before, after)]
+
+
+def chunks_until_exhausted(shares: t.Sequence[Fraction], chunk_size: int, available: t.Sequence[int]) -> list[int]:
+    """For each component, how many whole chunks fit before it needs more samples than it has."""
+    out = []
+    for i, (share, have) in enumerate(zip(shares, available)):
+        lo, hi = 0, int(have / (share * chunk_size)) + 2  # D_i(k) >= floor(p_i*k*C), so hi chunks cannot fit
+        while lo < hi:  # largest k with D_i(k) <= have; D_i is monotone in k (see check)
+            mid = (lo + hi + 1) // 2
+            if cumulative(shares, mid * chunk_size)[i] <= have:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(lo)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamShape:
+    """The stream's length before the first component runs out, and which component limits it."""
+
+    chunks: int
+    chunk_size: int
+    limiting: str
+    per_component_chunks: tuple[int, ...]
+
+    @property
+    def samples(self) -> int:
+        return self.chunks * self.chunk_size
+
+
+def check(bound: BoundMix) -> None:
+    """Reject a mixture the planner cannot honour exactly: a share below one sample per chunk."""
+    for c in bound.components:
+        if c.share * bound.chunk_size < 1:
+            need = math.ceil(1 / c.share)
+            node = c_weight_node(bound, c.index)
+            where = span(node)
+            line, col = position(bound.text, where[0]) if where else (None, None)
+            raise PlanError(
+                f"component {c.name!r} gets {float(c.share):.3g} of the stream, less than one sample per chunk of "
+                f"{bound.chunk_size}",
+                hint=f"use CHUNK SIZE {need} or more, or raise its weight",
+                line=line, col=col, length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path,
+            )
+
+
+def c_weight_node(bound: BoundMix, index: int) -> t.Any:
+    return bound.tree.components[index].args["weight"]
+
+
+def shape(bound: BoundMix) -> StreamShape:
+    """Length of the stream (whole chunks) before its first component runs out."""
+    check(bound)
+    shares = [c.share for c in bound.components]
+    per = chunks_until_exhausted(shares, bound.chunk_size, [c.samples for c in bound.components])
+    limiting = min(range(len(per)), key=lambda i: (per[i], i))
+    return StreamShape(chunks=per[limiting], chunk_size=bound.chunk_size,
+                       limiting=bound.components[limiting].name, per_component_chunks=tuple(per))
