@@ -108,7 +108,7 @@ class _Binder:
         for c, ds in zip(components, datasets):
             where = c.args.get("where")
             if where is not None:
-                self._check_predicate(where.this, ds, f"component {c.name!r}'s WHERE")
+                self._check_predicate(where.this, ds, f"the WHERE of component {c.name!r}")
             preds.append(None if where is None else where.this.sql(dialect="duckdb", comments=False))
         stmt_pred = None if statement_where is None else statement_where.this.sql(dialect="duckdb", comments=False)
         counts = self._count(components, datasets, stmt_pred, preds)
@@ -213,6 +213,8 @@ class _Binder:
             raise self.error(f"unknown column {root!r} in {what} (dataset {dataset!r})", col, hint=hint)
         sql = pred.sql(dialect="duckdb", comments=False)
         try:
+            # In WHERE position first, so aggregates and window functions are refused as DuckDB would.
+            self.con.execute(f'SELECT 1 FROM "{dataset}" WHERE ({sql}) LIMIT 0').fetchall()
             rows = self.con.execute(f'DESCRIBE SELECT ({sql}) AS p FROM "{dataset}"').fetchall()
         except duckdb.Error as e:
             raise self._duck_error(e, pred, what) from None
@@ -247,12 +249,12 @@ class _Binder:
             members = [i for i, d in enumerate(datasets) if d == ds]
             cases = " ".join(f"WHEN {_paren(preds[i]) if preds[i] else 'TRUE'} THEN {k}"
                              for k, i in enumerate(members))
-            aggregates = [f"count_if(_c = {k})" for k in range(len(members))]
+            aggregates = [f"coalesce(count_if(_c = {k}), 0)" for k in range(len(members))]
             aggregates += [f"coalesce(sum(_bytes) FILTER (WHERE _c = {k}), 0)" for k in range(len(members))]
             pairs: list[tuple[int, int]] = []
             if len(members) <= MAX_PAIRWISE_OVERLAPS:
                 pairs = [(a, b) for b in range(len(members)) for a in range(b) if preds[members[b]] is not None]
-                aggregates += [f"count_if(_c = {a} AND ({preds[members[b]]}))" for a, b in pairs]
+                aggregates += [f"coalesce(count_if(_c = {a} AND ({preds[members[b]]})), 0)" for a, b in pairs]
             where = f" WHERE {stmt_pred}" if stmt_pred else ""
             sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT CASE {cases} END AS _c, * "
                    f'FROM "{ds}"{where})')
@@ -278,7 +280,10 @@ class _Binder:
         if overlaps:
             taken = ", ".join(f"{name!r} ({n})" for name, n in overlaps)
             hint = f"every sample it matches belongs to an earlier component: {taken}; a sample goes to the first match"
-        elif pred and stmt_pred:
+        elif pred is None:
+            hint = "it has no WHERE, so it takes the samples no earlier component matches, but earlier " \
+                   "components take every sample"
+        elif stmt_pred:
             alone = self.con.execute(f'SELECT count(*) FROM "{ds}" WHERE {pred}').fetchone()
             hint = (f"its own WHERE matches {alone[0]} samples, but none pass the statement's WHERE"
                     if alone and alone[0] else "check its predicate against the data: mixsql sql \"SELECT ...\"")

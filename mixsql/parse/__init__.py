@@ -58,7 +58,7 @@ def parse(text: str, *, path: str | None = None) -> Mix:
     mix = trees[0]
     if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
         raise _at(first[0], text, path, "expected a MIX statement")
-    _check_expressions(mix, text, path)
+    _check_expressions(mix, first, text, path)
     return mix
 
 
@@ -126,8 +126,12 @@ def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseErr
                          length=len(highlight) or 1, source=text, path=path)
 
 
-def _check_expressions(mix: Mix, text: str, path: str | None) -> None:
+def _check_expressions(mix: Mix, tokens: list[Token], text: str, path: str | None) -> None:
     """Predicates are scalar expressions only: no subqueries, table functions or statements."""
+    for token in tokens:
+        if token.token_type == TokenType.SELECT:
+            raise _at(token, text, path, "subqueries are not allowed in a MIX statement: a predicate is one "
+                      "scalar expression", hint="filter on the dataset's properties with scalar SQL expressions")
     predicates = [mix.args.get("where")] + [c.args.get("where") for c in mix.components]
     for where in predicates:
         if where is None:

@@ -76,9 +76,17 @@ class MixSQL(DuckDB):
             if not components or any(c is None for c in components):
                 self.raise_error("expecting a component: <weight> AS <name> [FROM <dataset>] [WHERE <predicate>]")
             args: dict[str, t.Any] = {"expressions": components}
-            if self._match(TokenType.FROM):
+            last = components[-1]
+            if not self._match(TokenType.FROM, advance=False) and last.args.get("from_") is not None \
+                    and any(c.args.get("from_") is None for c in components[:-1]):
+                # `..., 0.2 AS docs FROM corpus [WHERE p]`: read literally, FROM would be docs' own and every
+                # earlier component would lack a dataset; so it is the statement's FROM (and WHERE).
+                args["from_"] = last.args.pop("from_")
+                if last.args.get("where") is not None:
+                    args["where"] = last.args.pop("where")
+            if "from_" not in args and self._match(TokenType.FROM):
                 args["from_"] = self._parse_dataset()
-            where = self._parse_where()
+            where = self._parse_where() if "where" not in args else None
             if where is not None:
                 args["where"] = where
             while self._curr and self._curr.text.upper() in OPTION_CLAUSES \

@@ -1,0 +1,196 @@
+"""Registration against plain DuckDB/pyarrow reads of the same files; all-or-nothing failures."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mixsql
+from mixsql.errors import CatalogError, DataError
+from tests.conftest import PARQUET_GLOB, SAMPLE
+
+PROPS = ["id", "source", "domain", "language", "origin", "quality", "n_bytes", "n_lines", "has_example", "tags"]
+TYPES = {"id": "VARCHAR", "source": "VARCHAR", "domain": "VARCHAR", "language": "VARCHAR", "quality": "DOUBLE",
+         "n_bytes": "BIGINT", "n_lines": "BIGINT", "has_example": "BOOLEAN", "tags": "VARCHAR[]",
+         "_file_id": "INTEGER", "_row": "BIGINT", "_offset": "BIGINT", "_length": "BIGINT", "_bytes": "BIGINT"}
+
+
+def _catalog_rows(con: mixsql.Connection, dataset: str) -> list[dict]:
+    q = (f"SELECT f.url, s._row, s._offset, s._length, s._bytes, {', '.join('s.' + p for p in PROPS)} "
+         f"FROM {dataset} s JOIN mixsql_files f ON f.dataset = '{dataset}' AND f.file_id = s._file_id "
+         f"ORDER BY f.url, s._row")
+    return con.sql(q).to_pylist()
+
+
+def test_parquet_matches_plain_duckdb(con: mixsql.Connection) -> None:
+    ours = _catalog_rows(con, "corpus")
+    plain = duckdb.sql(
+        f"SELECT 'file://' || filename AS url, file_row_number AS _row, strlen(text) AS _bytes, "
+        f"{', '.join(PROPS)} FROM read_parquet('{PARQUET_GLOB}', filename=true, file_row_number=true) "
+        f"ORDER BY url, _row").to_arrow_table().to_pylist()
+    assert len(ours) == len(plain) == 4200
+    for a, b in zip(ours, plain):
+        assert a["_offset"] is None and a["_length"] is None
+        assert {k: a[k] for k in b} == b
+
+
+def test_jsonl_matches_plain_duckdb_and_offsets_point_at_records(con: mixsql.Connection) -> None:
+    ours = _catalog_rows(con, "corpus_jsonl")
+    assert len(ours) == 4200
+    by_file: dict[str, list[dict]] = {}
+    for r in ours:
+        by_file.setdefault(r["url"], []).append(r)
+    assert len(by_file) == 3
+    for url, rows in by_file.items():
+        path = url.removeprefix("file://")
+        plain = duckdb.sql(f"SELECT {', '.join(PROPS)}, strlen(text) AS _bytes FROM "
+                           f"read_json('{path}', format='newline_delimited')").to_arrow_table().to_pylist()
+        assert [{k: r[k] for k in PROPS + ['_bytes']} for r in rows] == plain
+        raw = gzip.open(path).read() if path.endswith(".gz") else Path(path).read_bytes()
+        for r in rows:
+            record = json.loads(raw[r["_offset"]: r["_offset"] + r["_length"]])
+            assert record["id"] == r["id"] and record["n_bytes"] == r["n_bytes"]
+
+
+def test_types_are_preserved(con: mixsql.Connection) -> None:
+    for ds in ("corpus", "corpus_jsonl"):
+        described = {r["column_name"]: r["column_type"] for r in con.sql(f"DESCRIBE {ds}").to_pylist()}
+        assert {k: described[k] for k in TYPES} == TYPES
+        assert "text" not in described  # content stays in the files
+
+
+def test_zstd_jsonl_file_url_and_directory(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    src = (SAMPLE / "jsonl" / "corpus-00000.jsonl").read_bytes()
+    target = tmp_path / "z" / "part.jsonl.zst"
+    target.parent.mkdir()
+    with pa.CompressedOutputStream(str(target), "zstd") as out:
+        out.write(src)
+    info = scratch.register("z", [f"file://{target}"])
+    assert info.samples == src.count(b"\n") == 1400
+    plain = duckdb.sql(f"SELECT id FROM read_json('{SAMPLE}/jsonl/corpus-00000.jsonl')").fetchall()
+    assert scratch.sql("SELECT id FROM z ORDER BY _row").to_pylist() == [{"id": i} for (i,) in plain]
+    files = scratch.sql("SELECT compression, url FROM mixsql_files WHERE dataset = 'z'").to_pylist()
+    assert files == [{"compression": "zstd", "url": f"file://{target}"}]
+    d = scratch.register("d", [str(SAMPLE / "parquet")])
+    assert d.samples == 4200 and len(d.files()) == 4
+
+
+def test_blank_lines_and_crlf_are_handled(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    f = tmp_path / "x.jsonl"
+    f.write_bytes(b'{"text": "a", "k": 1}\r\n\n   \n{"text": "bb", "k": 2}\n{"text": "ccc", "k": 3}')
+    scratch.register("x", [str(f)])
+    rows = scratch.sql("SELECT _row, _offset, _length, _bytes, k FROM x ORDER BY _row").to_pylist()
+    assert [r["k"] for r in rows] == [1, 2, 3]
+    data = f.read_bytes()
+    assert [json.loads(data[r["_offset"]: r["_offset"] + r["_length"]])["k"] for r in rows] == [1, 2, 3]
+    assert [r["_bytes"] for r in rows] == [1, 2, 3]
+
+
+def test_types_unify_across_files(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"text": "x", "score": 1, "lang": null}\n')
+    (tmp_path / "b.jsonl").write_text('{"text": "y", "score": 2.5, "lang": "en", "extra": true}\n')
+    scratch.register("u", [str(tmp_path / "*.jsonl")])
+    types = {r["column_name"]: r["column_type"] for r in scratch.sql("DESCRIBE u").to_pylist()}
+    assert types["score"] == "DOUBLE" and types["lang"] == "VARCHAR" and types["extra"] == "BOOLEAN"
+    assert scratch.sql("SELECT score, extra FROM u ORDER BY _file_id").to_pylist() == [
+        {"score": 1.0, "extra": None}, {"score": 2.5, "extra": True}]
+
+
+def _snapshot(path: Path) -> tuple[bytes, list[str]]:
+    return (path / "catalog.json").read_bytes(), sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                                                        if p.name != ".lock")
+
+
+def test_failed_registrations_leave_the_catalog_unchanged(scratch: mixsql.Connection, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch.register("corpus", [PARQUET_GLOB])
+    before = _snapshot(scratch.path)
+    version = scratch.version
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": "ok"}\n{"text": broken}\n')
+    with pytest.raises(DataError) as e:
+        scratch.register("bad", [str(tmp_path / "bad.jsonl")])
+    assert "bad.jsonl" in str(e.value) and "line 3" in str(e.value) and e.value.row == 2
+    assert _snapshot(scratch.path) == before
+
+    (tmp_path / "m1.jsonl").write_text('{"text": "a", "k": "x"}\n')
+    (tmp_path / "m2.jsonl").write_text('{"text": "b", "k": 5}\n')
+    with pytest.raises(CatalogError, match="'k' is string in .*m1.jsonl but int64 in .*m2.jsonl"):
+        scratch.register("mixed", [str(tmp_path / "m*.jsonl")])
+    assert _snapshot(scratch.path) == before
+
+    with pytest.raises(CatalogError, match="already registered"):
+        scratch.register("corpus", [PARQUET_GLOB])
+    with pytest.raises(CatalogError, match="no field 'body'"):
+        scratch.register("c2", [PARQUET_GLOB], content=["body"])
+    with pytest.raises(CatalogError, match="matches no data file"):
+        scratch.register("none", [str(tmp_path / "*.parquet")])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CatalogError, match="cannot tell the format"):
+        scratch.register("txt", [str(tmp_path / "notes.txt")])
+    assert _snapshot(scratch.path) == before
+
+    from mixsql.catalog import scan
+
+    def interrupted(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan, "scan_jsonl", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scratch.register("corpus", [str(SAMPLE / "jsonl")], replace=True)
+    assert _snapshot(scratch.path) == before
+    assert scratch.version == version
+    assert scratch.sql("SELECT count(*) AS n FROM corpus").to_pylist() == [{"n": 4200}]
+
+
+def test_replace_and_content_version(scratch: mixsql.Connection, data_copy: Path) -> None:
+    glob = str(data_copy / "parquet" / "*.parquet")
+    first = scratch.register("c", [glob])
+    v1 = scratch.version
+    again = scratch.register("c", [glob], replace=True)
+    assert again.version == first.version and scratch.version == v1  # same data, same version
+    part = data_copy / "parquet" / "corpus-00000.parquet"
+    table = pq.read_table(part).slice(0, 10)
+    pq.write_table(table, part)
+    third = scratch.register("c", [glob], replace=True)
+    assert third.version != first.version and scratch.version != v1
+    assert third.samples == 3 * 1050 + 10
+    assert not first.directory.exists()  # superseded version removed
+
+
+def test_dataset_names_and_drop(scratch: mixsql.Connection) -> None:
+    for bad in ("1abc", "a-b", "mixsql_files", ""):
+        with pytest.raises(CatalogError):
+            scratch.register(bad, [PARQUET_GLOB])
+    scratch.register("keep", [PARQUET_GLOB])
+    scratch.register("gone", [PARQUET_GLOB])
+    scratch.drop("gone")
+    assert scratch.datasets() == ["keep"]
+    with pytest.raises(CatalogError, match="unknown dataset 'gone'"):
+        scratch.drop("gone")
+
+
+def test_reserved_field_names_are_refused(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"text": "a", "_row": 1}\n')
+    with pytest.raises(CatalogError, match="'_row'.*reserves"):
+        scratch.register("r", [str(tmp_path / "r.jsonl")])
+
+
+def test_a_second_connection_sees_new_registrations(sample_catalog: Path, tmp_path: Path) -> None:
+    import shutil
+    path = tmp_path / "cat"
+    shutil.copytree(sample_catalog, path)
+    reader = mixsql.connect(path, create=False)
+    writer = mixsql.connect(path, create=False)
+    assert reader.sql("SELECT count(*) AS n FROM corpus").to_pylist() == [{"n": 4200}]
+    writer.register("again", [PARQUET_GLOB])
+    assert "again" in reader.datasets()
+    assert reader.sql("SELECT count(*) AS n FROM again").to_pylist() == [{"n": 4200}]
+    assert os.path.exists(path / "catalog.json")
