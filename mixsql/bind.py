@@ -259,7 +259,7 @@ class _Binder:
             sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT CASE {cases} END AS _c, * "
                    f'FROM "{ds}"{where})')
             try:
-                row = self.con.execute(sql).fetchone()
+                row = self.con.execute(sql).fetchall()[0]
             except duckdb.Error as e:
                 first = str(e).strip().split("\n")[0]
                 raise BindError(f"evaluating the predicates of dataset {ds!r} failed: {first}", source=self.text,
@@ -284,7 +284,7 @@ class _Binder:
             hint = "it has no WHERE, so it takes the samples no earlier component matches, but earlier " \
                    "components take every sample"
         elif stmt_pred:
-            alone = self.con.execute(f'SELECT count(*) FROM "{ds}" WHERE {pred}').fetchone()
+            alone = self.con.execute(f'SELECT count(*) FROM "{ds}" WHERE {pred}').fetchall()[0]
             hint = (f"its own WHERE matches {alone[0]} samples, but none pass the statement's WHERE"
                     if alone and alone[0] else "check its predicate against the data: mixsql sql \"SELECT ...\"")
         else:

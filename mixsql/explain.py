@@ -40,7 +40,8 @@ class Explanation:
         return {
             "source": self.source, "seed": self.seed, "chunk_size": self.stream.chunk_size,
             "catalog_version": self.catalog_version,
-            "stream": {"samples": self.stream.samples, "chunks": self.stream.chunks, "limiting": self.stream.limiting},
+            "stream": {"samples": self.stream.samples, "chunks": self.stream.chunks, "tail": self.stream.tail,
+                       "limiting": self.stream.limiting},
             "components": [dataclasses.asdict(c) for c in self.components],
         }
 
@@ -53,8 +54,8 @@ def explain(bound: BoundMix) -> Explanation:
     s = shape(bound)
     rows = tuple(
         ComponentRow(name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, weight=_number(c.weight),
-                     share=float(c.share), lasts=n * bound.chunk_size, sql=c.sql, overlaps=c.overlaps)
-        for c, n in zip(bound.components, s.per_component_chunks)
+                     share=float(c.share), lasts=n, sql=c.sql, overlaps=c.overlaps)
+        for c, n in zip(bound.components, s.per_component)
     )
     return Explanation(components=rows, stream=s, seed=bound.seed, catalog_version=bound.catalog_version,
                        source=bound.path)
@@ -76,11 +77,11 @@ def render(e: Explanation) -> str:
            f"catalog {e.catalog_version}", "", line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in body]
     out.append("")
-    if e.stream.chunks == 0:
-        out.append(f"stream: EMPTY - {e.stream.limiting!r} cannot fill its share of a single chunk of "
-                   f"{e.stream.chunk_size:,}; lower CHUNK SIZE or its weight")
+    if e.stream.samples == 0:
+        out.append(f"stream: EMPTY - {e.stream.limiting!r} cannot supply its first sample")
     else:
-        out.append(f"stream: {e.stream.samples:,} samples ({e.stream.chunks:,} chunks of {e.stream.chunk_size:,}) "
+        tail = f" + {e.stream.tail:,}" if e.stream.tail else ""
+        out.append(f"stream: {e.stream.samples:,} samples ({e.stream.chunks:,} chunks of {e.stream.chunk_size:,}{tail}) "
                    f"until {e.stream.limiting!r} runs out; no sample appears twice")
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]
     if overlaps:

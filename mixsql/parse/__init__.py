@@ -34,6 +34,11 @@ TABLE_FUNCTIONS = frozenset(
 )
 
 
+_OPERATORS = {"EQ": "=", "NEQ": "<>", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<=", "And": "AND", "Or": "OR",
+              "Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Mod": "%", "Like": "LIKE", "ILike": "ILIKE",
+              "Is": "IS", "DPipe": "||", "In": "IN"}
+
+
 def parse(text: str, *, path: str | None = None) -> Mix:
     """Parse exactly one MIX statement (comments and a trailing ``;`` allowed)."""
     if not isinstance(text, str):
@@ -59,12 +64,16 @@ def parse(text: str, *, path: str | None = None) -> Mix:
     if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
         raise _at(first[0], text, path, "expected a MIX statement")
     _check_expressions(mix, first, text, path)
+    if mix.comments:  # comments before MIX introduce the statement; keep them in front when printing
+        mix.meta["leading_comments"] = [c.strip() for c in mix.pop_comments()]
     return mix
 
 
 def to_sql(mix: Mix, *, pretty: bool = True) -> str:
     """Print a statement in the canonical spelling (``mixsql fmt``); it parses to the same tree."""
-    return mix.sql(dialect=_DIALECT, pretty=pretty)
+    leading = mix.meta.get("leading_comments") or []
+    head = "".join(f"-- {line.strip()}\n" for c in leading for line in c.splitlines() if line.strip())
+    return head + mix.sql(dialect=_DIALECT, pretty=pretty)
 
 
 def _tokenize(text: str, path: str | None) -> list[Token]:
@@ -109,8 +118,11 @@ def _at(token: Token, text: str, path: str | None, message: str, hint: str | Non
 def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseError:
     info = e.errors[0] if e.errors else {}
     description = str(info.get("description") or e).strip()
-    description = re.sub(r"Required keyword: '(\w+)' missing for <class '[\w.]+\.(\w+)'>",
-                         r"incomplete expression: \2 is missing its \1", description)
+    found = re.match(r"Required keyword: '(\w+)' missing for <class '[\w.]+\.(\w+)'>", description)
+    if found:
+        op = _OPERATORS.get(found.group(2))
+        description = (f"incomplete expression: '{op}' needs a right-hand side" if op and found.group(1) == "expression"
+                       else f"incomplete expression: {found.group(2)} is missing its {found.group(1)}")
     line, end_col = info.get("line"), info.get("col")
     highlight = info.get("highlight") or ""
     highlight = re.sub(r"\x1b\[[0-9;]*m", "", highlight)

@@ -26,13 +26,20 @@ if sqlglot_tokens.SQLGLOTC_INSTALLED:  # pragma: no cover - depends on the envir
 OPTION_CLAUSES = ("SEED", "CHUNK")
 
 
+def _flat(self: t.Any, node: exp.Expr) -> str:
+    """Predicates print on one line even in pretty mode: the statement's layout is ours."""
+    if not self.pretty:
+        return self.sql(node)
+    return type(self)(pretty=False, comments=self.comments).generate(node)
+
+
 def _mix_sql(self: t.Any, expression: Mix) -> str:
     parts = [(",\n    " if self.pretty else ", ").join(self.sql(c) for c in expression.expressions)]
     if expression.args.get("from_"):
         parts.append(f"FROM {self.sql(expression, 'from_')}")
     where = expression.args.get("where")
     if where is not None:
-        parts.append(f"WHERE {self.sql(where.this)}")
+        parts.append(f"WHERE {_flat(self, where.this)}")
     if expression.args.get("seed") is not None:
         parts.append(f"SEED {self.sql(expression, 'seed')}")
     if expression.args.get("chunk_size") is not None:
@@ -46,7 +53,7 @@ def _component_sql(self: t.Any, expression: Component) -> str:
         out += f" FROM {self.sql(expression, 'from_')}"
     where = expression.args.get("where")
     if where is not None:
-        out += f" WHERE {self.sql(where.this)}"
+        out += f" WHERE {_flat(self, where.this)}"
     return out
 
 

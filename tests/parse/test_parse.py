@@ -84,7 +84,7 @@ def _err(text: str) -> MixParseError:
 
 
 @pytest.mark.parametrize("text, line, col, fragment", [
-    ("MIX 0.5 AS a WHERE x > , 0.5 AS b FROM t", 1, 24, "incomplete expression"),
+    ("MIX 0.5 AS a WHERE x > , 0.5 AS b FROM t", 1, 24, "'>' needs a right-hand side"),
     ("MIX a WHERE x", 1, 5, "numeric weight"),
     ("MIX -0.5 AS a FROM t", 1, 5, "positive"),
     ("MIX 0.5 AS , 0.2 AS b FROM t", 1, 12, "component name"),

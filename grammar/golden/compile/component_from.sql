@@ -1,0 +1,11 @@
+-- canonical form
+-- A component may read its own dataset: FROM right after its name.
+MIX 0.6 AS parquet_code FROM corpus WHERE domain = 'code',
+    0.4 AS jsonl_docs FROM corpus_jsonl WHERE domain = 'docs'
+SEED 1;
+
+-- parquet_code: dataset corpus, weight 0.6 (share 3/5), 1108 samples
+SELECT * FROM "corpus" WHERE (domain = 'code');
+-- jsonl_docs: dataset corpus_jsonl, weight 0.4 (share 2/5), 700 samples
+SELECT * FROM "corpus_jsonl" WHERE (domain = 'docs');
+-- stream: 1751 samples (1 chunks of 1024 + 727), limited by jsonl_docs

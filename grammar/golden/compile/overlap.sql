@@ -1,0 +1,15 @@
+-- canonical form
+-- Overlapping components: a sample belongs to the first component it matches.
+MIX 1 AS examples WHERE has_example,
+    1 AS python WHERE language = 'python',
+    1 AS rest /* no WHERE: every sample not taken above */
+FROM corpus;
+
+-- examples: dataset corpus, weight 1 (share 1/3), 255 samples
+SELECT * FROM "corpus" WHERE (has_example);
+-- python: dataset corpus, weight 1 (share 1/3), 678 samples
+SELECT * FROM "corpus" WHERE (language = 'python') AND (has_example) IS NOT TRUE;
+-- rest: dataset corpus, weight 1 (share 1/3), 3267 samples
+SELECT * FROM "corpus" WHERE (has_example) IS NOT TRUE AND (language = 'python') IS NOT TRUE;
+-- stream: 765 samples (0 chunks of 1024 + 765), limited by examples
+-- overlap: 91 samples of python belong to examples

@@ -1,0 +1,95 @@
+"""EXPLAIN's numbers against independent DuckDB counts over the raw files."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import duckdb
+import pytest
+
+import mixsql
+from mixsql import plan
+from tests.conftest import JSONL_GLOB, PARQUET_GLOB, SAMPLE
+
+STATEMENT = """MIX 0.5 AS manuals WHERE domain = 'manual' AND language = 'en',
+    0.3 AS code    WHERE domain = 'code' AND quality > 0.2,
+    0.2 AS docs    WHERE domain = 'docs' OR list_contains(tags, 'example')
+FROM corpus
+WHERE n_bytes BETWEEN 200 AND 200000
+CHUNK SIZE 100"""
+
+
+def _independent(source: str) -> dict[str, tuple[int, int]]:
+    rows = duckdb.sql(f"""
+        SELECT CASE WHEN domain = 'manual' AND language = 'en' THEN 'manuals'
+                    WHEN domain = 'code' AND quality > 0.2 THEN 'code'
+                    WHEN domain = 'docs' OR list_contains(tags, 'example') THEN 'docs' END AS c,
+               count(*) AS n, sum(strlen(text)) AS b
+        FROM {source} WHERE n_bytes BETWEEN 200 AND 200000 GROUP BY c""").fetchall()
+    return {c: (n, b) for c, n, b in rows if c is not None}
+
+
+@pytest.mark.parametrize("dataset, source", [
+    ("corpus", f"read_parquet('{PARQUET_GLOB}')"),
+    ("corpus_jsonl", f"read_json('{JSONL_GLOB}')"),
+])
+def test_counts_bytes_and_overlaps_match_duckdb(con: mixsql.Connection, dataset: str, source: str) -> None:
+    mix = con.mix(STATEMENT.replace("FROM corpus", f"FROM {dataset}"))
+    expected = _independent(source)
+    e = mix.explanation()
+    assert {c.name: (c.samples, c.bytes) for c in e.components} == expected
+    def both(earlier: str) -> int:
+        return duckdb.sql(f"""SELECT count(*) FROM {source} WHERE n_bytes BETWEEN 200 AND 200000 AND ({earlier})
+            AND (domain = 'docs' OR list_contains(tags, 'example'))""").fetchall()[0][0]
+
+    manuals = both("domain = 'manual' AND language = 'en'")
+    code = both("domain = 'code' AND quality > 0.2")
+    docs = next(c for c in e.components if c.name == "docs")
+    assert manuals > 0 and code > 0 and docs.overlaps == (("manuals", manuals), ("code", code))
+    text = mix.explain()
+    assert f"{code:,} samples match both 'code' and 'docs'; they belong to 'code'" in text
+
+
+def test_compiled_sql_selects_exactly_the_components_samples(con: mixsql.Connection) -> None:
+    mix = con.mix(STATEMENT)
+    expected = _independent(f"read_parquet('{PARQUET_GLOB}')")
+    for name, sql in mix.sql().items():
+        n = con.sql(f"SELECT count(*) AS n FROM ({sql})").to_pylist()[0]["n"]
+        assert n == expected[name][0]
+
+
+def test_stream_length_and_limiting_component(con: mixsql.Connection) -> None:
+    mix = con.mix(STATEMENT)
+    e = mix.explanation()
+    counts = [c.samples for c in e.components]
+    shares = [Fraction(5, 10), Fraction(3, 10), Fraction(2, 10)]
+    # Brute force: lay the stream out chunk by chunk and stop at the first sample nobody can supply.
+    used = [0, 0, 0]
+    position = 0
+    while True:
+        k, offset = divmod(position, 100)
+        component = int(plan.chunk_order(plan.chunk_counts(shares, 100, k))[offset])
+        if used[component] == counts[component]:
+            break
+        used[component] += 1
+        position += 1
+    assert len(mix) == position == e.stream.samples
+    assert e.stream.samples == e.stream.chunks * 100 + e.stream.tail
+    limiting = e.components[component]
+    assert e.stream.limiting == limiting.name and limiting.lasts == position
+    assert all(c.lasts >= position for c in e.components)
+    assert "limits the stream" in mix.explain()
+    assert e.to_dict()["stream"]["samples"] == position
+
+
+def test_component_from_mixes_datasets(con: mixsql.Connection) -> None:
+    mix = con.mix("MIX 1 AS p FROM corpus WHERE domain = 'code', 1 AS j FROM corpus_jsonl WHERE domain = 'code'")
+    a, b = mix.explanation().components
+    assert (a.dataset, b.dataset) == ("corpus", "corpus_jsonl")
+    assert a.samples == b.samples and a.overlaps == b.overlaps == ()  # overlap is per dataset
+
+
+def test_sample_statement_explains(con: mixsql.Connection) -> None:
+    mix = con.load(SAMPLE / "pretrain.mixsql")
+    assert mix.components == ["manuals", "code", "docs"]
+    assert len(mix) > 0 and "compiled SQL" in mix.explain()
