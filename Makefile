@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/mixsql --catalog $(CATALOG) register corpus_jsonl 'sample_data/jsonl/*.jsonl*'
 	$(BIN)/mixsql --catalog $(CATALOG) sql "SELECT domain, language, count(*) AS samples FROM corpus GROUP BY ALL ORDER BY samples DESC LIMIT 12"
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
+	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 6 --columns component,language,origin,text
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

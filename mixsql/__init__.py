@@ -5,6 +5,7 @@ Stages, each a module: ``parse`` → ``bind`` → ``plan`` → (``manifest`` →
 """
 
 from mixsql.api import Connection, Mix, connect
+from mixsql.manifest import CompiledPlan
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
 from mixsql.parse import parse
@@ -15,6 +16,7 @@ __all__ = [
     "BindError",
     "Catalog",
     "CatalogError",
+    "CompiledPlan",
     "Connection",
     "DataError",
     "DatasetInfo",
@@ -22,7 +24,15 @@ __all__ = [
     "MixParseError",
     "MixSQLError",
     "PlanError",
+    "collate",
     "connect",
     "parse",
 ]
+
+
+def collate(samples: list) -> dict:
+    """A batch as a dict of lists (for ``DataLoader(collate_fn=mixsql.collate)``)."""
+    from mixsql.dataset import collate as _collate
+
+    return _collate(samples)
 assert sorted(__all__) == __all__

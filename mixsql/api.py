@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mixsql import manifest as _manifest
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix, bind
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import MixSQLError
 from mixsql.explain import Explanation, explain
+from mixsql.manifest import CompiledPlan
 from mixsql.parse import parse, to_sql
+from mixsql.read import Reader
+
+if t.TYPE_CHECKING:
+    from mixsql.dataset import MixDataset
 
 
 class Mix:
@@ -29,6 +35,8 @@ class Mix:
     def __init__(self, bound: BoundMix, connection: "Connection") -> None:
         self._bound = bound
         self._connection = connection
+        self._spec: _plan.PlanSpec | None = None
+        self._compiled: CompiledPlan | None = None
 
     @property
     def bound(self) -> BoundMix:
@@ -65,7 +73,53 @@ class Mix:
 
     def __len__(self) -> int:
         """Samples in the stream before its first component runs out."""
-        return _plan.shape(self._bound).samples
+        return self.spec.shape.samples
+
+    @property
+    def spec(self) -> _plan.PlanSpec:
+        """The plan's parameters (partitions resolved) and the stream's shape."""
+        if self._spec is None:
+            self._spec = _plan.resolve(self._bound)
+        return self._spec
+
+    @property
+    def partitions(self) -> int:
+        return self.spec.partitions
+
+    def plan(self) -> CompiledPlan:
+        """The compiled plan (cached in the catalog by dataset versions, statement and parameters)."""
+        if self._compiled is None:
+            self._compiled = _manifest.compiled(self._bound, self._connection.catalog, self.spec)
+        return self._compiled
+
+    def write_plan(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the compiled plan and its Parquet manifest to ``directory``; returns the manifest's path."""
+        return _manifest.export(self.plan(), directory)
+
+    def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
+                component: str = "name") -> t.Iterator[dict[str, t.Any]]:
+        """The stream in plan order, in this process: dicts of the record's fields plus ``component``.
+
+        ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
+        """
+        plan = self.plan()
+        reader = Reader(plan, columns)
+        end = len(plan) if limit is None else min(limit, len(plan))
+        step = max(plan.partitions, 1) * 64
+        for start in range(0, end, step):
+            yield from reader.samples(plan.positions_rows(start, min(start + step, end)), component=component)
+
+    def torch_dataset(self, batch_size: int | None = None, rank: int | None = None, world_size: int | None = None,
+                      columns: t.Sequence[str] | None = None, *, component: str = "name") -> "MixDataset":
+        """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
+
+        Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
+        size default to torch.distributed, then RANK/WORLD_SIZE; they are data-parallel coordinates.
+        """
+        from mixsql.dataset import MixDataset
+
+        return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
+                          columns=columns, component=component)
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)
@@ -112,17 +166,20 @@ class Connection:
         return self.catalog.sql(query)
 
     def mix(self, text: str, *, seed: int | None = None, chunk_size: int | None = None,
-            path: str | None = None) -> Mix:
-        """Parse and bind a MIX statement; ``seed``/``chunk_size`` override the statement's."""
+            partitions: int | None = None, path: str | None = None) -> Mix:
+        """Parse and bind a MIX statement; ``seed``, ``chunk_size`` and ``partitions`` override the statement's."""
         try:
             tree = parse(text, path=path)
-            bound = bind(tree, self.catalog, text=text, path=path, seed=seed, chunk_size=chunk_size)
-            _plan.check(bound)
+            bound = bind(tree, self.catalog, text=text, path=path, seed=seed, chunk_size=chunk_size,
+                         partitions=partitions)
+            mix = Mix(bound, self)
+            mix.spec  # checks the mixture can be planned exactly
         except MixSQLError as e:
             raise e.with_source(text, path)
-        return Mix(bound, self)
+        return mix
 
-    def load(self, path: str | os.PathLike[str], *, seed: int | None = None, chunk_size: int | None = None) -> Mix:
+    def load(self, path: str | os.PathLike[str], *, seed: int | None = None, chunk_size: int | None = None,
+             partitions: int | None = None) -> Mix:
         """Read, parse and bind a ``.mixsql`` file."""
         p = Path(path)
         try:
@@ -131,7 +188,7 @@ class Connection:
             raise MixSQLError(f"no such file: {p}") from None
         except UnicodeDecodeError as e:
             raise MixSQLError(f"{p} is not UTF-8 text: {e}") from None
-        return self.mix(text, seed=seed, chunk_size=chunk_size, path=str(path))
+        return self.mix(text, seed=seed, chunk_size=chunk_size, partitions=partitions, path=str(path))
 
     def close(self) -> None:
         self.catalog.close()

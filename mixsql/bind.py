@@ -24,6 +24,7 @@ from mixsql.parse import Component, Mix, span
 
 DEFAULT_SEED = 0
 DEFAULT_CHUNK_SIZE = 1024
+MAX_PARTITIONS = 4096
 MAX_PAIRWISE_OVERLAPS = 32
 
 
@@ -53,6 +54,7 @@ class BoundMix:
     components: tuple[BoundComponent, ...]
     seed: int
     chunk_size: int
+    partitions: int | None  # as requested (statement or override); None: the planner's default
     catalog_version: str
     dataset_versions: tuple[tuple[str, str], ...]
 
@@ -69,10 +71,11 @@ def bind(
     path: str | None = None,
     seed: int | None = None,
     chunk_size: int | None = None,
+    partitions: int | None = None,
 ) -> BoundMix:
-    """Bind ``mix`` (parsed from ``text``) to ``catalog``; ``seed``/``chunk_size`` override the statement's."""
+    """Bind ``mix`` (parsed from ``text``) to ``catalog``; keyword arguments override the statement's options."""
     b = _Binder(mix, catalog, text, path)
-    return b.bind(seed=seed, chunk_size=chunk_size)
+    return b.bind(seed=seed, chunk_size=chunk_size, partitions=partitions)
 
 
 class _Binder:
@@ -93,7 +96,7 @@ class _Binder:
 
     # -- steps ------------------------------------------------------------------------------------
 
-    def bind(self, *, seed: int | None, chunk_size: int | None) -> BoundMix:
+    def bind(self, *, seed: int | None, chunk_size: int | None, partitions: int | None) -> BoundMix:
         components = self.mix.components
         self._check_names(components)
         weights = [self._weight(c) for c in components]
@@ -128,6 +131,7 @@ class _Binder:
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
             chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1),
+            partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
             catalog_version=self.catalog.version,
             dataset_versions=tuple((ds, self.catalog.dataset(ds).version) for ds in sorted(set(datasets))),
         )
@@ -152,19 +156,18 @@ class _Binder:
                              hint="drop the component to leave it out of the mixture")
         return value
 
-    def _option(self, key: str, override: int | None, default: int, minimum: int) -> int:
+    def _option(self, key: str, override: int | None, default: t.Any, minimum: int,
+                maximum: int = 2**63 - 1) -> t.Any:
         node = self.mix.args.get(key)
         if override is not None:
-            if isinstance(override, bool) or not isinstance(override, int) or override < minimum:
-                raise BindError(f"{key} must be an integer >= {minimum}, not {override!r}")
+            if isinstance(override, bool) or not isinstance(override, int) or not minimum <= override <= maximum:
+                raise BindError(f"{key} must be an integer from {minimum} to {maximum}, not {override!r}")
             return override
         if node is None:
             return default
         value = int(node.this)
-        if value < minimum:
-            raise self.error(f"{key.replace('_', ' ').upper()} must be at least {minimum}", node)
-        if value >= 2**63:
-            raise self.error(f"{key.replace('_', ' ').upper()} must be below 2**63", node)
+        if not minimum <= value <= maximum:
+            raise self.error(f"{key.replace('_', ' ').upper()} must be from {minimum} to {maximum}", node)
         return value
 
     def _dataset(self, node: exp.Expr | None, c: Component) -> str:

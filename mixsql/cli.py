@@ -49,6 +49,12 @@ def _connect(ctx: click.Context, create: bool = False) -> Connection:
     return Connection(ctx.obj, create=create)
 
 
+def _overrides(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    f = click.option("--partitions", type=int, help="Override the statement's PARTITIONS.")(f)
+    f = click.option("--chunk-size", type=int, help="Override the statement's CHUNK SIZE.")(f)
+    return click.option("--seed", type=int, help="Override the statement's SEED.")(f)
+
+
 @main.command()
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
@@ -100,15 +106,70 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--seed", type=int, help="Override the statement's SEED.")
-@click.option("--chunk-size", type=int, help="Override the statement's CHUNK SIZE.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_overrides
 @click.pass_context
-def explain(ctx: click.Context, file: str, seed: int | None, chunk_size: int | None, as_json: bool) -> None:
+def explain(ctx: click.Context, file: str, as_json: bool, seed: int | None, chunk_size: int | None,
+            partitions: int | None) -> None:
     """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL."""
-    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size)
+    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
     e = mix.explanation()
     click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory for plan.json, samples.arrow and manifest.parquet.")
+@_overrides
+@click.pass_context
+def plan(ctx: click.Context, file: str, output: str, seed: int | None, chunk_size: int | None,
+         partitions: int | None) -> None:
+    """Compile FILE into a chunk manifest in OUTPUT (Parquet, one row per chunk-file-range).
+
+    Hand OUTPUT to every rank: they memory-map it and never touch the catalog's lock-free tables
+    again. Inspect it with `mixsql sql` or DuckDB: SELECT * FROM 'OUTPUT/manifest.parquet'.
+    """
+    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
+    manifest = mix.write_plan(output)
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(manifest).metadata.num_rows
+    click.echo(f"planned {len(mix):,} samples in {mix.partitions} partition{'s' * (mix.partitions != 1)} "
+               f"of {mix.chunk_size:,}-sample chunks: {rows:,} manifest rows in {manifest}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "limit", type=int, default=10, show_default=True, help="Number of samples.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--full", is_flag=True, help="Do not truncate long text.")
+@click.option("--columns", help="Comma-separated fields to show (default: all).")
+@_overrides
+@click.pass_context
+def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, columns: str | None,
+         seed: int | None, chunk_size: int | None, partitions: int | None) -> None:
+    """Print the first samples of the mixture in FILE, in stream order."""
+    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
+    fields = [c.strip() for c in columns.split(",")] if columns else None
+    for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
+        if not full:
+            sample = {k: _short(v) for k, v in sample.items()}
+        if as_json:
+            click.echo(json.dumps(sample, ensure_ascii=False, default=str))
+        else:
+            component = sample.pop("component")
+            text = sample.pop("text", None)
+            props = "  ".join(f"{k}={_cell(v)}" for k, v in sample.items())
+            click.echo(f"[{i}] {component}  {props}")
+            if text is not None:
+                click.echo("    " + str(text).replace("\n", "\n    "))
+
+
+def _short(value: t.Any, limit: int = 200) -> t.Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"… [{len(value) - limit} more chars]"
+    return value
 
 
 @main.command()

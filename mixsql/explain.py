@@ -10,7 +10,7 @@ import dataclasses
 import typing as t
 
 from mixsql.bind import BoundMix
-from mixsql.plan import StreamShape, shape
+from mixsql.plan import PlanSpec, StreamShape, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Explanation:
 
     components: tuple[ComponentRow, ...]
     stream: StreamShape
+    spec: PlanSpec
     seed: int
     catalog_version: str
     source: str | None
@@ -39,9 +40,9 @@ class Explanation:
     def to_dict(self) -> dict[str, t.Any]:
         return {
             "source": self.source, "seed": self.seed, "chunk_size": self.stream.chunk_size,
+            "partitions": self.stream.partitions,
             "catalog_version": self.catalog_version,
-            "stream": {"samples": self.stream.samples, "chunks": self.stream.chunks, "tail": self.stream.tail,
-                       "limiting": self.stream.limiting},
+            "stream": {"samples": self.stream.samples, "limiting": self.stream.limiting},
             "components": [dataclasses.asdict(c) for c in self.components],
         }
 
@@ -51,13 +52,14 @@ class Explanation:
 
 def explain(bound: BoundMix) -> Explanation:
     """Explain ``bound`` (pure: reads only the counts binding computed)."""
-    s = shape(bound)
+    spec = resolve(bound)
+    s = spec.shape
     rows = tuple(
         ComponentRow(name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, weight=_number(c.weight),
                      share=float(c.share), lasts=n, sql=c.sql, overlaps=c.overlaps)
         for c, n in zip(bound.components, s.per_component)
     )
-    return Explanation(components=rows, stream=s, seed=bound.seed, catalog_version=bound.catalog_version,
+    return Explanation(components=rows, stream=s, spec=spec, seed=bound.seed, catalog_version=bound.catalog_version,
                        source=bound.path)
 
 
@@ -74,15 +76,18 @@ def render(e: Explanation) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     out = [f"MIX {e.source or '<statement>'}  ·  seed {e.seed}  ·  chunk size {e.stream.chunk_size:,}  ·  "
-           f"catalog {e.catalog_version}", "", line(head), line(["-" * w for w in widths])]
+           f"partitions {e.stream.partitions}  ·  catalog {e.catalog_version}", "", line(head),
+           line(["-" * w for w in widths])]
     out += [line(r) for r in body]
     out.append("")
     if e.stream.samples == 0:
         out.append(f"stream: EMPTY - {e.stream.limiting!r} cannot supply its first sample")
     else:
-        tail = f" + {e.stream.tail:,}" if e.stream.tail else ""
-        out.append(f"stream: {e.stream.samples:,} samples ({e.stream.chunks:,} chunks of {e.stream.chunk_size:,}{tail}) "
-                   f"until {e.stream.limiting!r} runs out; no sample appears twice")
+        out.append(f"stream: {e.stream.samples:,} samples until {e.stream.limiting!r} runs out; "
+                   f"no sample appears twice")
+        out.append(f"  {e.stream.partitions} canonical partition{'s' * (e.stream.partitions != 1)} of about "
+                   f"{e.stream.samples // e.stream.partitions:,} samples, each an exactly mixed stream of "
+                   f"{e.stream.chunk_size:,}-sample chunks")
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]
     if overlaps:
         out.append("overlaps (a sample belongs to the first component it matches, in statement order):")

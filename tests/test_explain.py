@@ -58,28 +58,47 @@ def test_compiled_sql_selects_exactly_the_components_samples(con: mixsql.Connect
         assert n == expected[name][0]
 
 
-def test_stream_length_and_limiting_component(con: mixsql.Connection) -> None:
-    mix = con.mix(STATEMENT)
+def _partition_stream_length(shares: list[Fraction], chunk: int, pools: list[int], rotation: int) -> tuple[int, int]:
+    used = [0] * len(pools)
+    position = 0
+    while True:
+        k, offset = divmod(position, chunk)
+        component = int(plan.chunk_order(plan.chunk_counts(shares, chunk, k), rotation)[offset])
+        if used[component] == pools[component]:
+            return position, component
+        used[component] += 1
+        position += 1
+
+
+@pytest.mark.parametrize("partitions", [None, 1, 3, 8])
+def test_stream_length_and_limiting_component(con: mixsql.Connection, partitions: int | None) -> None:
+    mix = con.mix(STATEMENT, partitions=partitions)
     e = mix.explanation()
     counts = [c.samples for c in e.components]
     shares = [Fraction(5, 10), Fraction(3, 10), Fraction(2, 10)]
-    # Brute force: lay the stream out chunk by chunk and stop at the first sample nobody can supply.
-    used = [0, 0, 0]
-    position = 0
-    while True:
-        k, offset = divmod(position, 100)
-        component = int(plan.chunk_order(plan.chunk_counts(shares, 100, k))[offset])
-        if used[component] == counts[component]:
-            break
-        used[component] += 1
-        position += 1
-    assert len(mix) == position == e.stream.samples
-    assert e.stream.samples == e.stream.chunks * 100 + e.stream.tail
-    limiting = e.components[component]
-    assert e.stream.limiting == limiting.name and limiting.lasts == position
-    assert all(c.lasts >= position for c in e.components)
+    P = e.stream.partitions
+    assert P == (partitions or P) and P >= 1
+    # Brute force: lay out each partition's stream sample by sample; the plan order interleaves them.
+    ends = []
+    for q in range(P):
+        pools = [(q + 1) * n // P - q * n // P for n in counts]
+        length, component = _partition_stream_length(shares, 100, pools, q * 100 // P)
+        ends.append((P * length + q, component))
+    expected, limiting = min(ends)
+    assert len(mix) == expected == e.stream.samples
+    assert e.stream.limiting == e.components[limiting].name
+    assert min(c.lasts for c in e.components) == expected
+    assert sum(e.stream.partition_length(q) for q in range(P)) == expected
     assert "limits the stream" in mix.explain()
-    assert e.to_dict()["stream"]["samples"] == position
+    assert e.to_dict()["stream"]["samples"] == expected
+
+
+def test_default_partitions_leave_each_partition_a_whole_chunk(con: mixsql.Connection) -> None:
+    e = con.mix(STATEMENT).explanation()
+    P = e.stream.partitions
+    assert P & (P - 1) == 0 and 1 <= P <= 64
+    single = con.mix(STATEMENT, partitions=1).explanation().stream.samples
+    assert single // P >= 100 and (P == 64 or single // (2 * P) < 100)
 
 
 def test_component_from_mixes_datasets(con: mixsql.Connection) -> None:

@@ -25,8 +25,8 @@ def compiled(mix: mixsql.Mix) -> str:
     for c, row in zip(mix.bound.components, e.components):
         out.append(f"-- {c.name}: dataset {c.dataset}, weight {row.weight} (share {c.share}), {c.samples} samples")
         out.append(f"{c.sql};")
-    out.append(f"-- stream: {e.stream.samples} samples ({e.stream.chunks} chunks of {e.stream.chunk_size} "
-               f"+ {e.stream.tail}), limited by {e.stream.limiting}")
+    out.append(f"-- stream: {e.stream.samples} samples in {e.stream.partitions} partitions of "
+               f"{e.stream.chunk_size}-sample chunks, limited by {e.stream.limiting}")
     for c in e.components:
         for other, n in c.overlaps:
             out.append(f"-- overlap: {n} samples of {c.name} belong to {other}")

@@ -64,8 +64,8 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
     return total.combine_chunks() if isinstance(total, pa.ChunkedArray) else total
 
 
-def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, list[int]]:
-    """Index a Parquet file; also return the row counts of its row groups."""
+def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, list[int], pa.Schema]:
+    """Index a Parquet file; also return the row counts of its row groups and the record schema."""
     with mfs.open_binary(src.url) as fh:
         try:
             pf = pq.ParquetFile(fh)
@@ -89,8 +89,8 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
     if not batches:
         schema = pa.schema([pa.field(n, pa.int32() if n == "_file_id" else pa.int64()) for n in RESERVED]
                            + [pf.schema_arrow.field(n) for n in props])
-        return schema.empty_table(), row_groups
-    return pa.concat_tables(batches), row_groups
+        return schema.empty_table(), row_groups, pf.schema_arrow
+    return pa.concat_tables(batches), row_groups, pf.schema_arrow
 
 
 def _line_bounds(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,9 +116,10 @@ def _first_bad_line(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> tu
     return -1, ""
 
 
-def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> pa.Table:
-    """Index a JSONL file (plain, gzip or zstd) in blocks."""
+def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, pa.Schema]:
+    """Index a JSONL file (plain, gzip or zstd) in blocks; also return the record schema."""
     tables: list[pa.Table] = []
+    records: list[pa.Schema] = []
     row = 0
     base = 0  # decompressed offset of the current block
     line_no = 0  # 1-based physical line numbers for error messages
@@ -148,6 +149,7 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> p
                 table = _parse_block(block, starts, lengths, src, row, base, line_no, arr)
                 if table.num_rows:
                     _check_fields(table.column_names, content, src.url)
+                    records.append(table.schema)
                     cols = _pointer_columns(file_id, table.num_rows, row)
                     cols["_offset"] = pa.array(starts + base)
                     cols["_length"] = pa.array(lengths)
@@ -163,7 +165,7 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> p
                 break
     if not tables:
         raise DataError(f"{src.url} holds no records", file=src.url, hint="remove the empty file from the dataset")
-    return _concat(tables, src.url)
+    return _concat(tables, src.url), unify([(src.url, r) for r in records])
 
 
 def _parse_block(block: bytes, starts: np.ndarray, lengths: np.ndarray, src: mfs.SourceFile, row: int,

@@ -18,6 +18,7 @@ replacing ``catalog.json``; any failure or interruption before that leaves the c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -41,7 +42,7 @@ from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.errors import CatalogError, MixSQLError
 
-FORMAT = 1
+FORMAT = 2
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_PREFIX = "mixsql_"
 DEFAULT_CONTENT = ("text",)
@@ -59,6 +60,12 @@ class DatasetInfo:
     sources: tuple[str, ...]
     registered_at: str
     directory: Path
+    record_schema_b64: str = dataclasses.field(default="", repr=False)
+
+    @property
+    def record_schema(self) -> pa.Schema:
+        """Arrow schema of a whole record (content fields included), unified over the files."""
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.record_schema_b64)))
 
     @property
     def samples_path(self) -> Path:
@@ -116,7 +123,8 @@ class Catalog:
         else:
             raise CatalogError(f"{self._index_path} is not valid JSON", hint="restore it or remove the catalog directory")
         if index.get("format") != FORMAT:
-            raise CatalogError(f"the catalog at {self.path} has format {index.get('format')}; this mixsql reads {FORMAT}")
+            raise CatalogError(f"the catalog at {self.path} has format {index.get('format')}; this mixsql reads {FORMAT}",
+                               hint="remove the directory and register the datasets again")
         self._index, self._stamp = index, stamp
         if self._con is not None:
             self._con.close()
@@ -139,6 +147,7 @@ class Catalog:
             name=name, version=entry["version"], samples=entry["samples"], bytes=entry["bytes"],
             content=tuple(entry["content"]), sources=tuple(entry["sources"]),
             registered_at=entry["registered_at"], directory=self.path / entry["directory"],
+            record_schema_b64=entry.get("record_schema", ""),
         )
 
     @property
@@ -311,14 +320,16 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[
     """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
     urls = mfs.expand(paths)
     parts: list[tuple[str, Path, pa.Schema]] = []
+    records: list[tuple[str, pa.Schema]] = []
     file_rows: list[dict[str, t.Any]] = []
     for file_id, url in enumerate(urls):
         src = mfs.describe(url)
         row_groups: list[int] | None = None
         if src.format == "parquet":
-            table, row_groups = scan.scan_parquet(src, file_id, content)
+            table, row_groups, record = scan.scan_parquet(src, file_id, content)
         else:
-            table = scan.scan_jsonl(src, file_id, content)
+            table, record = scan.scan_jsonl(src, file_id, content)
+        records.append((url, record))
         if mfs.describe(url) != src:
             raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
         part = tmp / f"part-{file_id:06d}.parquet"
@@ -327,6 +338,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[
         file_rows.append({"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
                           "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups})
     schema = scan.unify([(u, s) for u, _, s in parts])
+    record_schema = scan.unify(records)
     samples = 0
     total_bytes = 0
     with pq.ParquetWriter(tmp / "samples.parquet", schema, compression="zstd") as writer:
@@ -350,6 +362,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[
         "bytes": total_bytes,
         "files": len(file_rows),
         "content": list(content),
+        "record_schema": base64.b64encode(record_schema.serialize().to_pybytes()).decode("ascii"),
         "sources": [str(p) for p in paths],
         "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -8,9 +8,10 @@ from sqlglot import expressions as exp
 
 
 class Mix(exp.Expression):
-    """``MIX component, ... [FROM dataset] [WHERE predicate] [SEED n] [CHUNK SIZE n]``."""
+    """``MIX component, ... [FROM dataset] [WHERE predicate] [SEED n] [CHUNK SIZE n] [PARTITIONS n]``."""
 
-    arg_types = {"expressions": True, "from_": False, "where": False, "seed": False, "chunk_size": False}
+    arg_types = {"expressions": True, "from_": False, "where": False, "seed": False, "chunk_size": False,
+                 "partitions": False}
 
     @property
     def components(self) -> list["Component"]:

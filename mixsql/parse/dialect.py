@@ -23,7 +23,7 @@ if sqlglot_tokens.SQLGLOTC_INSTALLED:  # pragma: no cover - depends on the envir
         "Run `pip uninstall sqlglotc` (or reinstall plain `sqlglot`)."
     )
 
-OPTION_CLAUSES = ("SEED", "CHUNK")
+OPTION_CLAUSES = ("SEED", "CHUNK", "PARTITIONS")
 
 
 def _flat(self: t.Any, node: exp.Expr) -> str:
@@ -44,6 +44,8 @@ def _mix_sql(self: t.Any, expression: Mix) -> str:
         parts.append(f"SEED {self.sql(expression, 'seed')}")
     if expression.args.get("chunk_size") is not None:
         parts.append(f"CHUNK SIZE {self.sql(expression, 'chunk_size')}")
+    if expression.args.get("partitions") is not None:
+        parts.append(f"PARTITIONS {self.sql(expression, 'partitions')}")
     return "MIX " + ("\n" if self.pretty else " ").join(parts)
 
 
@@ -101,6 +103,8 @@ class MixSQL(DuckDB):
                 keyword = self._curr
                 if self._match_text_seq("SEED"):
                     key, value = "seed", self._parse_integer("SEED")
+                elif self._match_text_seq("PARTITIONS"):
+                    key, value = "partitions", self._parse_integer("PARTITIONS")
                 else:
                     self._advance()
                     if not self._match_text_seq("SIZE"):
@@ -123,7 +127,7 @@ class MixSQL(DuckDB):
             if self._curr.token_type in (TokenType.ORDER_BY, TokenType.LIMIT):
                 self.raise_error(f"{self._curr.text.upper()} is not supported in a MIX statement yet")
             self.raise_error(
-                f"unexpected '{self._curr.text}': expected ',' and another component, FROM, WHERE, SEED or CHUNK SIZE"
+                f"unexpected '{self._curr.text}': expected ',' and another component, FROM, WHERE, SEED, CHUNK SIZE or PARTITIONS"
             )
 
         def _parse_component(self) -> Component:

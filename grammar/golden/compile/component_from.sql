@@ -8,4 +8,4 @@ SEED 1;
 SELECT * FROM "corpus" WHERE (domain = 'code');
 -- jsonl_docs: dataset corpus_jsonl, weight 0.4 (share 2/5), 700 samples
 SELECT * FROM "corpus_jsonl" WHERE (domain = 'docs');
--- stream: 1751 samples (1 chunks of 1024 + 727), limited by jsonl_docs
+-- stream: 1751 samples in 1 partitions of 1024-sample chunks, limited by jsonl_docs

@@ -13,4 +13,4 @@ SELECT * FROM "corpus" WHERE (n_bytes BETWEEN 200 AND 200000) AND (domain = 'man
 SELECT * FROM "corpus" WHERE (n_bytes BETWEEN 200 AND 200000) AND (domain = 'code' AND quality > 0.2) AND (domain = 'manual' AND language = 'en') IS NOT TRUE;
 -- docs: dataset corpus, weight 0.2 (share 1/5), 87 samples
 SELECT * FROM "corpus" WHERE (n_bytes BETWEEN 200 AND 200000) AND (domain = 'docs' AND ARRAY_CONTAINS(tags, 'example')) AND (domain = 'manual' AND language = 'en') IS NOT TRUE AND (domain = 'code' AND quality > 0.2) IS NOT TRUE;
--- stream: 437 samples (0 chunks of 1024 + 437), limited by docs
+-- stream: 437 samples in 1 partitions of 1024-sample chunks, limited by docs

@@ -11,5 +11,5 @@ SELECT * FROM "corpus" WHERE (has_example);
 SELECT * FROM "corpus" WHERE (language = 'python') AND (has_example) IS NOT TRUE;
 -- rest: dataset corpus, weight 1 (share 1/3), 3267 samples
 SELECT * FROM "corpus" WHERE (has_example) IS NOT TRUE AND (language = 'python') IS NOT TRUE;
--- stream: 765 samples (0 chunks of 1024 + 765), limited by examples
+-- stream: 765 samples in 1 partitions of 1024-sample chunks, limited by examples
 -- overlap: 91 samples of python belong to examples

@@ -9,4 +9,4 @@ WHERE quality > 0.4;
 SELECT * FROM "corpus" WHERE (quality > 0.4) AND (domain = 'code');
 -- everything_else: dataset corpus, weight 1 (share 1/3), 2844 samples
 SELECT * FROM "corpus" WHERE (quality > 0.4) AND (domain = 'code') IS NOT TRUE;
--- stream: 1590 samples (1 chunks of 1024 + 566), limited by code
+-- stream: 1590 samples in 1 partitions of 1024-sample chunks, limited by code

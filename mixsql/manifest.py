@@ -1,0 +1,433 @@
+"""Stage ``manifest``: the compiled plan — where every sample of the stream lives, without its content.
+
+Compiling a bound mixture gives, for each component, its samples in visiting order:
+
+1. **Blocks.** A sample's block is its Parquet row group, its 1 MiB byte range of a plain JSONL
+   file, or the whole file for compressed JSONL (which can only be read from the start).
+2. **Block-then-sample shuffle.** The component's blocks are put in a seeded random order and its
+   samples laid out block by block. That sequence is cut into the P partition pools
+   (``plan.pool_bounds``); within each pool, consecutive blocks are grouped into windows of
+   ``window`` blocks and the samples of each window are shuffled. A window is therefore a
+   contiguous range of the sequence touching at most ``window`` blocks, so reading stays mostly
+   sequential while no two neighbours in the stream are neighbours in a file.
+3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, component, purpose);
+   only its raw 64-bit output is used (as sort keys), which NumPy keeps stable across versions and
+   platforms, so the plan is a pure function of (catalog version, statement, seed, chunk size,
+   partitions).
+
+The compiled plan is a directory: ``plan.json`` (parameters, files, shares) and ``samples.arrow``
+(Arrow IPC, one row per sample: component, file, row, byte offset and length, in visiting order),
+which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
+directly from the closed-form counts of ``plan``; nothing earlier is computed. ``write_manifest``
+adds ``manifest.parquet``, one row per (partition, chunk, component, file, contiguous row range),
+for inspection with SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import typing as t
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixsql import plan as _plan
+from mixsql.bind import BoundMix
+from mixsql.catalog import Catalog
+from mixsql.errors import PlanError
+from mixsql.parse import to_sql
+
+PLAN_FORMAT = 1
+JSONL_BLOCK_SHIFT = 20  # 1 MiB byte ranges
+SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int64()),
+                           ("offset", pa.int64()), ("length", pa.int64())])
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanFile:
+    """A source file as the plan sees it (``index`` is its position in the plan's file list)."""
+
+    index: int
+    dataset: str
+    file_id: int
+    url: str
+    format: str
+    compression: str | None
+    size: int
+    mtime: float | None
+    row_groups: tuple[int, ...] | None
+
+
+def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
+    """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
+    ident = {
+        "format": PLAN_FORMAT,
+        "datasets": list(bound.dataset_versions),
+        "statement": to_sql(bound.tree, pretty=False),
+        "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class CompiledPlan:
+    """A compiled plan opened from its directory (arrays memory-mapped, shared between processes)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        try:
+            self.meta = json.loads((self.directory / "plan.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PlanError(f"no compiled plan in {self.directory}", hint="create one with `mixsql plan FILE -o DIR`") \
+                from None
+        if self.meta.get("format") != PLAN_FORMAT:
+            raise PlanError(f"{self.directory} holds a plan of format {self.meta.get('format')}; "
+                            f"this mixsql reads {PLAN_FORMAT}", hint="compile it again")
+        source = pa.memory_map(str(self.directory / "samples.arrow"), "r")
+        self.table = pa.ipc.open_file(source).read_all()
+        self.component = _np(self.table, "component")
+        self.file = _np(self.table, "file")
+        self.row = _np(self.table, "row")
+        self.offset = _np(self.table, "offset")
+        self.length = _np(self.table, "length")
+        self.window_starts = np.asarray(self.meta["window_starts"], dtype=np.int64)
+        self.names: list[str] = [c["name"] for c in self.meta["components"]]
+        self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
+        self.shares = tuple(Fraction(c["share"]) for c in self.meta["components"])
+        self.counts = tuple(int(c["samples"]) for c in self.meta["components"])
+        self.chunk_size: int = self.meta["chunk_size"]
+        self.partitions: int = self.meta["partitions"]
+        self.length_samples: int = self.meta["stream_samples"]
+        self.comp_start = np.concatenate(([0], np.cumsum(self.counts))).astype(np.int64)
+        self.pool_start = np.array([[self.comp_start[i] + b for b in _plan.pool_bounds(n, self.partitions)[:-1]]
+                                    for i, n in enumerate(self.counts)], dtype=np.int64)  # [component, partition]
+        self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
+        self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
+                      for f in self.meta["files"]]
+
+    @property
+    def key(self) -> str:
+        return self.meta["key"]
+
+    def __len__(self) -> int:
+        return self.length_samples
+
+    def partition_length(self, q: int) -> int:
+        """Samples partition q contributes to the stream."""
+        return max(0, -(-(self.length_samples - q) // self.partitions))
+
+    def chunk_rows(self, q: int, k: int) -> np.ndarray:
+        """Plan rows of chunk k of partition q, in stream order. O(chunk size), independent of k."""
+        counts, before = _chunk_counts(self.shares, self.chunk_size, k)
+        order, occurrence = _order_and_occurrence(counts, _plan.rotation(q, self.partitions, self.chunk_size))
+        base = self.pool_start[:, q] + np.asarray(before, dtype=np.int64)
+        return base[order] + occurrence
+
+    def partition_rows(self, q: int, start: int, stop: int) -> np.ndarray:
+        """Plan rows of samples [start, stop) of partition q's stream (clipped to the stream's end)."""
+        stop = min(stop, self.partition_length(q))
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        size = self.chunk_size
+        parts = []
+        for k in range(start // size, (stop - 1) // size + 1):
+            rows = self.chunk_rows(q, k)
+            parts.append(rows[max(start - k * size, 0): min(stop - k * size, size)])
+        return np.concatenate(parts)
+
+    def positions_rows(self, start: int, stop: int) -> np.ndarray:
+        """Plan rows of plan positions [start, stop): position p is sample p // P of partition p % P."""
+        stop = min(stop, self.length_samples)
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        P = self.partitions
+        out = np.empty(stop - start, dtype=np.int64)
+        for q in range(P):
+            m0, m1 = -(-(start - q) // P), -(-(stop - q) // P)
+            if m1 > m0:
+                out[m0 * P + q - start: (m1 - 1) * P + q - start + 1: P] = self.partition_rows(q, m0, m1)
+        return out
+
+    def window_of(self, rows: np.ndarray) -> np.ndarray:
+        """The window (index into window_starts) of each plan row."""
+        return np.searchsorted(self.window_starts, rows, side="right") - 1
+
+    def window_range(self, w: int) -> tuple[int, int]:
+        end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
+        return int(self.window_starts[w]), end
+
+
+def _np(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name)
+    return column.chunk(0).to_numpy() if column.num_chunks == 1 else column.to_numpy()
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_counts(shares: tuple[Fraction, ...], chunk_size: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    before = _plan.cumulative(shares, k * chunk_size)
+    after = _plan.cumulative(shares, (k + 1) * chunk_size)
+    return tuple(b - a for a, b in zip(before, after)), tuple(before)
+
+
+@functools.lru_cache(maxsize=4096)
+def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.ndarray, np.ndarray]:
+    order = _plan.chunk_order(counts, rotation)
+    occurrence = np.empty(len(order), dtype=np.int64)
+    for i in range(len(counts)):
+        mine = order == i
+        occurrence[mine] = np.arange(int(mine.sum()), dtype=np.int64)
+    occurrence.flags.writeable = False
+    return order, occurrence
+
+
+# -- compiling ----------------------------------------------------------------------------------------
+
+
+def _random_keys(seed: int, component: int, purpose: int, n: int) -> np.ndarray:
+    """n raw 64-bit PCG64 outputs: stable across NumPy versions and platforms."""
+    generator = np.random.PCG64(np.random.SeedSequence([seed, component, purpose]))
+    return generator.random_raw(n) if n else np.zeros(0, dtype=np.uint64)
+
+
+def _selection(catalog: Catalog, bound: BoundMix, dataset: str) -> dict[str, np.ndarray]:
+    members = [c for c in bound.components if c.dataset == dataset]
+    cases = " ".join(f"WHEN {c.predicate and '(' + c.predicate + ')' or 'TRUE'} THEN {c.index}" for c in members)
+    # The statement's WHERE is part of every component's predicate, so CASE alone decides membership.
+    sql = (f'SELECT _c, _file_id, _row, coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length '
+           f'FROM (SELECT CASE {cases} END AS _c, * FROM "{dataset}") WHERE _c IS NOT NULL')
+    table = catalog.session().sql(sql).to_arrow_table()
+    return {name: _np(table.combine_chunks(), name) if table.num_rows else np.zeros(0, dtype=np.int64)
+            for name in ("_c", "_file_id", "_row", "_offset", "_length")}
+
+
+def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> tuple[pa.Table, list[int], list[dict]]:
+    """Visiting order of every component's samples, window starts, and the plan's file list."""
+    if catalog.version != bound.catalog_version:
+        raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
+    files: list[dict[str, t.Any]] = []
+    file_base: dict[str, int] = {}
+    selections: dict[str, dict[str, np.ndarray]] = {}
+    rg_starts: dict[str, list[np.ndarray]] = {}
+    for dataset in dict.fromkeys(c.dataset for c in bound.components):
+        info = catalog.dataset(dataset)
+        file_base[dataset] = len(files)
+        table = pq.read_table(info.files_path)
+        starts = []
+        for r in table.to_pylist():
+            files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
+                          "format": r["format"], "compression": r["compression"], "size": r["size"],
+                          "mtime": r["mtime"], "row_groups": r["row_groups"]})
+            starts.append(np.cumsum([0] + list(r["row_groups"] or []))[:-1])
+        rg_starts[dataset] = starts
+        selections[dataset] = _selection(catalog, bound, dataset)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_SCHEMA.names}
+    window_starts: list[np.ndarray] = []
+    offset_in_plan = 0
+    for c in bound.components:
+        sel = selections[c.dataset]
+        mine = np.flatnonzero(sel["_c"] == c.index)
+        file_id, row = sel["_file_id"][mine].astype(np.int64), sel["_row"][mine].astype(np.int64)
+        offset, length = sel["_offset"][mine].astype(np.int64), sel["_length"][mine].astype(np.int64)
+        if len(mine) != c.samples:
+            raise PlanError(f"component {c.name!r} selected {len(mine)} samples, not the {c.samples} counted "
+                            "when binding; the catalog changed", hint="load the statement again")
+        block = _blocks(file_id, row, offset, [files[file_base[c.dataset] + f] for f in range(len(rg_starts[c.dataset]))],
+                        rg_starts[c.dataset])
+        order, starts = _visiting_order(file_id, row, block, c.samples, spec, c.index)
+        columns["component"].append(np.full(c.samples, c.index, dtype=np.int16))
+        columns["file"].append((file_id[order] + file_base[c.dataset]).astype(np.int32))
+        columns["row"].append(row[order])
+        columns["offset"].append(offset[order])
+        columns["length"].append(length[order])
+        window_starts.append(starts + offset_in_plan)
+        offset_in_plan += c.samples
+    arrays = [pa.array(np.concatenate(columns[f.name]) if columns[f.name] else np.zeros(0), type=f.type)
+              for f in SAMPLE_SCHEMA]
+    table = pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA)
+    all_starts = np.concatenate(window_starts) if window_starts else np.zeros(0, dtype=np.int64)
+    return table, [int(x) for x in all_starts], files
+
+
+def _blocks(file_id: np.ndarray, row: np.ndarray, offset: np.ndarray, files: list[dict],
+            rg_starts: list[np.ndarray]) -> np.ndarray:
+    """A block key per sample: (file << 32) | (row group, or 1 MiB range, or 0 for compressed JSONL)."""
+    block = np.zeros(len(file_id), dtype=np.int64)
+    for f in np.unique(file_id):
+        mine = file_id == f
+        info = files[int(f)]
+        if info["format"] == "parquet":
+            block[mine] = np.searchsorted(rg_starts[int(f)], row[mine], side="right") - 1
+        elif info["compression"] is None:
+            block[mine] = offset[mine] >> JSONL_BLOCK_SHIFT
+    return (file_id << 32) | block
+
+
+def _visiting_order(file_id: np.ndarray, row: np.ndarray, block: np.ndarray, n: int, spec: _plan.PlanSpec,
+                    component: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block-then-sample shuffle within partition pools; returns the order and the window starts."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    uniq, inverse = np.unique(block, return_inverse=True)
+    block_rank = np.argsort(np.argsort(_random_keys(spec.seed, component, 1, len(uniq)), kind="stable"), kind="stable")
+    laid = np.lexsort((row, file_id, block_rank[inverse]))  # blocks in shuffled order, rows in file order
+    bounds = np.asarray(_plan.pool_bounds(n, spec.partitions), dtype=np.int64)
+    pool_first = np.zeros(n, dtype=bool)
+    pool_first[bounds[:-1][bounds[:-1] < n]] = True
+    new_block = np.ones(n, dtype=bool)
+    new_block[1:] = block[laid][1:] != block[laid][:-1]
+    new_block |= pool_first
+    # Block index within its pool, then windows of `window` blocks.
+    block_index = np.cumsum(new_block) - 1
+    pool_of = np.searchsorted(bounds, np.arange(n), side="right") - 1
+    first_block_of_pool = block_index[bounds[:-1].clip(max=n - 1)][pool_of]
+    local_block = block_index - first_block_of_pool
+    window_first = new_block & (local_block % spec.window == 0)
+    window_id = np.cumsum(window_first) - 1
+    shuffled = np.lexsort((_random_keys(spec.seed, component, 2, n), window_id))
+    return laid[shuffled], np.flatnonzero(window_first)
+
+
+# -- persisting and caching ---------------------------------------------------------------------------
+
+
+def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
+    """Compile and write the plan into ``directory`` (which must not exist)."""
+    table, window_starts, files = compile_arrays(bound, catalog, spec)
+    directory.mkdir(parents=True)
+    with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
+        with pa.ipc.new_file(sink, SAMPLE_SCHEMA) as writer:
+            writer.write_table(table)
+    meta = {
+        "format": PLAN_FORMAT,
+        "key": plan_key(bound, spec),
+        "statement": to_sql(bound.tree),
+        "source": bound.path,
+        "catalog_version": bound.catalog_version,
+        "datasets": [list(d) for d in bound.dataset_versions],
+        "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
+        "stream_samples": spec.shape.samples, "limiting": spec.shape.limiting,
+        "components": [{"name": c.name, "dataset": c.dataset, "share": str(c.share), "weight": str(c.weight),
+                        "samples": c.samples} for c in bound.components],
+        "files": files,
+        "window_starts": window_starts,
+        "dataset_info": {d: {"content": list(catalog.dataset(d).content),
+                             "record_schema": catalog.dataset(d).record_schema_b64}
+                         for d, _ in bound.dataset_versions},
+    }
+    (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: float = 600.0) -> CompiledPlan:
+    """The compiled plan from the catalog's cache, compiling it once if missing.
+
+    Safe for many processes at once: one compiles (holding a lock file), the others wait for the
+    finished directory, which appears atomically (rename). If the cache cannot be written (a
+    read-only catalog), the plan is compiled into a private temporary directory instead.
+    """
+    key = plan_key(bound, spec)
+    root = catalog.path / "plans"
+    final = root / key
+    if (final / "plan.json").exists():
+        return CompiledPlan(final)
+    try:
+        root.mkdir(exist_ok=True)
+        lock = open(root / f".{key}.lock", "a+")
+    except OSError:
+        private = Path(tempfile.mkdtemp(prefix="mixsql-plan-")) / key
+        build(bound, catalog, spec, private)
+        return CompiledPlan(private)
+    with lock:
+        deadline = time.monotonic() + wait
+        while True:
+            if (final / "plan.json").exists():
+                return CompiledPlan(final)
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise PlanError(f"timed out waiting for another process to compile plan {key}") from None
+                time.sleep(0.05)
+        try:
+            if not (final / "plan.json").exists():
+                tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+                try:
+                    build(bound, catalog, spec, tmp)
+                    os.rename(tmp, final)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return CompiledPlan(final)
+
+
+def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
+    """Write ``manifest.parquet``: one row per (partition, chunk, component, file, contiguous row range)."""
+    P, size = plan.partitions, plan.chunk_size
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("partition", "chunk", "rows")}
+    for q in range(P):
+        n = plan.partition_length(q)
+        if n == 0:
+            continue
+        rows = plan.partition_rows(q, 0, n)
+        index = np.arange(n, dtype=np.int64)
+        parts["partition"].append(np.full(n, q, dtype=np.int32))
+        parts["chunk"].append((index // size).astype(np.int64))
+        parts["rows"].append(rows)
+    partition = np.concatenate(parts["partition"]) if parts["partition"] else np.zeros(0, dtype=np.int32)
+    chunk = np.concatenate(parts["chunk"]) if parts["chunk"] else np.zeros(0, dtype=np.int64)
+    rows = np.concatenate(parts["rows"]) if parts["rows"] else np.zeros(0, dtype=np.int64)
+    comp, file, row = plan.component[rows], plan.file[rows], plan.row[rows]
+    offset, length = plan.offset[rows], plan.length[rows]
+    # Group by (partition, chunk, component, file) in row order, then cut where rows stop being consecutive.
+    order = np.lexsort((row, file, comp, chunk, partition))
+    partition, chunk, comp, file, row = partition[order], chunk[order], comp[order], file[order], row[order]
+    offset, length = offset[order], length[order]
+    new = np.ones(len(row), dtype=bool)
+    if len(row) > 1:
+        same = (partition[1:] == partition[:-1]) & (chunk[1:] == chunk[:-1]) & (comp[1:] == comp[:-1]) \
+            & (file[1:] == file[:-1]) & (row[1:] == row[:-1] + 1)
+        new[1:] = ~same
+    starts = np.flatnonzero(new)
+    ends = np.concatenate((starts[1:], [len(row)])) if len(starts) else starts
+    last = ends - 1
+    has_bytes = offset[starts] >= 0
+    table = pa.table({
+        "partition": partition[starts],
+        "chunk": chunk[starts],
+        "component": pa.array([plan.names[i] for i in comp[starts]], pa.string()),
+        "dataset": pa.array([plan.files[f].dataset for f in file[starts]], pa.string()),
+        "file": pa.array([plan.files[f].url for f in file[starts]], pa.string()),
+        "row_start": row[starts],
+        "row_count": (ends - starts).astype(np.int64),
+        "byte_offset": pa.array(np.where(has_bytes, offset[starts], 0), mask=~has_bytes),
+        "byte_length": pa.array(np.where(has_bytes, offset[last] + length[last] - offset[starts], 0), mask=~has_bytes),
+    })
+    path = directory / "manifest.parquet"
+    pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
+    """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("plan.json", "samples.arrow"):
+        tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
+        shutil.copyfile(plan.directory / name, tmp)
+        os.replace(tmp, out / name)
+    with contextlib.suppress(FileNotFoundError):
+        (out / "manifest.parquet").unlink()
+    return write_manifest(CompiledPlan(out), out)

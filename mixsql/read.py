@@ -1,0 +1,311 @@
+"""Stage ``read``: fetch the records a compiled plan points at, through fsspec and Arrow.
+
+The unit of reading is a shuffle *window* of the plan (a contiguous range of one component's
+visiting order touching at most ``window`` blocks, see ``manifest``): the first time any sample of
+a window is asked for, the whole window is fetched at once, so each Parquet row group or JSONL
+block is decoded once, and the window's records stay in memory until they have all been handed
+out (or the byte budget pushes the least recently used window out).
+
+- Parquet: only the row groups and columns a window needs (``read_row_group(columns=...)``).
+- Plain JSONL: the byte ranges of the needed records (``cat_ranges``), parsed by ``pyarrow.json``
+  with the dataset's registered schema, which also restricts parsing to the requested fields.
+- Compressed JSONL: one sequential decompression per window, stopping after the last record needed.
+
+Files are checked against their registered size and modification time before first use; a
+changed or missing file, or a record that does not parse, is a ``DataError`` naming file and row.
+Records become Python objects only when ``Reader.read`` is asked for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import io
+import typing as t
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from mixsql import fs as mfs
+from mixsql.errors import DataError, MixSQLError
+from mixsql.manifest import CompiledPlan, PlanFile
+
+DEFAULT_CACHE_BYTES = 1 << 30
+DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
+
+
+@dataclasses.dataclass
+class ReadStats:
+    """What reading cost: decoded units and bytes, for benchmarks and tests."""
+
+    windows: int = 0
+    row_groups: int = 0
+    row_group_rows: int = 0
+    jsonl_ranges: int = 0
+    decompressed_files: int = 0
+    bytes_decoded: int = 0
+    samples: int = 0
+
+
+class Reader:
+    """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own."""
+
+    def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.plan = plan
+        self.schemas = {d: pa.ipc.read_schema(pa.py_buffer(base64.b64decode(i["record_schema"])))
+                        for d, i in plan.dataset_info.items()}
+        self.columns = self._columns(columns)
+        self.cache_bytes = cache_bytes
+        self.stats = ReadStats()
+        self._windows: collections.OrderedDict[int, tuple[pa.Table, int]] = collections.OrderedDict()
+        self._consumed: dict[int, int] = {}
+        self._cached_bytes = 0
+        self._parquet: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()
+        self._checked: set[int] = set()
+        self._rg_starts: dict[int, np.ndarray] = {}
+
+    def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
+        names: list[str] = []
+        for schema in self.schemas.values():
+            names += [n for n in schema.names if n not in names]
+        if columns is None:
+            return names
+        unknown = [c for c in columns if c not in names and c != "component"]
+        if unknown:
+            raise MixSQLError(f"unknown column {unknown[0]!r}", hint=f"the records have: {', '.join(names)}")
+        return [c for c in columns if c != "component"]
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def read(self, rows: np.ndarray) -> pa.Table:
+        """The records of plan ``rows`` in that order, with the requested columns and ``component_id``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return self._empty()
+        windows = self.plan.window_of(rows)
+        unique = np.unique(windows)
+        pieces, positions = [], []
+        for w in unique.tolist():
+            table, start = self._window(w)
+            mine = np.flatnonzero(windows == w)
+            pieces.append(table.take(pa.array(rows[mine] - start)))
+            positions.append(mine)
+            self._consumed[w] = self._consumed.get(w, 0) + len(mine)
+            if self._consumed[w] >= table.num_rows:  # handed out in full: no one here needs it again
+                self._drop(w)
+        order = np.argsort(np.concatenate(positions), kind="stable")
+        out = pa.concat_tables(pieces, promote_options="permissive").take(pa.array(order))
+        self.stats.samples += len(rows)
+        return out.append_column("component_id", pa.array(self.plan.component[rows].astype(np.int16)))
+
+    def samples(self, rows: np.ndarray, component: str = "name") -> list[dict[str, t.Any]]:
+        """Python dicts for plan ``rows``: the record's fields plus ``component`` (name or id)."""
+        table = self.read(rows)
+        ids = table.column("component_id").to_numpy()
+        records = table.drop_columns(["component_id"]).to_pylist()
+        names = self.plan.names
+        for record, cid in zip(records, ids.tolist()):
+            record["component"] = names[cid] if component == "name" else cid
+        return records
+
+    # -- windows ---------------------------------------------------------------------------------
+
+    def _empty(self) -> pa.Table:
+        schema = pa.schema([self._field(c) for c in self.columns] + [("component_id", pa.int16())])
+        return schema.empty_table()
+
+    def _field(self, name: str) -> pa.Field:
+        for schema in self.schemas.values():
+            if name in schema.names:
+                return schema.field(name)
+        raise KeyError(name)  # pragma: no cover
+
+    def _drop(self, w: int) -> None:
+        entry = self._windows.pop(w, None)
+        if entry is not None:
+            self._cached_bytes -= entry[0].nbytes
+
+    def _window(self, w: int) -> tuple[pa.Table, int]:
+        if w in self._windows:
+            self._windows.move_to_end(w)
+            return self._windows[w]
+        start, stop = self.plan.window_range(w)
+        table = self._fetch(np.arange(start, stop, dtype=np.int64))
+        self.stats.windows += 1
+        self._windows[w] = (table, start)
+        self._cached_bytes += table.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._windows) > 1:
+            old, (old_table, _) = self._windows.popitem(last=False)
+            self._cached_bytes -= old_table.nbytes
+        return table, start
+
+    def _fetch(self, rows: np.ndarray) -> pa.Table:
+        """Records of plan rows (one window), in that order."""
+        files = self.plan.file[rows]
+        pieces, positions = [], []
+        for f in np.unique(files).tolist():
+            mine = np.flatnonzero(files == f)
+            info = self.plan.files[f]
+            self._check(info)
+            if info.format == "parquet":
+                pieces.append(self._parquet_rows(info, self.plan.row[rows[mine]]))
+            else:
+                pieces.append(self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.offset[rows[mine]],
+                                               self.plan.length[rows[mine]]))
+            positions.append(mine)
+        order = np.argsort(np.concatenate(positions), kind="stable")
+        return pa.concat_tables(pieces, promote_options="permissive").take(pa.array(order))
+
+    def _check(self, info: PlanFile) -> None:
+        if info.index in self._checked:
+            return
+        now = mfs.describe(info.url)
+        if now.size != info.size or (info.mtime is not None and now.mtime is not None and now.mtime != info.mtime):
+            raise DataError(
+                f"data file {info.url} changed since it was registered (size {info.size} -> {now.size}, "
+                f"modified {info.mtime} -> {now.mtime})", file=info.url,
+                hint=f"register dataset {info.dataset!r} again with --replace, then plan again")
+        self._checked.add(info.index)
+
+    def _conform(self, table: pa.Table, dataset: str) -> pa.Table:
+        """The requested columns, with the dataset's registered types (NULL where a dataset lacks one)."""
+        cols = []
+        for name in self.columns:
+            field = self._field(name)
+            if name in table.column_names:
+                col = table.column(name)
+                cols.append(col if col.type == field.type else col.cast(field.type))
+            else:
+                cols.append(pa.nulls(table.num_rows, field.type))
+        return pa.Table.from_arrays(cols, names=self.columns)
+
+    # -- Parquet -----------------------------------------------------------------------------------
+
+    def _parquet_file(self, info: PlanFile) -> pq.ParquetFile:
+        pf = self._parquet.get(info.index)
+        if pf is None:
+            try:
+                pf = pq.ParquetFile(mfs.open_binary(info.url))
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DataError(f"cannot read {info.url}: {e}", file=info.url) from None
+            self._parquet[info.index] = pf
+            if len(self._parquet) > 64:
+                _, old = self._parquet.popitem(last=False)
+                old.close()
+        else:
+            self._parquet.move_to_end(info.index)
+        return pf
+
+    def _parquet_rows(self, info: PlanFile, rows: np.ndarray) -> pa.Table:
+        pf = self._parquet_file(info)
+        starts = self._rg_starts.get(info.index)
+        if starts is None:
+            starts = np.cumsum([0] + list(info.row_groups or []))[:-1]
+            self._rg_starts[info.index] = starts
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        available = set(pf.schema_arrow.names)
+        columns = [c for c in self.columns if c in available]
+        pieces, positions = [], []
+        for g in np.unique(groups).tolist():
+            mine = np.flatnonzero(groups == g)
+            try:
+                decoded = pf.read_row_group(g, columns=columns, use_threads=False)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
+                                row=int(starts[g])) from None
+            self.stats.row_groups += 1
+            self.stats.row_group_rows += decoded.num_rows
+            self.stats.bytes_decoded += decoded.nbytes
+            pieces.append(decoded.take(pa.array(rows[mine] - starts[g])))
+            positions.append(mine)
+        order = np.argsort(np.concatenate(positions), kind="stable")
+        return self._conform(pa.concat_tables(pieces).take(pa.array(order)), info.dataset)
+
+    # -- JSONL -------------------------------------------------------------------------------------
+
+    def _jsonl_rows(self, info: PlanFile, rows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> pa.Table:
+        order = np.argsort(offsets, kind="stable")
+        starts, ends = offsets[order], offsets[order] + lengths[order]
+        if info.compression is None:
+            records = self._plain_ranges(info, starts, ends)
+        else:
+            records = self._decompressed_ranges(info, starts, ends)
+        table = self._parse(info, records, rows[order])
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        return self._conform(table.take(pa.array(back)), info.dataset)
+
+    def _plain_ranges(self, info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        needed = int((ends - starts).sum())
+        span = int(ends[-1] - starts[0])
+        fs, path = fsspec.core.url_to_fs(info.url)
+        try:
+            if span <= DENSE_SPAN * needed:
+                with fs.open(path, "rb") as fh:
+                    fh.seek(int(starts[0]))
+                    blob = fh.read(span)
+                base = int(starts[0])
+                records = [blob[s - base: e - base] for s, e in zip(starts.tolist(), ends.tolist())]
+                self.stats.jsonl_ranges += 1
+                self.stats.bytes_decoded += span
+            else:
+                records = fs.cat_ranges([path] * len(starts), starts.tolist(), ends.tolist())
+                self.stats.jsonl_ranges += len(starts)
+                self.stats.bytes_decoded += needed
+        except FileNotFoundError:
+            raise DataError(f"data file {info.url} is missing", file=info.url) from None
+        return records
+
+    def _decompressed_ranges(self, info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        records: list[bytes] = []
+        position = 0  # decompressed offset of buffer[0]
+        buffer = b""
+        with mfs.open_stream(info.url, info.compression) as stream:
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                while position + len(buffer) < e:
+                    chunk = stream.read(8 << 20)
+                    if not chunk:
+                        raise DataError(f"{info.url} ends before byte {e} of its decompressed stream", file=info.url)
+                    self.stats.bytes_decoded += len(chunk)
+                    if s >= position + len(buffer):  # nothing held is needed any more
+                        position, buffer = position + len(buffer), chunk
+                    else:
+                        buffer += chunk
+                records.append(buffer[s - position: e - position])
+                buffer, position = buffer[e - position:], e
+        self.stats.decompressed_files += 1
+        return records
+
+    def _parse(self, info: PlanFile, records: list[bytes], rows: np.ndarray) -> pa.Table:
+        schema = self.schemas[info.dataset]
+        wanted = pa.schema([schema.field(c) for c in self.columns if c in schema.names])
+        data = b"\n".join(records) + b"\n"
+        try:
+            table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(use_threads=False,
+                                     block_size=max(1 << 20, len(data) + 1)),
+                                     parse_options=pajson.ParseOptions(explicit_schema=wanted,
+                                                                       unexpected_field_behavior="ignore"))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise self._bad_record(info, records, rows, str(e)) from None
+        if table.num_rows != len(records):
+            raise self._bad_record(info, records, rows, f"{table.num_rows} records parsed from {len(records)} lines")
+        return table
+
+    def _bad_record(self, info: PlanFile, records: list[bytes], rows: np.ndarray, reason: str) -> DataError:
+        import json
+
+        for record, row in zip(records, rows.tolist()):
+            try:
+                value = json.loads(record)
+                if not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                return DataError(f"{info.url}, record {row}: cannot parse ({e}); the file changed since it was "
+                                 "registered or is corrupt", file=info.url, row=int(row),
+                                 hint=f"register dataset {info.dataset!r} again with --replace")
+        return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)

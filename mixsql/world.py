@@ -1,0 +1,94 @@
+"""Topology: which (rank, DataLoader worker) reads which samples. All of it is arithmetic on positions.
+
+Definitions (P canonical partitions, plan order as in ``plan``: position p is sample p // P of
+partition p % P; G = world_size x batch_size is the global batch size):
+
+- **Global batch N** is plan positions [N*G, (N+1)*G). It depends on the plan and G only, so it is
+  the same set of samples for every world size W that divides G: a run saved at one W resumes at
+  another with nothing repeated or skipped.
+- **Rank r's share** of global batch N: list the batch's positions partition-major (partition 0's
+  samples first, each partition's in stream order) and take the r-th of W equal slices, B = G/W
+  samples. When P divides G and W divides P, rank r reads exactly partitions [r*P/W, (r+1)*P/W):
+  its own contiguous pools of every component, each an exactly mixed stream. For other W it reads
+  about P/W + 1 partitions; correctness never depends on it.
+- **DataLoader worker** w of n yields whole rank batches w, w+n, w+2n, ...; PyTorch's DataLoader
+  takes batches from its workers round-robin, so a rank sees batches 0, 1, 2, ... for any n.
+- The stream for torch ends after the last *complete* global batch, so every rank yields the same
+  number of batches (collectives never hang); ``Mix.samples()`` yields the rest too.
+- Rank and world size are *data-parallel*: tensor- or pipeline-parallel peers that must see the
+  same data pass the same (dp_rank, dp_size).
+
+Without a batch size, G defaults to lcm(P, W) (B = G / W), which keeps the same locality.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing as t
+
+from mixsql.errors import MixSQLError
+
+
+def topology(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size): the arguments, else torch.distributed if initialised, else RANK/WORLD_SIZE, else (0, 1)."""
+    if rank is None or world_size is None:
+        found: tuple[int, int] | None = None
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                found = (dist.get_rank(), dist.get_world_size())
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        if found is None and "WORLD_SIZE" in os.environ:
+            found = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+        found = found or (0, 1)
+        rank = found[0] if rank is None else rank
+        world_size = found[1] if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise MixSQLError(f"rank {rank} is not in a world of size {world_size}",
+                          hint="rank must be in [0, world_size)")
+    return rank, world_size
+
+
+def global_batch(partitions: int, world_size: int, batch_size: int | None) -> tuple[int, int]:
+    """(G, B): the global and per-rank batch sizes."""
+    if batch_size is None:
+        g = math.lcm(partitions, world_size)
+        return g, g // world_size
+    if batch_size < 1:
+        raise MixSQLError(f"batch_size must be positive, not {batch_size}")
+    return batch_size * world_size, batch_size
+
+
+def rank_slices(batch: int, g: int, partitions: int, world_size: int, rank: int) -> list[tuple[int, int, int]]:
+    """Rank ``rank``'s share of global batch ``batch``: (partition, start, stop) in partition sample indices."""
+    b = g // world_size
+    lo, hi = rank * b, (rank + 1) * b  # slice of the partition-major listing
+    out = []
+    seen = 0
+    first, last = batch * g, (batch + 1) * g
+    for q in range(partitions):
+        a, z = -(-(first - q) // partitions), -(-(last - q) // partitions)
+        n = z - a
+        if n <= 0:
+            continue
+        s, e = max(lo - seen, 0), min(hi - seen, n)
+        if s < e:
+            out.append((q, a + s, a + e))
+        seen += n
+        if seen >= hi:
+            break
+    return out
+
+
+def worker() -> tuple[int, int]:
+    """(worker id, number of workers) of the current DataLoader worker; (0, 1) outside one."""
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+__all__: t.Sequence[str] = ["global_batch", "rank_slices", "topology", "worker"]
