@@ -4,19 +4,26 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
 
 1. **Blocks.** A sample's block is its Parquet row group, its 1 MiB byte range of a plain JSONL
    file, or the whole file for compressed JSONL (which can only be read from the start).
-2. **Block-then-sample shuffle.** The component's blocks are put in a seeded random order and its
-   samples laid out block by block. That sequence is cut into the P partition pools
-   (``plan.pool_bounds``); within each pool, consecutive blocks are grouped into windows of
-   ``window`` blocks and the samples of each window are shuffled. A window is therefore a
-   contiguous range of the sequence touching at most ``window`` blocks, so reading stays mostly
-   sequential while no two neighbours in the stream are neighbours in a file.
-3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, component, purpose);
+2. **Block-then-sample shuffle.** The blocks of each dataset are put in one seeded random order,
+   shared by all components of that dataset, and each component's samples are laid out block by
+   block in that order. The sequence is cut into the P partition pools (``plan.pool_bounds``).
+   From its pool, a partition's stream takes exactly the samples it will consume (known in
+   advance from the counts, see ``plan``), spread evenly over the pool; so every component moves
+   through the *same* blocks at the same pace, and a block holding samples of several components
+   is decoded once for all of them. Unused samples (of components that do not limit the stream)
+   are spread thinly over the blocks instead of piling up at the end.
+   Within a pool, consecutive blocks form windows of ``window`` blocks, and the samples of each
+   window are shuffled: a window is a contiguous range of the sequence touching at most
+   ``window`` blocks, so reading stays mostly sequential while no two neighbours in the stream are
+   neighbours in a file.
+3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, purpose, index);
    only its raw 64-bit output is used (as sort keys), which NumPy keeps stable across versions and
    platforms, so the plan is a pure function of (catalog version, statement, seed, chunk size,
    partitions).
 
 The compiled plan is a directory: ``plan.json`` (parameters, files, shares) and ``samples.arrow``
-(Arrow IPC, one row per sample: component, file, row, byte offset and length, in visiting order),
+(Arrow IPC, one row per sample of the stream: component, file, row, byte offset and length, by
+component, partition and visiting order),
 which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
 directly from the closed-form counts of ``plan``; nothing earlier is computed. ``write_manifest``
 adds ``manifest.parquet``, one row per (partition, chunk, component, file, contiguous row range),
@@ -110,9 +117,7 @@ class CompiledPlan:
         self.chunk_size: int = self.meta["chunk_size"]
         self.partitions: int = self.meta["partitions"]
         self.length_samples: int = self.meta["stream_samples"]
-        self.comp_start = np.concatenate(([0], np.cumsum(self.counts))).astype(np.int64)
-        self.pool_start = np.array([[self.comp_start[i] + b for b in _plan.pool_bounds(n, self.partitions)[:-1]]
-                                    for i, n in enumerate(self.counts)], dtype=np.int64)  # [component, partition]
+        self.pool_start = np.asarray(self.meta["pool_starts"], dtype=np.int64)  # [component, partition]
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
                       for f in self.meta["files"]]
@@ -195,10 +200,13 @@ def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.nd
 # -- compiling ----------------------------------------------------------------------------------------
 
 
-def _random_keys(seed: int, component: int, purpose: int, n: int) -> np.ndarray:
+def _random_keys(seed: int, purpose: int, index: int, n: int) -> np.ndarray:
     """n raw 64-bit PCG64 outputs: stable across NumPy versions and platforms."""
-    generator = np.random.PCG64(np.random.SeedSequence([seed, component, purpose]))
+    generator = np.random.PCG64(np.random.SeedSequence([seed, purpose, index]))
     return generator.random_raw(n) if n else np.zeros(0, dtype=np.uint64)
+
+
+BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
 
 
 def _selection(catalog: Catalog, bound: BoundMix, dataset: str) -> dict[str, np.ndarray]:
@@ -207,96 +215,104 @@ def _selection(catalog: Catalog, bound: BoundMix, dataset: str) -> dict[str, np.
     # The statement's WHERE is part of every component's predicate, so CASE alone decides membership.
     sql = (f'SELECT _c, _file_id, _row, coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length '
            f'FROM (SELECT CASE {cases} END AS _c, * FROM "{dataset}") WHERE _c IS NOT NULL')
-    table = catalog.session().sql(sql).to_arrow_table()
-    return {name: _np(table.combine_chunks(), name) if table.num_rows else np.zeros(0, dtype=np.int64)
+    table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
+    return {name: _np(table, name).astype(np.int64) if table.num_rows else np.zeros(0, dtype=np.int64)
             for name in ("_c", "_file_id", "_row", "_offset", "_length")}
 
 
-def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> tuple[pa.Table, list[int], list[dict]]:
-    """Visiting order of every component's samples, window starts, and the plan's file list."""
+def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any]]:
+    """The stream's samples by (component, partition, visiting order), and the plan's layout metadata."""
     if catalog.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
+    P = spec.partitions
+    used = [[0] * P for _ in bound.components]  # samples each partition's stream takes from each pool
+    for q in range(P):
+        length = spec.shape.partition_length(q)
+        for i, n in enumerate(_plan.consumed(spec.shares, spec.chunk_size, length, _plan.rotation(q, P, spec.chunk_size))):
+            used[i][q] = n
     files: list[dict[str, t.Any]] = []
-    file_base: dict[str, int] = {}
-    selections: dict[str, dict[str, np.ndarray]] = {}
-    rg_starts: dict[str, list[np.ndarray]] = {}
-    for dataset in dict.fromkeys(c.dataset for c in bound.components):
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_SCHEMA.names}
+    pieces: dict[int, tuple[dict[str, np.ndarray], list[np.ndarray]]] = {}
+    for d_index, dataset in enumerate(dict.fromkeys(c.dataset for c in bound.components)):
         info = catalog.dataset(dataset)
-        file_base[dataset] = len(files)
-        table = pq.read_table(info.files_path)
-        starts = []
-        for r in table.to_pylist():
+        base = len(files)
+        rg_starts = []
+        for r in pq.read_table(info.files_path).to_pylist():
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
-            starts.append(np.cumsum([0] + list(r["row_groups"] or []))[:-1])
-        rg_starts[dataset] = starts
-        selections[dataset] = _selection(catalog, bound, dataset)
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_SCHEMA.names}
+            rg_starts.append(np.cumsum([0] + list(r["row_groups"] or []))[:-1])
+        sel = _selection(catalog, bound, dataset)
+        block = _blocks(sel["_file_id"], sel["_row"], sel["_offset"], files[base:], rg_starts)
+        uniq, inverse = np.unique(block, return_inverse=True)
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(_random_keys(spec.seed, BLOCK_ORDER, d_index, len(uniq)), kind="stable")] = \
+            np.arange(len(uniq))
+        sel["_block"], sel["_rank"] = block, rank[inverse]
+        sel["_file"] = sel["_file_id"] + base
+        for c in bound.components:
+            if c.dataset == dataset:
+                pieces[c.index] = (sel, [])
+    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
-    offset_in_plan = 0
+    at = 0
     for c in bound.components:
-        sel = selections[c.dataset]
+        sel = pieces[c.index][0]
         mine = np.flatnonzero(sel["_c"] == c.index)
-        file_id, row = sel["_file_id"][mine].astype(np.int64), sel["_row"][mine].astype(np.int64)
-        offset, length = sel["_offset"][mine].astype(np.int64), sel["_length"][mine].astype(np.int64)
         if len(mine) != c.samples:
             raise PlanError(f"component {c.name!r} selected {len(mine)} samples, not the {c.samples} counted "
                             "when binding; the catalog changed", hint="load the statement again")
-        block = _blocks(file_id, row, offset, [files[file_base[c.dataset] + f] for f in range(len(rg_starts[c.dataset]))],
-                        rg_starts[c.dataset])
-        order, starts = _visiting_order(file_id, row, block, c.samples, spec, c.index)
-        columns["component"].append(np.full(c.samples, c.index, dtype=np.int16))
-        columns["file"].append((file_id[order] + file_base[c.dataset]).astype(np.int32))
-        columns["row"].append(row[order])
-        columns["offset"].append(offset[order])
-        columns["length"].append(length[order])
-        window_starts.append(starts + offset_in_plan)
-        offset_in_plan += c.samples
-    arrays = [pa.array(np.concatenate(columns[f.name]) if columns[f.name] else np.zeros(0), type=f.type)
+        laid = mine[np.lexsort((sel["_row"][mine], sel["_file"][mine], sel["_rank"][mine]))]
+        bounds = _plan.pool_bounds(c.samples, P)
+        for q in range(P):
+            pool = laid[bounds[q]: bounds[q + 1]]
+            take = used[c.index][q]
+            if take > len(pool):  # pragma: no cover - the stream's length guarantees it
+                raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
+            chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
+            order, starts = _window_shuffle(sel["_block"][chosen], spec, c.index * P + q)
+            chosen = chosen[order]
+            pool_starts[c.index, q] = at
+            window_starts.append(starts + at)
+            for name, key in (("component", None), ("file", "_file"), ("row", "_row"), ("offset", "_offset"),
+                              ("length", "_length")):
+                columns[name].append(np.full(take, c.index, dtype=np.int16) if key is None else sel[key][chosen])
+            at += take
+    arrays = [pa.array(np.concatenate(columns[f.name]).astype(f.type.to_pandas_dtype()), type=f.type)
               for f in SAMPLE_SCHEMA]
-    table = pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA)
-    all_starts = np.concatenate(window_starts) if window_starts else np.zeros(0, dtype=np.int64)
-    return table, [int(x) for x in all_starts], files
+    layout = {
+        "files": files,
+        "pool_starts": pool_starts.tolist(),
+        "window_starts": [int(x) for x in np.concatenate(window_starts)] if window_starts else [],
+    }
+    return pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA), layout
 
 
 def _blocks(file_id: np.ndarray, row: np.ndarray, offset: np.ndarray, files: list[dict],
             rg_starts: list[np.ndarray]) -> np.ndarray:
     """A block key per sample: (file << 32) | (row group, or 1 MiB range, or 0 for compressed JSONL)."""
     block = np.zeros(len(file_id), dtype=np.int64)
-    for f in np.unique(file_id):
+    for f in np.unique(file_id).tolist():
         mine = file_id == f
-        info = files[int(f)]
+        info = files[f]
         if info["format"] == "parquet":
-            block[mine] = np.searchsorted(rg_starts[int(f)], row[mine], side="right") - 1
+            block[mine] = np.searchsorted(rg_starts[f], row[mine], side="right") - 1
         elif info["compression"] is None:
             block[mine] = offset[mine] >> JSONL_BLOCK_SHIFT
     return (file_id << 32) | block
 
 
-def _visiting_order(file_id: np.ndarray, row: np.ndarray, block: np.ndarray, n: int, spec: _plan.PlanSpec,
-                    component: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block-then-sample shuffle within partition pools; returns the order and the window starts."""
+def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle samples within windows of ``spec.window`` consecutive blocks; return order and window starts."""
+    n = len(block)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    uniq, inverse = np.unique(block, return_inverse=True)
-    block_rank = np.argsort(np.argsort(_random_keys(spec.seed, component, 1, len(uniq)), kind="stable"), kind="stable")
-    laid = np.lexsort((row, file_id, block_rank[inverse]))  # blocks in shuffled order, rows in file order
-    bounds = np.asarray(_plan.pool_bounds(n, spec.partitions), dtype=np.int64)
-    pool_first = np.zeros(n, dtype=bool)
-    pool_first[bounds[:-1][bounds[:-1] < n]] = True
     new_block = np.ones(n, dtype=bool)
-    new_block[1:] = block[laid][1:] != block[laid][:-1]
-    new_block |= pool_first
-    # Block index within its pool, then windows of `window` blocks.
-    block_index = np.cumsum(new_block) - 1
-    pool_of = np.searchsorted(bounds, np.arange(n), side="right") - 1
-    first_block_of_pool = block_index[bounds[:-1].clip(max=n - 1)][pool_of]
-    local_block = block_index - first_block_of_pool
-    window_first = new_block & (local_block % spec.window == 0)
+    new_block[1:] = block[1:] != block[:-1]
+    window_first = new_block & ((np.cumsum(new_block) - 1) % spec.window == 0)
     window_id = np.cumsum(window_first) - 1
-    shuffled = np.lexsort((_random_keys(spec.seed, component, 2, n), window_id))
-    return laid[shuffled], np.flatnonzero(window_first)
+    order = np.lexsort((_random_keys(spec.seed, WINDOW_SHUFFLE, index, n), window_id))
+    return order, np.flatnonzero(window_first)
 
 
 # -- persisting and caching ---------------------------------------------------------------------------
@@ -304,7 +320,7 @@ def _visiting_order(file_id: np.ndarray, row: np.ndarray, block: np.ndarray, n: 
 
 def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
-    table, window_starts, files = compile_arrays(bound, catalog, spec)
+    table, layout = compile_arrays(bound, catalog, spec)
     directory.mkdir(parents=True)
     with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
         with pa.ipc.new_file(sink, SAMPLE_SCHEMA) as writer:
@@ -320,8 +336,7 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
         "stream_samples": spec.shape.samples, "limiting": spec.shape.limiting,
         "components": [{"name": c.name, "dataset": c.dataset, "share": str(c.share), "weight": str(c.weight),
                         "samples": c.samples} for c in bound.components],
-        "files": files,
-        "window_starts": window_starts,
+        **layout,
         "dataset_info": {d: {"content": list(catalog.dataset(d).content),
                              "record_schema": catalog.dataset(d).record_schema_b64}
                          for d, _ in bound.dataset_versions},

@@ -172,6 +172,16 @@ def exhaustion_point(shares: t.Sequence[Fraction], chunk_size: int, have: int, i
     return chunks * chunk_size + int(mine[have - used])
 
 
+def consumed(shares: t.Sequence[Fraction], chunk_size: int, length: int, rotation: int = 0) -> list[int]:
+    """Samples of each component in the first ``length`` positions of one (rotated) chunk stream."""
+    k, r = divmod(length, chunk_size)
+    counts = cumulative(shares, k * chunk_size)
+    if r:
+        tail = chunk_order(chunk_counts(shares, chunk_size, k), rotation)[:r]
+        counts = [c + int(np.count_nonzero(tail == i)) for i, c in enumerate(counts)]
+    return counts
+
+
 def pool_bounds(samples: int, partitions: int) -> list[int]:
     """Where each canonical partition's pool of a component starts: partition q gets [b[q], b[q+1])."""
     return [q * samples // partitions for q in range(partitions + 1)]

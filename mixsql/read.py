@@ -66,6 +66,9 @@ class Reader:
         self._consumed: dict[int, int] = {}
         self._cached_bytes = 0
         self._parquet: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()
+        self._groups: collections.OrderedDict[tuple[int, int], pa.Table] = collections.OrderedDict()
+        self._group_bytes = 0
+        self._inflated: collections.OrderedDict[int, tuple[np.ndarray, list[bytes], int]] = collections.OrderedDict()
         self._checked: set[int] = set()
         self._rg_starts: dict[int, np.ndarray] = {}
 
@@ -213,18 +216,31 @@ class Reader:
         pieces, positions = [], []
         for g in np.unique(groups).tolist():
             mine = np.flatnonzero(groups == g)
-            try:
-                decoded = pf.read_row_group(g, columns=columns, use_threads=False)
-            except (pa.ArrowInvalid, OSError) as e:
-                raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
-                                row=int(starts[g])) from None
-            self.stats.row_groups += 1
-            self.stats.row_group_rows += decoded.num_rows
-            self.stats.bytes_decoded += decoded.nbytes
-            pieces.append(decoded.take(pa.array(rows[mine] - starts[g])))
+            pieces.append(self._row_group(info, pf, g, columns).take(pa.array(rows[mine] - starts[g])))
             positions.append(mine)
         order = np.argsort(np.concatenate(positions), kind="stable")
         return self._conform(pa.concat_tables(pieces).take(pa.array(order)), info.dataset)
+
+    def _row_group(self, info: PlanFile, pf: pq.ParquetFile, g: int, columns: list[str]) -> pa.Table:
+        """A decoded row group, shared by every window that needs it (components advance in lockstep)."""
+        key = (info.index, g)
+        table = self._groups.get(key)
+        if table is not None:
+            self._groups.move_to_end(key)
+            return table
+        try:
+            table = pf.read_row_group(g, columns=columns, use_threads=False)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url) from None
+        self.stats.row_groups += 1
+        self.stats.row_group_rows += table.num_rows
+        self.stats.bytes_decoded += table.nbytes
+        self._groups[key] = table
+        self._group_bytes += table.nbytes
+        while self._group_bytes > self.cache_bytes // 2 and len(self._groups) > 1:
+            _, old = self._groups.popitem(last=False)
+            self._group_bytes -= old.nbytes
+        return table
 
     # -- JSONL -------------------------------------------------------------------------------------
 
@@ -234,7 +250,7 @@ class Reader:
         if info.compression is None:
             records = self._plain_ranges(info, starts, ends)
         else:
-            records = self._decompressed_ranges(info, starts, ends)
+            records = self._inflated_records(info, starts)
         table = self._parse(info, records, rows[order])
         back = np.empty(len(order), dtype=np.int64)
         back[order] = np.arange(len(order))
@@ -260,6 +276,26 @@ class Reader:
         except FileNotFoundError:
             raise DataError(f"data file {info.url} is missing", file=info.url) from None
         return records
+
+    def _inflated_records(self, info: PlanFile, starts: np.ndarray) -> list[bytes]:
+        """Records of a compressed file by decompressed offset. A compressed stream can only be read
+        from its start, so the first need decompresses the file once and keeps every record the plan
+        takes from it (a sequential pass, stopping after the last one)."""
+        entry = self._inflated.get(info.index)
+        if entry is None:
+            mine = np.flatnonzero(self.plan.file == info.index)
+            offsets = np.unique(self.plan.offset[mine])
+            lengths = np.zeros(len(offsets), dtype=np.int64)
+            lengths[np.searchsorted(offsets, self.plan.offset[mine])] = self.plan.length[mine]
+            records = self._decompressed_ranges(info, offsets, offsets + lengths)
+            entry = (offsets, records, sum(len(r) for r in records))
+            self._inflated[info.index] = entry
+            while sum(e[2] for e in self._inflated.values()) > self.cache_bytes // 2 and len(self._inflated) > 1:
+                self._inflated.popitem(last=False)
+        else:
+            self._inflated.move_to_end(info.index)
+        offsets, records, _ = entry
+        return [records[i] for i in np.searchsorted(offsets, starts).tolist()]
 
     def _decompressed_ranges(self, info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
         records: list[bytes] = []
