@@ -64,7 +64,7 @@ def test_each_row_group_is_decoded_once(con: mixsql.Connection, partitions: int)
     # With room for every row group, each is decoded once. With room for only a few per partition
     # (components move in lockstep), the extra decodes are the row groups on pool boundaries, which
     # the end of one partition and the start of the next read at opposite ends of the run.
-    for cache, extra in ((1 << 30, 0), (8_000 * partitions, 2 * (partitions - 1))):
+    for cache, extra in ((1 << 30, 0), (100_000 * partitions, 2 * (partitions - 1))):
         reader = Reader(p, ["id"], cache_bytes=cache)
         for start in range(0, len(rows), 97):
             reader.read(rows[start:start + 97])
