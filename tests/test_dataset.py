@@ -1,0 +1,161 @@
+"""The torch dataset: disjoint and complete shares, batches independent of workers and world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.utils.data
+
+import mixsql
+from mixsql import world
+from mixsql.dataset import MixDataset
+from tests.conftest import ROOT
+
+STATEMENT = "MIX 2 AS code WHERE domain = 'code', 1 AS rest FROM corpus CHUNK SIZE 30"
+
+
+@pytest.fixture()
+def mix(con: mixsql.Connection) -> mixsql.Mix:
+    return con.mix(STATEMENT, partitions=8)
+
+
+def _plan_ids(mix: mixsql.Mix, n: int) -> list[str]:
+    return [s["id"] for s in mix.samples(limit=n, columns=["id"])]
+
+
+def _run(ds: MixDataset, workers: int, batch_size: int | None = None) -> list[str]:
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=mixsql.collate if batch_size else None)
+    if batch_size:
+        return [i for batch in loader for i in batch["id"]]
+    return [s["id"] for s in loader]
+
+
+def _as_worker(ds: MixDataset, w: int, n: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setattr(world, "worker", lambda: (w, n))
+    return [s["id"] for s in ds]
+
+
+@pytest.mark.parametrize("world_size, workers", [(1, 0), (1, 2), (8, 0), (8, 2), (256, 0), (256, 2)])
+def test_shares_are_disjoint_and_complete(mix: mixsql.Mix, world_size: int, workers: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    for rank in range(world_size):
+        ds = mix.torch_dataset(batch_size=1 if world_size == 256 else 8, rank=rank, world_size=world_size,
+                               columns=["id"])
+        if world_size == 256:  # simulated workers: 512 real worker processes would only test PyTorch
+            parts = [_as_worker(ds, w, max(workers, 1), monkeypatch) for w in range(max(workers, 1))]
+            ids = [i for p in parts for i in p]
+        else:
+            ids = _run(ds, workers)
+        assert len(ids) == len(ds)
+        seen += ids
+    total = (len(mix) // ds.global_batch_size) * ds.global_batch_size
+    assert len(seen) == len(set(seen)) == total
+    assert set(seen) == set(_plan_ids(mix, total))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_batches_are_the_same_for_any_num_workers(mix: mixsql.Mix) -> None:
+    runs = []
+    for workers in (0, 1, 2, 4):
+        ds = mix.torch_dataset(batch_size=8, rank=1, world_size=2, columns=["id", "tags"])
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers, collate_fn=mixsql.collate)
+        runs.append([(b["id"], b["component"]) for b in loader])
+    assert all(r == runs[0] for r in runs) and len(runs[0]) == len(mix) // 16
+
+
+def test_global_batch_is_the_same_set_for_every_world_size(mix: mixsql.Mix, monkeypatch: pytest.MonkeyPatch) -> None:
+    G = 32
+    by_world: dict[int, list[set[str]]] = {}
+    for W in (1, 2, 4, 8):
+        batches: list[set[str]] = [set() for _ in range(len(mix) // G)]
+        for rank in range(W):
+            ids = _as_worker(mix.torch_dataset(batch_size=G // W, rank=rank, world_size=W, columns=["id"]), 0, 1,
+                             monkeypatch)
+            for n in range(len(batches)):
+                batches[n] |= set(ids[n * (G // W):(n + 1) * (G // W)])
+        by_world[W] = batches
+    assert all(len(b) == G for b in by_world[1])
+    for W in (2, 4, 8):
+        assert by_world[W] == by_world[1]
+    ids = _plan_ids(mix, G * 3)
+    assert by_world[4][2] == set(ids[2 * G:3 * G])  # global batch N is plan positions [N*G, (N+1)*G)
+
+
+def test_each_rank_reads_only_its_partitions_and_is_mixed(mix: mixsql.Mix) -> None:
+    plan = mix.plan()
+    P, W, G = plan.partitions, 4, 64
+    for rank in range(W):
+        ds = mix.torch_dataset(batch_size=G // W, rank=rank, world_size=W)
+        rows = np.concatenate([ds.batch_rows(plan, n) for n in range(ds.batches)])
+        partition = np.array([np.searchsorted(plan.pool_start[c], r, side="right") - 1
+                              for c, r in zip(plan.component[rows], rows)])
+        assert set(partition.tolist()) == set(range(rank * P // W, (rank + 1) * P // W))
+        share = float(np.mean(plan.component[rows] == 0))
+        assert abs(share - 2 / 3) < 0.02
+
+
+def test_collate_component_ids_and_list_properties(mix: mixsql.Mix) -> None:
+    ds = mix.torch_dataset(batch_size=4, rank=0, world_size=1, columns=["id", "tags", "quality"], component="id")
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=mixsql.collate)))
+    assert set(batch) == {"id", "tags", "quality", "component"}
+    assert all(isinstance(t, list) for t in batch["tags"]) and len(batch["id"]) == 4
+    assert set(batch["component"]) <= {0, 1}
+
+
+def test_topology_comes_from_the_environment(mix: mixsql.Mix, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    ds = mix.torch_dataset(batch_size=2)
+    assert (ds.rank, ds.world_size) == (3, 4)
+    assert mix.torch_dataset(batch_size=2, rank=0, world_size=2).rank == 0
+    with pytest.raises(mixsql.MixSQLError, match="rank 5 is not in a world of size 4"):
+        mix.torch_dataset(rank=5)
+
+
+SCRIPT = r"""
+import json, os, sys
+import torch.distributed as dist
+import mixsql
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=int(os.environ["RANK"]),
+                        world_size=int(os.environ["WORLD_SIZE"]))
+con = mixsql.connect(sys.argv[2], create=False)
+mix = con.mix(sys.argv[3], partitions=8)
+ds = mix.torch_dataset(batch_size=4, columns=["id"])   # rank and world size from torch.distributed
+import torch.utils.data
+loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=mixsql.collate)
+mine = [i for b in loader for i in b["id"]]
+everything = [None] * dist.get_world_size()
+dist.all_gather_object(everything, mine)
+if dist.get_rank() == 0:
+    print(json.dumps({"ranks": everything, "global_batch": ds.global_batch_size}))
+dist.destroy_process_group()
+"""
+
+
+def test_torch_distributed_gloo(mix: mixsql.Mix, sample_catalog: Path, tmp_path: Path) -> None:
+    mix.plan()  # compiled once; the ranks find it in the cache
+    W = 3
+    procs = []
+    for rank in range(W):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(W)}
+        procs.append(subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "rendezvous"),
+                                       str(sample_catalog), STATEMENT], env=env, cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    result = json.loads(outs[0][0])
+    ranks = result["ranks"]
+    G = result["global_batch"]
+    assert G == 12 and len({len(r) for r in ranks}) == 1
+    union = [i for r in ranks for i in r]
+    total = len(mix) // G * G
+    assert len(union) == len(set(union)) == total
+    assert set(union) == set(_plan_ids(mix, total))
