@@ -38,3 +38,6 @@ sample-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(CATALOG) *.egg-info .pytest_cache
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py

@@ -41,6 +41,7 @@ class BoundComponent:
     sql: str  # the exact selection, overlaps with earlier components excluded
     samples: int  # samples this component owns
     bytes: int  # content bytes of those samples
+    blocks: int  # distinct blocks (row groups, JSONL ranges) holding them: what reading them decodes
     overlaps: tuple[tuple[str, int], ...]  # (earlier component, samples matching both that it took)
 
 
@@ -117,13 +118,13 @@ class _Binder:
         counts = self._count(components, datasets, stmt_pred, preds)
         bound = []
         for i, (c, ds, pred, w) in enumerate(zip(components, datasets, preds, weights)):
-            samples, nbytes, overlaps = counts[i]
+            samples, nbytes, blocks, overlaps = counts[i]
             earlier = [preds[j] for j in range(i) if datasets[j] == ds]
             bound.append(BoundComponent(
                 index=i, name=c.name, dataset=ds, weight=w, share=w / total,
                 predicate=_conjunction([stmt_pred, pred]),
                 sql=_selection_sql(ds, stmt_pred, pred, earlier),
-                samples=samples, bytes=nbytes, overlaps=overlaps,
+                samples=samples, bytes=nbytes, blocks=blocks, overlaps=overlaps,
             ))
             if samples == 0:
                 raise self._empty(c, ds, stmt_pred, pred, overlaps)
@@ -246,14 +247,16 @@ class _Binder:
         return self.error(f"in {what}: {first}", node, hint=hint)
 
     def _count(self, components: list[Component], datasets: list[str], stmt_pred: str | None,
-               preds: list[str | None]) -> dict[int, tuple[int, int, tuple[tuple[str, int], ...]]]:
-        out: dict[int, tuple[int, int, tuple[tuple[str, int], ...]]] = {}
+               preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
+        out: dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]] = {}
         for ds in dict.fromkeys(datasets):
             members = [i for i, d in enumerate(datasets) if d == ds]
             cases = " ".join(f"WHEN {_paren(preds[i]) if preds[i] else 'TRUE'} THEN {k}"
                              for k, i in enumerate(members))
             aggregates = [f"coalesce(count_if(_c = {k}), 0)" for k in range(len(members))]
             aggregates += [f"coalesce(sum(_bytes) FILTER (WHERE _c = {k}), 0)" for k in range(len(members))]
+            aggregates += [f"count(DISTINCT _file_id::BIGINT * 4294967296 + _block) FILTER (WHERE _c = {k})"
+                           for k in range(len(members))]
             pairs: list[tuple[int, int]] = []
             if len(members) <= MAX_PAIRWISE_OVERLAPS:
                 pairs = [(a, b) for b in range(len(members)) for a in range(b) if preds[members[b]] is not None]
@@ -271,11 +274,11 @@ class _Binder:
             assert row is not None
             n = len(members)
             overlaps: dict[int, list[tuple[str, int]]] = {k: [] for k in range(n)}
-            for (a, b), value in zip(pairs, row[2 * n:]):
+            for (a, b), value in zip(pairs, row[3 * n:]):
                 if value:
                     overlaps[b].append((components[members[a]].name, int(value)))
             for k, i in enumerate(members):
-                out[i] = (int(row[k]), int(row[n + k]), tuple(overlaps[k]))
+                out[i] = (int(row[k]), int(row[n + k]), int(row[2 * n + k]), tuple(overlaps[k]))
         return out
 
     def _empty(self, c: Component, ds: str, stmt_pred: str | None, pred: str | None,

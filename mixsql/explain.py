@@ -19,6 +19,7 @@ class ComponentRow:
     dataset: str
     samples: int
     bytes: int
+    blocks: int
     weight: str
     share: float
     lasts: int  # stream samples before this component alone would run out
@@ -55,7 +56,8 @@ def explain(bound: BoundMix) -> Explanation:
     spec = resolve(bound)
     s = spec.shape
     rows = tuple(
-        ComponentRow(name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, weight=_number(c.weight),
+        ComponentRow(name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, blocks=c.blocks,
+                     weight=_number(c.weight),
                      share=float(c.share), lasts=n, sql=c.sql, overlaps=c.overlaps)
         for c, n in zip(bound.components, s.per_component)
     )
@@ -64,13 +66,14 @@ def explain(bound: BoundMix) -> Explanation:
 
 
 def render(e: Explanation) -> str:
-    head = ["component", "dataset", "samples", "bytes", "weight", "share", "runs out after"]
+    head = ["component", "dataset", "samples", "bytes", "blocks", "weight", "share", "runs out after"]
     body = []
     for c in e.components:
         lasts = f"{c.lasts:,} samples" + ("  <- limits the stream" if c.name == e.stream.limiting else "")
-        body.append([c.name, c.dataset, f"{c.samples:,}", _bytes(c.bytes), c.weight, f"{c.share:.1%}", lasts])
+        body.append([c.name, c.dataset, f"{c.samples:,}", _bytes(c.bytes), f"{c.blocks:,}", c.weight,
+                     f"{c.share:.1%}", lasts])
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    right = {2, 3, 4, 5}
+    right = {2, 3, 4, 5, 6}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()

@@ -10,6 +10,7 @@ import dataclasses
 import typing as t
 
 import fsspec
+import fsspec.implementations.local
 import pyarrow as pa
 
 from mixsql.errors import CatalogError, DataError
@@ -114,10 +115,13 @@ def _is_data_file(path: str) -> bool:
     return True
 
 
-def open_binary(url: str) -> t.BinaryIO:
-    """Open a file for reading through fsspec (no decompression)."""
+def open_binary(url: str) -> t.Any:
+    """Open a file for reading (no decompression). fsspec resolves every URL; a local file is then
+    opened with Arrow's native reader, which Parquet decodes from without Python calls per read."""
     fs, path = fsspec.core.url_to_fs(url)
     try:
+        if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+            return pa.OSFile(path, "rb")
         return fs.open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"data file {url} is missing", file=url) from None
@@ -125,7 +129,9 @@ def open_binary(url: str) -> t.BinaryIO:
 
 def open_stream(url: str, compression: str | None) -> pa.NativeFile:
     """A sequential stream of the file's (decompressed) bytes."""
-    raw = pa.PythonFile(open_binary(url), mode="r")
+    raw = open_binary(url)
+    if not isinstance(raw, pa.NativeFile):
+        raw = pa.PythonFile(raw, mode="r")
     if compression is None:
         return raw
     return pa.CompressedInputStream(raw, compression)

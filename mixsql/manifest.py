@@ -2,11 +2,14 @@
 
 Compiling a bound mixture gives, for each component, its samples in visiting order:
 
-1. **Blocks.** A sample's block is its Parquet row group, its 1 MiB byte range of a plain JSONL
-   file, or the whole file for compressed JSONL (which can only be read from the start).
+1. **Blocks.** A sample's block (the catalog's ``_block``) is its Parquet row group, its 1 MiB
+   byte range of a plain JSONL file, or the whole file for compressed JSONL (which can only be
+   read from the start).
 2. **Block-then-sample shuffle.** The blocks of each dataset are put in one seeded random order,
    shared by all components of that dataset, and each component's samples are laid out block by
    block in that order. The sequence is cut into the P partition pools (``plan.pool_bounds``).
+   Even-numbered pools are visited backwards, so two neighbouring partitions reach the block they
+   share at the same moment (both first, or both last) and one decode serves both.
    From its pool, a partition's stream takes exactly the samples it will consume (known in
    advance from the counts, see ``plan``), spread evenly over the pool; so every component moves
    through the *same* blocks at the same pace, and a block holding samples of several components
@@ -58,7 +61,6 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
 PLAN_FORMAT = 1
-JSONL_BLOCK_SHIFT = 20  # 1 MiB byte ranges
 SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int64()),
                            ("offset", pa.int64()), ("length", pa.int64())])
 
@@ -213,11 +215,11 @@ def _selection(catalog: Catalog, bound: BoundMix, dataset: str) -> dict[str, np.
     members = [c for c in bound.components if c.dataset == dataset]
     cases = " ".join(f"WHEN {c.predicate and '(' + c.predicate + ')' or 'TRUE'} THEN {c.index}" for c in members)
     # The statement's WHERE is part of every component's predicate, so CASE alone decides membership.
-    sql = (f'SELECT _c, _file_id, _row, coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length '
+    sql = (f'SELECT _c, _file_id, _row, _block, coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length '
            f'FROM (SELECT CASE {cases} END AS _c, * FROM "{dataset}") WHERE _c IS NOT NULL')
     table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
     return {name: _np(table, name).astype(np.int64) if table.num_rows else np.zeros(0, dtype=np.int64)
-            for name in ("_c", "_file_id", "_row", "_offset", "_length")}
+            for name in ("_c", "_file_id", "_row", "_block", "_offset", "_length")}
 
 
 def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any]]:
@@ -236,14 +238,12 @@ def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> t
     for d_index, dataset in enumerate(dict.fromkeys(c.dataset for c in bound.components)):
         info = catalog.dataset(dataset)
         base = len(files)
-        rg_starts = []
         for r in pq.read_table(info.files_path).to_pylist():
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
-            rg_starts.append(np.cumsum([0] + list(r["row_groups"] or []))[:-1])
         sel = _selection(catalog, bound, dataset)
-        block = _blocks(sel["_file_id"], sel["_row"], sel["_offset"], files[base:], rg_starts)
+        block = (sel["_file_id"] << 32) | sel["_block"]
         uniq, inverse = np.unique(block, return_inverse=True)
         rank = np.empty(len(uniq), dtype=np.int64)
         rank[np.argsort(_random_keys(spec.seed, BLOCK_ORDER, d_index, len(uniq)), kind="stable")] = \
@@ -266,6 +266,8 @@ def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> t
         bounds = _plan.pool_bounds(c.samples, P)
         for q in range(P):
             pool = laid[bounds[q]: bounds[q + 1]]
+            if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
+                pool = pool[::-1]
             take = used[c.index][q]
             if take > len(pool):  # pragma: no cover - the stream's length guarantees it
                 raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
@@ -286,20 +288,6 @@ def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> t
         "window_starts": [int(x) for x in np.concatenate(window_starts)] if window_starts else [],
     }
     return pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA), layout
-
-
-def _blocks(file_id: np.ndarray, row: np.ndarray, offset: np.ndarray, files: list[dict],
-            rg_starts: list[np.ndarray]) -> np.ndarray:
-    """A block key per sample: (file << 32) | (row group, or 1 MiB range, or 0 for compressed JSONL)."""
-    block = np.zeros(len(file_id), dtype=np.int64)
-    for f in np.unique(file_id).tolist():
-        mine = file_id == f
-        info = files[f]
-        if info["format"] == "parquet":
-            block[mine] = np.searchsorted(rg_starts[f], row[mine], side="right") - 1
-        elif info["compression"] is None:
-            block[mine] = offset[mine] >> JSONL_BLOCK_SHIFT
-    return (file_id << 32) | block
 
 
 def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:

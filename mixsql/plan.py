@@ -227,13 +227,18 @@ def _shape(names: t.Sequence[str], shares: t.Sequence[Fraction], counts: t.Seque
 
 
 DEFAULT_MAX_PARTITIONS = 64
+MIN_BLOCKS_PER_PARTITION = 32
 
 
-def default_partitions(shares: t.Sequence[Fraction], counts: t.Sequence[int], chunk_size: int) -> int:
-    """The largest power of two up to 64 that leaves every partition at least one whole chunk."""
+def default_partitions(shares: t.Sequence[Fraction], counts: t.Sequence[int], chunk_size: int,
+                       blocks: t.Sequence[int]) -> int:
+    """The largest power of two up to 64 that leaves every partition at least one whole chunk and, of
+    every component, at least 32 blocks (row groups): a pool of few blocks would share blocks with its
+    neighbours and decode them twice."""
     single = _shape([str(i) for i in range(len(shares))], shares, counts, chunk_size, 1).samples
     partitions = 1
-    while partitions * 2 <= DEFAULT_MAX_PARTITIONS and single // (partitions * 2) >= chunk_size:
+    while (partitions * 2 <= DEFAULT_MAX_PARTITIONS and single // (partitions * 2) >= chunk_size
+           and min(blocks) // (partitions * 2) >= MIN_BLOCKS_PER_PARTITION):
         partitions *= 2
     return partitions
 
@@ -261,7 +266,8 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
     names = tuple(c.name for c in bound.components)
     shares = tuple(c.share for c in bound.components)
     counts = tuple(c.samples for c in bound.components)
-    partitions = bound.partitions or default_partitions(shares, counts, bound.chunk_size)
+    partitions = bound.partitions or default_partitions(shares, counts, bound.chunk_size,
+                                                        [c.blocks for c in bound.components])
     return PlanSpec(names=names, shares=shares, counts=counts, seed=bound.seed, chunk_size=bound.chunk_size,
                     partitions=partitions, window=window,
                     shape=_shape(names, shares, counts, bound.chunk_size, partitions))

@@ -52,7 +52,13 @@ class ReadStats:
 
 
 class Reader:
-    """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own."""
+    """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own.
+
+    Reading a window resolves each of its rows to a *source*: a decoded Parquet row group, or the
+    parsed records of one JSONL file within the window. Sources are cached (least recently used
+    first out, within ``cache_bytes``), and a request gathers all its rows with one ``take`` over
+    the sources it touches, so record content is copied once.
+    """
 
     def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -62,15 +68,19 @@ class Reader:
         self.columns = self._columns(columns)
         self.cache_bytes = cache_bytes
         self.stats = ReadStats()
-        self._windows: collections.OrderedDict[int, tuple[pa.Table, int]] = collections.OrderedDict()
-        self._consumed: dict[int, int] = {}
-        self._cached_bytes = 0
+        self._resolved: collections.OrderedDict[int, tuple[int, np.ndarray, np.ndarray]] = collections.OrderedDict()
+        self._sources: collections.OrderedDict[tuple, pa.Table] = collections.OrderedDict()
+        self._source_bytes = 0
         self._parquet: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()
-        self._groups: collections.OrderedDict[tuple[int, int], pa.Table] = collections.OrderedDict()
-        self._group_bytes = 0
+        self._available: dict[int, list[str]] = {}
         self._inflated: collections.OrderedDict[int, tuple[np.ndarray, list[bytes], int]] = collections.OrderedDict()
         self._checked: set[int] = set()
         self._rg_starts: dict[int, np.ndarray] = {}
+        self._keys: list[tuple] = []
+        self._key_ids: dict[tuple, int] = {}
+        self._pending: dict[int, int] = collections.defaultdict(int)  # rows of resolved windows not yet handed out
+        self._probation: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._probation_size = max(64, 4 * plan.partitions * len(plan.names))
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -90,33 +100,64 @@ class Reader:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return self._empty()
-        windows = self.plan.window_of(rows)
-        unique = np.unique(windows)
-        pieces, positions = [], []
-        for w in unique.tolist():
-            table, start = self._window(w)
-            mine = np.flatnonzero(windows == w)
-            pieces.append(table.take(pa.array(rows[mine] - start)))
-            positions.append(mine)
-            self._consumed[w] = self._consumed.get(w, 0) + len(mine)
-            if self._consumed[w] >= table.num_rows:  # handed out in full: no one here needs it again
-                self._drop(w)
-        order = np.argsort(np.concatenate(positions), kind="stable")
-        out = pa.concat_tables(pieces, promote_options="permissive").take(pa.array(order))
-        self.stats.samples += len(rows)
+        pieces, order = self._gather(rows)
+        table = pa.concat_tables(pieces, promote_options="permissive") if len(pieces) > 1 else pieces[0]
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        out = table.take(pa.array(back))
         return out.append_column("component_id", pa.array(self.plan.component[rows].astype(np.int16)))
 
     def samples(self, rows: np.ndarray, component: str = "name") -> list[dict[str, t.Any]]:
         """Python dicts for plan ``rows``: the record's fields plus ``component`` (name or id)."""
-        table = self.read(rows)
-        ids = table.column("component_id").to_numpy()
-        records = table.drop_columns(["component_id"]).to_pylist()
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        pieces, order = self._gather(rows)
+        out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
+        at = 0
+        for piece in pieces:  # records become Python objects here, once, each put in its place
+            for record, slot in zip(piece.to_pylist(), order[at: at + piece.num_rows].tolist()):
+                out[slot] = record
+            at += piece.num_rows
+        ids = self.plan.component[rows].tolist()
         names = self.plan.names
-        for record, cid in zip(records, ids.tolist()):
+        for record, cid in zip(out, ids):
             record["component"] = names[cid] if component == "name" else cid
-        return records
+        return out
 
-    # -- windows ---------------------------------------------------------------------------------
+    def _gather(self, rows: np.ndarray) -> tuple[list[pa.Table], np.ndarray]:
+        """One ``take`` per source: the pieces, and for their concatenation the position of each row."""
+        windows = self.plan.window_of(rows)
+        source = np.empty(len(rows), dtype=np.int64)
+        local = np.empty(len(rows), dtype=np.int64)
+        for w in np.unique(windows).tolist():
+            start, ids, locs = self._resolve(w)
+            mine = np.flatnonzero(windows == w)
+            source[mine] = ids[rows[mine] - start]
+            local[mine] = locs[rows[mine] - start]
+        order = np.argsort(source, kind="stable")
+        bounds = np.flatnonzero(np.diff(source[order])) + 1
+        pieces = []
+        for group in np.split(order, bounds):
+            key_id = int(source[group[0]])
+            pieces.append(self._source(key_id).take(pa.array(local[group])))
+            self._release(key_id, len(group))
+        self.stats.samples += len(rows)
+        return pieces, order
+
+    def _release(self, key_id: int, n: int) -> None:
+        """Rows handed out; a source no resolved window still needs goes on probation, for the other
+        components, which reach the same block at about the same time, then out."""
+        left = self._pending[key_id] - n
+        self._pending[key_id] = left
+        if left > 0:
+            return
+        self._probation[key_id] = None
+        while len(self._probation) > self._probation_size:
+            old, _ = self._probation.popitem(last=False)
+            self._evict(self._keys[old])
+
+    # -- windows and sources ---------------------------------------------------------------------
 
     def _empty(self) -> pa.Table:
         schema = pa.schema([self._field(c) for c in self.columns] + [("component_id", pa.int16())])
@@ -128,41 +169,84 @@ class Reader:
                 return schema.field(name)
         raise KeyError(name)  # pragma: no cover
 
-    def _drop(self, w: int) -> None:
-        entry = self._windows.pop(w, None)
+    def _key_id(self, key: tuple) -> int:
+        found = self._key_ids.get(key)
+        if found is None:
+            found = self._key_ids[key] = len(self._keys)
+            self._keys.append(key)
+        return found
+
+    def _resolve(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Map the rows of window w to (source id, row within the source), fetching what is missing."""
+        entry = self._resolved.get(w)
         if entry is not None:
-            self._cached_bytes -= entry[0].nbytes
-
-    def _window(self, w: int) -> tuple[pa.Table, int]:
-        if w in self._windows:
-            self._windows.move_to_end(w)
-            return self._windows[w]
+            self._resolved.move_to_end(w)
+            return entry
         start, stop = self.plan.window_range(w)
-        table = self._fetch(np.arange(start, stop, dtype=np.int64))
-        self.stats.windows += 1
-        self._windows[w] = (table, start)
-        self._cached_bytes += table.nbytes
-        while self._cached_bytes > self.cache_bytes and len(self._windows) > 1:
-            old, (old_table, _) = self._windows.popitem(last=False)
-            self._cached_bytes -= old_table.nbytes
-        return table, start
-
-    def _fetch(self, rows: np.ndarray) -> pa.Table:
-        """Records of plan rows (one window), in that order."""
+        rows = np.arange(start, stop, dtype=np.int64)
+        ids = np.empty(len(rows), dtype=np.int64)
+        locs = np.empty(len(rows), dtype=np.int64)
         files = self.plan.file[rows]
-        pieces, positions = [], []
         for f in np.unique(files).tolist():
             mine = np.flatnonzero(files == f)
             info = self.plan.files[f]
             self._check(info)
             if info.format == "parquet":
-                pieces.append(self._parquet_rows(info, self.plan.row[rows[mine]]))
+                starts = self._row_group_starts(info)
+                groups = np.searchsorted(starts, self.plan.row[rows[mine]], side="right") - 1
+                for g in np.unique(groups).tolist():
+                    sel = mine[groups == g]
+                    ids[sel] = self._key_id(("rg", f, g))
+                    locs[sel] = self.plan.row[rows[sel]] - starts[g]
+            else:  # a JSONL source is this window's records of the file, parsed together
+                key = ("jsonl", f, w)
+                ids[mine] = self._key_id(key)
+                locs[mine] = np.arange(len(mine))
+                self._store(key, self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.offset[rows[mine]],
+                                                  self.plan.length[rows[mine]]))
+        for key_id, n in zip(*np.unique(ids, return_counts=True)):
+            self._pending[int(key_id)] += int(n)
+            self._probation.pop(int(key_id), None)
+        self.stats.windows += 1
+        entry = (start, ids, locs)
+        self._resolved[w] = entry
+        if len(self._resolved) > 4096:
+            self._resolved.popitem(last=False)
+        return entry
+
+    def _source(self, key_id: int) -> pa.Table:
+        key = self._keys[key_id]
+        table = self._sources.get(key)
+        if table is not None:
+            self._sources.move_to_end(key)
+            return table
+        if key[0] == "rg":
+            info = self.plan.files[key[1]]
+            table = self._decode_row_group(info, key[2])
+        else:  # a JSONL source that was evicted: resolve its window again
+            self._resolved.pop(key[2], None)
+            self._resolve(key[2])
+            table = self._sources[key]
+        self._store(key, table)
+        return table
+
+    def _store(self, key: tuple, table: pa.Table) -> None:
+        if key in self._sources:
+            return
+        self._sources[key] = table
+        self._source_bytes += table.nbytes
+        while self._source_bytes > self.cache_bytes and len(self._sources) > 1:
+            victim = next(iter(self._probation), None)
+            if victim is not None:
+                self._probation.pop(victim)
+                self._evict(self._keys[victim])
             else:
-                pieces.append(self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.offset[rows[mine]],
-                                               self.plan.length[rows[mine]]))
-            positions.append(mine)
-        order = np.argsort(np.concatenate(positions), kind="stable")
-        return pa.concat_tables(pieces, promote_options="permissive").take(pa.array(order))
+                self._evict(next(iter(self._sources)))
+
+    def _evict(self, key: tuple) -> None:
+        table = self._sources.pop(key, None)
+        if table is not None:
+            self._source_bytes -= table.nbytes
 
     def _check(self, info: PlanFile) -> None:
         if info.index in self._checked:
@@ -204,43 +288,27 @@ class Reader:
             self._parquet.move_to_end(info.index)
         return pf
 
-    def _parquet_rows(self, info: PlanFile, rows: np.ndarray) -> pa.Table:
-        pf = self._parquet_file(info)
+    def _row_group_starts(self, info: PlanFile) -> np.ndarray:
         starts = self._rg_starts.get(info.index)
         if starts is None:
-            starts = np.cumsum([0] + list(info.row_groups or []))[:-1]
-            self._rg_starts[info.index] = starts
-        groups = np.searchsorted(starts, rows, side="right") - 1
-        available = set(pf.schema_arrow.names)
-        columns = [c for c in self.columns if c in available]
-        pieces, positions = [], []
-        for g in np.unique(groups).tolist():
-            mine = np.flatnonzero(groups == g)
-            pieces.append(self._row_group(info, pf, g, columns).take(pa.array(rows[mine] - starts[g])))
-            positions.append(mine)
-        order = np.argsort(np.concatenate(positions), kind="stable")
-        return self._conform(pa.concat_tables(pieces).take(pa.array(order)), info.dataset)
+            starts = self._rg_starts[info.index] = np.cumsum([0] + list(info.row_groups or []))[:-1]
+        return starts
 
-    def _row_group(self, info: PlanFile, pf: pq.ParquetFile, g: int, columns: list[str]) -> pa.Table:
-        """A decoded row group, shared by every window that needs it (components advance in lockstep)."""
-        key = (info.index, g)
-        table = self._groups.get(key)
-        if table is not None:
-            self._groups.move_to_end(key)
-            return table
+    def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
+        pf = self._parquet_file(info)
+        columns = self._available.get(info.index)
+        if columns is None:
+            available = set(pf.schema_arrow.names)
+            columns = self._available[info.index] = [c for c in self.columns if c in available]
         try:
             table = pf.read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url) from None
+            raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
+                            row=int(self._row_group_starts(info)[g])) from None
         self.stats.row_groups += 1
         self.stats.row_group_rows += table.num_rows
         self.stats.bytes_decoded += table.nbytes
-        self._groups[key] = table
-        self._group_bytes += table.nbytes
-        while self._group_bytes > self.cache_bytes // 2 and len(self._groups) > 1:
-            _, old = self._groups.popitem(last=False)
-            self._group_bytes -= old.nbytes
-        return table
+        return self._conform(table, info.dataset)
 
     # -- JSONL -------------------------------------------------------------------------------------
 

@@ -93,12 +93,25 @@ def test_stream_length_and_limiting_component(con: mixsql.Connection, partitions
     assert e.to_dict()["stream"]["samples"] == expected
 
 
-def test_default_partitions_leave_each_partition_a_whole_chunk(con: mixsql.Connection) -> None:
-    e = con.mix(STATEMENT).explanation()
+@pytest.mark.parametrize("chunk", [10, 100])
+def test_default_partitions_leave_each_partition_a_whole_chunk_and_blocks(con: mixsql.Connection, chunk: int) -> None:
+    text = STATEMENT.replace("CHUNK SIZE 100", f"CHUNK SIZE {chunk}")
+    e = con.mix(text).explanation()
     P = e.stream.partitions
     assert P & (P - 1) == 0 and 1 <= P <= 64
-    single = con.mix(STATEMENT, partitions=1).explanation().stream.samples
-    assert single // P >= 100 and (P == 64 or single // (2 * P) < 100)
+    single = con.mix(text, partitions=1).explanation().stream.samples
+    blocks = min(c.blocks for c in e.components)
+    assert single // P >= chunk and blocks // P >= plan.MIN_BLOCKS_PER_PARTITION or P == 1
+    assert P == 64 or single // (2 * P) < chunk or blocks // (2 * P) < plan.MIN_BLOCKS_PER_PARTITION
+
+
+def test_blocks_are_the_row_groups_holding_the_samples(con: mixsql.Connection) -> None:
+    e = con.mix(STATEMENT).explanation()
+    for c in e.components:
+        expected = con.sql(f"SELECT count(DISTINCT (_file_id, _block)) AS n FROM ({c.sql})").to_pylist()[0]["n"]
+        assert c.blocks == expected > 0
+    groups = con.sql("SELECT count(DISTINCT (_file_id, _block)) AS n FROM corpus").to_pylist()[0]["n"]
+    assert groups == sum(len(f.row_groups) for f in mixsql.CompiledPlan(con.mix(STATEMENT).plan().directory).files)
 
 
 def test_component_from_mixes_datasets(con: mixsql.Connection) -> None:

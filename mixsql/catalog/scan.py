@@ -1,6 +1,8 @@
 """Index one data file: a row per sample with its pointer and properties, never its content.
 
-Output columns: ``_file_id`` (INT32), ``_row`` (record index in the file), ``_offset`` and
+Output columns: ``_file_id`` (INT32), ``_row`` (record index in the file), ``_block`` (the unit a
+reader decodes: the Parquet row group, the 1 MiB range of a plain JSONL file, 0 for compressed
+JSONL, which is read whole), ``_offset`` and
 ``_length`` (byte range of the record in the decompressed JSONL stream; NULL for Parquet),
 ``_bytes`` (UTF-8 bytes of the content columns), then every other field with its Arrow type.
 Parquet is read with pyarrow column by column; JSONL with pyarrow.json in large blocks whose
@@ -22,17 +24,19 @@ import pyarrow.parquet as pq
 from mixsql import fs as mfs
 from mixsql.errors import CatalogError, DataError
 
-RESERVED = ("_file_id", "_row", "_offset", "_length", "_bytes")
+RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
+JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's blocks are its 1 MiB byte ranges
 BLOCK_BYTES = 32 << 20
 BATCH_ROWS = 65536
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 13, 32]] = True
 
 
-def _pointer_columns(file_id: int, rows: int, start_row: int) -> dict[str, pa.Array]:
+def _pointer_columns(file_id: int, rows: int, start_row: int, block: np.ndarray) -> dict[str, pa.Array]:
     return {
         "_file_id": pa.array(np.full(rows, file_id, dtype=np.int32)),
         "_row": pa.array(np.arange(start_row, start_row + rows, dtype=np.int64)),
+        "_block": pa.array(block.astype(np.int32)),
     }
 
 
@@ -75,10 +79,11 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
         _check_fields(names, content, src.url)
         props = [n for n in names if n not in content]
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+        group_of_row = np.repeat(np.arange(len(row_groups), dtype=np.int32), row_groups)
         batches = []
         start = 0
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=props + list(content), use_threads=False):
-            cols = _pointer_columns(file_id, batch.num_rows, start)
+            cols = _pointer_columns(file_id, batch.num_rows, start, group_of_row[start:start + batch.num_rows])
             cols["_offset"] = pa.nulls(batch.num_rows, pa.int64())
             cols["_length"] = pa.nulls(batch.num_rows, pa.int64())
             cols["_bytes"] = _content_bytes(batch, content)
@@ -87,7 +92,7 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
             batches.append(pa.table(cols))
             start += batch.num_rows
     if not batches:
-        schema = pa.schema([pa.field(n, pa.int32() if n == "_file_id" else pa.int64()) for n in RESERVED]
+        schema = pa.schema([pa.field(n, pa.int32() if n in ("_file_id", "_block") else pa.int64()) for n in RESERVED]
                            + [pf.schema_arrow.field(n) for n in props])
         return schema.empty_table(), row_groups, pf.schema_arrow
     return pa.concat_tables(batches), row_groups, pf.schema_arrow
@@ -150,7 +155,8 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> t
                 if table.num_rows:
                     _check_fields(table.column_names, content, src.url)
                     records.append(table.schema)
-                    cols = _pointer_columns(file_id, table.num_rows, row)
+                    blocks = np.zeros(table.num_rows) if src.compression else (starts + base) >> JSONL_BLOCK_SHIFT
+                    cols = _pointer_columns(file_id, table.num_rows, row, blocks)
                     cols["_offset"] = pa.array(starts + base)
                     cols["_length"] = pa.array(lengths)
                     cols["_bytes"] = _content_bytes(table, content)

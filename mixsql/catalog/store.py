@@ -4,7 +4,7 @@ Layout of ``DIR`` (default ``./.mixsql``)::
 
     catalog.json                    the commit point: datasets, their versions and table paths
     datasets/<name>-<version>/      one immutable directory per registered dataset version
-        samples.parquet             one row per sample: pointer columns + properties
+        samples.parquet             one row per sample: pointer columns (file, row, block, byte range) + properties
         files.parquet               one row per source file: URL, format, size, mtime, row groups
     .lock                           held (flock) only by a process that registers
 
@@ -42,7 +42,7 @@ from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.errors import CatalogError, MixSQLError
 
-FORMAT = 2
+FORMAT = 3
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_PREFIX = "mixsql_"
 DEFAULT_CONTENT = ("text",)

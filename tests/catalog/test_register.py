@@ -19,7 +19,7 @@ from tests.conftest import PARQUET_GLOB, SAMPLE
 PROPS = ["id", "source", "domain", "language", "origin", "quality", "n_bytes", "n_lines", "has_example", "tags"]
 TYPES = {"id": "VARCHAR", "source": "VARCHAR", "domain": "VARCHAR", "language": "VARCHAR", "quality": "DOUBLE",
          "n_bytes": "BIGINT", "n_lines": "BIGINT", "has_example": "BOOLEAN", "tags": "VARCHAR[]",
-         "_file_id": "INTEGER", "_row": "BIGINT", "_offset": "BIGINT", "_length": "BIGINT", "_bytes": "BIGINT"}
+         "_file_id": "INTEGER", "_row": "BIGINT", "_block": "INTEGER", "_offset": "BIGINT", "_length": "BIGINT", "_bytes": "BIGINT"}
 
 
 def _catalog_rows(con: mixsql.Connection, dataset: str) -> list[dict]:
@@ -194,3 +194,16 @@ def test_a_second_connection_sees_new_registrations(sample_catalog: Path, tmp_pa
     assert "again" in reader.datasets()
     assert reader.sql("SELECT count(*) AS n FROM again").to_pylist() == [{"n": 4200}]
     assert os.path.exists(path / "catalog.json")
+
+
+def test_blocks_are_row_groups_and_byte_ranges(con: mixsql.Connection) -> None:
+    import numpy as np
+
+    for r in con.sql("SELECT f.row_groups, list(s._row ORDER BY s._row) AS rows, list(s._block ORDER BY s._row) AS "
+                     "blocks FROM corpus s JOIN mixsql_files f ON f.dataset = 'corpus' AND f.file_id = s._file_id "
+                     "GROUP BY ALL").to_pylist():
+        starts = np.cumsum([0] + r["row_groups"])[:-1]
+        assert r["blocks"] == (np.searchsorted(starts, r["rows"], side="right") - 1).tolist()
+    rows = con.sql("SELECT _offset, _block, f.compression FROM corpus_jsonl s JOIN mixsql_files f "
+                   "ON f.dataset = 'corpus_jsonl' AND f.file_id = s._file_id").to_pylist()
+    assert all(r["_block"] == (0 if r["compression"] else r["_offset"] >> 20) for r in rows)

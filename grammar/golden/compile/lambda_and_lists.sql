@@ -8,5 +8,5 @@ CHUNK SIZE 32;
 SELECT * FROM "corpus_jsonl" WHERE (LENGTH(LIST_FILTER(tags, LAMBDA t : t LIKE 'module:%')) = 1 AND ARRAY_CONTAINS(tags, 'function'));
 -- usage: dataset corpus_jsonl, weight 1 (share 1/2), 1322 samples
 SELECT * FROM "corpus_jsonl" WHERE (tags && ['usage', 'howto'] AND language <> 'en') AND (LENGTH(LIST_FILTER(tags, LAMBDA t : t LIKE 'module:%')) = 1 AND ARRAY_CONTAINS(tags, 'function')) IS NOT TRUE;
--- stream: 1024 samples in 32 partitions of 32-sample chunks, limited by modules
+-- stream: 1032 samples in 1 partitions of 32-sample chunks, limited by modules
 -- overlap: 12 samples of usage belong to modules

@@ -15,6 +15,6 @@ SELECT * FROM "corpus" WHERE (origin ILIKE '%JSON%' OR REGEXP_MATCHES(origin, 'p
 SELECT * FROM "corpus" WHERE (language IN ('ja', 'zh', 'ko') AND NOT (domain = 'messages' OR n_lines > 40)) AND (language IN ('c', 'python') AND origin LIKE 'Include/%') IS NOT TRUE AND (origin ILIKE '%JSON%' OR REGEXP_MATCHES(origin, 'pathlib|glob')) IS NOT TRUE;
 -- long_ref: dataset corpus, weight 1.5 (share 1/5), 104 samples
 SELECT * FROM "corpus" WHERE ((n_bytes / n_lines) * 2 > 80 AND LENGTH(tags) >= 3 AND quality > 0.4) AND (language IN ('c', 'python') AND origin LIKE 'Include/%') IS NOT TRUE AND (origin ILIKE '%JSON%' OR REGEXP_MATCHES(origin, 'pathlib|glob')) IS NOT TRUE AND (language IN ('ja', 'zh', 'ko') AND NOT (domain = 'messages' OR n_lines > 40)) IS NOT TRUE;
--- stream: 198 samples in 2 partitions of 75-sample chunks, limited by json
+-- stream: 200 samples in 1 partitions of 75-sample chunks, limited by json
 -- overlap: 12 samples of long_ref belong to c_like
 -- overlap: 1 samples of long_ref belong to json

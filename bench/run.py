@@ -1,0 +1,332 @@
+"""mixsql benchmarks (`make bench`): ratios against baselines measured in the same run.
+
+Method (../shared/research/performance.md): arms run interleaved in one process tree, each at least
+5 times, and medians are reported; shared machines are noisy, so read ratios, not absolutes.
+
+(a) throughput of `Mix.samples()` for a 3-component selective mixture against the *oracle* (plain
+    pyarrow decoding exactly the row groups the mixture touches, each once) and a full sequential
+    pyarrow read; row-group decodes per minimal decodes; engine overhead in µs per sample.
+(b) bytes decoded per byte delivered for single ranks of a simulated world of 256, and that ratio
+    over the single-process oracle's (the rank's fair share of the minimal decoding).
+(c) planning time and peak memory at 10M and 100M catalog samples (synthetic properties).
+(d) time to first batch of a torch DataLoader, with the plan cached and compiled from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mixsql  # noqa: E402
+from mixsql.read import Reader  # noqa: E402
+
+DATA = ROOT / "bench_data"
+STATEMENT = """MIX 0.3 AS code WHERE domain = 'code',
+    0.5 AS web  WHERE domain = 'web' AND quality > 0.6,
+    0.2 AS ref  WHERE domain IN ('books', 'arxiv', 'wiki')
+FROM bench
+CHUNK SIZE 1024"""
+
+
+def ensure_corpus() -> mixsql.Connection:
+    if not (DATA / "corpus").exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "gen_corpus.py"), "--out", str(DATA / "corpus")],
+                       check=True)
+    con = mixsql.connect(DATA / "catalog")
+    if "bench" not in con.datasets():
+        t = time.perf_counter()
+        info = con.register("bench", [str(DATA / "corpus")])
+        print(f"registered {info.samples:,} samples in {time.perf_counter() - t:.1f} s", flush=True)
+    return con
+
+
+# -- (a) ------------------------------------------------------------------------------------------------
+
+
+def arm_mixsql(mix: mixsql.Mix) -> dict:
+    plan = mix.plan()
+    reader = Reader(plan, ["text"])
+    n = nbytes = 0
+    t = time.perf_counter()
+    for start in range(0, len(plan), 4096):
+        for s in reader.samples(plan.positions_rows(start, min(start + 4096, len(plan)))):
+            nbytes += len(s["text"])
+            n += 1
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": nbytes,
+            "row_groups": reader.stats.row_groups, "bytes_decoded": reader.stats.bytes_decoded}
+
+
+def touched(plan: mixsql.CompiledPlan, rows: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """(file, row group) -> rows within it that the stream needs."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for f in np.unique(plan.file[rows]).tolist():
+        mine = rows[plan.file[rows] == f]
+        starts = np.cumsum([0] + list(plan.files[f].row_groups))[:-1]
+        local = plan.row[mine]
+        groups = np.searchsorted(starts, local, side="right") - 1
+        for g in np.unique(groups).tolist():
+            out[(f, g)] = np.sort(local[groups == g] - starts[g])
+    return out
+
+
+def arm_oracle(plan: mixsql.CompiledPlan, needed: dict[tuple[int, int], np.ndarray]) -> dict:
+    n = nbytes = decoded = 0
+    t = time.perf_counter()
+    files: dict[int, pq.ParquetFile] = {}
+    for (f, g), local in needed.items():
+        pf = files.get(f) or files.setdefault(f, pq.ParquetFile(plan.files[f].url.removeprefix("file://")))
+        table = pf.read_row_group(g, columns=["text"], use_threads=False)
+        decoded += table.nbytes
+        for text in table.column("text").take(local).to_pylist():
+            nbytes += len(text)
+            n += 1
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": nbytes, "row_groups": len(needed),
+            "bytes_decoded": decoded}
+
+
+def arm_full(paths: list[Path]) -> dict:
+    n = nbytes = 0
+    t = time.perf_counter()
+    for p in paths:
+        for batch in pq.ParquetFile(p).iter_batches(columns=["text"], batch_size=8192, use_threads=False):
+            for text in batch.column(0).to_pylist():
+                nbytes += len(text)
+                n += 1
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": nbytes}
+
+
+def bench_throughput(con: mixsql.Connection, reps: int) -> dict:
+    mix = con.mix(STATEMENT)
+    plan = mix.plan()
+    rows = plan.positions_rows(0, len(plan))
+    needed = touched(plan, rows)
+    paths = sorted((DATA / "corpus").glob("*.parquet"))
+    runs: dict[str, list[dict]] = {"mixsql": [], "oracle": [], "full": []}
+    for rep in range(reps):
+        runs["oracle"].append(arm_oracle(plan, needed))
+        runs["mixsql"].append(arm_mixsql(mix))
+        runs["full"].append(arm_full(paths))
+        print(f"  (a) rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in runs.items()),
+              flush=True)
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    spread = {k: (max(r["seconds"] for r in v) - min(r["seconds"] for r in v)) / med[k] for k, v in runs.items()}
+    m, o, f = runs["mixsql"][0], runs["oracle"][0], runs["full"][0]
+    total_rgs = sum(len(pq.ParquetFile(p).metadata.row_group(0).to_dict() and range(pq.ParquetFile(p).num_row_groups))
+                    for p in paths)
+    return {
+        "samples": m["samples"], "partitions": plan.partitions, "corpus_docs": f["samples"],
+        "row_groups_total": total_rgs, "row_groups_touched": len(needed),
+        "seconds": med, "spread": spread,
+        "docs_per_s": {k: runs[k][0]["samples"] / med[k] for k in med},
+        "mb_per_s": {k: runs[k][0]["chars"] / 1e6 / med[k] for k in med},
+        "mixsql_over_oracle": (o["samples"] / med["oracle"]) and (m["samples"] / med["mixsql"]) / (o["samples"] / med["oracle"]),
+        "oracle_over_full": (o["samples"] / med["oracle"]) / (f["samples"] / med["full"]),
+        "decodes_over_minimal": m["row_groups"] / len(needed),
+        "overhead_us_per_sample": (med["mixsql"] - med["oracle"]) / m["samples"] * 1e6,
+        "oracle_decoded_per_delivered": o["bytes_decoded"] / o["chars"],
+    }
+
+
+# -- (b) ------------------------------------------------------------------------------------------------
+
+
+def bench_ranks(con: mixsql.Connection, oracle_ratio: float, ranks: tuple[int, ...] = (0, 100, 255)) -> dict:
+    mix = con.mix(STATEMENT, partitions=256)
+    plan = mix.plan()
+    out = {}
+    for rank in ranks:
+        ds = mix.torch_dataset(batch_size=4, rank=rank, world_size=256, columns=["text"])
+        reader = Reader(plan, ["text"])
+        delivered = 0
+        for n in range(ds.batches):
+            delivered += sum(len(s["text"]) for s in reader.samples(ds.batch_rows(plan, n)))
+        ratio = reader.stats.bytes_decoded / delivered
+        out[rank] = {"samples": len(ds), "decoded_per_delivered": ratio, "over_oracle": ratio / oracle_ratio,
+                     "row_groups": reader.stats.row_groups}
+        print(f"  (b) rank {rank}/256: {len(ds):,} samples, {reader.stats.row_groups} row groups, "
+              f"{ratio:.1f} bytes decoded per byte delivered ({ratio / oracle_ratio:.2f}x the oracle's)", flush=True)
+    return out
+
+
+# -- (c), (d): separate processes, so peak memory and start-up are their own --------------------------------
+
+PLAN_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import mixsql
+con = mixsql.connect(sys.argv[1], create=False)
+t1 = time.perf_counter()
+mix = con.mix(sys.argv[2], seed=int(sys.argv[3]))
+t2 = time.perf_counter()
+plan = mix.plan()
+t3 = time.perf_counter()
+print(json.dumps({"bind_s": t2 - t1, "compile_s": t3 - t2, "plan_s": t3 - t1, "stream": len(plan),
+                  "matched": sum(c.samples for c in mix.bound.components),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+SYNTHETIC = """MIX 0.3 AS code WHERE domain = 'code',
+    0.5 AS web  WHERE domain = 'web' AND quality > 0.3,
+    0.2 AS ref  WHERE domain IN ('books', 'arxiv', 'wiki')
+FROM synth"""
+
+
+def bench_planning(sizes: list[int], reps: int) -> dict:
+    out = {}
+    for rows in sizes:
+        name = f"synthetic-{rows // 1_000_000}M"
+        src, cat = DATA / name, DATA / f"catalog-{name}"
+        if not src.exists():
+            subprocess.run([sys.executable, str(ROOT / "bench" / "gen_corpus.py"), "--out", str(src),
+                            "--synthetic", str(rows)], check=True)
+        con = mixsql.connect(cat)
+        if "synth" not in con.datasets():
+            t = time.perf_counter()
+            con.register("synth", [str(src)])
+            print(f"  (c) registered {rows:,} synthetic samples in {time.perf_counter() - t:.1f} s", flush=True)
+        results = []
+        for rep in range(reps):
+            proc = subprocess.run([sys.executable, "-c", PLAN_CHILD, str(cat), SYNTHETIC, str(1000 + rep)],
+                                  capture_output=True, text=True, check=True)
+            results.append(json.loads(proc.stdout))
+            print(f"  (c) {rows:,}: {results[-1]}", flush=True)
+        out[rows] = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    return out
+
+
+TTFB_CHILD = r"""
+import json, sys, time
+import mixsql, torch.utils.data
+t0 = time.perf_counter()
+con = mixsql.connect(sys.argv[1], create=False)
+mix = con.mix(sys.argv[2], seed=int(sys.argv[3]))
+ds = mix.torch_dataset(batch_size=32, rank=0, world_size=8, columns=["text"])
+batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=32, collate_fn=mixsql.collate)))
+print(json.dumps({"ttfb_s": time.perf_counter() - t0, "batch": len(batch["text"])}))
+"""
+
+
+def bench_ttfb(reps: int) -> dict:
+    cat = DATA / "catalog"
+    cold, warm = [], []
+    for rep in range(reps):
+        seed = 5000 + rep + int(time.time()) % 100000  # a seed never planned before: compiled from scratch
+        for bucket, s in ((cold, seed), (warm, seed)):
+            proc = subprocess.run([sys.executable, "-c", TTFB_CHILD, str(cat), STATEMENT, str(s)],
+                                  capture_output=True, text=True, check=True)
+            bucket.append(json.loads(proc.stdout)["ttfb_s"])
+        print(f"  (d) rep {rep + 1}: cold {cold[-1]:.2f}s, cached {warm[-1]:.2f}s", flush=True)
+    return {"cold_s": statistics.median(cold), "cached_s": statistics.median(warm)}
+
+
+def write_report(results: dict, path: Path) -> None:
+    a, b, c, d = results["a"], results["b"], results["c"], results["d"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Reproduce with `make bench` (`python bench/run.py`), which builds its own ~1 GB corpus into",
+        "`bench_data/` (`bench/gen_corpus.py`). Arms run interleaved in one process tree; medians of "
+        f"{results['reps']} runs. Machine: {results['machine']}. Run at {results['when']}.",
+        "",
+        "## (a) Throughput of `Mix.samples()` (3-component selective mixture, one process)",
+        "",
+        f"Corpus: {a['corpus_docs']:,} documents, {a['row_groups_total']:,} row groups of 1,024 rows. The mixture "
+        f"streams {a['samples']:,} samples ({a['samples'] / a['corpus_docs']:.0%} of the corpus) and touches "
+        f"{a['row_groups_touched']:,} row groups ({a['row_groups_touched'] / a['row_groups_total']:.0%}).",
+        "",
+        "| arm | median s | spread | docs/s | MB/s |",
+        "|---|---|---|---|---|",
+    ]
+    for k, label in (("mixsql", "mixsql `Mix.samples(columns=['text'])`"),
+                     ("oracle", "oracle: pyarrow, touched row groups once"),
+                     ("full", "full sequential pyarrow read")):
+        lines.append(f"| {label} | {a['seconds'][k]:.2f} | {a['spread'][k]:.0%} | {a['docs_per_s'][k]:,.0f} | "
+                     f"{a['mb_per_s'][k]:,.0f} |")
+    lines += [
+        "",
+        f"- **mixsql / oracle: {a['mixsql_over_oracle']:.2f}** (target ≥ 0.8)",
+        f"- row-group decodes / minimal: **{a['decodes_over_minimal']:.2f}** (target ≤ 1.1)",
+        f"- engine overhead: **{a['overhead_us_per_sample']:.1f} µs per sample** (target ≤ 5)",
+        f"- oracle / full sequential read (docs/s): {a['oracle_over_full']:.2f}, the cost of selectivity itself",
+        "",
+        "## (b) Decoding per rank at 256 ranks (PARTITIONS 256, batch 4 per rank)",
+        "",
+        f"The single-process oracle decodes {a['oracle_decoded_per_delivered']:.1f} bytes per byte delivered "
+        "(selectivity). Per rank:",
+        "",
+        "| rank | samples | row groups decoded | bytes decoded / delivered | over the oracle's ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for rank, r in b.items():
+        lines.append(f"| {rank} | {r['samples']:,} | {r['row_groups']} | {r['decoded_per_delivered']:.1f} | "
+                     f"**{r['over_oracle']:.2f}** |")
+    lines += [
+        "",
+        "Target: per-rank amplification ≤ 2 (over the oracle's). Each rank reads only its own partition's",
+        "blocks plus the row groups on its pool boundaries.",
+        "",
+        "## (c) Planning (bind + count + compile, a fresh process, no cache)",
+        "",
+        "| catalog samples | matched | stream | bind s | compile s | total s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rows, r in c.items():
+        lines.append(f"| {int(rows):,} | {int(r['matched']):,} | {int(r['stream']):,} | {r['bind_s']:.2f} | "
+                     f"{r['compile_s']:.2f} | **{r['plan_s']:.2f}** | {r['peak_rss_mb']:,.0f} |")
+    lines += [
+        "",
+        "Targets: 10M in < 2 s, 100M in < 20 s with < 2 GB peak.",
+        "",
+        "## (d) Time to first batch (DataLoader, 32 samples, rank 0 of 8, a fresh process)",
+        "",
+        f"- plan cached (a second start, or rank k > 0 of a run): **{d['cached_s']:.2f} s**",
+        f"- plan compiled from scratch: **{d['cold_s']:.2f} s**",
+        "",
+        "Target: first batch within 1 s.",
+        "",
+        "<details><summary>raw results</summary>",
+        "",
+        "```json",
+        json.dumps(results, indent=1, default=str),
+        "```",
+        "</details>",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--planning", default="10000000,100000000", help="catalog sizes for (c), comma-separated")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    con = ensure_corpus()
+    results: dict = {"reps": args.reps, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                     f"Python {platform.python_version()}", "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print("(a) throughput", flush=True)
+    results["a"] = bench_throughput(con, args.reps)
+    print("(b) 256 ranks", flush=True)
+    results["b"] = bench_ranks(con, results["a"]["oracle_decoded_per_delivered"])
+    print("(c) planning", flush=True)
+    results["c"] = bench_planning([int(x) for x in args.planning.split(",") if x], max(1, min(args.reps, 3)))
+    print("(d) time to first batch", flush=True)
+    results["d"] = bench_ttfb(args.reps)
+    write_report(results, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
