@@ -41,11 +41,22 @@ FROM bench
 CHUNK SIZE 1024"""
 
 
+def open_catalog(path: Path) -> mixsql.Connection:
+    """The benchmark's catalog; one made by an older mixsql is rebuilt."""
+    try:
+        return mixsql.connect(path)
+    except mixsql.CatalogError:
+        import shutil
+
+        shutil.rmtree(path)
+        return mixsql.connect(path)
+
+
 def ensure_corpus() -> mixsql.Connection:
     if not (DATA / "corpus").exists():
         subprocess.run([sys.executable, str(ROOT / "bench" / "gen_corpus.py"), "--out", str(DATA / "corpus")],
                        check=True)
-    con = mixsql.connect(DATA / "catalog")
+    con = open_catalog(DATA / "catalog")
     if "bench" not in con.datasets():
         t = time.perf_counter()
         info = con.register("bench", [str(DATA / "corpus")])
@@ -192,7 +203,7 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
         if not src.exists():
             subprocess.run([sys.executable, str(ROOT / "bench" / "gen_corpus.py"), "--out", str(src),
                             "--synthetic", str(rows)], check=True)
-        con = mixsql.connect(cat)
+        con = open_catalog(cat)
         if "synth" not in con.datasets():
             t = time.perf_counter()
             con.register("synth", [str(src)])

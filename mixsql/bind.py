@@ -25,7 +25,6 @@ from mixsql.parse import Component, Mix, span
 DEFAULT_SEED = 0
 DEFAULT_CHUNK_SIZE = 1024
 MAX_PARTITIONS = 4096
-MAX_PAIRWISE_OVERLAPS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,37 +247,40 @@ class _Binder:
 
     def _count(self, components: list[Component], datasets: list[str], stmt_pred: str | None,
                preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
+        """Per component: samples, content bytes, distinct blocks, and overlaps with earlier components.
+
+        One scan per dataset, grouped by (component, file, block): a sample goes to the first
+        component it matches (CASE), and for each later component the group counts how many of its
+        samples that component's predicate also matches (its overlaps with the earlier one).
+        """
         out: dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]] = {}
         for ds in dict.fromkeys(datasets):
             members = [i for i, d in enumerate(datasets) if d == ds]
             cases = " ".join(f"WHEN {_paren(preds[i]) if preds[i] else 'TRUE'} THEN {k}"
                              for k, i in enumerate(members))
-            aggregates = [f"coalesce(count_if(_c = {k}), 0)" for k in range(len(members))]
-            aggregates += [f"coalesce(sum(_bytes) FILTER (WHERE _c = {k}), 0)" for k in range(len(members))]
-            aggregates += [f"count(DISTINCT _file_id::BIGINT * 4294967296 + _block) FILTER (WHERE _c = {k})"
-                           for k in range(len(members))]
-            pairs: list[tuple[int, int]] = []
-            if len(members) <= MAX_PAIRWISE_OVERLAPS:
-                pairs = [(a, b) for b in range(len(members)) for a in range(b) if preds[members[b]] is not None]
-                aggregates += [f"coalesce(count_if(_c = {a} AND ({preds[members[b]]})), 0)" for a, b in pairs]
+            also = [(k, i) for k, i in enumerate(members) if preds[i] is not None and k > 0]
+            inner = ", ".join([f"CASE {cases} END AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b"]
+                              + [f"count_if(coalesce({_paren(preds[i])}, FALSE)) AS _m{k}" for k, i in also])
+            outer = ", ".join(["_c", "count(*)", "sum(_n)", "coalesce(sum(_b), 0)"] + [f"sum(_m{k})" for k, _ in also])
             where = f" WHERE {stmt_pred}" if stmt_pred else ""
-            sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT CASE {cases} END AS _c, * "
-                   f'FROM "{ds}"{where})')
+            sql = (f'SELECT {outer} FROM (SELECT {inner} FROM "{ds}"{where} GROUP BY ALL) '
+                   f'WHERE _c IS NOT NULL GROUP BY _c')
             try:
-                row = self.con.execute(sql).fetchall()[0]
+                rows = {int(r[0]): r for r in self.con.execute(sql).fetchall()}
             except duckdb.Error as e:
                 first = str(e).strip().split("\n")[0]
                 raise BindError(f"evaluating the predicates of dataset {ds!r} failed: {first}", source=self.text,
                                 path=self.path, line=1, col=1,
                                 hint="check the literals compared with each property's type") from None
-            assert row is not None
-            n = len(members)
-            overlaps: dict[int, list[tuple[str, int]]] = {k: [] for k in range(n)}
-            for (a, b), value in zip(pairs, row[3 * n:]):
-                if value:
-                    overlaps[b].append((components[members[a]].name, int(value)))
             for k, i in enumerate(members):
-                out[i] = (int(row[k]), int(row[n + k]), int(row[2 * n + k]), tuple(overlaps[k]))
+                r = rows.get(k)
+                overlaps = []
+                column = next((4 + j for j, (later, _) in enumerate(also) if later == k), None)
+                for a in range(k if column is not None else 0):  # component k's matches that earlier a took
+                    ra = rows.get(a)
+                    if ra is not None and ra[column]:
+                        overlaps.append((components[members[a]].name, int(ra[column])))
+                out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps)) if r else (0, 0, 0, tuple(overlaps))
         return out
 
     def _empty(self, c: Component, ds: str, stmt_pred: str | None, pred: str | None,

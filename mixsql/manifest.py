@@ -19,12 +19,14 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
    window are shuffled: a window is a contiguous range of the sequence touching at most
    ``window`` blocks, so reading stays mostly sequential while no two neighbours in the stream are
    neighbours in a file.
-3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, purpose, index);
-   only its raw 64-bit output is used (as sort keys), which NumPy keeps stable across versions and
-   platforms, so the plan is a pure function of (catalog version, statement, seed, chunk size,
-   partitions).
+3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, purpose, index),
+   of which only the raw 64-bit output is used, and from splitmix64 hashes of block keys: plain
+   integer arithmetic, stable across NumPy versions and platforms. Every sort is stable and starts
+   from a canonical (file, row) order, so the plan is a pure function of (catalog version,
+   statement, seed, chunk size, partitions), whatever order DuckDB returned rows in.
 
-The compiled plan is a directory: ``plan.json`` (parameters, files, shares) and ``samples.arrow``
+The compiled plan is a directory: ``plan.json`` (parameters, files, shares), ``windows.npy`` (where
+each shuffle window starts) and ``samples.arrow``
 (Arrow IPC, one row per sample of the stream: component, file, row, byte offset and length, by
 component, partition and visiting order),
 which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
@@ -111,7 +113,7 @@ class CompiledPlan:
         self.row = _np(self.table, "row")
         self.offset = _np(self.table, "offset")
         self.length = _np(self.table, "length")
-        self.window_starts = np.asarray(self.meta["window_starts"], dtype=np.int64)
+        self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
         self.shares = tuple(Fraction(c["share"]) for c in self.meta["components"])
@@ -209,21 +211,37 @@ def _random_keys(seed: int, purpose: int, index: int, n: int) -> np.ndarray:
 
 
 BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
+_U = np.uint64
 
 
-def _selection(catalog: Catalog, bound: BoundMix, dataset: str) -> dict[str, np.ndarray]:
+def _block_hash(block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
+    """A seeded pseudo-random 64-bit value per block key (splitmix64: plain integer arithmetic)."""
+    salt = int(_random_keys(seed, BLOCK_ORDER, dataset, 1)[0])
+    with np.errstate(over="ignore"):
+        z = block.astype(_U) ^ _U(salt)
+        z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
+        return z ^ (z >> _U(31))
+
+
+def _selection(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bool) -> dict[str, np.ndarray]:
     members = [c for c in bound.components if c.dataset == dataset]
     cases = " ".join(f"WHEN {c.predicate and '(' + c.predicate + ')' or 'TRUE'} THEN {c.index}" for c in members)
+    names = ["_c", "_file_id", "_row", "_block"] + (["_offset", "_length"] if byte_ranges else [])
     # The statement's WHERE is part of every component's predicate, so CASE alone decides membership.
-    sql = (f'SELECT _c, _file_id, _row, _block, coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length '
+    sql = (f'SELECT _c::SMALLINT AS _c, _file_id, _row, _block'
+           f'{", coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length" if byte_ranges else ""} '
            f'FROM (SELECT CASE {cases} END AS _c, * FROM "{dataset}") WHERE _c IS NOT NULL')
     table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
-    return {name: _np(table, name).astype(np.int64) if table.num_rows else np.zeros(0, dtype=np.int64)
-            for name in ("_c", "_file_id", "_row", "_block", "_offset", "_length")}
+    out = {name: _np(table, name) for name in names}
+    if not byte_ranges:  # Parquet only: no byte ranges to carry
+        out["_offset"] = out["_length"] = np.full(table.num_rows, -1, dtype=np.int8)
+    return out
 
 
-def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any]]:
-    """The stream's samples by (component, partition, visiting order), and the plan's layout metadata."""
+def compile_arrays(bound: BoundMix, catalog: Catalog,
+                   spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any], np.ndarray]:
+    """The stream's samples by (component, partition, visiting order), the plan's layout, and window starts."""
     if catalog.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     P = spec.partitions
@@ -234,7 +252,9 @@ def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> t
             used[i][q] = n
     files: list[dict[str, t.Any]] = []
     columns: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_SCHEMA.names}
-    pieces: dict[int, tuple[dict[str, np.ndarray], list[np.ndarray]]] = {}
+    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
+    window_starts: list[np.ndarray] = []
+    at = 0
     for d_index, dataset in enumerate(dict.fromkeys(c.dataset for c in bound.components)):
         info = catalog.dataset(dataset)
         base = len(files)
@@ -242,52 +262,46 @@ def compile_arrays(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec) -> t
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
-        sel = _selection(catalog, bound, dataset)
-        block = (sel["_file_id"] << 32) | sel["_block"]
-        uniq, inverse = np.unique(block, return_inverse=True)
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[np.argsort(_random_keys(spec.seed, BLOCK_ORDER, d_index, len(uniq)), kind="stable")] = \
-            np.arange(len(uniq))
-        sel["_block"], sel["_rank"] = block, rank[inverse]
-        sel["_file"] = sel["_file_id"] + base
+        sel = _selection(catalog, bound, dataset, any(f["format"] == "jsonl" for f in files[base:]))
         for c in bound.components:
-            if c.dataset == dataset:
-                pieces[c.index] = (sel, [])
-    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
-    window_starts: list[np.ndarray] = []
-    at = 0
-    for c in bound.components:
-        sel = pieces[c.index][0]
-        mine = np.flatnonzero(sel["_c"] == c.index)
-        if len(mine) != c.samples:
-            raise PlanError(f"component {c.name!r} selected {len(mine)} samples, not the {c.samples} counted "
-                            "when binding; the catalog changed", hint="load the statement again")
-        laid = mine[np.lexsort((sel["_row"][mine], sel["_file"][mine], sel["_rank"][mine]))]
-        bounds = _plan.pool_bounds(c.samples, P)
-        for q in range(P):
-            pool = laid[bounds[q]: bounds[q + 1]]
-            if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
-                pool = pool[::-1]
-            take = used[c.index][q]
-            if take > len(pool):  # pragma: no cover - the stream's length guarantees it
-                raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
-            chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
-            order, starts = _window_shuffle(sel["_block"][chosen], spec, c.index * P + q)
-            chosen = chosen[order]
-            pool_starts[c.index, q] = at
-            window_starts.append(starts + at)
-            for name, key in (("component", None), ("file", "_file"), ("row", "_row"), ("offset", "_offset"),
-                              ("length", "_length")):
-                columns[name].append(np.full(take, c.index, dtype=np.int16) if key is None else sel[key][chosen])
-            at += take
-    arrays = [pa.array(np.concatenate(columns[f.name]).astype(f.type.to_pandas_dtype()), type=f.type)
+            if c.dataset != dataset:
+                continue
+            mine = np.flatnonzero(sel["_c"] == c.index)
+            if len(mine) != c.samples:
+                raise PlanError(f"component {c.name!r} selected {len(mine)} samples, not the {c.samples} counted "
+                                "when binding; the catalog changed", hint="load the statement again")
+            file_id = sel["_file_id"][mine].astype(_U)
+            # Canonical (file, row) order first, whatever order DuckDB returned; then blocks in the
+            # dataset's seeded order (a stable sort on the block's hash keeps rows in order within it).
+            canonical = mine[np.argsort((file_id << _U(32)) | sel["_row"][mine].astype(_U), kind="stable")]
+            hashed = _block_hash((sel["_file_id"][canonical].astype(_U) << _U(32)) | sel["_block"][canonical].astype(_U),
+                                 spec.seed, d_index)
+            laid = canonical[np.argsort(hashed, kind="stable")]
+            bounds = _plan.pool_bounds(c.samples, P)
+            for q in range(P):
+                pool = laid[bounds[q]: bounds[q + 1]]
+                if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
+                    pool = pool[::-1]
+                take = used[c.index][q]
+                if take > len(pool):  # pragma: no cover - the stream's length guarantees it
+                    raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
+                chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
+                blocks = (sel["_file_id"][chosen].astype(np.int64) << 32) | sel["_block"][chosen]
+                order, starts = _window_shuffle(blocks, spec, c.index * P + q)
+                chosen = chosen[order]
+                pool_starts[c.index, q] = at
+                window_starts.append(starts + at)
+                columns["component"].append(np.full(take, c.index, dtype=np.int16))
+                columns["file"].append(sel["_file_id"][chosen] + base)
+                columns["row"].append(sel["_row"][chosen])
+                columns["offset"].append(sel["_offset"][chosen])
+                columns["length"].append(sel["_length"][chosen])
+                at += take
+    arrays = [pa.array(np.concatenate(columns[f.name]).astype(f.type.to_pandas_dtype(), copy=False), type=f.type)
               for f in SAMPLE_SCHEMA]
-    layout = {
-        "files": files,
-        "pool_starts": pool_starts.tolist(),
-        "window_starts": [int(x) for x in np.concatenate(window_starts)] if window_starts else [],
-    }
-    return pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA), layout
+    layout = {"files": files, "pool_starts": pool_starts.tolist()}
+    starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
+    return pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA), layout, starts
 
 
 def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -298,9 +312,10 @@ def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tupl
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = block[1:] != block[:-1]
     window_first = new_block & ((np.cumsum(new_block) - 1) % spec.window == 0)
-    window_id = np.cumsum(window_first) - 1
-    order = np.lexsort((_random_keys(spec.seed, WINDOW_SHUFFLE, index, n), window_id))
-    return order, np.flatnonzero(window_first)
+    window_id = (np.cumsum(window_first) - 1).astype(_U)
+    # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
+    key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))
+    return np.argsort(key, kind="stable"), np.flatnonzero(window_first)
 
 
 # -- persisting and caching ---------------------------------------------------------------------------
@@ -308,8 +323,9 @@ def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tupl
 
 def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
-    table, layout = compile_arrays(bound, catalog, spec)
+    table, layout, window_starts = compile_arrays(bound, catalog, spec)
     directory.mkdir(parents=True)
+    np.save(directory / "windows.npy", window_starts)
     with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
         with pa.ipc.new_file(sink, SAMPLE_SCHEMA) as writer:
             writer.write_table(table)
@@ -427,7 +443,7 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "samples.arrow"):
+    for name in ("plan.json", "samples.arrow", "windows.npy"):
         tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
         shutil.copyfile(plan.directory / name, tmp)
         os.replace(tmp, out / name)
