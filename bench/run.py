@@ -212,7 +212,7 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
         for rep in range(reps):
             proc = subprocess.run([sys.executable, "-c", PLAN_CHILD, str(cat), SYNTHETIC, str(1000 + rep)],
                                   capture_output=True, text=True, check=True)
-            results.append(json.loads(proc.stdout))
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(f"  (c) {rows:,}: {results[-1]}", flush=True)
         out[rows] = {k: statistics.median(r[k] for r in results) for k in results[0]}
     return out

@@ -29,6 +29,9 @@ if t.TYPE_CHECKING:
     from mixsql.dataset import MixDataset
 
 
+READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once
+
+
 class Mix:
     """A MIX statement parsed and bound to one catalog version."""
 
@@ -105,7 +108,7 @@ class Mix:
         plan = self.plan()
         reader = Reader(plan, columns)
         end = len(plan) if limit is None else min(limit, len(plan))
-        step = max(plan.partitions, 1) * 64
+        step = READ_SAMPLES
         for start in range(0, end, step):
             yield from reader.samples(plan.positions_rows(start, min(start + step, end)), component=component)
 

@@ -17,6 +17,8 @@ from mixsql import world
 from mixsql.manifest import CompiledPlan
 from mixsql.read import Reader
 
+READ_SAMPLES = 4096
+
 
 class MixDataset(torch.utils.data.IterableDataset):
     """Samples of one rank; pickles as the plan's directory, so workers memory-map the same plan."""
@@ -53,8 +55,12 @@ class MixDataset(torch.utils.data.IterableDataset):
         worker_id, workers = world.worker()
         plan = self._plan()
         reader = Reader(plan, self.columns)
-        for batch in range(worker_id, self.batches, workers):
-            yield from reader.samples(self.batch_rows(plan, batch), component=self.component)
+        mine = range(worker_id, self.batches, workers)
+        group = max(1, READ_SAMPLES // self.batch_size)  # read several of this worker's batches at once
+        for first in range(0, len(mine), group):
+            batches = mine[first: first + group]
+            yield from reader.samples(np.concatenate([self.batch_rows(plan, b) for b in batches]),
+                                      component=self.component)
 
 
 def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:

@@ -62,9 +62,10 @@ from mixsql.catalog import Catalog
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
-PLAN_FORMAT = 1
-SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int64()),
-                           ("offset", pa.int64()), ("length", pa.int64())])
+PLAN_FORMAT = 2  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int32()),
+                           ("offset", pa.int64()), ("length", pa.int32())])
+# offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +112,9 @@ class CompiledPlan:
         self.component = _np(self.table, "component")
         self.file = _np(self.table, "file")
         self.row = _np(self.table, "row")
-        self.offset = _np(self.table, "offset")
-        self.length = _np(self.table, "length")
+        ranges = "offset" in self.table.column_names
+        self.offset = _np(self.table, "offset") if ranges else None
+        self.length = _np(self.table, "length") if ranges else None
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
@@ -224,24 +226,24 @@ def _block_hash(block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
         return z ^ (z >> _U(31))
 
 
-def _selection(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bool) -> dict[str, np.ndarray]:
-    members = [c for c in bound.components if c.dataset == dataset]
-    cases = " ".join(f"WHEN {c.predicate and '(' + c.predicate + ')' or 'TRUE'} THEN {c.index}" for c in members)
-    names = ["_c", "_file_id", "_row", "_block"] + (["_offset", "_length"] if byte_ranges else [])
-    # The statement's WHERE is part of every component's predicate, so CASE alone decides membership.
-    sql = (f'SELECT _c::SMALLINT AS _c, _file_id, _row, _block'
-           f'{", coalesce(_offset, -1) AS _offset, coalesce(_length, -1) AS _length" if byte_ranges else ""} '
-           f'FROM (SELECT CASE {cases} END AS _c, * FROM "{dataset}") WHERE _c IS NOT NULL')
+def _selection(catalog: Catalog, bound: BoundMix, component: int, byte_ranges: bool) -> dict[str, np.ndarray]:
+    """One component's samples (CASE gives a sample to the first component it matches)."""
+    c = bound.components[component]
+    members = [m for m in bound.components if m.dataset == c.dataset]
+    cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
+    ranges = ", _offset, _length::INTEGER AS _length" if byte_ranges else ""
+    sql = (f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges} FROM "{c.dataset}" '
+           f'WHERE (CASE {cases} END) = {c.index}')
     table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
-    out = {name: _np(table, name) for name in names}
-    if not byte_ranges:  # Parquet only: no byte ranges to carry
-        out["_offset"] = out["_length"] = np.full(table.num_rows, -1, dtype=np.int8)
-    return out
+    return {name: _np(table, name) for name in table.column_names}
 
 
 def compile_arrays(bound: BoundMix, catalog: Catalog,
                    spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any], np.ndarray]:
-    """The stream's samples by (component, partition, visiting order), the plan's layout, and window starts."""
+    """The stream's samples by (component, partition, visiting order), the plan's layout, and window starts.
+
+    One component at a time, so memory follows the largest component, not the whole selection.
+    """
     if catalog.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     P = spec.partitions
@@ -251,57 +253,65 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
         for i, n in enumerate(_plan.consumed(spec.shares, spec.chunk_size, length, _plan.rotation(q, P, spec.chunk_size))):
             used[i][q] = n
     files: list[dict[str, t.Any]] = []
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_SCHEMA.names}
-    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
-    window_starts: list[np.ndarray] = []
-    at = 0
-    for d_index, dataset in enumerate(dict.fromkeys(c.dataset for c in bound.components)):
-        info = catalog.dataset(dataset)
-        base = len(files)
-        for r in pq.read_table(info.files_path).to_pylist():
+    base: dict[str, int] = {}
+    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
+    for dataset in datasets:
+        base[dataset] = len(files)
+        for r in pq.read_table(catalog.dataset(dataset).files_path).to_pylist():
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
-        sel = _selection(catalog, bound, dataset, any(f["format"] == "jsonl" for f in files[base:]))
-        for c in bound.components:
-            if c.dataset != dataset:
-                continue
-            mine = np.flatnonzero(sel["_c"] == c.index)
-            if len(mine) != c.samples:
-                raise PlanError(f"component {c.name!r} selected {len(mine)} samples, not the {c.samples} counted "
-                                "when binding; the catalog changed", hint="load the statement again")
-            file_id = sel["_file_id"][mine].astype(_U)
-            # Canonical (file, row) order first, whatever order DuckDB returned; then blocks in the
-            # dataset's seeded order (a stable sort on the block's hash keeps rows in order within it).
-            canonical = mine[np.argsort((file_id << _U(32)) | sel["_row"][mine].astype(_U), kind="stable")]
-            hashed = _block_hash((sel["_file_id"][canonical].astype(_U) << _U(32)) | sel["_block"][canonical].astype(_U),
-                                 spec.seed, d_index)
-            laid = canonical[np.argsort(hashed, kind="stable")]
-            bounds = _plan.pool_bounds(c.samples, P)
-            for q in range(P):
-                pool = laid[bounds[q]: bounds[q + 1]]
-                if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
-                    pool = pool[::-1]
-                take = used[c.index][q]
-                if take > len(pool):  # pragma: no cover - the stream's length guarantees it
-                    raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
-                chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
-                blocks = (sel["_file_id"][chosen].astype(np.int64) << 32) | sel["_block"][chosen]
-                order, starts = _window_shuffle(blocks, spec, c.index * P + q)
-                chosen = chosen[order]
-                pool_starts[c.index, q] = at
-                window_starts.append(starts + at)
-                columns["component"].append(np.full(take, c.index, dtype=np.int16))
-                columns["file"].append(sel["_file_id"][chosen] + base)
-                columns["row"].append(sel["_row"][chosen])
-                columns["offset"].append(sel["_offset"][chosen])
-                columns["length"].append(sel["_length"][chosen])
-                at += take
-    arrays = [pa.array(np.concatenate(columns[f.name]).astype(f.type.to_pandas_dtype(), copy=False), type=f.type)
-              for f in SAMPLE_SCHEMA]
+    byte_ranges = any(f["format"] == "jsonl" for f in files)
+    names = [f.name for f in SAMPLE_SCHEMA if byte_ranges or f.name not in ("offset", "length")]
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
+    window_starts: list[np.ndarray] = []
+    at = 0
+    for c in bound.components:
+        sel = _selection(catalog, bound, c.index, byte_ranges)
+        n = len(sel["_row"])
+        if n != c.samples:
+            raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
+                            "when binding; the catalog changed", hint="load the statement again")
+        file_id = sel["_file_id"].astype(_U)
+        # Canonical (file, row) order first, whatever order DuckDB returned; then blocks in the
+        # dataset's seeded order (a stable sort on the block's hash keeps rows in order within it).
+        canonical = np.argsort((file_id << _U(32)) | sel["_row"].astype(_U), kind="stable")
+        del file_id
+        hashed = _block_hash((sel["_file_id"][canonical].astype(_U) << _U(32)) | sel["_block"][canonical].astype(_U),
+                             spec.seed, datasets.index(c.dataset))
+        laid = canonical[np.argsort(hashed, kind="stable")]
+        del canonical, hashed
+        bounds = _plan.pool_bounds(c.samples, P)
+        for q in range(P):
+            pool = laid[bounds[q]: bounds[q + 1]]
+            if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
+                pool = pool[::-1]
+            take = used[c.index][q]
+            if take > len(pool):  # pragma: no cover - the stream's length guarantees it
+                raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
+            chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
+            blocks = (sel["_file_id"][chosen].astype(np.int64) << 32) | sel["_block"][chosen]
+            order, starts = _window_shuffle(blocks, spec, c.index * P + q)
+            chosen = chosen[order]
+            pool_starts[c.index, q] = at
+            window_starts.append(starts + at)
+            columns["component"].append(np.full(take, c.index, dtype=np.int16))
+            columns["file"].append((sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32))
+            columns["row"].append(sel["_row"][chosen])
+            if byte_ranges:
+                columns["offset"].append(np.nan_to_num(sel["_offset"][chosen], nan=-1).astype(np.int64)
+                                         if sel["_offset"].dtype.kind == "f" else sel["_offset"][chosen])
+                columns["length"].append(np.nan_to_num(sel["_length"][chosen], nan=-1).astype(np.int32)
+                                         if sel["_length"].dtype.kind == "f" else sel["_length"][chosen])
+            at += take
+        del sel, laid
+    schema = pa.schema([SAMPLE_SCHEMA.field(name) for name in names])
+    arrays = [pa.array(np.concatenate(columns.pop(f.name)).astype(f.type.to_pandas_dtype(), copy=False), type=f.type)
+              for f in schema]
     layout = {"files": files, "pool_starts": pool_starts.tolist()}
     starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
-    return pa.Table.from_arrays(arrays, schema=SAMPLE_SCHEMA), layout, starts
+    return pa.Table.from_arrays(arrays, schema=schema), layout, starts
 
 
 def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -327,7 +337,7 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
     directory.mkdir(parents=True)
     np.save(directory / "windows.npy", window_starts)
     with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
-        with pa.ipc.new_file(sink, SAMPLE_SCHEMA) as writer:
+        with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
     meta = {
         "format": PLAN_FORMAT,
@@ -409,7 +419,10 @@ def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
     chunk = np.concatenate(parts["chunk"]) if parts["chunk"] else np.zeros(0, dtype=np.int64)
     rows = np.concatenate(parts["rows"]) if parts["rows"] else np.zeros(0, dtype=np.int64)
     comp, file, row = plan.component[rows], plan.file[rows], plan.row[rows]
-    offset, length = plan.offset[rows], plan.length[rows]
+    if plan.offset is not None and plan.length is not None:
+        offset, length = plan.offset[rows], plan.length[rows].astype(np.int64)
+    else:
+        offset = length = np.full(len(rows), -1, dtype=np.int64)
     # Group by (partition, chunk, component, file) in row order, then cut where rows stop being consecutive.
     order = np.lexsort((row, file, comp, chunk, partition))
     partition, chunk, comp, file, row = partition[order], chunk[order], comp[order], file[order], row[order]

@@ -79,11 +79,6 @@ def whole_chunks(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: in
     return lo
 
 
-def chunks_until_exhausted(shares: t.Sequence[Fraction], chunk_size: int, available: t.Sequence[int]) -> list[int]:
-    """For each component, how many whole chunks fit before it needs more samples than it has."""
-    return [whole_chunks(shares, chunk_size, have, i) for i, have in enumerate(available)]
-
-
 def rotation(q: int, partitions: int, chunk_size: int) -> int:
     """Partition q starts its chunks this far into the chunk order, so partitions are out of phase."""
     return q * chunk_size // partitions
@@ -124,31 +119,12 @@ def _chunk_order(counts: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamShape:
-    """The stream's length before the first component runs out, and which component limits it.
-
-    The stream is ``chunks`` whole chunks and then the first ``tail`` positions of the next chunk:
-    it ends just before the first sample that a component cannot supply.
-    """
-
-    chunks: int
-    tail: int
-    chunk_size: int
-    limiting: str
-    per_component: tuple[int, ...]  # stream samples before each component alone would run out
-
-    @property
-    def samples(self) -> int:
-        return self.chunks * self.chunk_size + self.tail
-
-
 def check(bound: BoundMix) -> None:
     """Reject a mixture the planner cannot honour exactly: a share below one sample per chunk."""
     for c in bound.components:
         if c.share * bound.chunk_size < 1:
             need = math.ceil(1 / c.share)
-            node = c_weight_node(bound, c.index)
+            node = bound.tree.components[c.index].args["weight"]
             where = span(node)
             line, col = position(bound.text, where[0]) if where else (None, None)
             raise PlanError(
@@ -157,10 +133,6 @@ def check(bound: BoundMix) -> None:
                 hint=f"use CHUNK SIZE {need} or more, or raise its weight",
                 line=line, col=col, length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path,
             )
-
-
-def c_weight_node(bound: BoundMix, index: int) -> t.Any:
-    return bound.tree.components[index].args["weight"]
 
 
 def exhaustion_point(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: int, rotation: int = 0) -> int:

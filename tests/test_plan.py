@@ -40,7 +40,7 @@ def test_chunks_are_exact_and_seekable(sc: tuple[list[Fraction], int], start: in
 def test_exhaustion_matches_brute_force(sc: tuple[list[Fraction], int], have: list[int]) -> None:
     shares, chunk = sc
     have = have[: len(shares)]
-    fits = plan.chunks_until_exhausted(shares, chunk, have)
+    fits = [plan.whole_chunks(shares, chunk, n, i) for i, n in enumerate(have)]
     for i, k in enumerate(fits):
         assert plan.cumulative(shares, k * chunk)[i] <= have[i]
         assert plan.cumulative(shares, (k + 1) * chunk)[i] > have[i]

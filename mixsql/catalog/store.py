@@ -191,6 +191,7 @@ class Catalog:
         )
         if allowed:
             con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in allowed)}]")
+        con.execute("SET enable_progress_bar = false")  # a library prints nothing of its own
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET enable_external_access = false")
