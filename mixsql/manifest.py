@@ -26,7 +26,8 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
    statement, seed, chunk size, partitions), whatever order DuckDB returned rows in.
 
 The compiled plan is a directory: ``plan.json`` (parameters, files, shares), ``windows.npy`` (where
-each shuffle window starts) and ``samples.arrow``
+each shuffle window starts), ``by_group.npy``/``group_keys.npy``/``group_starts.npy`` (the plan rows
+of each Parquet row group) and ``samples.arrow``
 (Arrow IPC, one row per sample of the stream: component, file, row, byte offset and length, by
 component, partition and visiting order),
 which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
@@ -62,7 +63,7 @@ from mixsql.catalog import Catalog
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
-PLAN_FORMAT = 2  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 3  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int32()),
                            ("offset", pa.int64()), ("length", pa.int32())])
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
@@ -116,6 +117,9 @@ class CompiledPlan:
         self.offset = _np(self.table, "offset") if ranges else None
         self.length = _np(self.table, "length") if ranges else None
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
+        self.by_group = np.load(self.directory / "by_group.npy", mmap_mode="r")
+        self.group_keys = np.load(self.directory / "group_keys.npy", mmap_mode="r")
+        self.group_starts = np.load(self.directory / "group_starts.npy", mmap_mode="r")
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
         self.shares = tuple(Fraction(c["share"]) for c in self.meta["components"])
@@ -273,11 +277,10 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
         if n != c.samples:
             raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
                             "when binding; the catalog changed", hint="load the statement again")
-        file_id = sel["_file_id"].astype(_U)
-        # Canonical (file, row) order first, whatever order DuckDB returned; then blocks in the
-        # dataset's seeded order (a stable sort on the block's hash keeps rows in order within it).
-        canonical = np.argsort((file_id << _U(32)) | sel["_row"].astype(_U), kind="stable")
-        del file_id
+        # Canonical (file, row) order first, whatever order DuckDB returned (the catalog is stored in
+        # that order and DuckDB keeps insertion order, so this is usually a check, not a sort); then
+        # blocks in the dataset's seeded order (a stable sort on the block's hash keeps rows in order).
+        canonical = _canonical_order(sel["_file_id"], sel["_row"])
         hashed = _block_hash((sel["_file_id"][canonical].astype(_U) << _U(32)) | sel["_block"][canonical].astype(_U),
                              spec.seed, datasets.index(c.dataset))
         laid = canonical[np.argsort(hashed, kind="stable")]
@@ -314,6 +317,38 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
     return pa.Table.from_arrays(arrays, schema=schema), layout, starts
 
 
+def _group_index(table: pa.Table, files: list[dict[str, t.Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan rows grouped by Parquet row group: (rows, group keys (file << 32 | group), group starts).
+
+    A reader that decodes a row group keeps only the rows the plan takes from it (all components),
+    instead of the whole group; this index says which, without a pass over the plan.
+    """
+    file = _np(table, "file").astype(np.int64)
+    row = _np(table, "row").astype(np.int64)
+    group = np.full(len(row), -1, dtype=np.int64)
+    for f, info in enumerate(files):
+        if info["format"] != "parquet":
+            continue
+        mine = np.flatnonzero(file == f) if len(files) > 1 else np.arange(len(row))
+        if len(mine):
+            starts = np.cumsum([0] + list(info["row_groups"]))[:-1]
+            group[mine] = np.searchsorted(starts, row[mine], side="right") - 1
+    parquet = np.flatnonzero(group >= 0)
+    key = (file[parquet].astype(_U) << _U(32)) | group[parquet].astype(_U)
+    order = np.argsort(key, kind="stable")
+    by_group = parquet[order]
+    sorted_keys = key[order]
+    firsts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))) if len(order) else order
+    return by_group, sorted_keys[firsts].astype(np.int64), np.append(firsts, len(order)).astype(np.int64)
+
+
+def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Indices that sort samples by (file, row)."""
+    if len(row) < 2 or bool(np.all((file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1])))):
+        return np.arange(len(row), dtype=np.int64)
+    return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
+
+
 def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle samples within windows of ``spec.window`` consecutive blocks; return order and window starts."""
     n = len(block)
@@ -336,6 +371,10 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
     table, layout, window_starts = compile_arrays(bound, catalog, spec)
     directory.mkdir(parents=True)
     np.save(directory / "windows.npy", window_starts)
+    by_group, group_keys, group_starts = _group_index(table, layout["files"])
+    np.save(directory / "by_group.npy", by_group)
+    np.save(directory / "group_keys.npy", group_keys)
+    np.save(directory / "group_starts.npy", group_starts)
     with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -456,7 +495,7 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "samples.arrow", "windows.npy"):
+    for name in ("plan.json", "samples.arrow", "windows.npy", "by_group.npy", "group_keys.npy", "group_starts.npy"):
         tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
         shutil.copyfile(plan.directory / name, tmp)
         os.replace(tmp, out / name)

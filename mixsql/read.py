@@ -54,8 +54,9 @@ class ReadStats:
 class Reader:
     """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own.
 
-    Reading a window resolves each of its rows to a *source*: a decoded Parquet row group, or the
-    parsed records of one JSONL file within the window. Sources are cached (least recently used
+    Reading a window resolves each of its rows to a *source*: the rows the plan takes from one
+    Parquet row group (decoded once, then cut down to those rows), or the parsed records of one
+    JSONL file within the window. Sources are cached (least recently used
     first out, within ``cache_bytes``), and a request gathers all its rows with one ``take`` over
     the sources it touches, so record content is copied once.
     """
@@ -196,8 +197,9 @@ class Reader:
                 groups = np.searchsorted(starts, self.plan.row[rows[mine]], side="right") - 1
                 for g in np.unique(groups).tolist():
                     sel = mine[groups == g]
+                    members = self._group_members(f, g)
                     ids[sel] = self._key_id(("rg", f, g))
-                    locs[sel] = self.plan.row[rows[sel]] - starts[g]
+                    locs[sel] = np.searchsorted(members, rows[sel])
             else:  # a JSONL source is this window's records of the file, parsed together
                 key = ("jsonl", f, w)
                 ids[mine] = self._key_id(key)
@@ -222,7 +224,9 @@ class Reader:
             return table
         if key[0] == "rg":
             info = self.plan.files[key[1]]
-            table = self._decode_row_group(info, key[2])
+            members = self._group_members(key[1], key[2])
+            wanted = self.plan.row[members].astype(np.int64) - self._row_group_starts(info)[key[2]]
+            table = self._decode_row_group(info, key[2]).take(pa.array(wanted))
         else:  # a JSONL source that was evicted: resolve its window again
             self._resolved.pop(key[2], None)
             self._resolve(key[2])
@@ -287,6 +291,11 @@ class Reader:
         else:
             self._parquet.move_to_end(info.index)
         return pf
+
+    def _group_members(self, f: int, g: int) -> np.ndarray:
+        """Plan rows in row group g of file f, sorted: a decoded group keeps just these rows."""
+        at = int(np.searchsorted(self.plan.group_keys, (f << 32) | g))
+        return self.plan.by_group[self.plan.group_starts[at]: self.plan.group_starts[at + 1]]  # ascending
 
     def _row_group_starts(self, info: PlanFile) -> np.ndarray:
         starts = self._rg_starts.get(info.index)
