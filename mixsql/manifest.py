@@ -323,23 +323,28 @@ def _group_index(table: pa.Table, files: list[dict[str, t.Any]]) -> tuple[np.nda
     A reader that decodes a row group keeps only the rows the plan takes from it (all components),
     instead of the whole group; this index says which, without a pass over the plan.
     """
-    file = _np(table, "file").astype(np.int64)
-    row = _np(table, "row").astype(np.int64)
-    group = np.full(len(row), -1, dtype=np.int64)
+    starts, keys = [], []  # every Parquet row group of the plan's files, as (file << 32 | first row)
     for f, info in enumerate(files):
-        if info["format"] != "parquet":
-            continue
-        mine = np.flatnonzero(file == f) if len(files) > 1 else np.arange(len(row))
-        if len(mine):
-            starts = np.cumsum([0] + list(info["row_groups"]))[:-1]
-            group[mine] = np.searchsorted(starts, row[mine], side="right") - 1
-    parquet = np.flatnonzero(group >= 0)
-    key = (file[parquet].astype(_U) << _U(32)) | group[parquet].astype(_U)
-    order = np.argsort(key, kind="stable")
-    by_group = parquet[order]
-    sorted_keys = key[order]
-    firsts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))) if len(order) else order
-    return by_group, sorted_keys[firsts].astype(np.int64), np.append(firsts, len(order)).astype(np.int64)
+        if info["format"] == "parquet" and info["row_groups"]:
+            first = np.cumsum([0] + list(info["row_groups"]))[:-1].astype(np.int64)
+            starts.append((np.int64(f) << 32) | first)
+            keys.append((np.int64(f) << 32) | np.arange(len(first), dtype=np.int64))
+    if not starts:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    group_first, group_key = np.concatenate(starts), np.concatenate(keys)
+    file = _np(table, "file")
+    position = (file.astype(np.int64) << 32) | _np(table, "row").astype(np.int64)
+    group = (np.searchsorted(group_first, position, side="right") - 1).astype(np.int32)
+    parquet = np.asarray([f["format"] == "parquet" for f in files])[file]
+    del position
+    group[~parquet] = -1
+    order = np.argsort(group, kind="stable").astype(np.int32)  # plan rows ascending within each group
+    ordered = group[order]
+    first_valid = int(np.searchsorted(ordered, 0))
+    order, ordered = order[first_valid:], ordered[first_valid:]
+    boundaries = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1]))) if len(ordered) else \
+        np.zeros(0, dtype=np.int64)
+    return order, group_key[ordered[boundaries]], np.append(boundaries, len(ordered)).astype(np.int64)
 
 
 def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray:
