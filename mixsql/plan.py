@@ -243,8 +243,3 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
     return PlanSpec(names=names, shares=shares, counts=counts, seed=bound.seed, chunk_size=bound.chunk_size,
                     partitions=partitions, window=window,
                     shape=_shape(names, shares, counts, bound.chunk_size, partitions))
-
-
-def shape(bound: BoundMix) -> StreamShape:
-    """Length of the stream before its first component runs out (to the sample)."""
-    return resolve(bound).shape
