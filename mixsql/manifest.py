@@ -235,7 +235,7 @@ def _selection(catalog: Catalog, bound: BoundMix, component: int, byte_ranges: b
     c = bound.components[component]
     members = [m for m in bound.components if m.dataset == c.dataset]
     cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
-    ranges = ", _offset, _length::INTEGER AS _length" if byte_ranges else ""
+    ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
     sql = (f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges} FROM "{c.dataset}" '
            f'WHERE (CASE {cases} END) = {c.index}')
     table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
@@ -302,11 +302,9 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
             columns["component"].append(np.full(take, c.index, dtype=np.int16))
             columns["file"].append((sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32))
             columns["row"].append(sel["_row"][chosen])
-            if byte_ranges:
-                columns["offset"].append(np.nan_to_num(sel["_offset"][chosen], nan=-1).astype(np.int64)
-                                         if sel["_offset"].dtype.kind == "f" else sel["_offset"][chosen])
-                columns["length"].append(np.nan_to_num(sel["_length"][chosen], nan=-1).astype(np.int32)
-                                         if sel["_length"].dtype.kind == "f" else sel["_length"][chosen])
+            if byte_ranges:  # -1 for the Parquet rows of a plan that also reads JSONL
+                columns["offset"].append(sel["_offset"][chosen])
+                columns["length"].append(sel["_length"][chosen])
             at += take
         del sel, laid
     schema = pa.schema([SAMPLE_SCHEMA.field(name) for name in names])

@@ -121,3 +121,22 @@ def test_plan_order_mixes_consecutive_samples(con: mixsql.Connection) -> None:
     for start in range(0, 300, 30):
         window = components[start:start + 30]
         assert 14 <= window.count("code") <= 26  # 2/3 of 30 = 20, no long runs of one component
+
+
+def test_parquet_and_jsonl_datasets_in_one_statement(con: mixsql.Connection) -> None:
+    source = _source()
+    mix = con.mix("MIX 1 AS p FROM corpus WHERE domain = 'code', 2 AS j FROM corpus_jsonl WHERE domain = 'docs' "
+                  "CHUNK SIZE 30")
+    samples = list(mix.samples())
+    assert len(samples) == len(mix) > 100
+    for s in samples:
+        component = s.pop("component")
+        assert s == source[s["id"]] and s["domain"] == {"p": "code", "j": "docs"}[component]
+
+
+def test_tiny_and_empty_streams(con: mixsql.Connection) -> None:
+    one = con.mix("MIX 1 AS rare WHERE domain = 'code' AND quality > 0.69, 1 AS rest FROM corpus CHUNK SIZE 2")
+    rare = one.bound.components[0].samples
+    assert 0 < rare < 20 and len(one) == len(list(one.samples())) >= rare
+    ds = one.torch_dataset(batch_size=64, rank=0, world_size=1)
+    assert len(ds) == 0 and list(ds) == []
