@@ -230,15 +230,40 @@ def _block_hash(block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
         return z ^ (z >> _U(31))
 
 
-def _selection(catalog: Catalog, bound: BoundMix, component: int, byte_ranges: bool) -> dict[str, np.ndarray]:
-    """One component's samples (CASE gives a sample to the first component it matches)."""
-    c = bound.components[component]
-    members = [m for m in bound.components if m.dataset == c.dataset]
+ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves all components of a dataset
+
+
+def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bool) -> t.Iterator[
+        tuple[int, dict[str, np.ndarray]]]:
+    """(component, its samples) for the dataset's components; a sample goes to the first it matches.
+
+    Small selections come from one scan, split by a radix sort on the component id; larger ones
+    from one scan per component, so memory follows the largest component. Both give the same
+    arrays up to order, which compiling makes canonical.
+    """
+    members = [m for m in bound.components if m.dataset == dataset]
     cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
-    sql = (f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges} FROM "{c.dataset}" '
-           f'WHERE (CASE {cases} END) = {c.index}')
-    table = catalog.session().sql(sql).to_arrow_table().combine_chunks()
+    con = catalog.session()
+    if sum(m.samples for m in members) <= ONE_SCAN_LIMIT:
+        sql = (f'SELECT * FROM (SELECT (CASE {cases} END)::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
+               f'{ranges} FROM "{dataset}") WHERE _c IS NOT NULL')
+        table = con.sql(sql).to_arrow_table().combine_chunks()
+        arrays = {name: _np(table, name) for name in table.column_names}
+        component = arrays.pop("_c")
+        order = np.argsort(component, kind="stable")  # 16-bit keys: a radix sort
+        edges = np.searchsorted(component[order], [m.index for m in members] + [members[-1].index + 1])
+        for k, m in enumerate(members):
+            mine = order[edges[k]: edges[k + 1]]
+            yield m.index, {name: values[mine] for name, values in arrays.items()}
+        return
+    for m in members:  # nothing of a component outlives its turn in this frame
+        yield m.index, _arrays(con.sql(f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges} FROM "{dataset}" '
+                                       f'WHERE (CASE {cases} END) = {m.index}').to_arrow_table())
+
+
+def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
+    table = table.combine_chunks()
     return {name: _np(table, name) for name in table.column_names}
 
 
@@ -271,8 +296,13 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
     pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
     at = 0
+    pending: dict[int, dict[str, np.ndarray]] = {}
+    sources = {d: _selections(catalog, bound, d, byte_ranges) for d in datasets}
     for c in bound.components:
-        sel = _selection(catalog, bound, c.index, byte_ranges)
+        while c.index not in pending:
+            index, arrays = next(sources[c.dataset])
+            pending[index] = arrays
+        sel = pending.pop(c.index)
         n = len(sel["_row"])
         if n != c.samples:
             raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
@@ -330,12 +360,15 @@ def _group_index(table: pa.Table, files: list[dict[str, t.Any]]) -> tuple[np.nda
     if not starts:
         return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
     group_first, group_key = np.concatenate(starts), np.concatenate(keys)
-    file = _np(table, "file")
-    position = (file.astype(np.int64) << 32) | _np(table, "row").astype(np.int64)
-    group = (np.searchsorted(group_first, position, side="right") - 1).astype(np.int32)
-    parquet = np.asarray([f["format"] == "parquet" for f in files])[file]
-    del position
-    group[~parquet] = -1
+    file, row = _np(table, "file"), _np(table, "row")
+    is_parquet = np.asarray([f["format"] == "parquet" for f in files])
+    group = np.empty(len(row), dtype=np.int32)
+    step = 1 << 23  # slices bound the int64 temporaries
+    for a in range(0, len(row), step):
+        f = file[a:a + step]
+        position = (f.astype(np.int64) << 32) | row[a:a + step].astype(np.int64)
+        g = np.searchsorted(group_first, position, side="right") - 1
+        group[a:a + step] = np.where(is_parquet[f], g, -1)
     order = np.argsort(group, kind="stable").astype(np.int32)  # plan rows ascending within each group
     ordered = group[order]
     first_valid = int(np.searchsorted(ordered, 0))
