@@ -2,9 +2,8 @@
 
 The unit of reading is a shuffle *window* of the plan (a contiguous range of one component's
 visiting order touching at most ``window`` blocks, see ``manifest``): the first time any sample of
-a window is asked for, the whole window is fetched at once, so each Parquet row group or JSONL
-block is decoded once, and the window's records stay in memory until they have all been handed
-out (or the byte budget pushes the least recently used window out).
+a window is asked for, its blocks are fetched, so each Parquet row group or JSONL block is decoded
+once, and only the records the plan takes from it are kept until they have been handed out.
 
 - Parquet: only the row groups and columns a window needs (``read_row_group(columns=...)``).
 - Plain JSONL: the byte ranges of the needed records (``cat_ranges``), parsed by ``pyarrow.json``
@@ -56,9 +55,10 @@ class Reader:
 
     Reading a window resolves each of its rows to a *source*: the rows the plan takes from one
     Parquet row group (decoded once, then cut down to those rows), or the parsed records of one
-    JSONL file within the window. Sources are cached (least recently used
-    first out, within ``cache_bytes``), and a request gathers all its rows with one ``take`` over
-    the sources it touches, so record content is copied once.
+    JSONL file within the window. A source stays while resolved windows still need rows of it, then
+    on a short probation (the other components reach the same block at about the same time), then
+    goes; ``cache_bytes`` caps the total, least recently used first out. A request takes its rows
+    from each source it touches once, and records become Python objects once.
     """
 
     def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
