@@ -220,14 +220,20 @@ BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
 _U = np.uint64
 
 
-def _block_hash(block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
-    """A seeded pseudo-random 64-bit value per block key (splitmix64: plain integer arithmetic)."""
+def _block_hash(file_id: np.ndarray, block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
+    """A seeded pseudo-random 64-bit value per (file, block) (splitmix64: plain integer arithmetic, in place)."""
     salt = int(_random_keys(seed, BLOCK_ORDER, dataset, 1)[0])
+    z = file_id.astype(_U)
+    z <<= _U(32)
+    z |= block.astype(_U)
+    z ^= _U(salt)
     with np.errstate(over="ignore"):
-        z = block.astype(_U) ^ _U(salt)
-        z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
-        return z ^ (z >> _U(31))
+        z ^= z >> _U(30)
+        z *= _U(0xBF58476D1CE4E5B9)
+        z ^= z >> _U(27)
+        z *= _U(0x94D049BB133111EB)
+        z ^= z >> _U(31)
+    return z
 
 
 ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves all components of a dataset
@@ -311,10 +317,11 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
         # that order and DuckDB keeps insertion order, so this is usually a check, not a sort); then
         # blocks in the dataset's seeded order (a stable sort on the block's hash keeps rows in order).
         canonical = _canonical_order(sel["_file_id"], sel["_row"])
-        hashed = _block_hash((sel["_file_id"][canonical].astype(_U) << _U(32)) | sel["_block"][canonical].astype(_U),
-                             spec.seed, datasets.index(c.dataset))
-        laid = canonical[np.argsort(hashed, kind="stable")]
-        del canonical, hashed
+        if canonical is not None:
+            sel = {name: values[canonical] for name, values in sel.items()}
+            del canonical
+        laid = np.argsort(_block_hash(sel["_file_id"], sel["_block"], spec.seed, datasets.index(c.dataset)),
+                          kind="stable").astype(np.int32)
         bounds = _plan.pool_bounds(c.samples, P)
         for q in range(P):
             pool = laid[bounds[q]: bounds[q + 1]]
@@ -378,10 +385,10 @@ def _group_index(table: pa.Table, files: list[dict[str, t.Any]]) -> tuple[np.nda
     return order, group_key[ordered[boundaries]], np.append(boundaries, len(ordered)).astype(np.int64)
 
 
-def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Indices that sort samples by (file, row)."""
+def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray | None:
+    """Indices that sort samples by (file, row), or None if they already are."""
     if len(row) < 2 or bool(np.all((file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1])))):
-        return np.arange(len(row), dtype=np.int64)
+        return None
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
