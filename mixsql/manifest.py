@@ -26,8 +26,8 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
    statement, seed, chunk size, partitions), whatever order DuckDB returned rows in.
 
 The compiled plan is a directory: ``plan.json`` (parameters, files, shares), ``windows.npy`` (where
-each shuffle window starts), ``by_group.npy``/``group_keys.npy``/``group_starts.npy`` (the plan rows
-of each Parquet row group) and ``samples.arrow``
+each shuffle window starts), ``window_blocks.npy`` (the blocks each window reads, by block: a
+reader that decodes a row group keeps the rows of exactly those windows) and ``samples.arrow``
 (Arrow IPC, one row per sample of the stream: component, file, row, byte offset and length, by
 component, partition and visiting order),
 which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
@@ -63,7 +63,7 @@ from mixsql.catalog import Catalog
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
-PLAN_FORMAT = 3  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 4  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int32()),
                            ("offset", pa.int64()), ("length", pa.int32())])
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
@@ -117,9 +117,8 @@ class CompiledPlan:
         self.offset = _np(self.table, "offset") if ranges else None
         self.length = _np(self.table, "length") if ranges else None
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
-        self.by_group = np.load(self.directory / "by_group.npy", mmap_mode="r")
-        self.group_keys = np.load(self.directory / "group_keys.npy", mmap_mode="r")
-        self.group_starts = np.load(self.directory / "group_starts.npy", mmap_mode="r")
+        blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
+        self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
         self.shares = tuple(Fraction(c["share"]) for c in self.meta["components"])
@@ -178,6 +177,23 @@ class CompiledPlan:
     def window_of(self, rows: np.ndarray) -> np.ndarray:
         """The window (index into window_starts) of each plan row."""
         return np.searchsorted(self.window_starts, rows, side="right") - 1
+
+    def block_rows(self, file: int, block: int) -> np.ndarray:
+        """Plan rows (ascending) that read a block (for Parquet, a row group) of plan file ``file``."""
+        key = (file << 32) | block
+        lo, hi = np.searchsorted(self.block_keys, [key, key + 1])
+        windows = np.sort(self.block_windows[lo:hi])
+        rows = np.concatenate([np.arange(*self.window_range(int(w)), dtype=np.int64) for w in windows]) \
+            if len(windows) else np.zeros(0, dtype=np.int64)
+        if self.meta["window"] > 1:  # a window of several blocks: keep this block's rows
+            rows = rows[self.file[rows] == file]
+            rows = rows[self._block_of(file, self.row[rows]) == block]
+        return rows
+
+    def _block_of(self, file: int, rows: np.ndarray) -> np.ndarray:
+        info = self.files[file]
+        starts = np.cumsum([0] + list(info.row_groups or []))[:-1]
+        return np.searchsorted(starts, rows, side="right") - 1
 
     def window_range(self, w: int) -> tuple[int, int]:
         end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
@@ -274,8 +290,9 @@ def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 def compile_arrays(bound: BoundMix, catalog: Catalog,
-                   spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any], np.ndarray]:
-    """The stream's samples by (component, partition, visiting order), the plan's layout, and window starts.
+                   spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any], np.ndarray, np.ndarray]:
+    """The stream's samples by (component, partition, visiting order), the plan's layout, the window
+    starts, and the blocks of every window as (block key, window) sorted by key.
 
     One component at a time, so memory follows the largest component, not the whole selection.
     """
@@ -301,6 +318,9 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
     columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
     pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
+    window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
+    window_keys: list[np.ndarray] = []
+    windows_so_far = 0
     at = 0
     pending: dict[int, dict[str, np.ndarray]] = {}
     sources = {d: _selections(catalog, bound, d, byte_ranges) for d in datasets}
@@ -331,10 +351,13 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
             if take > len(pool):  # pragma: no cover - the stream's length guarantees it
                 raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
             chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
-            blocks = (sel["_file_id"][chosen].astype(np.int64) << 32) | sel["_block"][chosen]
-            order, starts = _window_shuffle(blocks, spec, c.index * P + q)
+            blocks = ((sel["_file_id"][chosen].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"][chosen]
+            order, starts, block_window, block_key = _window_shuffle(blocks, spec, c.index * P + q)
             chosen = chosen[order]
             pool_starts[c.index, q] = at
+            window_blocks.append(block_window + windows_so_far)
+            window_keys.append(block_key)
+            windows_so_far += len(starts)
             window_starts.append(starts + at)
             columns["component"].append(np.full(take, c.index, dtype=np.int16))
             columns["file"].append((sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32))
@@ -349,40 +372,11 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
               for f in schema]
     layout = {"files": files, "pool_starts": pool_starts.tolist()}
     starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
-    return pa.Table.from_arrays(arrays, schema=schema), layout, starts
-
-
-def _group_index(table: pa.Table, files: list[dict[str, t.Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Plan rows grouped by Parquet row group: (rows, group keys (file << 32 | group), group starts).
-
-    A reader that decodes a row group keeps only the rows the plan takes from it (all components),
-    instead of the whole group; this index says which, without a pass over the plan.
-    """
-    starts, keys = [], []  # every Parquet row group of the plan's files, as (file << 32 | first row)
-    for f, info in enumerate(files):
-        if info["format"] == "parquet" and info["row_groups"]:
-            first = np.cumsum([0] + list(info["row_groups"]))[:-1].astype(np.int64)
-            starts.append((np.int64(f) << 32) | first)
-            keys.append((np.int64(f) << 32) | np.arange(len(first), dtype=np.int64))
-    if not starts:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    group_first, group_key = np.concatenate(starts), np.concatenate(keys)
-    file, row = _np(table, "file"), _np(table, "row")
-    is_parquet = np.asarray([f["format"] == "parquet" for f in files])
-    group = np.empty(len(row), dtype=np.int32)
-    step = 1 << 23  # slices bound the int64 temporaries
-    for a in range(0, len(row), step):
-        f = file[a:a + step]
-        position = (f.astype(np.int64) << 32) | row[a:a + step].astype(np.int64)
-        g = np.searchsorted(group_first, position, side="right") - 1
-        group[a:a + step] = np.where(is_parquet[f], g, -1)
-    order = np.argsort(group, kind="stable").astype(np.int32)  # plan rows ascending within each group
-    ordered = group[order]
-    first_valid = int(np.searchsorted(ordered, 0))
-    order, ordered = order[first_valid:], ordered[first_valid:]
-    boundaries = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1]))) if len(ordered) else \
-        np.zeros(0, dtype=np.int64)
-    return order, group_key[ordered[boundaries]], np.append(boundaries, len(ordered)).astype(np.int64)
+    keys = np.concatenate(window_keys) if window_keys else np.zeros(0, dtype=np.int64)
+    owners = np.concatenate(window_blocks) if window_blocks else np.zeros(0, dtype=np.int64)
+    by_key = np.argsort(keys, kind="stable")
+    blocks = np.stack([keys[by_key], owners[by_key]]) if len(keys) else np.zeros((2, 0), dtype=np.int64)
+    return pa.Table.from_arrays(arrays, schema=schema), layout, starts, blocks
 
 
 def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray | None:
@@ -392,18 +386,25 @@ def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray | None:
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
-def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle samples within windows of ``spec.window`` consecutive blocks; return order and window starts."""
+def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                   np.ndarray]:
+    """Shuffle samples within windows of ``spec.window`` consecutive blocks.
+
+    Returns the order, the window starts, and for each block of the pool its window and its key.
+    """
     n = len(block)
     if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = block[1:] != block[:-1]
     window_first = new_block & ((np.cumsum(new_block) - 1) % spec.window == 0)
     window_id = (np.cumsum(window_first) - 1).astype(_U)
     # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
     key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))
-    return np.argsort(key, kind="stable"), np.flatnonzero(window_first)
+    firsts = np.flatnonzero(new_block)
+    return (np.argsort(key, kind="stable"), np.flatnonzero(window_first), window_id[firsts].astype(np.int64),
+            block[firsts])
 
 
 # -- persisting and caching ---------------------------------------------------------------------------
@@ -411,13 +412,10 @@ def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tupl
 
 def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
-    table, layout, window_starts = compile_arrays(bound, catalog, spec)
+    table, layout, window_starts, window_blocks = compile_arrays(bound, catalog, spec)
     directory.mkdir(parents=True)
     np.save(directory / "windows.npy", window_starts)
-    by_group, group_keys, group_starts = _group_index(table, layout["files"])
-    np.save(directory / "by_group.npy", by_group)
-    np.save(directory / "group_keys.npy", group_keys)
-    np.save(directory / "group_starts.npy", group_starts)
+    np.save(directory / "window_blocks.npy", window_blocks)
     with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -538,7 +536,7 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "samples.arrow", "windows.npy", "by_group.npy", "group_keys.npy", "group_starts.npy"):
+    for name in ("plan.json", "samples.arrow", "windows.npy", "window_blocks.npy"):
         tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
         shutil.copyfile(plan.directory / name, tmp)
         os.replace(tmp, out / name)

@@ -82,6 +82,7 @@ class Reader:
         self._pending: dict[int, int] = collections.defaultdict(int)  # rows of resolved windows not yet handed out
         self._probation: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._probation_size = max(64, 4 * plan.partitions * len(plan.names))
+        self._members: dict[tuple[int, int], np.ndarray] = {}
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -293,9 +294,13 @@ class Reader:
         return pf
 
     def _group_members(self, f: int, g: int) -> np.ndarray:
-        """Plan rows in row group g of file f, sorted: a decoded group keeps just these rows."""
-        at = int(np.searchsorted(self.plan.group_keys, (f << 32) | g))
-        return self.plan.by_group[self.plan.group_starts[at]: self.plan.group_starts[at + 1]]  # ascending
+        """Plan rows in row group g of file f, ascending: a decoded group keeps just these rows."""
+        members = self._members.get((f, g))
+        if members is None:
+            members = self._members[(f, g)] = self.plan.block_rows(f, g)
+            if len(self._members) > 4096:
+                self._members.pop(next(iter(self._members)))
+        return members
 
     def _row_group_starts(self, info: PlanFile) -> np.ndarray:
         starts = self._rg_starts.get(info.index)

@@ -140,3 +140,21 @@ def test_tiny_and_empty_streams(con: mixsql.Connection) -> None:
     assert 0 < rare < 20 and len(one) == len(list(one.samples())) >= rare
     ds = one.torch_dataset(batch_size=64, rank=0, world_size=1)
     assert len(ds) == 0 and list(ds) == []
+
+
+def test_windows_of_several_blocks(con: mixsql.Connection) -> None:
+    from mixsql import manifest, plan
+
+    mix = con.mix(STATEMENT.format(dataset="corpus"), partitions=2)
+    spec = plan.resolve(mix.bound, window=3)
+    p = manifest.compiled(mix.bound, con.catalog, spec)
+    assert p.meta["window"] == 3 and len(p.window_starts) < len(mix.plan().window_starts)
+    reader = Reader(p, ["id", "domain"])
+    rows = p.positions_rows(0, len(p))
+    got = [r for start in range(0, len(rows), 100) for r in reader.samples(rows[start:start + 100])]
+    source = _source()
+    assert len({r["id"] for r in got}) == len(got) == len(mix)
+    assert all(source[r["id"]]["domain"] == r["domain"] for r in got)
+    touched = {(int(f), int(np.searchsorted(np.cumsum(p.files[f].row_groups), r, side="right")))
+               for f, r in zip(p.file[rows], p.row[rows])}
+    assert reader.stats.row_groups == len(touched)
