@@ -84,12 +84,11 @@ def touched(plan: mixsql.CompiledPlan, rows: np.ndarray) -> dict[tuple[int, int]
     """(file, row group) -> rows within it that the stream needs."""
     out: dict[tuple[int, int], list[int]] = {}
     for f in np.unique(plan.file[rows]).tolist():
-        mine = rows[plan.file[rows] == f]
-        starts = np.cumsum([0] + list(plan.files[f].row_groups))[:-1]
-        local = plan.row[mine]
-        groups = np.searchsorted(starts, local, side="right") - 1
+        info = plan.files[f]
+        local = plan.row[rows[plan.file[rows] == f]]
+        groups = info.row_group_of(local)
         for g in np.unique(groups).tolist():
-            out[(f, g)] = np.sort(local[groups == g] - starts[g])
+            out[(f, g)] = np.sort(local[groups == g] - info.row_group_starts[g])
     return out
 
 

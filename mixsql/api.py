@@ -23,13 +23,10 @@ from mixsql.errors import MixSQLError
 from mixsql.explain import Explanation, explain
 from mixsql.manifest import CompiledPlan
 from mixsql.parse import parse, to_sql
-from mixsql.read import Reader
+from mixsql.read import READ_SAMPLES, Reader
 
 if t.TYPE_CHECKING:
     from mixsql.dataset import MixDataset
-
-
-READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once
 
 
 class Mix:

@@ -15,9 +15,7 @@ import torch.utils.data
 
 from mixsql import world
 from mixsql.manifest import CompiledPlan
-from mixsql.read import Reader
-
-READ_SAMPLES = 4096
+from mixsql.read import READ_SAMPLES, Reader
 
 
 class MixDataset(torch.utils.data.IterableDataset):

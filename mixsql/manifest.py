@@ -83,6 +83,15 @@ class PlanFile:
     mtime: float | None
     row_groups: tuple[int, ...] | None
 
+    @functools.cached_property
+    def row_group_starts(self) -> np.ndarray:
+        """First row of each Parquet row group."""
+        return np.cumsum([0] + list(self.row_groups or []))[:-1]
+
+    def row_group_of(self, rows: np.ndarray) -> np.ndarray:
+        """The row group holding each of ``rows``."""
+        return np.searchsorted(self.row_group_starts, rows, side="right") - 1
+
 
 def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
@@ -140,7 +149,7 @@ class CompiledPlan:
 
     def partition_length(self, q: int) -> int:
         """Samples partition q contributes to the stream."""
-        return max(0, -(-(self.length_samples - q) // self.partitions))
+        return _plan.partition_length(self.length_samples, self.partitions, q)
 
     def chunk_rows(self, q: int, k: int) -> np.ndarray:
         """Plan rows of chunk k of partition q, in stream order. O(chunk size), independent of k."""
@@ -187,13 +196,8 @@ class CompiledPlan:
             if len(windows) else np.zeros(0, dtype=np.int64)
         if self.meta["window"] > 1:  # a window of several blocks: keep this block's rows
             rows = rows[self.file[rows] == file]
-            rows = rows[self._block_of(file, self.row[rows]) == block]
+            rows = rows[self.files[file].row_group_of(self.row[rows]) == block]
         return rows
-
-    def _block_of(self, file: int, rows: np.ndarray) -> np.ndarray:
-        info = self.files[file]
-        starts = np.cumsum([0] + list(info.row_groups or []))[:-1]
-        return np.searchsorted(starts, rows, side="right") - 1
 
     def window_range(self, w: int) -> tuple[int, int]:
         end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
@@ -270,8 +274,7 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bo
     if sum(m.samples for m in members) <= ONE_SCAN_LIMIT:
         sql = (f'SELECT * FROM (SELECT (CASE {cases} END)::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
                f'{ranges} FROM "{dataset}") WHERE _c IS NOT NULL')
-        table = con.sql(sql).to_arrow_table().combine_chunks()
-        arrays = {name: _np(table, name) for name in table.column_names}
+        arrays = _arrays(con.sql(sql).to_arrow_table())
         component = arrays.pop("_c")
         order = np.argsort(component, kind="stable")  # 16-bit keys: a radix sort
         edges = np.searchsorted(component[order], [m.index for m in members] + [members[-1].index + 1])
@@ -294,7 +297,8 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
     """The stream's samples by (component, partition, visiting order), the plan's layout, the window
     starts, and the blocks of every window as (block key, window) sorted by key.
 
-    One component at a time, so memory follows the largest component, not the whole selection.
+    Components are laid out one at a time, each freed when done (see ``_selections`` for how they
+    are fetched).
     """
     if catalog.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")

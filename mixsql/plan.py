@@ -154,6 +154,11 @@ def consumed(shares: t.Sequence[Fraction], chunk_size: int, length: int, rotatio
     return counts
 
 
+def partition_length(samples: int, partitions: int, q: int) -> int:
+    """Samples partition q contributes to a plan-order stream of ``samples`` (positions q, q+P, ...)."""
+    return max(0, -(-(samples - q) // partitions))
+
+
 def pool_bounds(samples: int, partitions: int) -> list[int]:
     """Where each canonical partition's pool of a component starts: partition q gets [b[q], b[q+1])."""
     return [q * samples // partitions for q in range(partitions + 1)]
@@ -182,7 +187,7 @@ class StreamShape:
 
     def partition_length(self, q: int) -> int:
         """Samples that partition q contributes to the stream."""
-        return max(0, -(-(self.samples - q) // self.partitions))
+        return partition_length(self.samples, self.partitions, q)
 
 
 def _shape(names: t.Sequence[str], shares: t.Sequence[Fraction], counts: t.Sequence[int], chunk_size: int,

@@ -34,6 +34,7 @@ from mixsql.errors import DataError, MixSQLError
 from mixsql.manifest import CompiledPlan, PlanFile
 
 DEFAULT_CACHE_BYTES = 1 << 30
+READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once
 DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
 
 
@@ -76,7 +77,6 @@ class Reader:
         self._available: dict[int, list[str]] = {}
         self._inflated: collections.OrderedDict[int, tuple[np.ndarray, list[bytes], int]] = collections.OrderedDict()
         self._checked: set[int] = set()
-        self._rg_starts: dict[int, np.ndarray] = {}
         self._keys: list[tuple] = []
         self._key_ids: dict[tuple, int] = {}
         self._pending: dict[int, int] = collections.defaultdict(int)  # rows of resolved windows not yet handed out
@@ -194,8 +194,7 @@ class Reader:
             info = self.plan.files[f]
             self._check(info)
             if info.format == "parquet":
-                starts = self._row_group_starts(info)
-                groups = np.searchsorted(starts, self.plan.row[rows[mine]], side="right") - 1
+                groups = info.row_group_of(self.plan.row[rows[mine]])
                 for g in np.unique(groups).tolist():
                     sel = mine[groups == g]
                     members = self._group_members(f, g)
@@ -226,7 +225,7 @@ class Reader:
         if key[0] == "rg":
             info = self.plan.files[key[1]]
             members = self._group_members(key[1], key[2])
-            wanted = self.plan.row[members].astype(np.int64) - self._row_group_starts(info)[key[2]]
+            wanted = self.plan.row[members].astype(np.int64) - info.row_group_starts[key[2]]
             table = self._decode_row_group(info, key[2]).take(pa.array(wanted))
         else:  # a JSONL source that was evicted: resolve its window again
             self._resolved.pop(key[2], None)
@@ -302,12 +301,6 @@ class Reader:
                 self._members.pop(next(iter(self._members)))
         return members
 
-    def _row_group_starts(self, info: PlanFile) -> np.ndarray:
-        starts = self._rg_starts.get(info.index)
-        if starts is None:
-            starts = self._rg_starts[info.index] = np.cumsum([0] + list(info.row_groups or []))[:-1]
-        return starts
-
     def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
         pf = self._parquet_file(info)
         columns = self._available.get(info.index)
@@ -318,7 +311,7 @@ class Reader:
             table = pf.read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
-                            row=int(self._row_group_starts(info)[g])) from None
+                            row=int(info.row_group_starts[g])) from None
         self.stats.row_groups += 1
         self.stats.row_group_rows += table.num_rows
         self.stats.bytes_decoded += table.nbytes
