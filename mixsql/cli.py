@@ -179,12 +179,7 @@ def fmt(file: str) -> None:
     from mixsql.parse import parse, to_sql
 
     with open(file, encoding="utf-8") as fh:
-        text = fh.read()
-    try:
-        click.echo(to_sql(parse(text, path=file)))
-    except MixSQLError as e:
-        click.echo(e.with_source(text, file).render(color=sys.stderr.isatty()), err=True)
-        sys.exit(EXIT_USER_ERROR)
+        click.echo(to_sql(parse(fh.read(), path=file)))  # errors: rendered by the group, status 2
 
 
 def _format(table: pa.Table, fmt: str, max_rows: int | None) -> str:
