@@ -72,7 +72,7 @@ class Mix:
         return str(self.explanation())
 
     def __len__(self) -> int:
-        """Samples in the stream before its first component runs out."""
+        """Samples in the stream (its LIMIT, or where it runs out under its exhaustion policy)."""
         return self.spec.shape.samples
 
     @property
@@ -80,6 +80,8 @@ class Mix:
         """The plan's parameters (partitions resolved) and the stream's shape."""
         if self._spec is None:
             self._spec = _plan.resolve(self._bound)
+        if self._spec.error is not None:
+            raise self._spec.error
         return self._spec
 
     @property
@@ -165,21 +167,22 @@ class Connection:
         """Read-only SQL over the catalog (one view per dataset, plus mixsql_files and mixsql_datasets)."""
         return self.catalog.sql(query)
 
-    def mix(self, text: str, *, seed: int | None = None, chunk_size: int | None = None,
-            partitions: int | None = None, path: str | None = None) -> Mix:
-        """Parse and bind a MIX statement; ``seed``, ``chunk_size`` and ``partitions`` override the statement's."""
+    def mix(self, text: str, *, params: t.Mapping[str, t.Any] | None = None, seed: int | None = None,
+            chunk_size: int | None = None, partitions: int | None = None, path: str | None = None) -> Mix:
+        """Parse and bind a MIX statement. ``params`` binds its ``:name`` parameters; ``seed``,
+        ``chunk_size`` and ``partitions`` override the statement's options."""
         try:
             tree = parse(text, path=path)
             bound = bind(tree, self.catalog, text=text, path=path, seed=seed, chunk_size=chunk_size,
-                         partitions=partitions)
+                         partitions=partitions, params=params)
             mix = Mix(bound, self)
-            mix.spec  # checks the mixture can be planned exactly
+            mix.spec  # walks the chunks: a budget that cannot be met fails here
         except MixSQLError as e:
             raise e.with_source(text, path)
         return mix
 
-    def load(self, path: str | os.PathLike[str], *, seed: int | None = None, chunk_size: int | None = None,
-             partitions: int | None = None) -> Mix:
+    def load(self, path: str | os.PathLike[str], *, params: t.Mapping[str, t.Any] | None = None,
+             seed: int | None = None, chunk_size: int | None = None, partitions: int | None = None) -> Mix:
         """Read, parse and bind a ``.mixsql`` file."""
         p = Path(path)
         try:
@@ -188,7 +191,7 @@ class Connection:
             raise MixSQLError(f"no such file: {p}") from None
         except UnicodeDecodeError as e:
             raise MixSQLError(f"{p} is not UTF-8 text: {e}") from None
-        return self.mix(text, seed=seed, chunk_size=chunk_size, partitions=partitions, path=str(path))
+        return self.mix(text, params=params, seed=seed, chunk_size=chunk_size, partitions=partitions, path=str(path))
 
     def close(self) -> None:
         self.catalog.close()

@@ -10,7 +10,9 @@ the overlaps are counted so EXPLAIN can report them.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
+import math
 import re
 import typing as t
 from fractions import Fraction
@@ -21,27 +23,72 @@ from sqlglot import expressions as exp
 from mixsql.catalog import Catalog
 from mixsql.errors import BindError, CatalogError, position
 from mixsql.parse import Component, Mix, span
+from mixsql.parse.ast import Assign, Budget, OrderKey, Stage, Weighting
+from mixsql.parse.ast import leaves as ast_leaves
 
 DEFAULT_SEED = 0
 DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_BUCKETS = 10
 MAX_PARTITIONS = 4096
+ORDERABLE = re.compile(r"^(BOOLEAN|TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|"
+                       r"UHUGEINT|FLOAT|DOUBLE|DECIMAL.*|VARCHAR|DATE|TIME|TIMESTAMP.*|INTERVAL)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+    """A component visited in key order: shuffled within ``buckets`` quantiles of the key."""
+
+    key: str  # DuckDB SQL of the key
+    descending: bool
+    buckets: int
 
 
 @dataclasses.dataclass(frozen=True)
 class BoundComponent:
-    """One component of a bound mixture."""
+    """One leaf component of a bound mixture (``name`` is its dotted path in a hierarchy)."""
 
     index: int
     name: str
     dataset: str
-    weight: Fraction  # as written
-    share: Fraction  # normalised: weight / sum of weights
-    predicate: str | None  # DuckDB SQL of statement WHERE AND component WHERE, None if both absent
+    weight: Fraction  # its own weight as written or derived from the data, relative to its siblings
+    share: Fraction  # effective share of the stream at the declared weights (product along its path)
+    predicate: str | None  # DuckDB SQL of statement WHERE AND ancestors' AND its own WHERE; None if none
     sql: str  # the exact selection, overlaps with earlier components excluded
     samples: int  # samples this component owns
     bytes: int  # content bytes of those samples
     blocks: int  # distinct blocks (row groups, JSONL ranges) holding them: what reading them decodes
     overlaps: tuple[tuple[str, int], ...]  # (earlier component, samples matching both that it took)
+    max_epochs: int | None = 1  # passes over its samples the stream may make; None: unlimited
+    ordering: Ordering | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """A component of the statement's tree (leaf or inner), for EXPLAIN."""
+
+    path: str
+    weight: Fraction  # relative to its siblings (declared, or derived from the data)
+    share: Fraction  # effective: product of normalised weights along the path
+    derived: str | None  # "NATURAL BY SAMPLES", "TEMPERATURE 2 BY BYTES": how the weight was derived
+    children: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Between plan positions ``start`` and ``end`` (None: forever) the leaf shares go linearly from
+    ``begin`` to ``finish`` (equal for a STAGE)."""
+
+    start: int
+    end: int | None
+    begin: tuple[Fraction, ...]
+    finish: tuple[Fraction, ...]
+    kind: str  # DECLARED, STAGE or RAMP
+
+    def at(self, x: Fraction | int) -> tuple[Fraction, ...]:
+        if self.end is None or self.begin == self.finish:
+            return self.begin
+        f = Fraction(x - self.start, self.end - self.start)
+        return tuple(a + (b - a) * f for a, b in zip(self.begin, self.finish))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +97,20 @@ class BoundMix:
 
     text: str
     path: str | None
-    tree: Mix
+    tree: Mix  # with parameters substituted
     components: tuple[BoundComponent, ...]
     seed: int
     chunk_size: int
     partitions: int | None  # as requested (statement or override); None: the planner's default
     catalog_version: str
     dataset_versions: tuple[tuple[str, str], ...]
+    schedule: tuple[Segment, ...] = ()  # empty: the declared shares throughout
+    limit: int | None = None  # the stream's length in samples (LIMIT), None: until exhaustion
+    policy: str = "STOP"  # ON EXHAUSTION
+    batch_size: int | None = None
+    overlap: str = "FIRST"
+    nodes: tuple[Node, ...] = ()
+    params: tuple[tuple[str, t.Any], ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -72,10 +126,12 @@ def bind(
     seed: int | None = None,
     chunk_size: int | None = None,
     partitions: int | None = None,
+    params: t.Mapping[str, t.Any] | None = None,
 ) -> BoundMix:
-    """Bind ``mix`` (parsed from ``text``) to ``catalog``; keyword arguments override the statement's options."""
+    """Bind ``mix`` (parsed from ``text``) to ``catalog``; keyword arguments override the statement's options,
+    and ``params`` binds its ``:name`` parameters."""
     b = _Binder(mix, catalog, text, path)
-    return b.bind(seed=seed, chunk_size=chunk_size, partitions=partitions)
+    return b.bind(seed=seed, chunk_size=chunk_size, partitions=partitions, params=dict(params or {}))
 
 
 class _Binder:
@@ -96,37 +152,66 @@ class _Binder:
 
     # -- steps ------------------------------------------------------------------------------------
 
-    def bind(self, *, seed: int | None, chunk_size: int | None, partitions: int | None) -> BoundMix:
-        components = self.mix.components
-        self._check_names(components)
-        weights = [self._weight(c) for c in components]
-        total = sum(weights, Fraction(0))
+    def bind(self, *, seed: int | None, chunk_size: int | None, partitions: int | None,
+             params: dict[str, t.Any]) -> BoundMix:
+        self.mix = self._substitute(params)
+        self._expand_named()
+        self._check_names(self.mix.components)
+        leaves = list(ast_leaves(self.mix.components))
         default_from = self.mix.args.get("from_")
         statement_where = self.mix.args.get("where")
-        datasets = [self._dataset(c.args.get("from_") or default_from, c) for c in components]
+        datasets = []
+        for name, leaf, ancestors in leaves:
+            node = next((n.args["from_"] for n in [leaf] + ancestors[::-1] if n.args.get("from_") is not None),
+                        default_from)
+            datasets.append(self._dataset(node, leaf, name))
         if statement_where is not None:
             for ds in dict.fromkeys(datasets):
                 self._check_predicate(statement_where.this, ds, "the statement's WHERE")
         preds: list[str | None] = []
-        for c, ds in zip(components, datasets):
-            where = c.args.get("where")
-            if where is not None:
-                self._check_predicate(where.this, ds, f"the WHERE of component {c.name!r}")
-            preds.append(None if where is None else where.this.sql(dialect="duckdb", comments=False))
+        for (name, leaf, ancestors), ds in zip(leaves, datasets):
+            own = []
+            for n in ancestors + [leaf]:
+                where = n.args.get("where")
+                if where is not None:
+                    self._check_predicate(where.this, ds, f"the WHERE of component {n.name!r}")
+                    own.append(where.this.sql(dialect="duckdb", comments=False))
+            preds.append(_conjunction(own))
         stmt_pred = None if statement_where is None else statement_where.this.sql(dialect="duckdb", comments=False)
-        counts = self._count(components, datasets, stmt_pred, preds)
+        names = [name for name, _, _ in leaves]
+        counts = self._count(names, datasets, stmt_pred, preds)
+        overlap = self._word("overlap", "FIRST")
+        sizes = {name: counts[i] for i, name in enumerate(names)}
+        nodes = self._nodes(sizes)
+        shares = {n.path: n.share for n in nodes}
+        batch_size = self._option("batch_size", None, None, minimum=1)
+        orderings = self._orderings(leaves, datasets)
+        epochs = self._epochs(leaves)
         bound = []
-        for i, (c, ds, pred, w) in enumerate(zip(components, datasets, preds, weights)):
+        for i, ((name, leaf, _), ds, pred) in enumerate(zip(leaves, datasets, preds)):
             samples, nbytes, blocks, overlaps = counts[i]
             earlier = [preds[j] for j in range(i) if datasets[j] == ds]
+            full = _conjunction([stmt_pred, pred])
+            if overlaps and overlap == "ERROR":
+                taken = ", ".join(f"{other!r} ({n:,} samples)" for other, n in overlaps)
+                raise self.error(f"component {name!r} overlaps earlier components: {taken}, and the statement says "
+                                 "OVERLAP ERROR", (leaf.args.get("where") or leaf.this),
+                                 hint="make the predicates disjoint, or drop OVERLAP ERROR (a sample then goes to "
+                                      "the first component it matches)")
             bound.append(BoundComponent(
-                index=i, name=c.name, dataset=ds, weight=w, share=w / total,
-                predicate=_conjunction([stmt_pred, pred]),
+                index=i, name=name, dataset=ds, weight=next(n.weight for n in nodes if n.path == name),
+                share=shares[name], predicate=full,
                 sql=_selection_sql(ds, stmt_pred, pred, earlier),
                 samples=samples, bytes=nbytes, blocks=blocks, overlaps=overlaps,
+                max_epochs=epochs[i], ordering=orderings[i],
             ))
             if samples == 0:
-                raise self._empty(c, ds, stmt_pred, pred, overlaps)
+                raise self._empty(leaf, name, ds, stmt_pred, pred, overlaps)
+        policy = self._word("exhaustion", "STOP")
+        limit = self._limit(batch_size)
+        if policy == "REPEAT" and limit is None:
+            raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream", self.mix.args["exhaustion"],
+                             hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
@@ -134,7 +219,71 @@ class _Binder:
             partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
             catalog_version=self.catalog.version,
             dataset_versions=tuple((ds, self.catalog.dataset(ds).version) for ds in sorted(set(datasets))),
+            schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,
+            overlap=overlap, nodes=tuple(nodes), params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
         )
+
+    # -- parameters and named predicates ------------------------------------------------------------
+
+    def _substitute(self, params: dict[str, t.Any]) -> Mix:
+        """A copy of the tree with every ``:name`` replaced by its value (positions kept for errors)."""
+        tree = self.mix.copy()
+        used: set[str] = set()
+        for node in list(tree.find_all(exp.Placeholder)):
+            name = node.name
+            if name not in params:
+                close = difflib.get_close_matches(name, list(params), n=1)
+                raise self.error(f"parameter :{name} has no value", node,
+                                 hint=f"did you mean {close[0]!r}?" if close else
+                                 f"bind it: con.load(path, params={{'{name}': ...}}) or --param {name}=VALUE")
+            used.add(name)
+            literal = self._literal(name, params[name], node)
+            literal.meta.update({k: v for k, v in node.meta.items() if k in ("line", "col", "start", "end")})
+            for child in literal.walk():
+                child.meta.update({k: v for k, v in node.meta.items() if k in ("line", "col", "start", "end")})
+            node.replace(literal)
+        unused = sorted(set(params) - used)
+        if unused:
+            raise BindError(f"parameter {unused[0]!r} is not used by the statement",
+                            hint=f"its parameters: {', '.join(':' + p for p in sorted(used)) or 'none'}",
+                            source=self.text, path=self.path)
+        return tree
+
+    def _literal(self, name: str, value: t.Any, node: exp.Expr) -> exp.Expr:
+        parent = node.parent
+        if isinstance(parent, (Mix, Component, Budget, Stage, Assign, Weighting, OrderKey)):
+            # a weight, a stage point or an option: a number, never text
+            integer = node.arg_key not in ("weight", "temperature")
+            if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or \
+                    (integer and not float(value).is_integer()):
+                raise self.error(f"parameter :{name} must be {'an integer' if integer else 'a number'} here, not "
+                                 f"{value!r} ({type(value).__name__})", node)
+            return exp.Literal.number(str(int(value)) if integer else str(value))
+        try:
+            return _sql_value(value)
+        except TypeError:
+            raise self.error(f"parameter :{name} has a value of type {type(value).__name__}, which SQL cannot hold",
+                             node, hint="use a number, string, boolean, None or a list of those") from None
+
+    def _expand_named(self) -> None:
+        """Replace uses of WITH names in predicates by their (parenthesised) definitions."""
+        definitions: dict[str, exp.Expr] = {}
+        for named in self.mix.args.get("named") or []:
+            key = named.name.lower()
+            if key in definitions:
+                raise self.error(f"{named.name!r} is defined twice in WITH", named.this)
+            expression = named.expression.copy()
+            self._replace_names(expression, definitions)
+            definitions[key] = expression
+        if definitions:
+            for where in list(self.mix.find_all(exp.Where)):
+                self._replace_names(where, definitions)
+
+    def _replace_names(self, tree: exp.Expr, definitions: dict[str, exp.Expr]) -> None:
+        for col in list(tree.find_all(exp.Column)):
+            if len(col.parts) == 1 and col.name.lower() in definitions:
+                replacement = exp.Paren(this=definitions[col.name.lower()].copy())
+                col.replace(replacement)
 
     def _check_names(self, components: list[Component]) -> None:
         seen: dict[str, Component] = {}
@@ -144,17 +293,207 @@ class _Binder:
                 raise self.error(f"duplicate component name {c.name!r}", c.this,
                                  hint="each component needs its own name")
             seen[key] = c
+            if c.children:
+                self._check_names(c.children)
+
+    # -- weights ------------------------------------------------------------------------------------
+
+    def _nodes(self, sizes: dict[str, tuple[int, int, int, t.Any]]) -> list[Node]:
+        """Every node of the tree with its weight among its siblings and its effective share."""
+        out: list[Node] = []
+
+        def size(c: Component, prefix: str, by: str) -> int:
+            path = prefix + c.name
+            if c.children:
+                return sum(size(k, path + ".", by) for k in c.children)
+            s = sizes[path]
+            return s[0] if by == "SAMPLES" else s[1]
+
+        def level(components: list[Component], weighting: exp.Expr | None, prefix: str, parent: Fraction) -> None:
+            weights, derived = [], None
+            if weighting is not None:
+                by = weighting.args.get("by") or "SAMPLES"
+                temperature = Fraction(1)
+                if weighting.name == "TEMPERATURE":
+                    temperature = self._number(weighting.args["temperature"], "TEMPERATURE", positive=True)
+                derived = f"{weighting.name}{' ' + _number(temperature) if weighting.name == 'TEMPERATURE' else ''} BY {by}"
+                for c in components:
+                    weights.append(_power(size(c, prefix, by), 1 / temperature))
+            else:
+                weights = [self._weight(c) for c in components]
+            total = sum(weights, Fraction(0))
+            if total == 0:
+                raise self.error("every component here is empty, so the data gives no weights", components[0].this)
+            for c, w in zip(components, weights):
+                path = prefix + c.name
+                share = parent * w / total
+                out.append(Node(path=path, weight=w, share=share, derived=derived,
+                                children=tuple(f"{path}.{k.name}" for k in c.children)))
+                if c.children:
+                    level(c.children, c.args.get("weighting"), path + ".", share)
+
+        level(self.mix.components, self.mix.args.get("weighting"), "", Fraction(1))
+        return out
+
+    def _number(self, literal: exp.Expr, what: str, positive: bool = False) -> Fraction:
+        try:
+            value = Fraction(literal.this)
+        except (ValueError, ZeroDivisionError, TypeError):
+            raise self.error(f"{what} {literal.sql()!r} is not a number", literal) from None
+        if positive and value <= 0:
+            raise self.error(f"{what} must be positive", literal)
+        return value
 
     def _weight(self, c: Component) -> Fraction:
         literal = c.args["weight"]
-        try:
-            value = Fraction(literal.this)
-        except (ValueError, ZeroDivisionError):
-            raise self.error(f"weight {literal.this!r} is not a number", literal) from None
+        value = self._number(literal, "weight")
         if value <= 0:
             raise self.error(f"component {c.name!r} has weight {literal.this}; a weight must be positive", literal,
-                             hint="drop the component to leave it out of the mixture")
+                             hint="drop the component to leave it out, or give it weight 0 in a curriculum STAGE")
         return value
+
+    # -- schedule, ordering, budget -------------------------------------------------------------------
+
+    def _resolve_path(self, path: exp.Expr, nodes: t.Sequence[str], what: str) -> str:
+        name = path.name
+        lowered = {n.lower(): n for n in nodes}
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+        close = difflib.get_close_matches(name, list(nodes), n=1)
+        raise self.error(f"unknown component {name!r} in {what}", path,
+                         hint=f"did you mean {close[0]!r}?" if close else f"components: {', '.join(nodes)}")
+
+    def _schedule(self, nodes: list[Node], leaves: list[str], batch_size: int | None) -> tuple[Segment, ...]:
+        curriculum = self.mix.args.get("curriculum")
+        stages = [s for s in (curriculum.expressions if curriculum is not None else []) if isinstance(s, Stage)]
+        if not stages:
+            return ()
+        by_path = {n.path: n for n in nodes}
+        declared = tuple(by_path[leaf].share for leaf in leaves)
+        segments: list[Segment] = []
+        start, previous = 0, declared
+        for i, stage in enumerate(stages):
+            weights = {n.path: n.weight for n in nodes}
+            for assign in stage.expressions:
+                target = self._resolve_path(assign.this, list(by_path), "the curriculum")
+                weights[target] = self._number(assign.args["weight"], "weight")
+            shares = self._stage_shares(nodes, weights, leaves, stage)
+            until = stage.args.get("until")
+            end = None
+            if until is None:
+                if i != len(stages) - 1:
+                    raise self.error(f"only the last {stage.name} may omit UNTIL", stage,
+                                     hint="give it UNTIL <n> SAMPLES or STEPS")
+                if stage.name == "RAMP":
+                    raise self.error("a RAMP needs UNTIL: where it arrives at its weights", stage)
+            else:
+                end = self._progress(until, stage.args["unit"], batch_size)
+                if end <= start:
+                    raise self.error(f"stage points must increase: UNTIL {until.sql()} {stage.args['unit']} is "
+                                     f"at sample {end:,}, not after the previous point ({start:,})", until)
+            begin = previous if stage.name == "RAMP" else shares
+            segments.append(Segment(start=start, end=end, begin=begin, finish=shares, kind=stage.name))
+            if end is not None:
+                start, previous = end, shares
+        if segments[-1].end is not None:
+            segments.append(Segment(start=start, end=None, begin=previous, finish=previous, kind="HOLD"))
+        return tuple(segments)
+
+    def _stage_shares(self, nodes: list[Node], weights: dict[str, Fraction], leaves: list[str],
+                      stage: exp.Expr) -> tuple[Fraction, ...]:
+        share: dict[str, Fraction] = {}
+        by_parent: dict[str, list[Node]] = {}
+        for n in nodes:
+            by_parent.setdefault(n.path.rpartition(".")[0], []).append(n)
+
+        def walk(parent: str, amount: Fraction) -> None:
+            siblings = by_parent.get(parent, [])
+            total = sum((weights[n.path] for n in siblings), Fraction(0))
+            if total == 0 and amount > 0:
+                raise self.error(f"every component {'of ' + repr(parent) + ' ' if parent else ''}has weight 0 in "
+                                 f"this {stage.name}", stage, hint="give at least one a positive weight")
+            for n in siblings:
+                share[n.path] = amount * weights[n.path] / total if total else Fraction(0)
+                walk(n.path, share[n.path])
+
+        walk("", Fraction(1))
+        return tuple(share[leaf] for leaf in leaves)
+
+    def _progress(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
+        value = int(literal.this)
+        if unit == "SAMPLES":
+            return value
+        if unit == "STEPS":
+            if batch_size is None:
+                raise self.error("STEPS need the global batch size", literal,
+                                 hint="add BATCH SIZE <samples per global batch> to the statement")
+            return value * batch_size
+        raise self.error("TOKENS need token counts per sample, which this catalog does not have yet", literal,
+                         hint="use SAMPLES, or STEPS with BATCH SIZE")
+
+    def _limit(self, batch_size: int | None) -> int | None:
+        budget = self.mix.args.get("limit")
+        if budget is None:
+            return None
+        value = self._progress(budget.this, budget.args["unit"], batch_size)
+        if value < 1:
+            raise self.error("LIMIT must be at least 1", budget.this)
+        return value
+
+    def _orderings(self, leaves: list[tuple[str, Component, list[Component]]],
+                   datasets: list[str]) -> list[Ordering | None]:
+        curriculum = self.mix.args.get("curriculum")
+        out: list[Ordering | None] = [None] * len(leaves)
+        paths = [name for name, _, _ in leaves]
+        inner = sorted({name.rsplit(".", k)[0] for name in paths for k in range(1, name.count(".") + 1)})
+        for item in (curriculum.expressions if curriculum is not None else []):
+            if not isinstance(item, OrderKey):
+                continue
+            target = self._resolve_path(item.this, paths + inner, "the curriculum")
+            buckets = DEFAULT_BUCKETS if item.args.get("buckets") is None else int(item.args["buckets"].this)
+            if buckets < 1:
+                raise self.error("BUCKETS must be at least 1", item.args["buckets"])
+            key = item.args["key"]
+            for i, path in enumerate(paths):
+                if path != target and not path.startswith(target + "."):
+                    continue
+                if out[i] is not None:
+                    raise self.error(f"component {path!r} is ordered twice in the curriculum", item.this)
+                kind = self._key_type(key, datasets[i])
+                if not ORDERABLE.match(kind):
+                    raise self.error(f"the curriculum key of {path!r} has type {kind}, which cannot be ordered", key,
+                                     hint="order by a number, text, date or time (e.g. quality DESC)")
+                out[i] = Ordering(key=key.sql(dialect="duckdb", comments=False),
+                                  descending=bool(item.args.get("desc")), buckets=buckets)
+        return out
+
+    def _key_type(self, key: exp.Expr, dataset: str) -> str:
+        self._check_columns(key, dataset, "the curriculum key")
+        sql = key.sql(dialect="duckdb", comments=False)
+        try:
+            rows = self.con.execute(f'DESCRIBE SELECT ({sql}) AS k FROM "{dataset}"').fetchall()
+        except duckdb.Error as e:
+            raise self._duck_error(e, key, "the curriculum key") from None
+        return rows[0][1]
+
+    def _epochs(self, leaves: list[tuple[str, Component, list[Component]]]) -> list[int | None]:
+        policy = self._word("exhaustion", "STOP")
+        out: list[int | None] = []
+        for _, leaf, ancestors in leaves:
+            node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
+                         if n.args.get("max_epochs") is not None), None)
+            if node is None:
+                out.append(None if policy == "REPEAT" else 1)
+                continue
+            value = int(node.this)
+            if value < 1:
+                raise self.error("MAX EPOCHS must be at least 1", node)
+            out.append(value)
+        return out
+
+    def _word(self, key: str, default: str) -> str:
+        node = self.mix.args.get(key)
+        return default if node is None else node.name.upper()
 
     def _option(self, key: str, override: int | None, default: t.Any, minimum: int,
                 maximum: int = 2**63 - 1) -> t.Any:
@@ -170,7 +509,7 @@ class _Binder:
             raise self.error(f"{key.replace('_', ' ').upper()} must be from {minimum} to {maximum}", node)
         return value
 
-    def _dataset(self, node: exp.Expr | None, c: Component) -> str:
+    def _dataset(self, node: exp.Expr | None, c: Component, name: str) -> str:
         if node is None:
             last = self.mix.components[-1]
             hint = "add FROM <dataset> after the last component (or after this component's name)"
@@ -178,7 +517,7 @@ class _Binder:
                 hint = (f"the FROM after {last.name!r} is that component's own (a FROM right after a name belongs "
                         f"to the component); for a statement-wide FROM, write it after a WHERE or give each "
                         f"component its own FROM")
-            raise self.error(f"component {c.name!r} has no dataset", c.this, hint=hint)
+            raise self.error(f"component {name!r} has no dataset", c.this, hint=hint)
         name = node.name
         known = self.catalog.datasets()
         if name in known:
@@ -198,6 +537,20 @@ class _Binder:
         return self._schemas[dataset]
 
     def _check_predicate(self, pred: exp.Expr, dataset: str, what: str) -> None:
+        self._check_columns(pred, dataset, what)
+        sql = pred.sql(dialect="duckdb", comments=False)
+        try:
+            # In WHERE position first, so aggregates and window functions are refused as DuckDB would.
+            self.con.execute(f'SELECT 1 FROM "{dataset}" WHERE ({sql}) LIMIT 0').fetchall()
+            rows = self.con.execute(f'DESCRIBE SELECT ({sql}) AS p FROM "{dataset}"').fetchall()
+        except duckdb.Error as e:
+            raise self._duck_error(e, pred, what) from None
+        kind = rows[0][1]
+        if kind != "BOOLEAN":
+            raise self.error(f"{what} is not a condition: it has type {kind}, a predicate must be BOOLEAN", pred,
+                             hint="compare it with something, e.g. quality > 0.5")
+
+    def _check_columns(self, pred: exp.Expr, dataset: str, what: str) -> None:
         columns = self.schema(dataset)
         lowered = {c.lower(): c for c in columns}
         lambda_params = {p.name.lower() for lam in pred.find_all(exp.Lambda) for p in lam.expressions}
@@ -214,17 +567,6 @@ class _Binder:
             hint = f"did you mean {close[0]!r}?" if close else \
                 f"{dataset}'s properties: {', '.join(c for c in columns if not c.startswith('_'))}"
             raise self.error(f"unknown column {root!r} in {what} (dataset {dataset!r})", col, hint=hint)
-        sql = pred.sql(dialect="duckdb", comments=False)
-        try:
-            # In WHERE position first, so aggregates and window functions are refused as DuckDB would.
-            self.con.execute(f'SELECT 1 FROM "{dataset}" WHERE ({sql}) LIMIT 0').fetchall()
-            rows = self.con.execute(f'DESCRIBE SELECT ({sql}) AS p FROM "{dataset}"').fetchall()
-        except duckdb.Error as e:
-            raise self._duck_error(e, pred, what) from None
-        kind = rows[0][1]
-        if kind != "BOOLEAN":
-            raise self.error(f"{what} is not a condition: it has type {kind}, a predicate must be BOOLEAN", pred,
-                             hint="compare it with something, e.g. quality > 0.5")
 
     def _duck_error(self, e: duckdb.Error, pred: exp.Expr, what: str) -> BindError:
         message = str(e).strip().split("\n")
@@ -245,7 +587,7 @@ class _Binder:
             hint = "a predicate looks at one sample at a time; aggregates and window functions are not allowed"
         return self.error(f"in {what}: {first}", node, hint=hint)
 
-    def _count(self, components: list[Component], datasets: list[str], stmt_pred: str | None,
+    def _count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
                preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
         """Per component: samples, content bytes, distinct blocks, and overlaps with earlier components.
 
@@ -279,11 +621,11 @@ class _Binder:
                 for a in range(k if column is not None else 0):  # component k's matches that earlier a took
                     ra = rows.get(a)
                     if ra is not None and ra[column]:
-                        overlaps.append((components[members[a]].name, int(ra[column])))
+                        overlaps.append((names[members[a]], int(ra[column])))
                 out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps)) if r else (0, 0, 0, tuple(overlaps))
         return out
 
-    def _empty(self, c: Component, ds: str, stmt_pred: str | None, pred: str | None,
+    def _empty(self, c: Component, name: str, ds: str, stmt_pred: str | None, pred: str | None,
                overlaps: tuple[tuple[str, int], ...]) -> BindError:
         if overlaps:
             taken = ", ".join(f"{name!r} ({n})" for name, n in overlaps)
@@ -298,7 +640,37 @@ class _Binder:
         else:
             hint = "check its predicate against the data: mixsql sql \"SELECT ...\""
         node = c.args.get("where").this if c.args.get("where") is not None else c.this
-        return self.error(f"component {c.name!r} matches no sample of dataset {ds!r}", node, hint=hint)
+        return self.error(f"component {name!r} matches no sample of dataset {ds!r}", node, hint=hint)
+
+
+def _sql_value(value: t.Any) -> exp.Expr:
+    """A Python value as a SQL literal."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float, Fraction)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError(value)
+        return exp.Literal.number(str(value))
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    if isinstance(value, (list, tuple)):
+        return exp.Array(expressions=[_sql_value(v) for v in value])
+    raise TypeError(value)
+
+
+def _power(size: int, exponent: Fraction) -> Fraction:
+    """size ** exponent, exactly when it is an integer power, else to 28 significant digits (decimal
+    arithmetic: the same on every machine)."""
+    if exponent.denominator == 1:
+        return Fraction(size) ** exponent.numerator
+    with decimal.localcontext(decimal.Context(prec=28)):
+        return Fraction(decimal.Decimal(size) ** (decimal.Decimal(exponent.numerator) / exponent.denominator))
+
+
+def _number(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
 def _paren(sql: str) -> str:
@@ -326,4 +698,4 @@ def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlie
     return f'SELECT * FROM "{dataset}"{where}'
 
 
-__all__ = ["BoundComponent", "BoundMix", "bind", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED", "CatalogError"]
+__all__ = ["BoundComponent", "BoundMix", "Node", "Ordering", "Segment", "bind", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED", "CatalogError"]

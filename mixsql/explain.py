@@ -1,7 +1,9 @@
 """EXPLAIN: what a bound mixture will do, per component, before anything is read.
 
-Shows matched samples and bytes, weights as written and normalised, where each component would
-run out, the stream length and its limiting component, overlaps, and the compiled DuckDB SQL.
+Shows matched samples and bytes, weights as written (or derived from the data) and effective
+shares, the samples and epochs the stream takes from each component (flagging any beyond its
+MAX EPOCHS), the stream's length and what ends it, the tree of a hierarchical mixture, the
+curriculum's schedule as a table, overlaps, and the compiled DuckDB SQL.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ class ComponentRow:
     samples: int
     bytes: int
     blocks: int
-    weight: str
-    share: float
-    lasts: int  # stream samples before this component alone would run out
+    weight: str  # relative to its siblings, as written or derived from the data
+    share: float  # effective share at the declared weights
+    taken: int  # samples the stream takes from it (what the budget needs, if it cannot be met)
+    epochs: float  # passes over its samples that implies
+    max_epochs: int | None  # None: unlimited
+    exceeds: bool  # the stream needs more epochs than allowed
+    left_at: int | None  # plan position where it left the stream (REDISTRIBUTE)
+    order: str | None  # "quality DESC, 10 buckets"
     sql: str
     overlaps: tuple[tuple[str, int], ...]
 
@@ -37,14 +44,24 @@ class Explanation:
     seed: int
     catalog_version: str
     source: str | None
+    policy: str
+    limit: int | None
+    batch_size: int | None
+    tree: tuple[tuple[str, str, float, str | None], ...]  # (path, weight, effective share, derivation), inner nodes too
+    schedule: tuple[tuple[int, str, tuple[float, ...]], ...]  # (plan position, kind, leaf shares) at each point
+    error: str | None
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
             "source": self.source, "seed": self.seed, "chunk_size": self.stream.chunk_size,
-            "partitions": self.stream.partitions,
-            "catalog_version": self.catalog_version,
+            "partitions": self.stream.partitions, "catalog_version": self.catalog_version,
+            "policy": self.policy, "limit": self.limit, "batch_size": self.batch_size,
             "stream": {"samples": self.stream.samples, "limiting": self.stream.limiting},
             "components": [dataclasses.asdict(c) for c in self.components],
+            "tree": [{"path": p, "weight": w, "share": s, "derived": d} for p, w, s, d in self.tree],
+            "schedule": [{"at": x, "kind": k, "shares": dict(zip([c.name for c in self.components], v))}
+                         for x, k, v in self.schedule],
+            "error": self.error,
         }
 
     def __str__(self) -> str:
@@ -52,46 +69,93 @@ class Explanation:
 
 
 def explain(bound: BoundMix) -> Explanation:
-    """Explain ``bound`` (pure: reads only the counts binding computed)."""
+    """Explain ``bound`` (reads only the counts binding computed; a budget that cannot be met is shown, not raised)."""
     spec = resolve(bound)
     s = spec.shape
-    rows = tuple(
-        ComponentRow(name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, blocks=c.blocks,
-                     weight=_number(c.weight),
-                     share=float(c.share), lasts=n, sql=c.sql, overlaps=c.overlaps)
-        for c, n in zip(bound.components, s.per_component)
-    )
-    return Explanation(components=rows, stream=s, spec=spec, seed=bound.seed, catalog_version=bound.catalog_version,
-                       source=bound.path)
+    rows = []
+    for c in bound.components:
+        taken = s.taken[c.index]
+        epochs = taken / c.samples if c.samples else 0.0
+        order = None
+        if c.ordering is not None:
+            order = f"{c.ordering.key} {'DESC' if c.ordering.descending else 'ASC'}, {spec.buckets[c.index]} buckets"
+        rows.append(ComponentRow(
+            name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, blocks=c.blocks,
+            weight=_number(c.weight), share=float(c.share), taken=taken, epochs=epochs, max_epochs=c.max_epochs,
+            exceeds=c.max_epochs is not None and taken > c.max_epochs * c.samples, left_at=s.left_at[c.index],
+            order=order, sql=c.sql, overlaps=c.overlaps))
+    tree = tuple((n.path, _number(n.weight), float(n.share), n.derived) for n in bound.nodes)
+    schedule = []
+    for seg in bound.schedule:
+        schedule.append((seg.start, seg.kind, tuple(float(v) for v in seg.begin)))
+        if seg.end is not None and seg.kind == "RAMP":
+            schedule.append((seg.end, "", tuple(float(v) for v in seg.finish)))
+    return Explanation(components=tuple(rows), stream=s, spec=spec, seed=bound.seed,
+                       catalog_version=bound.catalog_version, source=bound.path, policy=bound.policy,
+                       limit=bound.limit, batch_size=bound.batch_size, tree=tree, schedule=tuple(schedule),
+                       error=spec.error.render() if spec.error else None)
 
 
-def render(e: Explanation) -> str:
-    head = ["component", "dataset", "samples", "bytes", "blocks", "weight", "share", "runs out after"]
-    body = []
-    for c in e.components:
-        lasts = f"{c.lasts:,} samples" + ("  <- limits the stream" if c.name == e.stream.limiting else "")
-        body.append([c.name, c.dataset, f"{c.samples:,}", _bytes(c.bytes), f"{c.blocks:,}", c.weight,
-                     f"{c.share:.1%}", lasts])
+def _table(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    right = {2, 3, 4, 5, 6}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
+    return [line(head), line(["-" * w for w in widths])] + [line(r) for r in body]
+
+
+def render(e: Explanation) -> str:
+    head = ["component", "dataset", "samples", "bytes", "blocks", "weight", "share", "taken", "epochs", "note"]
+    body = []
+    for c in e.components:
+        notes = []
+        if c.exceeds:
+            notes.append(f"EXCEEDS MAX EPOCHS {c.max_epochs}")
+        elif c.max_epochs != 1:
+            notes.append(f"max epochs {c.max_epochs if c.max_epochs is not None else 'unlimited'}")
+        if c.name == e.stream.limiting:
+            notes.append("<- runs out first, ends the stream")
+        if c.left_at is not None:
+            notes.append(f"runs out at sample {c.left_at:,}; its share goes to the others")
+        if c.order:
+            notes.append(f"ordered by {c.order}")
+        body.append([c.name, c.dataset, f"{c.samples:,}", _bytes(c.bytes), f"{c.blocks:,}", c.weight,
+                     f"{c.share:.1%}", f"{c.taken:,}", f"{c.epochs:.2f}", "; ".join(notes)])
     out = [f"MIX {e.source or '<statement>'}  ·  seed {e.seed}  ·  chunk size {e.stream.chunk_size:,}  ·  "
-           f"partitions {e.stream.partitions}  ·  catalog {e.catalog_version}", "", line(head),
-           line(["-" * w for w in widths])]
-    out += [line(r) for r in body]
+           f"partitions {e.stream.partitions}  ·  catalog {e.catalog_version}", ""]
+    out += _table(head, body, {2, 3, 4, 5, 6, 7, 8})
     out.append("")
-    if e.stream.samples == 0:
+    if e.error:
+        out.append("ERROR: " + e.error.splitlines()[0])
+        out.append("  (taken and epochs above: what the budget would need)")
+    elif e.stream.samples == 0:
         out.append(f"stream: EMPTY - {e.stream.limiting!r} cannot supply its first sample")
     else:
-        out.append(f"stream: {e.stream.samples:,} samples until {e.stream.limiting!r} runs out; "
-                   f"no sample appears twice")
+        why = "its LIMIT" if e.stream.limiting == "LIMIT" else f"{e.stream.limiting!r} runs out"
+        repeats = any(c.epochs > 1 for c in e.components)
+        out.append(f"stream: {e.stream.samples:,} samples, until {why} (ON EXHAUSTION {e.policy}); "
+                   + ("components over one epoch are reshuffled each epoch" if repeats else "no sample appears twice"))
         out.append(f"  {e.stream.partitions} canonical partition{'s' * (e.stream.partitions != 1)} of about "
                    f"{e.stream.samples // e.stream.partitions:,} samples, each an exactly mixed stream of "
                    f"{e.stream.chunk_size:,}-sample chunks")
+    if any("." in p for p, _, _, _ in e.tree) or any(d for _, _, _, d in e.tree):
+        out += ["", "tree (weights relative to siblings; share = effective share of the stream):"]
+        for path, weight, share, derived in e.tree:
+            depth = path.count(".")
+            label = "  " * depth + path.rsplit(".", 1)[-1]
+            out.append(f"  {label:<24} weight {weight:<10} share {share:6.1%}" + (f"  ({derived})" if derived else ""))
+    if e.schedule:
+        out += ["", "schedule (shares in force from each point; RAMP interpolates linearly to the next point):"]
+        unit = f" / steps of {e.batch_size:,}" if e.batch_size else ""
+        head = [f"from sample{unit}", "kind"] + [c.name for c in e.components]
+        body = []
+        for x, kind, shares in e.schedule:
+            at = f"{x:,}" + (f" / {x / e.batch_size:,.6g}" if e.batch_size else "")
+            body.append([at, kind] + [f"{v:.1%}" for v in shares])
+        out += ["  " + line for line in _table(head, body, set(range(2, len(head))) | {0})]
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]
+    out.append("")
     if overlaps:
         out.append("overlaps (a sample belongs to the first component it matches, in statement order):")
         for name, other, n in overlaps:

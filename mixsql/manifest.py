@@ -50,7 +50,6 @@ import tempfile
 import time
 import typing as t
 import uuid
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +62,8 @@ from mixsql.catalog import Catalog
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
-PLAN_FORMAT = 4  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
-SAMPLE_SCHEMA = pa.schema([("component", pa.int16()), ("file", pa.int32()), ("row", pa.int32()),
-                           ("offset", pa.int64()), ("length", pa.int32())])
+PLAN_FORMAT = 5  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
 
 
@@ -117,20 +115,18 @@ class CompiledPlan:
         if self.meta.get("format") != PLAN_FORMAT:
             raise PlanError(f"{self.directory} holds a plan of format {self.meta.get('format')}; "
                             f"this mixsql reads {PLAN_FORMAT}", hint="compile it again")
-        source = pa.memory_map(str(self.directory / "samples.arrow"), "r")
-        self.table = pa.ipc.open_file(source).read_all()
-        self.component = _np(self.table, "component")
-        self.file = _np(self.table, "file")
-        self.row = _np(self.table, "row")
-        ranges = "offset" in self.table.column_names
-        self.offset = _np(self.table, "offset") if ranges else None
-        self.length = _np(self.table, "length") if ranges else None
+        columns = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in self.meta["columns"]}
+        self.component = columns["component"]
+        self.file = columns["file"]
+        self.row = columns["row"]
+        self.offset = columns.get("offset")
+        self.length = columns.get("length")
+        self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
-        self.shares = tuple(Fraction(c["share"]) for c in self.meta["components"])
         self.counts = tuple(int(c["samples"]) for c in self.meta["components"])
         self.chunk_size: int = self.meta["chunk_size"]
         self.partitions: int = self.meta["partitions"]
@@ -152,10 +148,11 @@ class CompiledPlan:
         return _plan.partition_length(self.length_samples, self.partitions, q)
 
     def chunk_rows(self, q: int, k: int) -> np.ndarray:
-        """Plan rows of chunk k of partition q, in stream order. O(chunk size), independent of k."""
-        counts, before = _chunk_counts(self.shares, self.chunk_size, k)
-        order, occurrence = _order_and_occurrence(counts, _plan.rotation(q, self.partitions, self.chunk_size))
-        base = self.pool_start[:, q] + np.asarray(before, dtype=np.int64)
+        """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
+        before = self.table[k]
+        order, occurrence = _order_and_occurrence(tuple((self.table[k + 1] - before).tolist()),
+                                                  _plan.rotation(q, self.partitions, self.chunk_size))
+        base = self.pool_start[:, q] + before.astype(np.int64)
         return base[order] + occurrence
 
     def partition_rows(self, q: int, start: int, stop: int) -> np.ndarray:
@@ -210,13 +207,6 @@ def _np(table: pa.Table, name: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4096)
-def _chunk_counts(shares: tuple[Fraction, ...], chunk_size: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    before = _plan.cumulative(shares, k * chunk_size)
-    after = _plan.cumulative(shares, (k + 1) * chunk_size)
-    return tuple(b - a for a, b in zip(before, after)), tuple(before)
-
-
-@functools.lru_cache(maxsize=4096)
 def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.ndarray, np.ndarray]:
     order = _plan.chunk_order(counts, rotation)
     occurrence = np.empty(len(order), dtype=np.int64)
@@ -230,9 +220,9 @@ def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.nd
 # -- compiling ----------------------------------------------------------------------------------------
 
 
-def _random_keys(seed: int, purpose: int, index: int, n: int) -> np.ndarray:
+def _random_keys(seed: int, purpose: int, index: t.Sequence[int], n: int) -> np.ndarray:
     """n raw 64-bit PCG64 outputs: stable across NumPy versions and platforms."""
-    generator = np.random.PCG64(np.random.SeedSequence([seed, purpose, index]))
+    generator = np.random.PCG64(np.random.SeedSequence([seed, purpose, *index]))
     return generator.random_raw(n) if n else np.zeros(0, dtype=np.uint64)
 
 
@@ -240,13 +230,9 @@ BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
 _U = np.uint64
 
 
-def _block_hash(file_id: np.ndarray, block: np.ndarray, seed: int, dataset: int) -> np.ndarray:
-    """A seeded pseudo-random 64-bit value per (file, block) (splitmix64: plain integer arithmetic, in place)."""
-    salt = int(_random_keys(seed, BLOCK_ORDER, dataset, 1)[0])
-    z = file_id.astype(_U)
-    z <<= _U(32)
-    z |= block.astype(_U)
-    z ^= _U(salt)
+def _block_hash(keys: np.ndarray, salt: int) -> np.ndarray:
+    """A seeded pseudo-random 64-bit value per block key (splitmix64: plain integer arithmetic)."""
+    z = keys.astype(_U) ^ _U(salt)
     with np.errstate(over="ignore"):
         z ^= z >> _U(30)
         z *= _U(0xBF58476D1CE4E5B9)
@@ -264,26 +250,35 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bo
     """(component, its samples) for the dataset's components; a sample goes to the first it matches.
 
     Small selections come from one scan, split by a radix sort on the component id; larger ones
-    from one scan per component, so memory follows the largest component. Both give the same
-    arrays up to order, which compiling makes canonical.
+    from one scan per component, so memory follows the largest component. An ordered component
+    (ORDER BY CURRICULUM ... BY key) also gets ``_rank``, each sample's place in key order (NULLs
+    last, ties by file and row). All give the same arrays up to order, which compiling makes canonical.
     """
     members = [m for m in bound.components if m.dataset == dataset]
     cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
     con = catalog.session()
-    if sum(m.samples for m in members) <= ONE_SCAN_LIMIT:
+    plain = [m for m in members if m.ordering is None]
+    if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
         sql = (f'SELECT * FROM (SELECT (CASE {cases} END)::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
-               f'{ranges} FROM "{dataset}") WHERE _c IS NOT NULL')
+               f'{ranges} FROM "{dataset}") WHERE _c IN ({", ".join(str(m.index) for m in plain)})')
         arrays = _arrays(con.sql(sql).to_arrow_table())
         component = arrays.pop("_c")
         order = np.argsort(component, kind="stable")  # 16-bit keys: a radix sort
-        edges = np.searchsorted(component[order], [m.index for m in members] + [members[-1].index + 1])
-        for k, m in enumerate(members):
+        edges = np.searchsorted(component[order], [m.index for m in plain] + [plain[-1].index + 1])
+        for k, m in enumerate(plain):
             mine = order[edges[k]: edges[k + 1]]
             yield m.index, {name: values[mine] for name, values in arrays.items()}
-        return
+        plain = []
     for m in members:  # nothing of a component outlives its turn in this frame
-        yield m.index, _arrays(con.sql(f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges} FROM "{dataset}" '
+        if m.ordering is None and m not in plain:
+            continue
+        rank = ""
+        if m.ordering is not None:
+            direction = "DESC" if m.ordering.descending else "ASC"
+            rank = f", (row_number() OVER (ORDER BY ({m.ordering.key}) {direction} NULLS LAST, _file_id, _row) - 1)" \
+                   f"::BIGINT AS _rank"
+        yield m.index, _arrays(con.sql(f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges}{rank} FROM "{dataset}" '
                                        f'WHERE (CASE {cases} END) = {m.index}').to_arrow_table())
 
 
@@ -292,22 +287,47 @@ def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
     return {name: _np(table, name) for name in table.column_names}
 
 
-def compile_arrays(bound: BoundMix, catalog: Catalog,
-                   spec: _plan.PlanSpec) -> tuple[pa.Table, dict[str, t.Any], np.ndarray, np.ndarray]:
-    """The stream's samples by (component, partition, visiting order), the plan's layout, the window
-    starts, and the blocks of every window as (block key, window) sorted by key.
+class _Out:
+    """The plan's sample columns, written in place into preallocated .npy files (no concatenation)."""
 
-    Components are laid out one at a time, each freed when done (see ``_selections`` for how they
-    are fetched).
+    def __init__(self, directory: Path, names: list[str], total: int) -> None:
+        self.arrays = {name: np.lib.format.open_memmap(directory / f"{name}.npy", mode="w+",
+                                                       dtype=SAMPLE_COLUMNS[name], shape=(total,))
+                       for name in names}
+        self.at = 0
+
+    def write(self, **columns: np.ndarray) -> None:
+        n = len(next(iter(columns.values())))
+        for name, values in columns.items():
+            if name in self.arrays:
+                self.arrays[name][self.at: self.at + n] = values
+        self.at += n
+
+    def close(self) -> None:
+        for array in self.arrays.values():
+            array.flush()
+        self.arrays.clear()
+
+
+def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> dict[str, t.Any]:
+    """Write the stream's samples into ``directory`` by (component, partition, visiting order), with
+    the window starts and the blocks of every window (sorted by block key); return the layout.
+
+    For each component and epoch: its samples in canonical (file, row) order, cut into buckets of
+    the curriculum key (one bucket when unordered); in each bucket the blocks go in the dataset's
+    seeded order for that epoch (shared by all its components, so they move through the same
+    blocks in lockstep), and each bucket is cut into P pools. Partition q's sequence is its pools
+    epoch after epoch; it takes what the chunk table says it consumes, the last epoch's part spread
+    evenly over the pool (unordered) or from its start (ordered: the curriculum's order), and each
+    window of blocks is shuffled.
     """
     if catalog.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
-    P = spec.partitions
-    used = [[0] * P for _ in bound.components]  # samples each partition's stream takes from each pool
+    P, C = spec.partitions, spec.chunk_size
+    used = np.zeros((len(bound.components), P), dtype=np.int64)  # samples partition q takes from component c
     for q in range(P):
         length = spec.shape.partition_length(q)
-        for i, n in enumerate(_plan.consumed(spec.shares, spec.chunk_size, length, _plan.rotation(q, P, spec.chunk_size))):
-            used[i][q] = n
+        used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C))
     files: list[dict[str, t.Any]] = []
     base: dict[str, int] = {}
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
@@ -318,14 +338,13 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
     byte_ranges = any(f["format"] == "jsonl" for f in files)
-    names = [f.name for f in SAMPLE_SCHEMA if byte_ranges or f.name not in ("offset", "length")]
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    names = [n for n in SAMPLE_COLUMNS if byte_ranges or n not in ("offset", "length")]
+    out = _Out(directory, names, int(used.sum()))
     pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
     window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
-    at = 0
     pending: dict[int, dict[str, np.ndarray]] = {}
     sources = {d: _selections(catalog, bound, d, byte_ranges) for d in datasets}
     for c in bound.components:
@@ -337,61 +356,91 @@ def compile_arrays(bound: BoundMix, catalog: Catalog,
         if n != c.samples:
             raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
                             "when binding; the catalog changed", hint="load the statement again")
-        # Canonical (file, row) order first, whatever order DuckDB returned (the catalog is stored in
-        # that order and DuckDB keeps insertion order, so this is usually a check, not a sort); then
-        # blocks in the dataset's seeded order (a stable sort on the block's hash keeps rows in order).
-        canonical = _canonical_order(sel["_file_id"], sel["_row"])
+        buckets = spec.buckets[c.index]
+        canonical = _canonical_order(sel["_file_id"], sel["_row"], sel.get("_rank"), buckets)
         if canonical is not None:
             sel = {name: values[canonical] for name, values in sel.items()}
             del canonical
-        laid = np.argsort(_block_hash(sel["_file_id"], sel["_block"], spec.seed, datasets.index(c.dataset)),
-                          kind="stable").astype(np.int32)
-        bounds = _plan.pool_bounds(c.samples, P)
+        sel["_key"] = ((sel["_file_id"].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"]
+        edges = _plan.bucket_bounds(n, buckets)
+        sizes = _plan.pool_sizes(n, buckets, P)
+        epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
+        taken: list[list[np.ndarray]] = [[] for _ in range(P)]
+        for e in range(epochs):
+            salt = int(_random_keys(spec.seed, BLOCK_ORDER, (datasets.index(c.dataset), e), 1)[0])
+            pools: list[list[np.ndarray]] = [[] for _ in range(P)]
+            for b in range(buckets):
+                laid = _block_layout(sel["_key"], edges[b], edges[b + 1], salt)
+                bounds = _plan.pool_bounds(len(laid), P)
+                for q in range(P):
+                    pool = laid[bounds[q]: bounds[q + 1]]
+                    pools[q].append(pool[::-1] if q % 2 == 0 else pool)  # neighbours meet at their shared block
+            for q in range(P):
+                pool = np.concatenate(pools[q]) if len(pools[q]) > 1 else pools[q][0]
+                want = min(int(used[c.index, q]) - e * sizes[q], len(pool))
+                if want <= 0:
+                    continue
+                if want < len(pool):  # the last epoch, in part
+                    pick = (np.arange(want, dtype=np.int64) * 2 + 1) * len(pool) // (2 * want) if buckets == 1 \
+                        else np.arange(want, dtype=np.int64)
+                    pool = pool[pick]
+                taken[q].append(pool)
+            del pools
         for q in range(P):
-            pool = laid[bounds[q]: bounds[q + 1]]
-            if q % 2 == 0:  # even pools run backwards: neighbours reach their shared block at the same time
-                pool = pool[::-1]
-            take = used[c.index][q]
-            if take > len(pool):  # pragma: no cover - the stream's length guarantees it
-                raise PlanError(f"internal: partition {q} of {c.name!r} needs {take} of {len(pool)} samples")
-            chosen = pool[(np.arange(take, dtype=np.int64) * 2 + 1) * len(pool) // (2 * take)] if take else pool[:0]
-            blocks = ((sel["_file_id"][chosen].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"][chosen]
-            order, starts, block_window, block_key = _window_shuffle(blocks, spec, c.index * P + q)
-            chosen = chosen[order]
-            pool_starts[c.index, q] = at
-            window_blocks.append(block_window + windows_so_far)
-            window_keys.append(block_key)
-            windows_so_far += len(starts)
-            window_starts.append(starts + at)
-            columns["component"].append(np.full(take, c.index, dtype=np.int16))
-            columns["file"].append((sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32))
-            columns["row"].append(sel["_row"][chosen])
-            if byte_ranges:  # -1 for the Parquet rows of a plan that also reads JSONL
-                columns["offset"].append(sel["_offset"][chosen])
-                columns["length"].append(sel["_length"][chosen])
-            at += take
-        del sel, laid
-    schema = pa.schema([SAMPLE_SCHEMA.field(name) for name in names])
-    arrays = [pa.array(np.concatenate(columns.pop(f.name)).astype(f.type.to_pandas_dtype(), copy=False), type=f.type)
-              for f in schema]
-    layout = {"files": files, "pool_starts": pool_starts.tolist()}
+            pool_starts[c.index, q] = out.at
+            for e, chosen in enumerate(taken[q]):
+                keys = sel["_key"][chosen]
+                order, starts, block_window, block_key = _window_shuffle(keys, spec, (c.index, q, e))
+                chosen = chosen[order]
+                window_blocks.append(block_window + windows_so_far)
+                window_keys.append(block_key)
+                windows_so_far += len(starts)
+                window_starts.append(starts + out.at)
+                out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
+                          file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
+                          row=sel["_row"][chosen],
+                          **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
+                             if byte_ranges else {}))
+            taken[q] = []
+        del sel
+    out.close()
     starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
     keys = np.concatenate(window_keys) if window_keys else np.zeros(0, dtype=np.int64)
     owners = np.concatenate(window_blocks) if window_blocks else np.zeros(0, dtype=np.int64)
     by_key = np.argsort(keys, kind="stable")
     blocks = np.stack([keys[by_key], owners[by_key]]) if len(keys) else np.zeros((2, 0), dtype=np.int64)
-    return pa.Table.from_arrays(arrays, schema=schema), layout, starts, blocks
+    np.save(directory / "windows.npy", starts)
+    np.save(directory / "window_blocks.npy", blocks)
+    np.save(directory / "chunks.npy", spec.table)
+    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names}
 
 
-def _canonical_order(file_id: np.ndarray, row: np.ndarray) -> np.ndarray | None:
-    """Indices that sort samples by (file, row), or None if they already are."""
+def _block_layout(keys: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
+    """Indices start..stop-1 (canonical order, so each block is one run) with the runs put in seeded
+    order: a permutation built from the runs, without sorting the samples."""
+    run_keys = keys[start:stop]
+    if len(run_keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    firsts = np.flatnonzero(np.concatenate(([True], run_keys[1:] != run_keys[:-1])))
+    lengths = np.diff(np.append(firsts, len(run_keys)))
+    order = np.argsort(_block_hash(run_keys[firsts], salt), kind="stable")
+    new_starts = np.concatenate(([0], np.cumsum(lengths[order])[:-1]))
+    shift = np.repeat(firsts[order] - new_starts, lengths[order])
+    return np.arange(len(run_keys), dtype=np.int64) + shift + start
+
+
+def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | None, buckets: int) -> np.ndarray | None:
+    """Indices that sort samples by (bucket, file, row), or None if they already are."""
+    if rank is not None and buckets > 1:
+        bucket = (rank * buckets // len(rank)).astype(_U)
+        return np.lexsort((row, file_id, bucket))
     if len(row) < 2 or bool(np.all((file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1])))):
         return None
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
-def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                                   np.ndarray]:
+def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int]) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle samples within windows of ``spec.window`` consecutive blocks.
 
     Returns the order, the window starts, and for each block of the pool its window and its key.
@@ -416,24 +465,23 @@ def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: int) -> tupl
 
 def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
-    table, layout, window_starts, window_blocks = compile_arrays(bound, catalog, spec)
     directory.mkdir(parents=True)
-    np.save(directory / "windows.npy", window_starts)
-    np.save(directory / "window_blocks.npy", window_blocks)
-    with pa.OSFile(str(directory / "samples.arrow"), "wb") as sink:
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+    layout = compile_plan(bound, catalog, spec, directory)
+    shape = spec.shape
     meta = {
         "format": PLAN_FORMAT,
         "key": plan_key(bound, spec),
         "statement": to_sql(bound.tree),
         "source": bound.path,
+        "params": {k: v for k, v in bound.params},
         "catalog_version": bound.catalog_version,
         "datasets": [list(d) for d in bound.dataset_versions],
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
-        "stream_samples": spec.shape.samples, "limiting": spec.shape.limiting,
+        "stream_samples": shape.samples, "limiting": shape.limiting, "policy": bound.policy, "limit": bound.limit,
         "components": [{"name": c.name, "dataset": c.dataset, "share": str(c.share), "weight": str(c.weight),
-                        "samples": c.samples} for c in bound.components],
+                        "samples": c.samples, "taken": shape.taken[c.index], "left_at": shape.left_at[c.index],
+                        "max_epochs": c.max_epochs, "buckets": spec.buckets[c.index]}
+                       for c in bound.components],
         **layout,
         "dataset_info": {d: {"content": list(catalog.dataset(d).content),
                              "record_schema": catalog.dataset(d).record_schema_b64}
@@ -540,7 +588,8 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "samples.arrow", "windows.npy", "window_blocks.npy"):
+    for name in ["plan.json", "windows.npy", "window_blocks.npy", "chunks.npy"] + \
+            [f"{c}.npy" for c in plan.meta["columns"]]:
         tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
         shutil.copyfile(plan.directory / name, tmp)
         os.replace(tmp, out / name)

@@ -1,30 +1,41 @@
 """Stage ``plan``: how many samples each component contributes to each chunk, and how long the stream is.
 
-The counts follow the normalised weights exactly up to rounding. With shares ``p_i`` (exact
-fractions) and chunk size ``C``, the cumulative count of component ``i`` after ``k`` chunks is the
-largest-remainder (Hamilton) apportionment of ``k*C`` samples::
-
-    D_i(k) = floor(p_i*k*C) + [i is among the r(k) largest remainders of p_i*k*C]
-    r(k)   = k*C - sum_i floor(p_i*k*C)        (ties: the earlier component first)
-
-and chunk ``k`` holds ``D_i(k+1) - D_i(k)`` samples of component ``i``. This is the same as
-apportioning each chunk by largest remainder with the rounding carried from chunk to chunk
-(apportionment commutes with adding whole samples), so cumulative counts never drift by one
-sample or more from ``p_i * position``. Because ``D(k)`` is a closed form, chunk ``k`` is computed
-without computing chunks ``0..k-1``: the basis of O(1) seek and resume.
-
-Within a chunk the components are interleaved greatest-deficit-first (``chunk_order``), and a
-chunk stream ends just before the first sample that a component cannot supply.
-
-Canonical partitions. Each component's samples (in their shuffled order, see ``manifest``) are cut
+**Canonical partitions.** Each component's samples (in their shuffled order, see ``manifest``) are cut
 into P contiguous pools, and each partition q runs its own chunk stream over its pools. The plan
 order interleaves the partitions sample by sample: plan position p is sample p // P of partition
 p mod P. P is fixed by the statement (``PARTITIONS n``) or by the data (``default_partitions``),
-never by the world size, so the plan order does not depend on the topology.
+never by the world size, so the plan order does not depend on the topology. Chunk k of every
+partition covers the same plan positions ``[k*C*P, (k+1)*C*P)``, and all partitions share one
+table of chunk counts.
 
-A chunk count is never negative as long as every component gets at least one sample per chunk
-(``p_i * C >= 1``); ``check`` enforces that. Arithmetic is on integers, so the result is the same
-on every machine.
+**Counts.** Chunk k's *target shares* ``a(k)`` are the schedule's shares averaged over the chunk's
+plan positions (the declared shares when there is no schedule; a stage that changes inside a chunk
+gives that chunk a blend, so cumulative counts follow the integral of the schedule exactly). With
+chunk size C, the cumulative targets are ``E(k+1) = E(k) + C*a(k)`` and the counts of chunk k are the
+largest-remainder (Hamilton) apportionment of C among the components with ``a_i(k) > 0``, by the
+targets ``max(0, E_i(k+1) - D_i(k))`` (ties: the earlier component), where ``D(k)`` is the counts
+so far: the rounding is carried from chunk to chunk, so cumulative counts stay within about one
+sample of ``E``, and a component whose share is 0 gets nothing.
+
+When every ``C*a_i >= 1`` and the shares are constant, this equals the closed form
+``D(k) = hamilton(k*C)`` (apportionment commutes with adding whole samples), which ``table`` uses
+for static mixtures; otherwise ``table`` walks the chunks once. Either way the table is computed
+when the plan is compiled and stored with it, so chunk k is read in O(1), without computing
+chunks 0..k-1: the basis of seek and resume.
+
+**The end of the stream.** A component's supply in partition q is its pool times the epochs it may
+use (``MAX EPOCHS``, 1 by default, unlimited under ``ON EXHAUSTION REPEAT``). At the first chunk
+where some component cannot cover its count in every partition:
+
+- ``STOP`` (default): the stream ends in that chunk, just before the first position whose partition
+  cannot supply its sample (``samples = min over q of P*L_q + q``);
+- ``REDISTRIBUTE``: that component leaves from that chunk on, and the others share its weight in
+  proportion (the last one left ends the stream as with STOP);
+- ``REPEAT``: supplies are unlimited unless ``MAX EPOCHS`` bounds them.
+
+``LIMIT n`` ends the stream at n samples; a stream that ends earlier is an error (the budget cannot
+be met under the policy). Within a chunk the components are interleaved greatest-deficit-first
+(``chunk_order``). Arithmetic is on integers and fractions, so the result is the same on every machine.
 """
 
 from __future__ import annotations
@@ -105,53 +116,24 @@ def chunk_order(counts: t.Sequence[int], rotation: int = 0) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)
 def _chunk_order(counts: tuple[int, ...]) -> np.ndarray:
     size = sum(counts)
-    n = np.asarray(counts, dtype=np.int64)
-    seen = np.zeros(len(counts), dtype=np.int64)
-    out = np.empty(size, dtype=np.int32)
-    for p in range(size):
-        i = int(np.argmax(n * (p + 1) - seen * size))  # deficit scaled by the chunk size: exact
-        out[p] = i
-        seen[i] += 1
-    out.flags.writeable = False
-    return out
-
-
-def check(bound: BoundMix) -> None:
-    """Reject a mixture the planner cannot honour exactly: a share below one sample per chunk."""
-    for c in bound.components:
-        if c.share * bound.chunk_size < 1:
-            need = math.ceil(1 / c.share)
-            node = bound.tree.components[c.index].args["weight"]
-            where = span(node)
-            line, col = position(bound.text, where[0]) if where else (None, None)
-            raise PlanError(
-                f"component {c.name!r} gets {float(c.share):.3g} of the stream, less than one sample per chunk of "
-                f"{bound.chunk_size}",
-                hint=f"use CHUNK SIZE {need} or more, or raise its weight",
-                line=line, col=col, length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path,
-            )
-
-
-def exhaustion_point(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: int, rotation: int = 0) -> int:
-    """Position in one chunk stream of the first sample of component ``i`` beyond its ``have`` samples."""
-    chunks = whole_chunks(shares, chunk_size, have, i)
-    used = cumulative(shares, chunks * chunk_size)[i]
-    order = chunk_order(chunk_counts(shares, chunk_size, chunks), rotation)
-    mine = np.flatnonzero(order == i)
-    return chunks * chunk_size + int(mine[have - used])
-
-
-def consumed(shares: t.Sequence[Fraction], chunk_size: int, length: int, rotation: int = 0) -> list[int]:
-    """Samples of each component in the first ``length`` positions of one (rotated) chunk stream."""
-    k, r = divmod(length, chunk_size)
-    counts = cumulative(shares, k * chunk_size)
-    if r:
-        tail = chunk_order(chunk_counts(shares, chunk_size, k), rotation)[:r]
-        counts = [c + int(np.count_nonzero(tail == i)) for i, c in enumerate(counts)]
-    return counts
+    deficit = [0] * len(counts)  # n_i*(p+1) - seen_i*size: the deficit scaled by the chunk size, exact
+    members = [i for i, c in enumerate(counts) if c]
+    out = []
+    for _ in range(size):
+        best = members[0]
+        for i in members:
+            deficit[i] += counts[i]
+        for i in members[1:]:
+            if deficit[i] > deficit[best]:
+                best = i
+        deficit[best] -= size
+        out.append(best)
+    array = np.asarray(out, dtype=np.int32)
+    array.flags.writeable = False
+    return array
 
 
 def partition_length(samples: int, partitions: int, q: int) -> int:
@@ -164,21 +146,85 @@ def pool_bounds(samples: int, partitions: int) -> list[int]:
     return [q * samples // partitions for q in range(partitions + 1)]
 
 
+def bucket_bounds(samples: int, buckets: int) -> list[int]:
+    """Where each bucket (quantile of the curriculum key) of a component's samples starts."""
+    return [b * samples // buckets for b in range(buckets + 1)]
+
+
+def pool_sizes(samples: int, buckets: int, partitions: int) -> list[int]:
+    """Samples of one epoch in each partition's pool: every bucket is cut into P pieces."""
+    sizes = [0] * partitions
+    edges = bucket_bounds(samples, buckets)
+    for b in range(buckets):
+        bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
+        for q in range(partitions):
+            sizes[q] += bounds[q + 1] - bounds[q]
+    return sizes
+
+
+UNLIMITED = 1 << 62
+
+
+def hamilton(total: int, targets: t.Sequence[Fraction]) -> list[int]:
+    """Largest-remainder apportionment of ``total`` by non-negative ``targets`` (normalised to ``total``)."""
+    weight = sum(targets, Fraction(0))
+    if weight == 0:
+        return [0] * len(targets)
+    quotas = [x * total / weight for x in targets]
+    floors = [math.floor(x) for x in quotas]
+    extra = total - sum(floors)
+    order = sorted(range(len(targets)), key=lambda i: (-(quotas[i] - floors[i]), i))
+    for i in order[:extra]:
+        floors[i] += 1
+    return floors
+
+
+class Schedule:
+    """The leaf shares over plan positions: piecewise linear (``bind.Segment``), integrated exactly."""
+
+    def __init__(self, shares: t.Sequence[Fraction], segments: t.Sequence[t.Any]) -> None:
+        self.segments = list(segments)
+        self.static = not self.segments or all(s.begin == s.finish == tuple(shares) for s in self.segments)
+        self.shares = tuple(shares)
+        self._before: list[tuple[Fraction, ...]] = []  # integral up to each segment's start
+        total = tuple(Fraction(0) for _ in shares)
+        for seg in self.segments:
+            self._before.append(total)
+            if seg.end is not None:
+                total = tuple(a + b for a, b in zip(total, self._piece(seg, seg.end)))
+
+    @staticmethod
+    def _piece(seg: t.Any, x: int) -> tuple[Fraction, ...]:
+        width = x - seg.start
+        return tuple((a + b) * width / 2 for a, b in zip(seg.begin, seg.at(x)))
+
+    def integral(self, x: int) -> tuple[Fraction, ...]:
+        """Expected samples of each component among plan positions [0, x)."""
+        if self.static:
+            return tuple(s * x for s in self.shares)
+        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
+        seg = self.segments[k]
+        return tuple(a + b for a, b in zip(self._before[k], self._piece(seg, max(x, seg.start))))
+
+    def at(self, x: int) -> tuple[Fraction, ...]:
+        """The shares in force at plan position x."""
+        if self.static:
+            return self.shares
+        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
+        return self.segments[k].at(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamShape:
-    """How long the stream is before its first component runs out, and which component limits it.
-
-    The stream interleaves the P partition streams sample by sample (plan position p belongs to
-    partition p mod P, at index p // P), so it ends at the first position whose partition cannot
-    supply its sample: ``samples = min over q of (P * L_q + q)``, with L_q the length of
-    partition q's own stream (which ends just before the first sample a component cannot supply).
-    """
+    """How long the stream is, what ended it, and what each component gives it."""
 
     samples: int
     chunk_size: int
     partitions: int
-    limiting: str
-    per_component: tuple[int, ...]  # plan positions before each component alone would run out
+    limiting: str  # the component that ran out, or "LIMIT"
+    taken: tuple[int, ...]  # samples each component gives the stream
+    left_at: tuple[int | None, ...]  # plan position where a component left (REDISTRIBUTE), None if it stayed
+    table: np.ndarray  # cumulative counts: row k holds each component's samples in chunks 0..k-1
 
     @property
     def chunks(self) -> int:
@@ -190,31 +236,142 @@ class StreamShape:
         return partition_length(self.samples, self.partitions, q)
 
 
-def _shape(names: t.Sequence[str], shares: t.Sequence[Fraction], counts: t.Sequence[int], chunk_size: int,
-           partitions: int) -> StreamShape:
-    ends = []
-    for i, n in enumerate(counts):
-        bounds = pool_bounds(n, partitions)
-        ends.append(min(partitions * exhaustion_point(shares, chunk_size, bounds[q + 1] - bounds[q], i,
-                                                      rotation(q, partitions, chunk_size)) + q
-                        for q in range(partitions)))
-    limiting = min(range(len(ends)), key=lambda i: (ends[i], i))
-    return StreamShape(samples=ends[limiting], chunk_size=chunk_size, partitions=partitions,
-                       limiting=names[limiting], per_component=tuple(ends))
+def _closed_form(shares: t.Sequence[Fraction], chunk_size: int, chunks: int) -> np.ndarray:
+    """Rows 0..chunks of the static table: row k is ``cumulative(shares, k*C)`` (vectorised)."""
+    numerators, denominator = _integer_shares(shares)
+    n_max = chunks * chunk_size
+    if denominator * max(n_max, 1) >= 1 << 62:  # too large for int64: exact Python integers
+        return np.asarray([cumulative(shares, k * chunk_size) for k in range(chunks + 1)], dtype=np.int64)
+    n = np.arange(chunks + 1, dtype=np.int64)[:, None] * chunk_size
+    a = np.asarray(numerators, dtype=np.int64)[None, :]
+    product = a * n
+    floors, remainders = product // denominator, product % denominator
+    extra = n[:, 0] - floors.sum(axis=1)
+    order = np.argsort(-remainders, axis=1, kind="stable")  # ties: the earlier component
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(len(shares))[None, :].repeat(len(n), axis=0), axis=1)
+    return floors + (rank < extra[:, None])
+
+
+def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Sequence[int]], chunk_size: int,
+          partitions: int, limit: int | None, policy: str) -> StreamShape:
+    """The chunk table and the stream's end (module docstring), chunk by chunk."""
+    C, P = chunk_size, partitions
+    n = len(names)
+    floor_supply = [min(s) for s in supplies]
+    cap = None if limit is None else -(-limit // (C * P))  # chunks needed to reach the budget
+    rows: list[list[int]] = [[0] * n]
+    start = 0
+    if schedule.static and all(s * C >= 1 for s in schedule.shares):
+        # Closed form up to the first chunk some component cannot fill in every partition.
+        fill = min(whole_chunks(schedule.shares, C, floor_supply[i], i) if floor_supply[i] < UNLIMITED else UNLIMITED
+                   for i in range(n))
+        start = min(fill, cap) if cap is not None else fill
+        if start >= UNLIMITED:  # pragma: no cover - bind rejects endless streams
+            raise PlanError("the stream never ends", hint="add LIMIT <n> SAMPLES")
+        rows = _closed_form(schedule.shares, C, start).tolist()
+    active = [True] * n
+    left_at: list[int | None] = [None] * n
+    done = rows[-1]
+    expected = list(schedule.integral(start * C * P))
+    expected = [e / P for e in expected]  # per partition
+    k = start
+    limiting = "LIMIT"
+    end: int | None = None
+    while cap is None or k < cap:
+        x0, x1 = k * C * P, (k + 1) * C * P
+        a = [(b - c) / (C * P) for b, c in zip(schedule.integral(x1), schedule.integral(x0))]
+        a = [s if active[i] else Fraction(0) for i, s in enumerate(a)]
+        total = sum(a, Fraction(0))
+        if total == 0:
+            end, limiting = x0, next((names[i] for i in range(n) if not active[i]), names[0])
+            break
+        a = [s / total for s in a]
+        target = [e + C * s for e, s in zip(expected, a)]
+        counts = hamilton(C, [max(Fraction(0), tg - d) if s > 0 else Fraction(0)
+                              for tg, d, s in zip(target, done, a)])
+        short = [i for i in range(n) if done[i] + counts[i] > floor_supply[i]]
+        if short and policy == "REDISTRIBUTE" and sum(active) > len(short):
+            for i in short:
+                active[i] = False
+                left_at[i] = x0
+            continue  # the same chunk again, without them
+        if short:
+            rows.append([d + c for d, c in zip(done, counts)])  # the chunk's partitions stop inside it
+            end = _end_in_chunk(names, short, counts, done, supplies, k, C, P)
+            limiting = names[min(short, key=lambda i: (_first_short(i, counts, done, supplies, C, P), i))]
+            break
+        expected = target
+        done = [d + c for d, c in zip(done, counts)]
+        rows.append(done)
+        k += 1
+    samples = end if end is not None else limit
+    if limit is not None and samples is not None and samples < limit:
+        raise _BudgetError(limiting, samples)
+    assert samples is not None
+    samples = min(samples, limit) if limit is not None else samples
+    table = np.asarray(rows, dtype=np.int64)
+    taken = [0] * n
+    for q in range(P):
+        for i, v in enumerate(consumed(table, C, partition_length(samples, P, q), rotation(q, P, C))):
+            taken[i] += v
+    return StreamShape(samples=samples, chunk_size=C, partitions=P, limiting=limiting, taken=tuple(taken),
+                       left_at=tuple(left_at), table=table)
+
+
+class _BudgetError(Exception):
+    def __init__(self, component: str, samples: int) -> None:
+        self.component, self.samples = component, samples
+
+
+def _first_short(i: int, counts: list[int], done: list[int], supplies: t.Sequence[t.Sequence[int]], C: int,
+                 P: int) -> int:
+    return min(P * _short_position(i, counts, done[i], supplies[i][q], C, rotation(q, P, C)) + q
+               for q in range(P) if done[i] + counts[i] > supplies[i][q])
+
+
+def _short_position(i: int, counts: list[int], done: int, supply: int, C: int, rot: int) -> int:
+    """Position within the chunk of component i's first sample beyond ``supply``."""
+    mine = np.flatnonzero(chunk_order(counts, rot) == i)
+    return int(mine[supply - done])
+
+
+def _end_in_chunk(names: t.Sequence[str], short: list[int], counts: list[int], done: list[int],
+                  supplies: t.Sequence[t.Sequence[int]], k: int, C: int, P: int) -> int:
+    """Plan position of the first sample some partition cannot supply, in chunk k."""
+    best = None
+    for q in range(P):
+        for i in short:
+            if done[i] + counts[i] > supplies[i][q]:
+                at = P * (k * C + _short_position(i, counts, done[i], supplies[i][q], C, rotation(q, P, C))) + q
+                best = at if best is None else min(best, at)
+    assert best is not None
+    return best
+
+
+def consumed(table: np.ndarray, chunk_size: int, length: int, rotation: int = 0) -> list[int]:
+    """Samples of each component in the first ``length`` positions of one (rotated) partition stream."""
+    k, r = divmod(length, chunk_size)
+    counts = [int(v) for v in table[k]]
+    if r:
+        tail = chunk_order((table[k + 1] - table[k]).tolist(), rotation)[:r]
+        counts = [c + int(np.count_nonzero(tail == i)) for i, c in enumerate(counts)]
+    return counts
 
 
 DEFAULT_MAX_PARTITIONS = 64
 MIN_BLOCKS_PER_PARTITION = 32
 
 
-def default_partitions(shares: t.Sequence[Fraction], counts: t.Sequence[int], chunk_size: int,
-                       blocks: t.Sequence[int]) -> int:
+def default_partitions(shares: t.Sequence[Fraction], supplies: t.Sequence[int], chunk_size: int,
+                       blocks: t.Sequence[int], limit: int | None) -> int:
     """The largest power of two up to 64 that leaves every partition at least one whole chunk and, of
     every component, at least 32 blocks (row groups): a pool of few blocks would share blocks with its
-    neighbours and decode them twice."""
-    single = _shape([str(i) for i in range(len(shares))], shares, counts, chunk_size, 1).samples
+    neighbours and decode them twice. The stream's length is estimated from the declared shares."""
+    estimate = min((supply / share for supply, share in zip(supplies, shares) if share > 0), default=0)
+    length = int(min(estimate, limit)) if limit is not None else int(estimate)
     partitions = 1
-    while (partitions * 2 <= DEFAULT_MAX_PARTITIONS and single // (partitions * 2) >= chunk_size
+    while (partitions * 2 <= DEFAULT_MAX_PARTITIONS and length // (partitions * 2) >= chunk_size
            and min(blocks) // (partitions * 2) >= MIN_BLOCKS_PER_PARTITION):
         partitions *= 2
     return partitions
@@ -225,26 +382,59 @@ class PlanSpec:
     """Everything that fixes the stream, besides the data: the pure-function inputs of the planner."""
 
     names: tuple[str, ...]
-    shares: tuple[Fraction, ...]
+    shares: tuple[Fraction, ...]  # declared
     counts: tuple[int, ...]
+    buckets: tuple[int, ...]  # 1 for a shuffled component, the curriculum's buckets for an ordered one
+    epochs: tuple[int | None, ...]  # MAX EPOCHS (None: unlimited)
     seed: int
     chunk_size: int
     partitions: int
     window: int  # blocks whose samples are shuffled together
-    shape: StreamShape
+    shape: StreamShape  # when the budget cannot be met (``error``): what meeting it would take
+    error: PlanError | None = None
+
+    @property
+    def table(self) -> np.ndarray:
+        return self.shape.table
 
 
 DEFAULT_WINDOW = 1
 
 
 def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
-    """Check the mixture and fix its plan parameters (the default partition count depends on the data)."""
-    check(bound)
+    """Fix the plan's parameters and walk its chunks: the table of counts and the stream's length."""
     names = tuple(c.name for c in bound.components)
     shares = tuple(c.share for c in bound.components)
     counts = tuple(c.samples for c in bound.components)
-    partitions = bound.partitions or default_partitions(shares, counts, bound.chunk_size,
-                                                        [c.blocks for c in bound.components])
-    return PlanSpec(names=names, shares=shares, counts=counts, seed=bound.seed, chunk_size=bound.chunk_size,
-                    partitions=partitions, window=window,
-                    shape=_shape(names, shares, counts, bound.chunk_size, partitions))
+    buckets = tuple(min(c.ordering.buckets, c.samples) if c.ordering else 1 for c in bound.components)
+    epochs = tuple(c.max_epochs for c in bound.components)
+    partitions = bound.partitions or default_partitions(
+        shares, [n * (e or UNLIMITED) for n, e in zip(counts, epochs)], bound.chunk_size,
+        [c.blocks for c in bound.components], bound.limit)
+    supplies = [[UNLIMITED if e is None else e * size for size in pool_sizes(n, b, partitions)]
+                for n, b, e in zip(counts, buckets, epochs)]
+    schedule = Schedule(shares, bound.schedule)
+    error = None
+    try:
+        shape = _walk(names, schedule, supplies, bound.chunk_size, partitions, bound.limit, bound.policy)
+    except _BudgetError as e:
+        error = _budget_error(bound, e)
+        unlimited = [[UNLIMITED] * partitions for _ in names]
+        shape = _walk(names, schedule, unlimited, bound.chunk_size, partitions, bound.limit, "REPEAT")
+    return PlanSpec(names=names, shares=shares, counts=counts, buckets=buckets, epochs=epochs, seed=bound.seed,
+                    chunk_size=bound.chunk_size, partitions=partitions, window=window, shape=shape, error=error)
+
+
+def _budget_error(bound: BoundMix, e: _BudgetError) -> PlanError:
+    node = bound.tree.args.get("limit")
+    where = span(node)
+    line, col = position(bound.text, where[0]) if where else (None, None)
+    component = next(c for c in bound.components if c.name == e.component)
+    limit = "unlimited" if component.max_epochs is None else f"MAX EPOCHS {component.max_epochs}"
+    hint = {"STOP": "raise its MAX EPOCHS, lower the LIMIT, or use ON EXHAUSTION REDISTRIBUTE or REPEAT",
+            "REDISTRIBUTE": "the remaining components ran out too: lower the LIMIT or allow more epochs",
+            "REPEAT": "raise its MAX EPOCHS or lower the LIMIT"}[bound.policy]
+    return PlanError(f"the budget of {bound.limit:,} samples cannot be met under ON EXHAUSTION {bound.policy}: "
+                     f"component {e.component!r} ({component.samples:,} samples, {limit}) runs out at sample "
+                     f"{e.samples:,}", hint=hint, line=line, col=col,
+                     length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)

@@ -47,7 +47,7 @@ def test_register_sql_explain_fmt(tmp_path: Path) -> None:
     assert "corpus" in out and "4200" in out
 
     out = run("explain", str(SAMPLE / "pretrain.mixsql"), catalog=cat).stdout
-    assert "manuals" in out and "limits the stream" in out and "compiled SQL" in out
+    assert "manuals" in out and "runs out first" in out and "compiled SQL" in out
     data = json.loads(run("explain", "sample_data/pretrain.mixsql", "--json", "--seed", "3", "--chunk-size", "32",
                           catalog=cat).stdout)
     assert data["seed"] == 3 and data["chunk_size"] == 32

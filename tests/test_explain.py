@@ -87,9 +87,9 @@ def test_stream_length_and_limiting_component(con: mixsql.Connection, partitions
     expected, limiting = min(ends)
     assert len(mix) == expected == e.stream.samples
     assert e.stream.limiting == e.components[limiting].name
-    assert min(c.lasts for c in e.components) == expected
+    assert sum(c.taken for c in e.components) == expected
     assert sum(e.stream.partition_length(q) for q in range(P)) == expected
-    assert "limits the stream" in mix.explain()
+    assert "runs out first, ends the stream" in mix.explain()
     assert e.to_dict()["stream"]["samples"] == expected
 
 

@@ -138,7 +138,7 @@ def test_plan_and_head_cli(tmp_path: Path, sample_catalog: Path) -> None:
     out = subprocess.run(run + ["plan", str(stmt), "-o", str(tmp_path / "out"), "--partitions", "2"],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "in 2 partitions of 50-sample chunks" in out
-    assert (tmp_path / "out" / "manifest.parquet").exists() and (tmp_path / "out" / "samples.arrow").exists()
+    assert (tmp_path / "out" / "manifest.parquet").exists() and (tmp_path / "out" / "row.npy").exists()
     loaded = mixsql.CompiledPlan(tmp_path / "out")
     assert loaded.partitions == 2
     out = subprocess.run(run + ["head", str(stmt), "-n", "5", "--json", "--columns", "id,domain"],

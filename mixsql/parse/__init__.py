@@ -49,7 +49,8 @@ def parse(text: str, *, path: str | None = None) -> Mix:
                             hint="a mixture starts with MIX <weight> AS <name> ...")
     statements = _split(tokens)
     first = statements[0]
-    if first[0].text.upper() != "MIX" or first[0].token_type == TokenType.STRING:
+    if (first[0].text.upper() != "MIX" or first[0].token_type == TokenType.STRING) \
+            and first[0].token_type != TokenType.WITH:
         raise _at(first[0], text, path, "expected a MIX statement",
                   hint="plain SQL over the catalog runs with `mixsql sql` or con.sql(...)")
     if len(statements) > 1:
@@ -144,22 +145,18 @@ def _check_expressions(mix: Mix, tokens: list[Token], text: str, path: str | Non
         if token.token_type == TokenType.SELECT:
             raise _at(token, text, path, "subqueries are not allowed in a MIX statement: a predicate is one "
                       "scalar expression", hint="filter on the dataset's properties with scalar SQL expressions")
-    predicates = [mix.args.get("where")] + [c.args.get("where") for c in mix.components]
-    for where in predicates:
-        if where is None:
-            continue
-        for node in where.this.walk():
-            problem = None
-            if isinstance(node, (exp.Query, exp.Subquery, exp.Exists)):
-                problem = "subqueries are not allowed in a MIX statement: a predicate is one scalar expression"
-            elif isinstance(node, exp.Func):
-                name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-                if name in TABLE_FUNCTIONS:
-                    problem = f"table function {name}() is not allowed in a MIX predicate"
-            elif isinstance(node, (exp.Command, exp.Table)):
-                problem = "only expressions over the dataset's properties are allowed in a MIX predicate"
-            if problem:
-                where_span = span(node) or span(where.this) or (0, 1)
-                line, col = position(text, where_span[0])
-                raise MixParseError(problem, line=line, col=col, length=where_span[1] - where_span[0], source=text,
-                                    path=path, hint="filter on the dataset's properties with scalar SQL expressions")
+    for node in mix.walk():
+        problem = None
+        if isinstance(node, (exp.Query, exp.Subquery, exp.Exists)):
+            problem = "subqueries are not allowed in a MIX statement: a predicate is one scalar expression"
+        elif isinstance(node, exp.Func):
+            name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+            if name in TABLE_FUNCTIONS:
+                problem = f"table function {name}() is not allowed in a MIX statement"
+        elif isinstance(node, (exp.Command, exp.Table)):
+            problem = "only expressions over the dataset's properties are allowed in a MIX statement"
+        if problem:
+            where_span = span(node) or (0, 1)
+            line, col = position(text, where_span[0])
+            raise MixParseError(problem, line=line, col=col, length=where_span[1] - where_span[0], source=text,
+                                path=path, hint="filter on the dataset's properties with scalar SQL expressions")
