@@ -168,21 +168,25 @@ class Connection:
         return self.catalog.sql(query)
 
     def mix(self, text: str, *, params: t.Mapping[str, t.Any] | None = None, seed: int | None = None,
-            chunk_size: int | None = None, partitions: int | None = None, path: str | None = None) -> Mix:
+            chunk_size: int | None = None, partitions: int | None = None, path: str | None = None,
+            check: bool = True) -> Mix:
         """Parse and bind a MIX statement. ``params`` binds its ``:name`` parameters; ``seed``,
-        ``chunk_size`` and ``partitions`` override the statement's options."""
+        ``chunk_size`` and ``partitions`` override the statement's options. ``check=False`` defers the
+        planner's checks (a budget that cannot be met) to the first use, so EXPLAIN can show them."""
         try:
             tree = parse(text, path=path)
             bound = bind(tree, self.catalog, text=text, path=path, seed=seed, chunk_size=chunk_size,
                          partitions=partitions, params=params)
             mix = Mix(bound, self)
-            mix.spec  # walks the chunks: a budget that cannot be met fails here
+            if check:
+                mix.spec  # walks the chunks: a budget that cannot be met fails here
         except MixSQLError as e:
             raise e.with_source(text, path)
         return mix
 
     def load(self, path: str | os.PathLike[str], *, params: t.Mapping[str, t.Any] | None = None,
-             seed: int | None = None, chunk_size: int | None = None, partitions: int | None = None) -> Mix:
+             seed: int | None = None, chunk_size: int | None = None, partitions: int | None = None,
+             check: bool = True) -> Mix:
         """Read, parse and bind a ``.mixsql`` file."""
         p = Path(path)
         try:
@@ -191,7 +195,8 @@ class Connection:
             raise MixSQLError(f"no such file: {p}") from None
         except UnicodeDecodeError as e:
             raise MixSQLError(f"{p} is not UTF-8 text: {e}") from None
-        return self.mix(text, params=params, seed=seed, chunk_size=chunk_size, partitions=partitions, path=str(path))
+        return self.mix(text, params=params, seed=seed, chunk_size=chunk_size, partitions=partitions, path=str(path),
+                        check=check)
 
     def close(self) -> None:
         self.catalog.close()

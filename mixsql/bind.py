@@ -257,7 +257,9 @@ class _Binder:
             if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or \
                     (integer and not float(value).is_integer()):
                 raise self.error(f"parameter :{name} must be {'an integer' if integer else 'a number'} here, not "
-                                 f"{value!r} ({type(value).__name__})", node)
+                                 f"{value!r} ({type(value).__name__})", node,
+                                 hint=f"bind it to {'an integer' if integer else 'a number'}, e.g. "
+                                      f"--param {name}={'7' if integer else '0.5'}")
             return exp.Literal.number(str(int(value)) if integer else str(value))
         try:
             return _sql_value(value)
@@ -408,6 +410,8 @@ class _Binder:
 
         def walk(parent: str, amount: Fraction) -> None:
             siblings = by_parent.get(parent, [])
+            if not siblings:
+                return
             total = sum((weights[n.path] for n in siblings), Fraction(0))
             if total == 0 and amount > 0:
                 raise self.error(f"every component {'of ' + repr(parent) + ' ' if parent else ''}has weight 0 in "

@@ -50,9 +50,25 @@ def _connect(ctx: click.Context, create: bool = False) -> Connection:
 
 
 def _overrides(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    f = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                     help="Bind the statement's :NAME (repeatable). VALUE is read as JSON (numbers, true, "
+                          "[lists]) or else taken as text.")(f)
     f = click.option("--partitions", type=int, help="Override the statement's PARTITIONS.")(f)
     f = click.option("--chunk-size", type=int, help="Override the statement's CHUNK SIZE.")(f)
     return click.option("--seed", type=int, help="Override the statement's SEED.")(f)
+
+
+def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
+    params: dict[str, t.Any] = {}
+    for item in opts.pop("params", ()):
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise MixSQLError(f"--param {item!r}: expected NAME=VALUE", hint="e.g. --param min_quality=0.5")
+        try:
+            params[name.strip()] = json.loads(value)
+        except ValueError:
+            params[name.strip()] = value
+    return _connect(ctx).load(file, params=params, **opts)
 
 
 @main.command()
@@ -109,28 +125,28 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_overrides
 @click.pass_context
-def explain(ctx: click.Context, file: str, as_json: bool, seed: int | None, chunk_size: int | None,
-            partitions: int | None) -> None:
+def explain(ctx: click.Context, file: str, as_json: bool, **opts: t.Any) -> None:
     """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL."""
-    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
+    mix = _load(ctx, file, {**opts, "check": False})
     e = mix.explanation()
     click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
+    if e.spec.error is not None:
+        raise e.spec.error
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory for plan.json, samples.arrow and manifest.parquet.")
+              help="Directory for the compiled plan and manifest.parquet.")
 @_overrides
 @click.pass_context
-def plan(ctx: click.Context, file: str, output: str, seed: int | None, chunk_size: int | None,
-         partitions: int | None) -> None:
+def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     """Compile FILE into a chunk manifest in OUTPUT (Parquet, one row per chunk-file-range).
 
     Hand OUTPUT to every rank: they memory-map it and never touch the catalog's lock-free tables
     again. Inspect it with `mixsql sql` or DuckDB: SELECT * FROM 'OUTPUT/manifest.parquet'.
     """
-    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
+    mix = _load(ctx, file, opts)
     manifest = mix.write_plan(output)
     import pyarrow.parquet as pq
 
@@ -148,9 +164,9 @@ def plan(ctx: click.Context, file: str, output: str, seed: int | None, chunk_siz
 @_overrides
 @click.pass_context
 def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, columns: str | None,
-         seed: int | None, chunk_size: int | None, partitions: int | None) -> None:
+         **opts: t.Any) -> None:
     """Print the first samples of the mixture in FILE, in stream order."""
-    mix = _connect(ctx).load(file, seed=seed, chunk_size=chunk_size, partitions=partitions)
+    mix = _load(ctx, file, opts)
     fields = [c.strip() for c in columns.split(",")] if columns else None
     for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
         if not full:

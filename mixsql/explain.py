@@ -87,6 +87,8 @@ def explain(bound: BoundMix) -> Explanation:
     tree = tuple((n.path, _number(n.weight), float(n.share), n.derived) for n in bound.nodes)
     schedule = []
     for seg in bound.schedule:
+        if seg.kind == "HOLD" and schedule and schedule[-1][0] == seg.start:
+            continue  # a RAMP's end point already shows it
         schedule.append((seg.start, seg.kind, tuple(float(v) for v in seg.begin)))
         if seg.end is not None and seg.kind == "RAMP":
             schedule.append((seg.end, "", tuple(float(v) for v in seg.finish)))

@@ -21,16 +21,38 @@ UPDATE = os.environ.get("MIXSQL_GOLDEN_UPDATE") == "1"
 
 def compiled(mix: mixsql.Mix) -> str:
     e = mix.explanation()
-    out = [f"-- canonical form\n{to_sql(mix.bound.tree)};", ""]
-    for c, row in zip(mix.bound.components, e.components):
-        out.append(f"-- {c.name}: dataset {c.dataset}, weight {row.weight} (share {c.share}), {c.samples} samples")
+    b = mix.bound
+    out = [f"-- canonical form\n{to_sql(b.tree)};", ""]
+    for c, row in zip(b.components, e.components):
+        epochs = "unlimited" if c.max_epochs is None else c.max_epochs
+        out.append(f"-- {c.name}: dataset {c.dataset}, weight {row.weight} (share {c.share}), {c.samples} samples, "
+                   f"takes {row.taken} ({row.epochs:.3f} epochs, max {epochs})"
+                   + (f", ordered by {row.order}" if row.order else ""))
         out.append(f"{c.sql};")
+    limit = f"LIMIT {b.limit}" if b.limit is not None else "no LIMIT"
     out.append(f"-- stream: {e.stream.samples} samples in {e.stream.partitions} partitions of "
-               f"{e.stream.chunk_size}-sample chunks, limited by {e.stream.limiting}")
+               f"{e.stream.chunk_size}-sample chunks, ended by {e.stream.limiting} ({limit}, ON EXHAUSTION {b.policy})")
+    for seg in b.schedule:
+        end = "on" if seg.end is None else f"to {seg.end}"
+        shares = ", ".join(f"{n}={v}" for n, v in zip(b.names, seg.begin))
+        out.append(f"-- schedule: {seg.kind} from {seg.start} {end}: {shares}"
+                   + (f" -> {', '.join(str(v) for v in seg.finish)}" if seg.finish != seg.begin else ""))
     for c in e.components:
         for other, n in c.overlaps:
             out.append(f"-- overlap: {n} samples of {c.name} belong to {other}")
+    if e.error:
+        out.append("-- error: " + e.error.splitlines()[0])
     return "\n".join(out) + "\n"
+
+
+def _params(text: str) -> dict:
+    """Golden statements bind parameters from a leading ``-- params: {json}`` line."""
+    import json
+
+    for line in text.splitlines():
+        if line.startswith("-- params:"):
+            return json.loads(line.removeprefix("-- params:"))
+    return {}
 
 
 def _check(expected_path: Path, actual: str) -> None:
@@ -43,7 +65,7 @@ def _check(expected_path: Path, actual: str) -> None:
 
 @pytest.mark.parametrize("path", sorted((GOLDEN / "compile").glob("*.mixsql")), ids=lambda p: p.stem)
 def test_compile_golden(con: mixsql.Connection, path: Path) -> None:
-    mix = con.load(path.relative_to(ROOT) if Path.cwd() == ROOT else path)
+    mix = con.load(path.relative_to(ROOT) if Path.cwd() == ROOT else path, params=_params(path.read_text()))
     _check(path.with_suffix(".sql"), compiled(mix))
     tree = parse(path.read_text())
     assert parse(to_sql(tree)) == tree  # formatting keeps the tree
@@ -53,7 +75,8 @@ def test_compile_golden(con: mixsql.Connection, path: Path) -> None:
 def test_error_golden(con: mixsql.Connection, path: Path) -> None:
     rel = str(path.relative_to(ROOT))
     with pytest.raises(MixSQLError) as e:
-        con.mix(path.read_text(encoding="utf-8"), path=rel)
+        text = path.read_text(encoding="utf-8")
+        con.mix(text, path=rel, params=_params(text))
     assert e.value.line is not None and e.value.col is not None
     _check(path.with_suffix(".err"), e.value.render() + "\n")
 

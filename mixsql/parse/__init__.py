@@ -65,6 +65,7 @@ def parse(text: str, *, path: str | None = None) -> Mix:
     if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
         raise _at(first[0], text, path, "expected a MIX statement")
     _check_expressions(mix, first, text, path)
+    _place_parameters(mix, first)
     if mix.comments:  # comments before MIX introduce the statement; keep them in front when printing
         mix.meta["leading_comments"] = [c.strip() for c in mix.pop_comments()]
     return mix
@@ -137,6 +138,18 @@ def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseErr
         description = description[:1].lower() + description[1:]
     return MixParseError(description, line=int(line), col=col,
                          length=len(highlight) or 1, source=text, path=path)
+
+
+def _place_parameters(mix: Mix, tokens: list[Token]) -> None:
+    """Give every ``:name`` parameter its position (sqlglot's own placeholder parser records none)."""
+    spots: dict[str, list[tuple[int, int]]] = {}
+    for colon, name in zip(tokens, tokens[1:]):
+        if colon.token_type == TokenType.COLON and name.start == colon.end + 1:
+            spots.setdefault(name.text, []).append((colon.start, name.end))
+    for node in mix.find_all(exp.Placeholder):
+        if "start" not in node.meta and spots.get(node.name):
+            start, end = spots[node.name].pop(0)
+            node.meta.update(start=start, end=end)
 
 
 def _check_expressions(mix: Mix, tokens: list[Token], text: str, path: str | None) -> None:

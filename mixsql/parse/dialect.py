@@ -371,7 +371,9 @@ class MixSQL(DuckDB):
                     and self._next.token_type == TokenType.VAR:
                 token = self._curr
                 self._advance(2)
-                return self.expression(exp.Placeholder(this=self._prev.text), token=token)
+                node = exp.Placeholder(this=self._prev.text)
+                node.meta.update(line=token.line, col=token.col, start=token.start, end=self._prev.end)
+                return node
             return None
 
         def _parse_weight(self, allow_zero: bool = False) -> exp.Expr:
