@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,3 +69,98 @@ def test_chunk_order_interleaves_evenly(counts: list[int]) -> None:
         seen = (order == i).cumsum()
         for p in range(total):
             assert abs(seen[p] - n * (p + 1) / total) <= (1.0 if len(counts) <= 4 else 1.5)
+
+
+# -- schedules, policies and the chunk table ---------------------------------------------------------------
+
+from mixsql.bind import Segment  # noqa: E402
+
+
+def _midpoint_integrals(segments: list[Segment], xs: list[int]) -> list[list[Fraction]]:
+    """Independent: sums over positions of the shares at each position's middle (exact for linear pieces)."""
+    out, total, p = [], [Fraction(0)] * len(segments[0].begin), 0
+    for x in xs:
+        while p < x:
+            mid = Fraction(2 * p + 1, 2)
+            seg = [s for s in segments if s.start <= mid and (s.end is None or mid < s.end)][0]
+            total = [a + b for a, b in zip(total, seg.at(mid))]
+            p += 1
+        out.append(total)
+    return out
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> tuple[list[Fraction], list[Segment]]:
+    n = draw(st.integers(2, 4))
+
+    def shares(allow_zero: bool) -> tuple[Fraction, ...]:
+        w = draw(st.lists(st.integers(0 if allow_zero else 1, 9), min_size=n, max_size=n).filter(lambda v: sum(v) > 0))
+        return tuple(Fraction(v, sum(w)) for v in w)
+
+    declared = shares(False)
+    segments, start, previous = [], 0, declared
+    for _ in range(draw(st.integers(1, 4))):
+        end = start + draw(st.integers(1, 700))
+        kind = draw(st.sampled_from(["STAGE", "RAMP"]))
+        target = shares(True)
+        segments.append(Segment(start=start, end=end, begin=previous if kind == "RAMP" else target, finish=target,
+                                kind=kind))
+        start, previous = end, target
+    segments.append(Segment(start=start, end=None, begin=previous, finish=previous, kind="HOLD"))
+    return list(declared), segments
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedules(), st.integers(1, 64), st.integers(1, 4), st.integers(200, 3000))
+def test_scheduled_chunks_follow_the_integral_of_the_schedule(sched: tuple[list[Fraction], list[Segment]],
+                                                              chunk: int, partitions: int, limit: int) -> None:
+    declared, segments = sched
+    names = [f"c{i}" for i in range(len(declared))]
+    supplies = [[plan.UNLIMITED] * partitions for _ in names]
+    shape = plan._walk(names, plan.Schedule(declared, segments), supplies, chunk, partitions, limit, "STOP")
+    table = shape.table
+    assert shape.samples == limit
+    counts = np.diff(table, axis=0)
+    assert (counts >= 0).all() and (counts.sum(axis=1) == chunk).all()
+    integrals = _midpoint_integrals(segments, [k * chunk * partitions for k in range(len(table))])
+    for k in range(len(table)):
+        expected = [v / partitions for v in integrals[k]]
+        assert all(abs(table[k][i] - e) < 1 for i, e in enumerate(expected)), (k, table[k], expected)
+    sched_obj = plan.Schedule(declared, segments)
+    for k in range(len(counts)):  # a component whose share is 0 throughout a chunk gets nothing in it
+        x0, x1 = k * chunk * partitions, (k + 1) * chunk * partitions
+        a = [b - c for b, c in zip(sched_obj.integral(x1), sched_obj.integral(x0))]
+        assert all(counts[k][i] == 0 for i in range(len(a)) if a[i] == 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(shares_and_chunk(), st.integers(1, 8), st.lists(st.integers(1, 5000), min_size=8, max_size=8))
+def test_walk_of_a_static_mixture_is_the_closed_form(sc: tuple[list[Fraction], int], partitions: int,
+                                                     have: list[int]) -> None:
+    """The chunk-by-chunk rule and the closed form agree whenever every share fills a sample per chunk."""
+    shares, chunk = sc
+    names = [str(i) for i in range(len(shares))]
+    supplies = [[have[i] // partitions + (q < have[i] % partitions) for q in range(partitions)]
+                for i in range(len(shares))]
+    fast = plan._walk(names, plan.Schedule(shares, []), supplies, chunk, partitions, None, "STOP")
+    rows = [plan.cumulative(shares, k * chunk) for k in range(len(fast.table))]
+    assert fast.table.tolist() == rows
+    # the same walk without the closed form (a schedule that never changes the shares)
+    flat = [Segment(start=0, end=None, begin=tuple(shares), finish=tuple(shares), kind="STAGE")]
+    slow = plan.Schedule(shares, flat)
+    slow.static = False
+    walked = plan._walk(names, slow, supplies, chunk, partitions, None, "STOP")
+    assert walked.samples == fast.samples and walked.table.tolist() == fast.table.tolist()
+
+
+def test_redistribute_gives_a_leavers_share_to_the_others_in_proportion() -> None:
+    shares = [Fraction(1, 2), Fraction(3, 10), Fraction(1, 5)]
+    supplies = [[10_000], [10_000], [150]]
+    shape = plan._walk(["a", "b", "c"], plan.Schedule(shares, []), supplies, 100, 1, 5000, "REDISTRIBUTE")
+    counts = np.diff(shape.table, axis=0)
+    left = shape.left_at[2]
+    assert left is not None and shape.taken[2] <= 150
+    after = counts[left // 100 + 1:]
+    assert (after[:, 2] == 0).all()
+    assert abs(after[:, 0].sum() / after[:, :2].sum() - 5 / 8) < 0.01  # 0.5 : 0.3 of what remains
+    assert shape.limiting == "LIMIT" and shape.samples == 5000
