@@ -285,3 +285,72 @@ def test_formatting_keeps_every_new_construct(con: mixsql.Connection) -> None:
 def test_plan_parameters_are_independent_of_the_topology(con: mixsql.Connection) -> None:
     mix = con.mix(STAGES, partitions=4)
     assert isinstance(mix.spec, _plan.PlanSpec) and mix.spec.table.shape[1] == 3
+
+
+# -- random statements -------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+DOMAINS = ["domain = 'code'", "domain = 'docs'", "domain = 'manual'", "domain = 'messages'"]
+
+
+@st.composite
+def statements(draw: st.DrawFn) -> str:
+    n = draw(st.integers(2, 4))
+    names = [f"c{i}" for i in range(n)]
+    parts = [f"{draw(st.integers(1, 9)) / 10} AS {name} WHERE {DOMAINS[i]}" for i, name in enumerate(names)]
+    text = "MIX " + ", ".join(parts) + " FROM corpus"
+    items, at = [], 0
+    for _ in range(draw(st.integers(0, 3))):
+        at += draw(st.integers(1, 900))
+        kind = draw(st.sampled_from(["STAGE", "RAMP"]))
+        assigns = ", ".join(f"{name} = {draw(st.integers(0, 5))}" for name in names if draw(st.booleans()))
+        items.append(f"{kind} UNTIL {at} SAMPLES ({assigns})")
+    if items and draw(st.booleans()):
+        items.append(f"c0 BY quality {draw(st.sampled_from(['ASC', 'DESC']))} BUCKETS {draw(st.integers(1, 5))}")
+    if items:
+        text += " ORDER BY CURRICULUM (" + ", ".join(items) + ")"
+    if draw(st.booleans()):
+        text += f" LIMIT {draw(st.integers(50, 1500))} SAMPLES"
+    text += f" SEED {draw(st.integers(0, 99))} CHUNK SIZE {draw(st.sampled_from([16, 50, 64, 100]))}"
+    text += f" PARTITIONS {draw(st.sampled_from([1, 2, 3, 4]))}"
+    text += f" ON EXHAUSTION {draw(st.sampled_from(['STOP', 'REDISTRIBUTE', 'REPEAT']))}"
+    return text
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(statements())
+def test_random_statements_are_exact_and_deterministic(con: mixsql.Connection, text: str) -> None:
+    from mixsql.parse import parse, to_sql
+
+    assert parse(to_sql(parse(text))) == parse(text)
+    try:
+        mix = con.mix(text)
+    except (PlanError, BindError) as e:  # a budget the data cannot meet, or a stage with only zero weights
+        assert "cannot be met" in e.message or "weight 0" in e.message or "endless" in e.message, e.render()
+        return
+    spec = mix.spec
+    C, P = spec.chunk_size, spec.partitions
+    counts = np.diff(spec.table, axis=0)
+    assert (counts >= 0).all() and (counts.sum(axis=1) == C).all()
+    if mix.bound.policy != "REDISTRIBUTE" or all(x is None for x in spec.shape.left_at):
+        schedule = _plan.Schedule(spec.shares, mix.bound.schedule)
+        for k in range(len(spec.table)):
+            expected = [v / P for v in schedule.integral(k * C * P)]
+            assert all(abs(spec.table[k][i] - e) < 1 for i, e in enumerate(expected))
+    plan = mix.plan()
+    again = con.mix(text)
+    assert np.array_equal(again.spec.table, spec.table) and len(again) == len(mix)
+    rows = plan.positions_rows(0, len(plan))
+    assert len(rows) == len(mix) and len(np.unique(rows)) == len(rows)
+    taken = np.bincount(plan.component[rows], minlength=len(mix.components))
+    assert taken.tolist() == list(spec.shape.taken)
+    if mix.bound.limit is not None:
+        assert len(mix) == mix.bound.limit
+    for c in mix.bound.components:  # repetition: every sample of a component equally often, +-1
+        mine = rows[plan.component[rows] == c.index]
+        keys = plan.file[mine].astype(np.int64) << 32 | plan.row[mine]
+        seen = np.unique(keys, return_counts=True)[1]
+        if len(mine):
+            assert seen.max() - (seen.min() if len(seen) == c.samples else 0) <= 1
