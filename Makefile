@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(BIN)/mixsql --catalog $(CATALOG) sql "SELECT domain, language, count(*) AS samples FROM corpus GROUP BY ALL ORDER BY samples DESC LIMIT 12"
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 6 --columns component,language,origin,text
+	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/curriculum.mixsql --param min_quality=0.3
+	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/curriculum.mixsql --param min_quality=0.3 -n 4 --columns component,quality,text
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

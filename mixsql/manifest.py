@@ -5,35 +5,39 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
 1. **Blocks.** A sample's block (the catalog's ``_block``) is its Parquet row group, its 1 MiB
    byte range of a plain JSONL file, or the whole file for compressed JSONL (which can only be
    read from the start).
-2. **Block-then-sample shuffle.** The blocks of each dataset are put in one seeded random order,
-   shared by all components of that dataset, and each component's samples are laid out block by
-   block in that order. The sequence is cut into the P partition pools (``plan.pool_bounds``).
+2. **Buckets.** A component ordered by a curriculum key is sorted by it (NULLs last, ties by file
+   and row) and cut into quantile buckets, visited in order; any other component is one bucket.
+3. **Block-then-sample shuffle.** In every epoch, the blocks of each dataset are put in one seeded
+   random order, shared by all components of that dataset (new each epoch), and each bucket's
+   samples are laid out block by block in that order (a permutation built from the block runs, no
+   sort of the samples). Each bucket is cut into the P partition pools (``plan.pool_bounds``).
    Even-numbered pools are visited backwards, so two neighbouring partitions reach the block they
    share at the same moment (both first, or both last) and one decode serves both.
-   From its pool, a partition's stream takes exactly the samples it will consume (known in
-   advance from the counts, see ``plan``), spread evenly over the pool; so every component moves
-   through the *same* blocks at the same pace, and a block holding samples of several components
-   is decoded once for all of them. Unused samples (of components that do not limit the stream)
-   are spread thinly over the blocks instead of piling up at the end.
+   A partition's sequence is its pools, epoch after epoch; it takes exactly the samples it will
+   consume (known in advance from the chunk table, see ``plan``): whole epochs, then of the last
+   epoch a selection spread evenly over the pool (an ordered component takes its start instead,
+   keeping the curriculum's order). So every component moves through the *same* blocks at the
+   same pace, and a block holding samples of several components is decoded once for all of them.
    Within a pool, consecutive blocks form windows of ``window`` blocks, and the samples of each
    window are shuffled: a window is a contiguous range of the sequence touching at most
    ``window`` blocks, so reading stays mostly sequential while no two neighbours in the stream are
    neighbours in a file.
-3. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, purpose, index),
+4. **Randomness** comes from NumPy's PCG64 bit generator seeded with (seed, purpose, indices),
    of which only the raw 64-bit output is used, and from splitmix64 hashes of block keys: plain
    integer arithmetic, stable across NumPy versions and platforms. Every sort is stable and starts
    from a canonical (file, row) order, so the plan is a pure function of (catalog version,
-   statement, seed, chunk size, partitions), whatever order DuckDB returned rows in.
+   statement, parameters, seed, chunk size, partitions), whatever order DuckDB returned rows in.
 
-The compiled plan is a directory: ``plan.json`` (parameters, files, shares), ``windows.npy`` (where
-each shuffle window starts), ``window_blocks.npy`` (the blocks each window reads, by block: a
-reader that decodes a row group keeps the rows of exactly those windows) and ``samples.arrow``
-(Arrow IPC, one row per sample of the stream: component, file, row, byte offset and length, by
-component, partition and visiting order),
-which every rank and worker memory-maps. ``chunk_rows``/``partition_rows`` address any chunk
-directly from the closed-form counts of ``plan``; nothing earlier is computed. ``write_manifest``
-adds ``manifest.parquet``, one row per (partition, chunk, component, file, contiguous row range),
-for inspection with SQL.
+The compiled plan is a directory that every rank and worker memory-maps: ``plan.json``
+(parameters, files, components), one ``.npy`` per sample column (``component``, ``file``, ``row``,
+and ``offset``/``length`` for JSONL byte ranges; one entry per sample of the stream, by component,
+partition and visiting order, written in place while compiling), ``chunks.npy`` (the chunk table:
+cumulative counts per chunk), ``windows.npy`` (where each shuffle window starts) and
+``window_blocks.npy`` (the blocks each window reads: a reader that decodes a row group keeps the
+rows of exactly those windows). ``chunk_rows``/``partition_rows`` address any chunk directly by a
+lookup in the chunk table; nothing earlier is computed. ``write_manifest`` adds
+``manifest.parquet``, one row per (partition, chunk, component, file, contiguous row range), for
+inspection with SQL.
 """
 
 from __future__ import annotations

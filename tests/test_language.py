@@ -354,3 +354,11 @@ def test_random_statements_are_exact_and_deterministic(con: mixsql.Connection, t
         seen = np.unique(keys, return_counts=True)[1]
         if len(mine):
             assert seen.max() - (seen.min() if len(seen) == c.samples else 0) <= 1
+
+
+def test_sample_curriculum_streams_its_budget(con: mixsql.Connection) -> None:
+    mix = con.load(ROOT / "sample_data" / "curriculum.mixsql", params={"min_quality": 0.3})
+    assert len(mix) == 80 * 32 and mix.bound.batch_size == 32
+    stream = _stream(mix, ["id", "quality"])
+    assert len(stream) == 2560
+    assert not any(s["component"].startswith("code") for s in stream[:320])  # code enters at step 10
