@@ -263,6 +263,10 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bo
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
     con = catalog.session()
     plain = [m for m in members if m.ordering is None]
+    files = pq.read_table(catalog.dataset(dataset).files_path).to_pylist()
+    if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
+        yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members))
+        plain = []
     if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
         sql = (f'SELECT * FROM (SELECT (CASE {cases} END)::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
                f'{ranges} FROM "{dataset}") WHERE _c IN ({", ".join(str(m.index) for m in plain)})')
@@ -286,31 +290,69 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bo
                                        f'WHERE (CASE {cases} END) = {m.index}').to_arrow_table())
 
 
+def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.Any], files: list[dict[str, t.Any]],
+                        top: int) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """The Parquet fast path: DuckDB computes only each sample's component (one byte per sample, no
+    filter, which it evaluates fastest); file, row and row group follow from the catalog's layout,
+    which stores every row of every file, file after file, in row order (``catalog.store``)."""
+    kind = "TINYINT" if top < 127 else "SMALLINT"
+    component = _np(con.sql(f'SELECT coalesce(CASE {cases} END, -1)::{kind} AS _c FROM "{dataset}"')
+                    .to_arrow_table().combine_chunks(), "_c")
+    rows = np.asarray([f["rows"] for f in files], dtype=np.int64)
+    if int(rows.sum()) != len(component):  # pragma: no cover - a catalog not laid out as documented
+        raise PlanError(f"dataset {dataset!r} has {len(component)} samples but its files list {int(rows.sum())}",
+                        hint=f"register {dataset!r} again with --replace")
+    file_starts = np.concatenate(([0], np.cumsum(rows)))
+    group_rows = [np.asarray(f["row_groups"] or [f["rows"]], dtype=np.int64) for f in files]
+    group_starts = np.concatenate([file_starts[i] + np.concatenate(([0], np.cumsum(g)[:-1]))
+                                   for i, g in enumerate(group_rows)]) if files else np.zeros(0, dtype=np.int64)
+    group_local = np.concatenate([np.arange(len(g), dtype=np.int32) for g in group_rows]) if files else \
+        np.zeros(0, dtype=np.int32)
+    file_ids = np.asarray([f["file_id"] for f in files], dtype=np.int32)
+    for m in members:
+        index = np.flatnonzero(component == m.index)
+        # index is ascending: per-file and per-group counts, then repeats, instead of a search per sample
+        per_file = np.diff(np.searchsorted(index, file_starts))
+        file = np.repeat(np.arange(len(files), dtype=np.int32), per_file)
+        row = (index - np.repeat(file_starts[:-1], per_file)).astype(np.int32)
+        per_group = np.diff(np.append(np.searchsorted(index, group_starts), len(index)))
+        selection = {"_file_id": file_ids[file], "_row": row, "_block": np.repeat(group_local, per_group)}
+        del index, file, row
+        yield m.index, selection
+        del selection
+
+
 def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
     table = table.combine_chunks()
     return {name: _np(table, name) for name in table.column_names}
 
 
 class _Out:
-    """The plan's sample columns, written in place into preallocated .npy files (no concatenation)."""
+    """The plan's sample columns, appended to .npy files whose headers already give the final length:
+    nothing is concatenated or held in memory."""
 
     def __init__(self, directory: Path, names: list[str], total: int) -> None:
-        self.arrays = {name: np.lib.format.open_memmap(directory / f"{name}.npy", mode="w+",
-                                                       dtype=SAMPLE_COLUMNS[name], shape=(total,))
-                       for name in names}
+        self.files = {}
+        for name in names:
+            fh = open(directory / f"{name}.npy", "wb")
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(SAMPLE_COLUMNS[name]).str,
+                                                      "fortran_order": False, "shape": (total,)})
+            self.files[name] = fh
+        self.total = total
         self.at = 0
 
     def write(self, **columns: np.ndarray) -> None:
         n = len(next(iter(columns.values())))
         for name, values in columns.items():
-            if name in self.arrays:
-                self.arrays[name][self.at: self.at + n] = values
+            if name in self.files:
+                np.ascontiguousarray(values, dtype=SAMPLE_COLUMNS[name]).tofile(self.files[name])
         self.at += n
 
     def close(self) -> None:
-        for array in self.arrays.values():
-            array.flush()
-        self.arrays.clear()
+        for fh in self.files.values():
+            fh.close()
+        if self.at != self.total:  # pragma: no cover - the chunk table and the layout disagree
+            raise PlanError(f"internal: wrote {self.at} samples of {self.total}")
 
 
 def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> dict[str, t.Any]:
@@ -365,7 +407,14 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
         if canonical is not None:
             sel = {name: values[canonical] for name, values in sel.items()}
             del canonical
-        sel["_key"] = ((sel["_file_id"].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"]
+        # Runs of one block (canonical order keeps a block's samples together): a 4-byte run id per
+        # sample, and each run's block key (plan file << 32 | block) in a small table.
+        changes = np.ones(n, dtype=bool)
+        changes[1:] = (sel["_file_id"][1:] != sel["_file_id"][:-1]) | (sel["_block"][1:] != sel["_block"][:-1])
+        firsts = np.flatnonzero(changes)
+        run_key = ((sel["_file_id"][firsts].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"][firsts]
+        sel["_run"] = (np.cumsum(changes, dtype=np.int32) - 1)
+        del changes, firsts, sel["_block"]
         edges = _plan.bucket_bounds(n, buckets)
         sizes = _plan.pool_sizes(n, buckets, P)
         epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
@@ -374,7 +423,7 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
             salt = int(_random_keys(spec.seed, BLOCK_ORDER, (datasets.index(c.dataset), e), 1)[0])
             pools: list[list[np.ndarray]] = [[] for _ in range(P)]
             for b in range(buckets):
-                laid = _block_layout(sel["_key"], edges[b], edges[b + 1], salt)
+                laid = _block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
                 bounds = _plan.pool_bounds(len(laid), P)
                 for q in range(P):
                     pool = laid[bounds[q]: bounds[q + 1]]
@@ -393,8 +442,8 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
         for q in range(P):
             pool_starts[c.index, q] = out.at
             for e, chosen in enumerate(taken[q]):
-                keys = sel["_key"][chosen]
-                order, starts, block_window, block_key = _window_shuffle(keys, spec, (c.index, q, e))
+                order, starts, block_window, block_key = _window_shuffle(sel["_run"][chosen], run_key, spec,
+                                                                         (c.index, q, e))
                 chosen = chosen[order]
                 window_blocks.append(block_window + windows_so_far)
                 window_keys.append(block_key)
@@ -419,18 +468,19 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names}
 
 
-def _block_layout(keys: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
+def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
     """Indices start..stop-1 (canonical order, so each block is one run) with the runs put in seeded
     order: a permutation built from the runs, without sorting the samples."""
-    run_keys = keys[start:stop]
-    if len(run_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    firsts = np.flatnonzero(np.concatenate(([True], run_keys[1:] != run_keys[:-1])))
-    lengths = np.diff(np.append(firsts, len(run_keys)))
-    order = np.argsort(_block_hash(run_keys[firsts], salt), kind="stable")
+    runs = run[start:stop]
+    if len(runs) == 0:
+        return np.zeros(0, dtype=np.int32)
+    firsts = np.flatnonzero(np.concatenate(([True], runs[1:] != runs[:-1])))
+    lengths = np.diff(np.append(firsts, len(runs)))
+    order = np.argsort(_block_hash(run_key[runs[firsts]], salt), kind="stable")
     new_starts = np.concatenate(([0], np.cumsum(lengths[order])[:-1]))
-    shift = np.repeat(firsts[order] - new_starts, lengths[order])
-    return np.arange(len(run_keys), dtype=np.int64) + shift + start
+    shift = np.repeat((firsts[order] - new_starts + start).astype(np.int32), lengths[order])
+    shift += np.arange(len(runs), dtype=np.int32)
+    return shift
 
 
 def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | None, buckets: int) -> np.ndarray | None:
@@ -443,9 +493,9 @@ def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | No
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
-def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int]) -> tuple[
+def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int]) -> tuple[
         np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle samples within windows of ``spec.window`` consecutive blocks.
+    """Shuffle samples within windows of ``spec.window`` consecutive blocks (``block``: each sample's run id).
 
     Returns the order, the window starts, and for each block of the pool its window and its key.
     """
@@ -460,8 +510,11 @@ def _window_shuffle(block: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[i
     # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
     key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))
     firsts = np.flatnonzero(new_block)
-    return (np.argsort(key, kind="stable"), np.flatnonzero(window_first), window_id[firsts].astype(np.int64),
-            block[firsts])
+    order = np.argsort(key)  # keys are almost surely distinct: then every sort gives this order
+    ordered = key[order]
+    if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
+        order = np.argsort(key, kind="stable")  # a tie: the stable order is the defined one
+    return order, np.flatnonzero(window_first), window_id[firsts].astype(np.int64), run_key[block[firsts]]
 
 
 # -- persisting and caching ---------------------------------------------------------------------------
