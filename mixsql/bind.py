@@ -165,6 +165,11 @@ class _Binder:
             node = next((n.args["from_"] for n in [leaf] + ancestors[::-1] if n.args.get("from_") is not None),
                         default_from)
             datasets.append(self._dataset(node, leaf, name))
+        for named in self.mix.args.get("named") or []:
+            for ds in dict.fromkeys(datasets):
+                if named.name.lower() in {c.lower() for c in self.schema(ds)}:
+                    raise self.error(f"WITH {named.name!r} has the name of a property of dataset {ds!r}", named.this,
+                                     hint="give the named predicate another name")
         if statement_where is not None:
             for ds in dict.fromkeys(datasets):
                 self._check_predicate(statement_where.this, ds, "the statement's WHERE")
