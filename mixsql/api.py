@@ -13,6 +13,7 @@ import os
 import typing as t
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from mixsql import manifest as _manifest
@@ -112,16 +113,44 @@ class Mix:
             yield from reader.samples(plan.positions_rows(start, min(start + step, end)), component=component)
 
     def torch_dataset(self, batch_size: int | None = None, rank: int | None = None, world_size: int | None = None,
-                      columns: t.Sequence[str] | None = None, *, component: str = "name") -> "MixDataset":
+                      columns: t.Sequence[str] | None = None, *, component: str = "name",
+                      start_step: int = 0) -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
         size default to torch.distributed, then RANK/WORLD_SIZE; they are data-parallel coordinates.
+        ``start_step`` starts at that global batch, in O(1); ``load_state_dict`` resumes from a saved state.
         """
         from mixsql.dataset import MixDataset
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
-                          columns=columns, component=component)
+                          columns=columns, component=component, start_step=start_step)
+
+    def lineage(self, step: int, batch_size: int, columns: t.Sequence[str] | None = None) -> pa.Table:
+        """The samples of global batch ``step`` (``batch_size`` is the global batch size), in plan order:
+        position, partition, component, dataset, file, row, and the requested properties from the
+        catalog. Nothing before the batch is computed or read."""
+        plan = self.plan()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
+        steps = len(plan) // batch_size
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
+            raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")
+        start = step * batch_size
+        rows = plan.positions_rows(start, start + batch_size)
+        files = plan.file[rows]
+        table = pa.table({
+            "position": pa.array(np.arange(start, start + batch_size, dtype=np.int64)),
+            "partition": pa.array(((np.arange(start, start + batch_size)) % plan.partitions).astype(np.int32)),
+            "component": pa.array([plan.names[i] for i in plan.component[rows].tolist()], pa.string()),
+            "dataset": pa.array([plan.files[f].dataset for f in files.tolist()], pa.string()),
+            "file": pa.array([plan.files[f].url for f in files.tolist()], pa.string()),
+            "row": pa.array(plan.row[rows].astype(np.int64)),
+        })
+        if not columns:
+            return table
+        return self._connection.catalog.properties(table, [plan.files[f].file_id for f in files.tolist()],
+                                                   list(columns))
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)
@@ -163,9 +192,10 @@ class Connection:
     def dataset(self, name: str) -> DatasetInfo:
         return self.catalog.dataset(name)
 
-    def sql(self, query: str) -> pa.Table:
-        """Read-only SQL over the catalog (one view per dataset, plus mixsql_files and mixsql_datasets)."""
-        return self.catalog.sql(query)
+    def sql(self, query: str, *, plan: str | os.PathLike[str] | None = None) -> pa.Table:
+        """Read-only SQL over the catalog (one view per dataset, plus mixsql_files and mixsql_datasets);
+        with ``plan``, an exported plan's directory, also over its ``manifest`` and ``lineage``."""
+        return self.catalog.sql(query, plan=plan)
 
     def mix(self, text: str, *, params: t.Mapping[str, t.Any] | None = None, seed: int | None = None,
             chunk_size: int | None = None, partitions: int | None = None, path: str | None = None,

@@ -22,7 +22,7 @@ from sqlglot import expressions as exp
 
 from mixsql.catalog import Catalog
 from mixsql.errors import BindError, CatalogError, position
-from mixsql.parse import Component, Mix, span
+from mixsql.parse import Component, Mix, span, to_sql
 from mixsql.parse.ast import Assign, Budget, OrderKey, Stage, Weighting
 from mixsql.parse.ast import leaves as ast_leaves
 
@@ -111,6 +111,7 @@ class BoundMix:
     overlap: str = "FIRST"
     nodes: tuple[Node, ...] = ()
     params: tuple[tuple[str, t.Any], ...] = ()
+    template: str = ""  # the statement before parameters are bound, canonical: its identity across configs
 
     @property
     def names(self) -> list[str]:
@@ -154,6 +155,7 @@ class _Binder:
 
     def bind(self, *, seed: int | None, chunk_size: int | None, partitions: int | None,
              params: dict[str, t.Any]) -> BoundMix:
+        template = to_sql(self.mix, pretty=False)
         self.mix = self._substitute(params)
         self._expand_named()
         self._check_names(self.mix.components)
@@ -226,6 +228,7 @@ class _Binder:
             dataset_versions=tuple((ds, self.catalog.dataset(ds).version) for ds in sorted(set(datasets))),
             schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,
             overlap=overlap, nodes=tuple(nodes), params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
+            template=template,
         )
 
     # -- parameters and named predicates ------------------------------------------------------------

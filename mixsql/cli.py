@@ -114,10 +114,12 @@ def datasets(ctx: click.Context) -> None:
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in table format (0: all).")
+@click.option("--plan", "plan_dir", type=click.Path(file_okay=False, exists=True),
+              help="Also query an exported plan (`mixsql plan -o DIR`) as the views manifest and lineage.")
 @click.pass_context
-def sql(ctx: click.Context, query: str, fmt: str, max_rows: int) -> None:
+def sql(ctx: click.Context, query: str, fmt: str, max_rows: int, plan_dir: str | None) -> None:
     """Run read-only SQL over the catalog (one view per dataset; statements that write are refused)."""
-    click.echo(_format(_connect(ctx).sql(query), fmt, max_rows or None), nl=False)
+    click.echo(_format(_connect(ctx).sql(query, plan=plan_dir), fmt, max_rows or None), nl=False)
 
 
 @main.command()
@@ -153,6 +155,25 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     rows = pq.ParquetFile(manifest).metadata.num_rows
     click.echo(f"planned {len(mix):,} samples in {mix.partitions} partition{'s' * (mix.partitions != 1)} "
                f"of {mix.chunk_size:,}-sample chunks: {rows:,} manifest rows in {manifest}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--step", type=int, required=True, help="The global batch (optimizer step), from 0.")
+@click.option("--batch-size", type=int, required=True, help="The GLOBAL batch size (world size x per-rank batch).")
+@click.option("--columns", help="Comma-separated properties to add from the catalog.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_overrides
+@click.pass_context
+def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: str | None, fmt: str,
+            **opts: t.Any) -> None:
+    """Which samples made up global batch STEP of the run: dataset, file, row, component (and properties).
+
+    Computed directly from the plan, without streaming the run up to STEP.
+    """
+    mix = _load(ctx, file, opts)
+    fields = [c.strip() for c in columns.split(",")] if columns else None
+    click.echo(_format(mix.lineage(step, batch_size, fields), fmt, None), nl=False)
 
 
 @main.command()

@@ -4,26 +4,36 @@ The contract (see ``world`` for the arithmetic): every (rank, worker) gets a dis
 union over ranks and workers is the planned stream up to its last complete global batch; with
 ``batch_size`` given, a rank's DataLoader yields the same batches for any ``num_workers``; global
 batch N is the same samples for every world size dividing the global batch size.
+
+Resume (``state``): the dataset starts at any global batch in O(1) (``start_step``, or a saved
+state): batch rows come from the chunk table, nothing before them is computed or read.
 """
 
 from __future__ import annotations
 
 import typing as t
+import warnings
 
 import numpy as np
 import torch.utils.data
 
+from mixsql import state as _state
 from mixsql import world
 from mixsql.manifest import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
 
 
 class MixDataset(torch.utils.data.IterableDataset):
-    """Samples of one rank; pickles as the plan's directory, so workers memory-map the same plan."""
+    """Samples of one rank; pickles as the plan's directory, so workers memory-map the same plan.
+
+    ``state_dict()``/``load_state_dict()`` follow torch's Stateful protocol, so torchdata's
+    ``StatefulDataLoader`` saves and restores every worker; ``load_state_dict`` also takes a whole
+    loader's state (from any rank, any topology) and resumes from its global position.
+    """
 
     def __init__(self, plan_dir: str, *, batch_size: int | None = None, rank: int | None = None,
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
-                 component: str = "name") -> None:
+                 component: str = "name", start_step: int = 0) -> None:
         super().__init__()
         if component not in ("name", "id"):
             raise ValueError("component must be 'name' or 'id'")
@@ -34,14 +44,28 @@ class MixDataset(torch.utils.data.IterableDataset):
         plan = self._plan()
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
         self.batches = len(plan) // self.global_batch_size
-        Reader(plan, self.columns)  # validate the columns now, not in a worker
+        Reader(plan, self.columns).verify()  # columns, and every file unchanged since registration: now, not later
+        self.start = self._checked_step(start_step)
+        self._worker_resume: dict[str, t.Any] | None = None
+        self._progress: tuple[int, int, int, int] = (self.start, 1, 0, self.start)  # origin, workers, worker, next
 
     def _plan(self) -> CompiledPlan:
         return CompiledPlan(self.plan_dir)
 
+    def _checked_step(self, step: int) -> int:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= self.batches:
+            raise _state.StateError(f"start step {step!r} is outside the stream: it has {self.batches:,} global "
+                                    f"batches of {self.global_batch_size:,} samples")
+        return int(step)
+
     def __len__(self) -> int:
-        """Samples this rank yields (all its workers together)."""
-        return self.batches * self.batch_size
+        """Samples this rank yields from its start to the end (all its workers together)."""
+        return (self.batches - self.start) * self.batch_size
+
+    @property
+    def step(self) -> int:
+        """The next global batch this (single-process) iterator yields."""
+        return self._progress[3]
 
     def batch_rows(self, plan: CompiledPlan, batch: int) -> np.ndarray:
         """Plan rows of this rank's share of global batch ``batch``."""
@@ -53,12 +77,66 @@ class MixDataset(torch.utils.data.IterableDataset):
         worker_id, workers = world.worker()
         plan = self._plan()
         reader = Reader(plan, self.columns)
-        mine = range(worker_id, self.batches, workers)
-        group = max(1, READ_SAMPLES // self.batch_size)  # read several of this worker's batches at once
-        for first in range(0, len(mine), group):
-            batches = mine[first: first + group]
-            yield from reader.samples(np.concatenate([self.batch_rows(plan, b) for b in batches]),
-                                      component=self.component)
+        resume = self._worker_resume
+        if resume is not None and (resume["workers"], resume["worker"]) == (workers, worker_id):
+            origin, first = resume["origin"], resume["next"]  # a StatefulDataLoader restoring this very worker
+        else:
+            origin, first = self.start, self.start + worker_id
+        mine = range(first, self.batches, workers)
+        self._progress = (origin, workers, worker_id, first)
+        size = self.batch_size
+        group = max(1, READ_SAMPLES // size)  # read several of this worker's batches at once
+        for at in range(0, len(mine), group):
+            batches = mine[at: at + group]
+            samples = reader.samples(np.concatenate([self.batch_rows(plan, b) for b in batches]),
+                                     component=self.component)
+            for k, sample in enumerate(samples):
+                if k % size == size - 1:  # the batch is complete once this sample is taken
+                    self._progress = (origin, workers, worker_id, batches[k // size] + workers)
+                yield sample
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, t.Any]:
+        """Where this iterator stands: a few numbers and the stream's identity (constant size)."""
+        origin, workers, worker_id, next_batch = self._progress
+        return _state.make(self._plan(), self.global_batch_size, origin, workers, worker_id, next_batch)
+
+    def load_state_dict(self, state: t.Mapping[str, t.Any], *, force: bool = False) -> None:
+        """Resume from ``state``: this dataset's or a worker's state, or a whole (Stateful)DataLoader's
+        state from any rank. A state of another statement, parameters or data is refused, saying what
+        differs, unless ``force`` (then a warning)."""
+        plan = self._plan()
+        found = _state.states_in(dict(state))
+        first, position = _state.global_position(found) if not (
+            len(found) == 1 and found[0]["workers"] > 1) else (found[0], None)
+        differs = _state.differences(first, plan)
+        if differs:
+            message = "the saved state belongs to another stream: " + "; ".join(differs)
+            if not force:
+                raise _state.StateError(message, hint="resume with the same statement, parameters and data, or "
+                                        "pass force=True to continue at the saved position anyway")
+            warnings.warn(message + " (continuing: force=True)", stacklevel=2)
+        if position is None:  # one worker's state: StatefulDataLoader restoring that worker, same topology
+            if first["global_batch_size"] != self.global_batch_size:
+                raise _state.StateError(f"the worker state was saved with global batch size "
+                                        f"{first['global_batch_size']}, this dataset has {self.global_batch_size}")
+            self._worker_resume = dict(first)
+            self.start = self._checked_step(first["origin"])
+            self._progress = (first["origin"], first["workers"], first["worker"], first["next"])
+            return
+        step, rest = divmod(position, self.global_batch_size)
+        if rest:
+            message = (f"the saved position ({position:,} samples) is not a whole number of global batches of "
+                       f"{self.global_batch_size:,}")
+            if not force:
+                raise _state.StateError(message, hint="resume with a global batch size that divides the position "
+                                        "(world_size x batch_size), or force=True to restart at the batch boundary "
+                                        "before it (repeating a few samples)")
+            warnings.warn(message + f"; restarting at step {step} (force=True)", stacklevel=2)
+        self._worker_resume = None
+        self.start = self._checked_step(min(step, self.batches) if force else step)
+        self._progress = (self.start, 1, 0, self.start)
 
 
 def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:

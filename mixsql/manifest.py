@@ -531,6 +531,7 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
         "statement": to_sql(bound.tree),
         "source": bound.path,
         "params": {k: v for k, v in bound.params},
+        "template": hashlib.sha256(bound.template.encode()).hexdigest()[:16],
         "catalog_version": bound.catalog_version,
         "datasets": [list(d) for d in bound.dataset_versions],
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
@@ -641,8 +642,39 @@ def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
     return path
 
 
+LINEAGE_BLOCK = 1 << 20
+
+
+def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
+    """Write ``lineage.parquet``: one row per sample in plan order (position, partition, its index in
+    the partition's stream, chunk, component, dataset, file, row). Global batch N of global batch
+    size G is ``position // G = N``."""
+    P, size = plan.partitions, plan.chunk_size
+    names = pa.array(plan.names, pa.string())
+    urls = pa.array([f.url for f in plan.files], pa.string())
+    datasets = pa.array([f.dataset for f in plan.files], pa.string())
+    schema = pa.schema([("position", pa.int64()), ("partition", pa.int32()), ("index", pa.int64()),
+                        ("chunk", pa.int64()), ("component", pa.dictionary(pa.int16(), pa.string())),
+                        ("dataset", pa.dictionary(pa.int32(), pa.string())),
+                        ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int64())])
+    path = directory / "lineage.parquet"
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, len(plan), LINEAGE_BLOCK):
+            stop = min(start + LINEAGE_BLOCK, len(plan))
+            rows = plan.positions_rows(start, stop)
+            position = np.arange(start, stop, dtype=np.int64)
+            index = position // P
+            file = pa.array(plan.file[rows].astype(np.int32))
+            writer.write_table(pa.Table.from_arrays([
+                pa.array(position), pa.array((position % P).astype(np.int32)), pa.array(index),
+                pa.array(index // size), pa.DictionaryArray.from_arrays(pa.array(plan.component[rows]), names),
+                pa.DictionaryArray.from_arrays(file, datasets), pa.DictionaryArray.from_arrays(file, urls),
+                pa.array(plan.row[rows].astype(np.int64))], schema=schema))
+    return path
+
+
 def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
-    """Copy a compiled plan to ``directory`` and add its Parquet manifest (``mixsql plan -o DIR``)."""
+    """Copy a compiled plan to ``directory`` and add its Parquet manifest and lineage (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for name in ["plan.json", "windows.npy", "window_blocks.npy", "chunks.npy"] + \
@@ -650,6 +682,9 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
         tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
         shutil.copyfile(plan.directory / name, tmp)
         os.replace(tmp, out / name)
-    with contextlib.suppress(FileNotFoundError):
-        (out / "manifest.parquet").unlink()
-    return write_manifest(CompiledPlan(out), out)
+    for name in ("manifest.parquet", "lineage.parquet"):
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    copy = CompiledPlan(out)
+    write_lineage(copy, out)
+    return write_manifest(copy, out)

@@ -99,6 +99,11 @@ class Reader:
 
     # -- public ----------------------------------------------------------------------------------
 
+    def verify(self) -> None:
+        """Check every file of the plan against its registration (size, modification time) now."""
+        for info in self.plan.files:
+            self._check(info)
+
     def read(self, rows: np.ndarray) -> pa.Table:
         """The records of plan ``rows`` in that order, with the requested columns and ``component_id``."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -168,10 +168,17 @@ class Catalog:
             self._con = self._connect()
         return self._con
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def _connect(self, plan: Path | None = None) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         infos = [self.dataset(n) for n in sorted(self._index["datasets"])]
         allowed = [str(p) for i in infos for p in (i.samples_path, i.files_path)]
+        if plan is not None:  # an exported plan's tables, as views `manifest` and `lineage`
+            for view in ("manifest", "lineage"):
+                path = plan / f"{view}.parquet"
+                if not path.exists():
+                    raise CatalogError(f"{plan} has no {path.name}", hint="export a plan with `mixsql plan FILE -o DIR`")
+                allowed.append(str(path.resolve()))
+                con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet({_lit(str(path.resolve()))})')
         for info in infos:
             con.execute(f'CREATE VIEW "{info.name}" AS SELECT * FROM read_parquet({_lit(info.samples_path)})')
         files = " UNION ALL ".join(
@@ -198,9 +205,10 @@ class Catalog:
         con.execute("SET lock_configuration = true")
         return con
 
-    def sql(self, query: str) -> pa.Table:
-        """Run read-only SQL (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the catalog."""
-        con = self.session()
+    def sql(self, query: str, *, plan: str | os.PathLike[str] | None = None) -> pa.Table:
+        """Run read-only SQL (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the catalog; with ``plan``
+        (an exported plan's directory) also over its ``manifest`` and ``lineage`` tables."""
+        con = self.session() if plan is None else self._connect(Path(plan))
         try:
             statements = con.extract_statements(query)
         except duckdb.Error as e:
@@ -221,6 +229,34 @@ class Catalog:
             return result.to_arrow_table()
         except duckdb.Error as e:
             raise CatalogError(_duck_message(e)) from None
+
+    def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str]) -> pa.Table:
+        """``samples`` (with ``dataset`` and ``row`` columns, in order) joined with the requested
+        properties of each sample from its dataset's catalog rows; NULL where a dataset lacks one."""
+        con = self.session()
+        keyed = samples.append_column("_file_id", pa.array(file_ids, pa.int32())) \
+            .append_column("_at", pa.array(range(samples.num_rows), pa.int64()))
+        out: dict[str, list[t.Any]] = {c: [None] * samples.num_rows for c in columns}
+        for name in sorted(set(samples.column("dataset").to_pylist())):
+            known = [r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()]
+            unknown = [c for c in columns if c not in known]
+            if unknown and len(set(samples.column("dataset").to_pylist())) == 1:
+                raise CatalogError(f"dataset {name!r} has no property {unknown[0]!r}",
+                                   hint=f"its properties: {', '.join(k for k in known if not k.startswith('_'))}")
+            wanted = [c for c in columns if c in known]
+            con.register("mixsql_lineage", keyed.filter(pa.compute.equal(keyed.column("dataset"), name)))
+            try:
+                select = ", ".join(["l._at"] + [f'd."{c}"' for c in wanted])
+                rows = con.sql(f'SELECT {select} FROM mixsql_lineage l JOIN "{name}" d '
+                               f"ON d._file_id = l._file_id AND d._row = l.row").fetchall()
+            finally:
+                con.unregister("mixsql_lineage")
+            for r in rows:
+                for c, v in zip(wanted, r[1:]):
+                    out[c][r[0]] = v
+        for c in columns:
+            samples = samples.append_column(c, pa.array(out[c]))
+        return samples
 
     # -- writing ---------------------------------------------------------------------------------
 
