@@ -74,16 +74,20 @@ class MixDataset(torch.utils.data.IterableDataset):
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def __iter__(self) -> t.Iterator[dict[str, t.Any]]:
+        # Not a generator: the worker's position is set the moment its iterator exists, so a state
+        # taken before its first batch (StatefulDataLoader's initial snapshot) already says which it is.
         worker_id, workers = world.worker()
-        plan = self._plan()
-        reader = Reader(plan, self.columns)
         resume = self._worker_resume
         if resume is not None and (resume["workers"], resume["worker"]) == (workers, worker_id):
             origin, first = resume["origin"], resume["next"]  # a StatefulDataLoader restoring this very worker
         else:
             origin, first = self.start, self.start + worker_id
-        mine = range(first, self.batches, workers)
         self._progress = (origin, workers, worker_id, first)
+        return self._samples(origin, workers, worker_id, range(first, self.batches, workers))
+
+    def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
+        plan = self._plan()
+        reader = Reader(plan, self.columns)
         size = self.batch_size
         group = max(1, READ_SAMPLES // size)  # read several of this worker's batches at once
         for at in range(0, len(mine), group):
