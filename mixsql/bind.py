@@ -12,8 +12,12 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import difflib
+import hashlib
+import json
 import math
+import os
 import re
+import uuid
 import typing as t
 from fractions import Fraction
 
@@ -186,7 +190,7 @@ class _Binder:
             preds.append(_conjunction(own))
         stmt_pred = None if statement_where is None else statement_where.this.sql(dialect="duckdb", comments=False)
         names = [name for name, _, _ in leaves]
-        counts = self._count(names, datasets, stmt_pred, preds)
+        counts = self._cached_count(names, datasets, stmt_pred, preds)
         overlap = self._word("overlap", "FIRST")
         sizes = {name: counts[i] for i, name in enumerate(names)}
         nodes = self._nodes(sizes)
@@ -598,6 +602,30 @@ class _Binder:
         if aggregate:
             hint = "a predicate looks at one sample at a time; aggregates and window functions are not allowed"
         return self.error(f"in {what}: {first}", node, hint=hint)
+
+    def _cached_count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
+                      preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
+        """``_count``, cached in the catalog by (dataset versions, predicates): the second start of a run,
+        or 256 ranks binding the same statement, scan nothing. Written atomically; skipped if the
+        catalog cannot be written."""
+        ident = json.dumps({"v": 1, "datasets": [[d, self.catalog.dataset(d).version] for d in datasets],
+                            "names": names, "where": stmt_pred, "preds": preds}, sort_keys=True)
+        path = self.catalog.path / "plans" / f"counts-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return {int(k): (v[0], v[1], v[2], tuple((a, b) for a, b in v[3])) for k, v in saved.items()}
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            pass
+        counts = self._count(names, datasets, stmt_pred, preds)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps({k: [v[0], v[1], v[2], [list(o) for o in v[3]]] for k, v in counts.items()}),
+                           encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return counts
 
     def _count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
                preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:

@@ -90,8 +90,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         reader = Reader(plan, self.columns)
         size = self.batch_size
         group = max(1, READ_SAMPLES // size)  # read several of this worker's batches at once
-        for at in range(0, len(mine), group):
-            batches = mine[at: at + group]
+        at, step = 0, 1  # the first read is one batch, then they double: a quick first batch
+        while at < len(mine):
+            batches = mine[at: at + step]
+            at, step = at + step, min(step * 2, group)
             samples = reader.samples(np.concatenate([self.batch_rows(plan, b) for b in batches]),
                                      component=self.component)
             for k, sample in enumerate(samples):

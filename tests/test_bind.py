@@ -101,3 +101,19 @@ def test_bad_literal_types_are_reported_not_crashed(con: mixsql.Connection) -> N
     with pytest.raises(BindError) as e:
         con.mix("MIX 1 AS a WHERE quality > 'high' FROM corpus")
     assert "quality" in e.value.render() or "high" in e.value.render()
+
+
+def test_counts_are_cached_by_dataset_versions_and_predicates(scratch: mixsql.Connection) -> None:
+    from tests.conftest import PARQUET_GLOB
+
+    scratch.register("corpus", [PARQUET_GLOB])
+    text = "MIX 1 AS a WHERE domain = 'code', 1 AS b WHERE domain = 'docs' FROM corpus"
+    first = scratch.mix(text)
+    cached = list((scratch.path / "plans").glob("counts-*.json"))
+    assert len(cached) == 1
+    again = scratch.mix(text)
+    assert [c.samples for c in again.bound.components] == [c.samples for c in first.bound.components]
+    cached[0].write_text('{"0": [1, 2, 3, []], "1": [4, 5, 6, []]}')  # what is read is what was cached
+    assert [c.samples for c in scratch.mix(text).bound.components] == [1, 4]
+    scratch.mix(text.replace("'docs'", "'manual'"))
+    assert len(list((scratch.path / "plans").glob("counts-*.json"))) == 2
