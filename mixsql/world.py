@@ -19,6 +19,11 @@ partition p % P; G = world_size x batch_size is the global batch size):
   same data pass the same (dp_rank, dp_size).
 
 Without a batch size, G defaults to lcm(P, W) (B = G / W), which keeps the same locality.
+
+**Resume guarantee** (``state``): a run that consumed N global batches of size G has consumed
+exactly plan positions [0, N*G). Restarted at any world size W' with global batch size G' (W'
+dividing G', G' dividing N*G), global batch N*G/G' onwards are exactly the positions it would
+have consumed without the restart; nothing is repeated or skipped.
 """
 
 from __future__ import annotations
