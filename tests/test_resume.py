@@ -316,3 +316,23 @@ def test_gloo_four_ranks_save_two_ranks_resume(con: mixsql.Connection, sample_ca
     for n in range(steps, len(mix) // G):  # after the resume, global batch n is the same set
         got = second[0][n - steps] + second[1][n - steps]
         assert sorted(got) == sorted(reference[n * G:(n + 1) * G])
+
+
+@pytest.mark.parametrize("new", [(4, 3), (16, 1), (256, 1)])
+def test_saved_at_8_ranks_2_workers_resumes_elsewhere(con: mixsql.Connection, monkeypatch: pytest.MonkeyPatch,
+                                                      new: tuple[int, int]) -> None:
+    mix = con.mix(STATEMENT)
+    reference = _reference(mix)
+    G = 256
+    batches = len(mix) // G
+    save = batches // 2
+    old = [mix.torch_dataset(batch_size=G // 8, rank=r, world_size=8, columns=["id"]) for r in range(8)]
+    before, states = _run(old, 2, monkeypatch, take=save)
+    W, n = new
+    fresh = [mix.torch_dataset(batch_size=G // W, rank=r, world_size=W, columns=["id"]) for r in range(W)]
+    for ds in fresh:
+        ds.load_state_dict(states[3])
+    after, _ = _run(fresh, n, monkeypatch)
+    assert sorted(before) == list(range(save)) and sorted(after) == list(range(save, batches))
+    for k, ids in {**before, **after}.items():
+        assert sorted(ids) == sorted(reference[k * G:(k + 1) * G])
