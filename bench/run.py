@@ -218,7 +218,8 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
         for rep in range(reps):
             import shutil
 
-            shutil.rmtree(cat / "plans", ignore_errors=True)  # measure compiling, not the cache
+            shutil.rmtree(cat / "plans", ignore_errors=True)  # measure binding and compiling, not the caches
+            shutil.rmtree(cat / "counts", ignore_errors=True)
             proc = subprocess.run([sys.executable, "-c", PLAN_CHILD, str(cat), SYNTHETIC, str(1000 + rep)],
                                   capture_output=True, text=True, check=True)
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -246,6 +247,7 @@ def bench_ttfb(reps: int) -> dict:
 
     for rep in range(reps):
         shutil.rmtree(cat / "plans", ignore_errors=True)
+        shutil.rmtree(cat / "counts", ignore_errors=True)
         seed = 5000 + rep  # the first start compiles; the second finds the plan in the cache
         for bucket, s in ((cold, seed), (warm, seed)):
             proc = subprocess.run([sys.executable, "-c", TTFB_CHILD, str(cat), STATEMENT, str(s)],

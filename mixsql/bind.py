@@ -610,7 +610,7 @@ class _Binder:
         catalog cannot be written."""
         ident = json.dumps({"v": 1, "datasets": [[d, self.catalog.dataset(d).version] for d in datasets],
                             "names": names, "where": stmt_pred, "preds": preds}, sort_keys=True)
-        path = self.catalog.path / "plans" / f"counts-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+        path = self.catalog.path / "counts" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
             return {int(k): (v[0], v[1], v[2], tuple((a, b) for a, b in v[3])) for k, v in saved.items()}

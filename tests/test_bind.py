@@ -109,11 +109,11 @@ def test_counts_are_cached_by_dataset_versions_and_predicates(scratch: mixsql.Co
     scratch.register("corpus", [PARQUET_GLOB])
     text = "MIX 1 AS a WHERE domain = 'code', 1 AS b WHERE domain = 'docs' FROM corpus"
     first = scratch.mix(text)
-    cached = list((scratch.path / "plans").glob("counts-*.json"))
+    cached = list((scratch.path / "counts").glob("*.json"))
     assert len(cached) == 1
     again = scratch.mix(text)
     assert [c.samples for c in again.bound.components] == [c.samples for c in first.bound.components]
     cached[0].write_text('{"0": [1, 2, 3, []], "1": [4, 5, 6, []]}')  # what is read is what was cached
     assert [c.samples for c in scratch.mix(text).bound.components] == [1, 4]
     scratch.mix(text.replace("'docs'", "'manual'"))
-    assert len(list((scratch.path / "plans").glob("counts-*.json"))) == 2
+    assert len(list((scratch.path / "counts").glob("*.json"))) == 2
