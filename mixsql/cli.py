@@ -5,17 +5,16 @@ Errors print as ``FILE:LINE:COL: error: message`` with the source line and a car
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import typing as t
 
 import click
-import pyarrow as pa
 
 from mixsql.api import Connection
 from mixsql.errors import MixSQLError
+from mixsql.output import cell
+from mixsql.output import format_table as _format
 
 EXIT_USER_ERROR = 2
 
@@ -197,7 +196,7 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
         else:
             component = sample.pop("component")
             text = sample.pop("text", None)
-            props = "  ".join(f"{k}={_cell(v)}" for k, v in sample.items())
+            props = "  ".join(f"{k}={cell(v)}" for k, v in sample.items())
             click.echo(f"[{i}] {component}  {props}")
             if text is not None:
                 click.echo("    " + str(text).replace("\n", "\n    "))
@@ -219,45 +218,28 @@ def fmt(file: str) -> None:
         click.echo(to_sql(parse(fh.read(), path=file)))  # errors: rendered by the group, status 2
 
 
-def _format(table: pa.Table, fmt: str, max_rows: int | None) -> str:
-    rows = table.to_pylist()
-    names = table.column_names
-    if fmt == "json":
-        return "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(names)
-        writer.writerows([[_cell(r[n]) for n in names] for r in rows])
-        return buf.getvalue()
-    shown = rows if max_rows is None else rows[:max_rows]
-    cells = [[_cell(r[n], 60) for n in names] for r in shown]
-    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
-               for f in table.schema]
+@main.command()
+@click.option("-c", "command", help="Run these statements and meta-commands, then exit.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--history", type=click.Path(dir_okay=False), help="History file (default ~/.mixsql_history, "
+              "or $MIXSQL_HISTORY).")
+@click.pass_context
+def shell(ctx: click.Context, command: str | None, fmt: str, history: str | None) -> None:
+    """The interactive SQL shell: explore the catalog, try mixtures (.help inside).
 
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+    With -c, or with statements on standard input (mixsql shell < script.sql), it runs them
+    without a terminal, prints plain output and exits with status 2 at the first error.
+    """
+    from pathlib import Path
 
-    out = [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
-    note = f"({len(rows):,} row{'s' * (len(rows) != 1)}"
-    note += f", first {len(shown):,} shown; --max-rows 0 for all)" if len(shown) < len(rows) else ")"
-    return "\n".join(out + [note]) + "\n"
+    from mixsql import shell as _shell
 
-
-def _cell(value: t.Any, limit: int | None = None) -> str:
-    if value is None:
-        text = "NULL"
-    elif isinstance(value, (list, dict)):
-        text = json.dumps(value, default=str, ensure_ascii=False)
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    else:
-        text = str(value)
-    text = text.replace("\n", "\\n")
-    if limit and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
+    session = _shell.Session(_connect(ctx, create=True), fmt=fmt)
+    if command is not None:
+        ctx.exit(_shell.run_script(session, command))
+    if not sys.stdin.isatty():
+        ctx.exit(_shell.run_script(session, sys.stdin.read()))
+    ctx.exit(_shell.interactive(session, Path(history) if history else _shell.default_history()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
 from mixsql.catalog import scan
-from mixsql.errors import CatalogError, MixSQLError
+from mixsql.errors import CatalogError, MixSQLError, position
 
 FORMAT = 3
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -212,7 +212,7 @@ class Catalog:
         try:
             statements = con.extract_statements(query)
         except duckdb.Error as e:
-            raise CatalogError(_duck_message(e)) from None
+            raise _query_error(e, query) from None
         if not statements:
             raise CatalogError("empty SQL statement")
         for st in statements:
@@ -228,7 +228,7 @@ class Catalog:
             assert result is not None
             return result.to_arrow_table()
         except duckdb.Error as e:
-            raise CatalogError(_duck_message(e)) from None
+            raise _query_error(e, query) from None
 
     def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str]) -> pa.Table:
         """``samples`` (with ``dataset`` and ``row`` columns, in order) joined with the requested
@@ -443,6 +443,32 @@ def _lit(value: t.Any) -> str:
 
 def _duck_message(e: BaseException) -> str:
     return str(e).strip()
+
+
+def _query_error(e: BaseException, query: str) -> CatalogError:
+    """A DuckDB error as a CatalogError pointing into the query where DuckDB says (or names) the culprit."""
+    text = str(e).strip()
+    caret = re.search(r"\nLINE (\d+): (.*)\n( *)(\^+)", text)
+    head, _, rest = text.partition("\n")
+    hint = " ".join(line.strip() for line in rest.splitlines() if line.strip() and not line.startswith("LINE")
+                    and not set(line.strip()) <= {"^"}) or None
+    line = col = None
+    length = 1
+    if caret:
+        line = int(caret.group(1))
+        col = len(caret.group(3)) - len(f"LINE {caret.group(1)}: ") + 1
+        length = len(caret.group(4))
+    else:
+        named = re.search(r'column "([^"]+)" not found|Table with name (\S+) does not exist|'
+                          r'[Ff]unction with name (\w+) does not exist', head)
+        if named:
+            word = next(g for g in named.groups() if g)
+            found = re.search(rf"(?i)(?<![\w.]){re.escape(word)}(?!\w)", query)
+            if found:
+                line, col = position(query, found.start())
+                length = len(word)
+    return CatalogError(head, hint=hint[:300] if hint else None, line=line, col=col, length=length,
+                        source=query if line else None)
 
 
 __all__ = ["Catalog", "DatasetInfo", "MixSQLError"]

@@ -1,0 +1,441 @@
+"""The interactive shell (``mixsql shell``): SQL over the catalog and MIX statements, with meta-commands.
+
+One ``Session`` runs statements whatever the front end: the prompt_toolkit terminal (multi-line
+input ending with ``;``, history, completion, highlighting, rich tables, Ctrl-C cancelling the
+running statement) or a script (``mixsql shell < file``, ``-c "..."``: plain output, the first
+error ends it with a non-zero status).
+
+Statements:  plain read-only SQL · ``MIX ...`` and ``EXPLAIN MIX ...`` (shown as EXPLAIN) ·
+``HEAD n MIX ...`` (the first n samples). Meta-commands start with a dot (``.help``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pyarrow as pa
+
+from mixsql.api import Connection, Mix
+from mixsql.errors import MixSQLError
+from mixsql.output import cell, format_table
+
+HELP = """\
+Statements end with ';' and may span lines.
+  SELECT ... ;                    read-only SQL over the catalog (one view per dataset)
+  MIX ... ;  EXPLAIN MIX ... ;    what a mixture does (its EXPLAIN)
+  HEAD n MIX ... ;                its first n samples
+Meta-commands (one line, no ';'):
+  .datasets                       registered datasets
+  .describe NAME                  a dataset's properties: types and example values
+  .register NAME PATH...          index files as dataset NAME
+  .load FILE [NAME=VALUE ...]     a .mixsql file's EXPLAIN; its components complete from then on
+  .read FILE                      run a script of statements and meta-commands
+  .format table|json|csv          how results print
+  .timer on|off                   show how long each statement took
+  .help                           this text
+  .quit                           leave (or Ctrl-D); Ctrl-C cancels a running statement"""
+
+META = (".datasets", ".describe", ".register", ".load", ".read", ".format", ".timer", ".help", ".quit", ".exit")
+KEYWORDS = """SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT JOIN LEFT RIGHT INNER OUTER ON AS AND OR NOT IN IS NULL
+LIKE ILIKE BETWEEN CASE WHEN THEN ELSE END DISTINCT COUNT SUM AVG MIN MAX DESCRIBE SUMMARIZE EXPLAIN WITH UNION ALL
+MIX HEAD SEED CHUNK SIZE PARTITIONS CURRICULUM STAGE RAMP UNTIL SAMPLES STEPS BUCKETS NATURAL TEMPERATURE BYTES
+MAX EPOCHS BATCH EXHAUSTION STOP REDISTRIBUTE REPEAT OVERLAP FIRST ERROR ASC DESC TRUE FALSE""".split()
+MAX_ROWS = 40
+
+
+class Cancelled(Exception):
+    """The user pressed Ctrl-C while a statement ran."""
+
+
+@dataclasses.dataclass
+class Result:
+    """What a statement gives: a table, text, or nothing; and how long it took."""
+
+    table: pa.Table | None = None
+    text: str | None = None
+    seconds: float = 0.0
+
+
+class Session:
+    """The shell's state and statement runner, independent of the terminal."""
+
+    def __init__(self, con: Connection, *, fmt: str = "table") -> None:
+        self.con = con
+        self.fmt = fmt
+        self.timer = True
+        self.mix: Mix | None = None  # the last MIX statement: its component names complete
+
+    # -- statements ---------------------------------------------------------------------------------
+
+    def run(self, statement: str) -> Result:
+        """Run one statement or meta-command (without its final ';')."""
+        began = time.perf_counter()
+        text = statement.strip()
+        if text.startswith("."):
+            result = self._meta(text)
+        else:
+            result = self._statement(text)
+        result.seconds = time.perf_counter() - began
+        return result
+
+    def _statement(self, text: str) -> Result:
+        head = re.match(r"(?is)^\s*head\s+(\d+)\s+(.*)$", text)
+        if head:
+            return self._head(int(head.group(1)), head.group(2))
+        explain = re.match(r"(?is)^\s*explain\s+((?:mix|with)\b.*)$", text)
+        if explain and _is_mix(explain.group(1)):
+            return Result(text=self._mix(explain.group(1)).explain())
+        if _is_mix(text):
+            return Result(text=self._mix(text).explain())
+        return Result(table=self.con.sql(text))
+
+    def _mix(self, text: str, params: dict[str, t.Any] | None = None, path: str | None = None) -> Mix:
+        mix = self.con.mix(text, params=params, path=path, check=False)
+        self.mix = mix
+        return mix
+
+    def _head(self, n: int, text: str) -> Result:
+        if not _is_mix(text):
+            raise MixSQLError("HEAD takes a MIX statement: HEAD 10 MIX ...;")
+        mix = self._mix(text)
+        rows = list(mix.samples(limit=n))
+        if not rows:
+            return Result(table=pa.table({"component": pa.array([], pa.string())}))
+        names = list(dict.fromkeys(["component"] + [k for r in rows for k in r]))
+        return Result(table=pa.table({k: pa.array([_short(r.get(k)) for r in rows]) for k in names}))
+
+    # -- meta-commands ---------------------------------------------------------------------------------
+
+    def _meta(self, text: str) -> Result:
+        try:
+            words = shlex.split(text)
+        except ValueError as e:
+            raise MixSQLError(f"cannot read the command: {e}") from None
+        command, args = words[0].lower(), words[1:]
+        if command in (".quit", ".exit"):
+            raise EOFError
+        if command == ".help":
+            return Result(text=HELP)
+        if command == ".datasets":
+            return Result(table=self.con.sql("SELECT name, samples, bytes, version, registered_at FROM mixsql_datasets "
+                                             "ORDER BY name"))
+        if command == ".describe":
+            return Result(table=self._describe(_one(args, ".describe NAME")))
+        if command == ".register":
+            if len(args) < 2:
+                raise MixSQLError("usage: .register NAME PATH...")
+            info = self.con.register(args[0], args[1:])
+            return Result(text=f"registered {info.name}: {info.samples:,} samples from {len(info.files()):,} files "
+                               f"(version {info.version})")
+        if command == ".load":
+            if not args:
+                raise MixSQLError("usage: .load FILE [NAME=VALUE ...]")
+            params = dict(_param(a) for a in args[1:])
+            path = args[0]
+            try:
+                source = Path(path).read_text(encoding="utf-8")
+            except OSError as e:
+                raise MixSQLError(f"cannot read {path}: {e.strerror or e}") from None
+            return Result(text=self._mix(source, params=params, path=path).explain())
+        if command == ".read":
+            raise _Read(_one(args, ".read FILE"))
+        if command == ".format":
+            choice = _one(args, ".format table|json|csv")
+            if choice not in ("table", "json", "csv"):
+                raise MixSQLError(f"unknown format {choice!r}", hint="table, json or csv")
+            self.fmt = choice
+            return Result(text=f"results print as {choice}")
+        if command == ".timer":
+            choice = _one(args, ".timer on|off")
+            if choice not in ("on", "off"):
+                raise MixSQLError("usage: .timer on|off")
+            self.timer = choice == "on"
+            return Result()
+        raise MixSQLError(f"unknown command {command}", hint="type .help for the list")
+
+    def _describe(self, name: str) -> pa.Table:
+        known = self.con.datasets()
+        if name not in known:
+            raise MixSQLError(f"unknown dataset {name!r}", hint=f"datasets: {', '.join(known) or 'none yet'}")
+        columns = self.con.sql(f'DESCRIBE "{name}"').to_pylist()
+        out: dict[str, list[t.Any]] = {"property": [], "type": [], "examples": []}
+        for c in columns:
+            column = c["column_name"]
+            examples = self.con.sql(f'SELECT DISTINCT "{column}" AS v FROM (SELECT "{column}" FROM "{name}" '
+                                    f'WHERE "{column}" IS NOT NULL LIMIT 1000) LIMIT 3').column("v").to_pylist()
+            out["property"].append(column)
+            out["type"].append(c["column_type"])
+            out["examples"].append(", ".join(cell(v, 40) for v in examples))
+        return pa.table(out)
+
+    # -- completion ----------------------------------------------------------------------------------------
+
+    def words(self) -> list[str]:
+        """What completion offers: datasets, their columns, the last mixture's components, keywords, meta-commands."""
+        out = list(self.con.datasets())
+        for name in out[:]:
+            try:
+                out += [r["column_name"] for r in self.con.sql(f'DESCRIBE "{name}"').to_pylist()]
+            except MixSQLError:
+                pass
+        if self.mix is not None:
+            out += self.mix.components
+        return list(dict.fromkeys(out + KEYWORDS + list(META)))
+
+    # -- rendering -----------------------------------------------------------------------------------------
+
+    def plain(self, result: Result) -> str:
+        """A result as plain text (scripts and pipes)."""
+        if result.table is not None:
+            return format_table(result.table, self.fmt, None)
+        return (result.text + "\n") if result.text else ""
+
+
+class _Read(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _one(args: list[str], usage: str) -> str:
+    if len(args) != 1:
+        raise MixSQLError(f"usage: {usage}")
+    return args[0]
+
+
+def _param(item: str) -> tuple[str, t.Any]:
+    name, eq, value = item.partition("=")
+    if not eq:
+        raise MixSQLError(f"parameter {item!r}: expected NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def _short(value: t.Any, limit: int = 120) -> t.Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "…"
+    return value
+
+
+def _is_mix(text: str) -> bool:
+    """A MIX statement (possibly with a WITH clause), as opposed to plain SQL."""
+    from mixsql.parse import parse
+
+    stripped = re.sub(r"(?s)^(\s*(--[^\n]*\n|/\*.*?\*/))*\s*", "", text)
+    if re.match(r"(?i)mix\b", stripped):
+        return True
+    if not re.match(r"(?i)with\b", stripped):
+        return False
+    try:
+        parse(text)
+        return True
+    except MixSQLError as e:
+        return "expecting MIX after the WITH clause" not in e.message
+
+
+# -- splitting input into statements -------------------------------------------------------------------
+
+
+def split(text: str) -> tuple[list[str], str]:
+    """Complete statements and meta-commands in ``text``, and the unfinished rest.
+
+    A line starting with '.' (outside a statement) is a meta-command; a statement ends at a ';'
+    outside quotes and comments.
+    """
+    done: list[str] = []
+    current = ""
+    i = 0
+    quote: str | None = None
+    while i < len(text):
+        ch = text[i]
+        if quote is None and not current.strip() and ch == ".":
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            done.append(text[i:end].strip())
+            i = end + 1
+            current = ""
+            continue
+        if quote is None and text.startswith("--", i):
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            current += text[i:end]
+            i = end
+            continue
+        if quote is None and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = len(text) if end < 0 else end + 2
+            current += text[i:end]
+            i = end
+            continue
+        if quote is None and ch in ("'", '"'):
+            quote = ch
+        elif quote == ch:
+            quote = None
+        if quote is None and ch == ";":
+            if current.strip():
+                done.append(current.strip())
+            current = ""
+        else:
+            current += ch
+        i += 1
+    return done, current
+
+
+# -- front ends --------------------------------------------------------------------------------------------
+
+
+def run_script(session: Session, text: str, out: t.TextIO = sys.stdout, err: t.TextIO = sys.stderr,
+               depth: int = 0) -> int:
+    """Run every statement of ``text``; plain output; stop at the first error (status 2)."""
+    statements, rest = split(text)
+    if rest.strip():
+        statements.append(rest.strip())  # a last statement without ';' still runs
+    for statement in statements:
+        try:
+            out.write(session.plain(session.run(statement)))
+            out.flush()
+        except _Read as r:
+            try:
+                nested = Path(r.path).read_text(encoding="utf-8")
+            except OSError as e:
+                err.write(f"error: cannot read {r.path}: {e.strerror or e}\n")
+                return 2
+            if depth > 16:
+                err.write("error: .read nests too deeply\n")
+                return 2
+            status = run_script(session, nested, out, err, depth + 1)
+            if status:
+                return status
+        except EOFError:
+            return 0
+        except MixSQLError as e:
+            err.write(e.render() + "\n")
+            return 2
+    return 0
+
+
+def interactive(session: Session, history: Path) -> int:  # pragma: no cover - driven through a pty in tests
+    """The terminal front end."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import Completer, Completion
+    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.lexers import PygmentsLexer
+    from pygments.lexers.sql import SqlLexer
+    from rich.console import Console
+
+    console = Console(highlight=False)
+
+    class Words(Completer):
+        def get_completions(self, document: t.Any, complete_event: t.Any) -> t.Iterator[Completion]:
+            word = document.get_word_before_cursor(WORD=True).lstrip("(,")
+            if not word:
+                return
+            for candidate in session.words():
+                if candidate.lower().startswith(word.lower()) and candidate != word:
+                    yield Completion(candidate, start_position=-len(word))
+
+    keys = KeyBindings()
+
+    @keys.add("enter")
+    def _(event: t.Any) -> None:
+        buffer = event.current_buffer
+        done, rest = split(buffer.text)
+        if done and not rest.strip():
+            buffer.validate_and_handle()
+        else:
+            buffer.insert_text("\n")
+
+    history.parent.mkdir(parents=True, exist_ok=True)
+    prompt = PromptSession(history=FileHistory(str(history)), completer=Words(), lexer=PygmentsLexer(SqlLexer),
+                           key_bindings=keys, multiline=True, complete_while_typing=False,
+                           prompt_continuation=lambda width, line, wrap: "   ...> ".rjust(width))
+    console.print("mixsql shell: statements end with ';'. .help for commands, Ctrl-D to leave.")
+    while True:
+        try:
+            text = prompt.prompt("mixsql> ")
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return 0
+        statements, _ = split(text)
+        for statement in statements:
+            try:
+                result = _cancellable(session, statement)
+            except _Read as r:
+                try:
+                    run_script(session, Path(r.path).read_text(encoding="utf-8"))
+                except OSError as e:
+                    console.print(f"[red]cannot read {r.path}: {e.strerror or e}[/red]")
+                continue
+            except EOFError:
+                return 0
+            except Cancelled:
+                console.print("[yellow]cancelled[/yellow]")
+                continue
+            except MixSQLError as e:
+                console.print(e.render(color=True), markup=False, highlight=False)
+                continue
+            _show(console, session, result)
+
+
+def _cancellable(session: Session, statement: str) -> Result:  # pragma: no cover - see interactive
+    """Run a statement; Ctrl-C interrupts DuckDB (or the Python loop) and raises ``Cancelled``."""
+    con = session.con.catalog.session()
+
+    def interrupt(signum: int, frame: t.Any) -> None:
+        con.interrupt()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        return session.run(statement)
+    except KeyboardInterrupt:
+        raise Cancelled from None
+    except MixSQLError as e:
+        if "INTERRUPT" in e.message.upper():
+            raise Cancelled from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _show(console: t.Any, session: Session, result: Result) -> None:  # pragma: no cover - see interactive
+    from rich.table import Table
+
+    if result.table is not None and session.fmt == "table":
+        table = Table(show_lines=False, header_style="bold")
+        for field in result.table.schema:
+            numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+            table.add_column(field.name, justify="right" if numeric else "left", overflow="ellipsis", max_width=60)
+        rows = result.table.to_pylist()
+        for r in rows[:MAX_ROWS]:
+            table.add_row(*[cell(v, 60) for v in r.values()])
+        console.print(table)
+        note = f"{len(rows):,} row{'s' * (len(rows) != 1)}"
+        if len(rows) > MAX_ROWS:
+            note += f", first {MAX_ROWS} shown (add LIMIT/OFFSET, or .format csv for all)"
+    else:
+        if result.table is not None:
+            console.print(session.plain(result), end="", markup=False, highlight=False)
+        elif result.text:
+            console.print(result.text, markup=False, highlight=False)
+        note = ""
+    if session.timer:
+        note = f"{note}, {result.seconds:.3f} s" if note else f"{result.seconds:.3f} s"
+    if note:
+        console.print(f"[dim]({note})[/dim]")
+
+
+def default_history() -> Path:
+    return Path(os.environ.get("MIXSQL_HISTORY", Path.home() / ".mixsql_history"))
