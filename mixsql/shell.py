@@ -228,19 +228,28 @@ def _short(value: t.Any, limit: int = 120) -> t.Any:
 
 
 def _is_mix(text: str) -> bool:
-    """A MIX statement (possibly with a WITH clause), as opposed to plain SQL."""
-    from mixsql.parse import parse
+    """A MIX statement (possibly after a WITH clause), as opposed to plain SQL: the first word outside
+    parentheses that is not part of a WITH list is MIX."""
+    from sqlglot.errors import TokenError
+    from sqlglot.tokens import TokenType
 
-    stripped = re.sub(r"(?s)^(\s*(--[^\n]*\n|/\*.*?\*/))*\s*", "", text)
-    if re.match(r"(?i)mix\b", stripped):
-        return True
-    if not re.match(r"(?i)with\b", stripped):
-        return False
+    from mixsql.parse import MixSQL
+
     try:
-        parse(text)
-        return True
-    except MixSQLError as e:
-        return "expecting MIX after the WITH clause" not in e.message
+        tokens = MixSQL().tokenize(text)
+    except TokenError:
+        return bool(re.match(r"(?is)\s*mix\b", text))
+    depth = 0
+    for token in tokens:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif depth == 0 and token.token_type not in (TokenType.WITH, TokenType.ALIAS, TokenType.COMMA,
+                                                     TokenType.VAR, TokenType.IDENTIFIER) or \
+                depth == 0 and token.text.upper() == "MIX":
+            return token.text.upper() == "MIX"
+    return False
 
 
 # -- splitting input into statements -------------------------------------------------------------------
@@ -254,26 +263,21 @@ def split(text: str) -> tuple[list[str], str]:
     """
     done: list[str] = []
     current = ""
+    code = False  # does the current statement hold anything but whitespace and comments?
     i = 0
     quote: str | None = None
     while i < len(text):
         ch = text[i]
-        if quote is None and not current.strip() and ch == ".":
+        if quote is None and not code and ch == ".":
             end = text.find("\n", i)
             end = len(text) if end < 0 else end
             done.append(text[i:end].strip())
             i = end + 1
             current = ""
             continue
-        if quote is None and text.startswith("--", i):
-            end = text.find("\n", i)
-            end = len(text) if end < 0 else end
-            current += text[i:end]
-            i = end
-            continue
-        if quote is None and text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = len(text) if end < 0 else end + 2
+        if quote is None and (text.startswith("--", i) or text.startswith("/*", i)):
+            end = text.find("\n", i) if text.startswith("--", i) else text.find("*/", i + 2)
+            end = len(text) if end < 0 else (end if text.startswith("--", i) else end + 2)
             current += text[i:end]
             i = end
             continue
@@ -282,12 +286,15 @@ def split(text: str) -> tuple[list[str], str]:
         elif quote == ch:
             quote = None
         if quote is None and ch == ";":
-            if current.strip():
+            if code:
                 done.append(current.strip())
-            current = ""
+            current, code = "", False
         else:
             current += ch
+            code = code or not ch.isspace()
         i += 1
+    if not code:
+        current = ""
     return done, current
 
 
@@ -402,6 +409,10 @@ def _cancellable(session: Session, statement: str) -> Result:  # pragma: no cove
         return session.run(statement)
     except KeyboardInterrupt:
         raise Cancelled from None
+    except RuntimeError as e:  # DuckDB's "Query interrupted"
+        if "interrupt" in str(e).lower():
+            raise Cancelled from None
+        raise
     except MixSQLError as e:
         if "INTERRUPT" in e.message.upper():
             raise Cancelled from None
