@@ -89,10 +89,11 @@ class Mix:
     def partitions(self) -> int:
         return self.spec.partitions
 
-    def plan(self) -> CompiledPlan:
-        """The compiled plan (cached in the catalog by dataset versions, statement and parameters)."""
+    def plan(self, progress: t.Callable[[int, int, str], None] | None = None) -> CompiledPlan:
+        """The compiled plan (cached in the catalog by dataset versions, statement and parameters);
+        ``progress(done, total, component)`` is called as components are laid out."""
         if self._compiled is None:
-            self._compiled = _manifest.compiled(self._bound, self._connection.catalog, self.spec)
+            self._compiled = _manifest.compiled(self._bound, self._connection.catalog, self.spec, progress=progress)
         return self._compiled
 
     def write_plan(self, directory: str | os.PathLike[str]) -> Path:
@@ -175,11 +176,14 @@ class Connection:
         return self.catalog.version
 
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
-                 content: t.Sequence[str] | None = None) -> DatasetInfo:
-        """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``."""
+                 content: t.Sequence[str] | None = None,
+                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+        """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
+        ``progress(done, total, file)`` is called as files are scanned."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
-        return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content)
+        return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
+                                     progress=progress)
 
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""

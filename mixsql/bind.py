@@ -409,8 +409,10 @@ class _Binder:
             segments.append(Segment(start=start, end=end, begin=begin, finish=shares, kind=stage.name))
             if end is not None:
                 start, previous = end, shares
-        if segments[-1].end is not None:
-            segments.append(Segment(start=start, end=None, begin=previous, finish=previous, kind="HOLD"))
+        if segments[-1].end is not None:  # a stage is an interval: the MIX weights return; a ramp's target holds
+            after = previous if segments[-1].kind == "RAMP" else declared
+            segments.append(Segment(start=start, end=None, begin=after, finish=after,
+                                    kind="HOLD" if segments[-1].kind == "RAMP" else "MIX"))
         return tuple(segments)
 
     def _stage_shares(self, nodes: list[Node], weights: dict[str, Fraction], leaves: list[str],

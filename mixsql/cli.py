@@ -31,9 +31,10 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--catalog", "catalog", default=".mixsql", show_default=True, envvar="MIXSQL_CATALOG",
               type=click.Path(file_okay=False), help="Catalog directory (env MIXSQL_CATALOG).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.version_option(package_name="mixsql")
 @click.pass_context
-def main(ctx: click.Context, catalog: str) -> None:
+def main(ctx: click.Context, catalog: str, quiet: bool) -> None:
     """mixsql: declare pre-training data mixtures in SQL.
 
     \b
@@ -41,11 +42,18 @@ def main(ctx: click.Context, catalog: str) -> None:
     mixsql sql "SELECT domain, count(*) FROM corpus GROUP BY ALL"
     mixsql explain pretrain.mixsql               what the mixture will do
     """
-    ctx.obj = catalog
+    ctx.obj = {"catalog": catalog, "quiet": quiet}
 
 
 def _connect(ctx: click.Context, create: bool = False) -> Connection:
-    return Connection(ctx.obj, create=create)
+    return Connection(ctx.obj["catalog"], create=create)
+
+
+def _bar(ctx: click.Context, description: str) -> t.Any:
+    """A progress bar on a terminal for work that takes more than a second; nothing in a pipe or with -q."""
+    from mixsql.progress import bar
+
+    return bar(description, enabled=False if ctx.obj["quiet"] else None)
 
 
 def _overrides(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
@@ -85,7 +93,8 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     """
     con = _connect(ctx, create=True)
     fields = [c.strip() for c in content.split(",") if c.strip()]
-    info = con.register(name, list(paths), replace=replace, content=fields)
+    with _bar(ctx, f"registering {name}") as progress:
+        info = con.register(name, list(paths), replace=replace, content=fields, progress=progress)
     files = len(info.files())
     click.echo(f"registered {info.name}: {info.samples:,} samples from {files} file{'s' * (files != 1)} "
                f"(version {info.version}) in {con.path}")
@@ -124,15 +133,22 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int, plan_dir: str |
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw the schedule and the realised shares into this PNG file.")
 @_overrides
 @click.pass_context
-def explain(ctx: click.Context, file: str, as_json: bool, **opts: t.Any) -> None:
+def explain(ctx: click.Context, file: str, as_json: bool, plot_path: str | None, **opts: t.Any) -> None:
     """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL."""
     mix = _load(ctx, file, {**opts, "check": False})
     e = mix.explanation()
     click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
     if e.spec.error is not None:
         raise e.spec.error
+    if plot_path:
+        from mixsql.plot import plot
+
+        plot(mix, plot_path)
+        click.echo(f"plotted the schedule and the realised shares into {plot_path}", err=True)
 
 
 @main.command()
@@ -148,6 +164,8 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     again. Inspect it with `mixsql sql` or DuckDB: SELECT * FROM 'OUTPUT/manifest.parquet'.
     """
     mix = _load(ctx, file, opts)
+    with _bar(ctx, "planning") as progress:
+        mix.plan(progress)
     manifest = mix.write_plan(output)
     import pyarrow.parquet as pq
 
@@ -171,6 +189,8 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
     Computed directly from the plan, without streaming the run up to STEP.
     """
     mix = _load(ctx, file, opts)
+    with _bar(ctx, "planning") as progress:
+        mix.plan(progress)
     fields = [c.strip() for c in columns.split(",")] if columns else None
     click.echo(_format(mix.lineage(step, batch_size, fields), fmt, None), nl=False)
 
@@ -187,6 +207,8 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
          **opts: t.Any) -> None:
     """Print the first samples of the mixture in FILE, in stream order."""
     mix = _load(ctx, file, opts)
+    with _bar(ctx, "planning") as progress:
+        mix.plan(progress)
     fields = [c.strip() for c in columns.split(",")] if columns else None
     for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
         if not full:
@@ -219,6 +241,19 @@ def fmt(file: str) -> None:
 
 
 @main.command()
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def stats(ctx: click.Context, dataset: str, as_json: bool) -> None:
+    """Per property of DATASET: counts, nulls, distinct values, quantiles or frequent values; and its
+    samples, bytes (and tokens) broken down by each main categorical property."""
+    from mixsql.stats import stats as compute
+
+    result = compute(_connect(ctx), dataset)
+    click.echo(json.dumps(result.to_dict(), indent=2, default=str) if as_json else str(result))
+
+
+@main.command()
 @click.option("-c", "command", help="Run these statements and meta-commands, then exit.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--history", type=click.Path(dir_okay=False), help="History file (default ~/.mixsql_history, "
@@ -234,7 +269,7 @@ def shell(ctx: click.Context, command: str | None, fmt: str, history: str | None
 
     from mixsql import shell as _shell
 
-    session = _shell.Session(_connect(ctx, create=True), fmt=fmt)
+    session = _shell.Session(_connect(ctx, create=True), fmt=fmt, quiet=ctx.obj["quiet"])
     if command is not None:
         ctx.exit(_shell.run_script(session, command))
     if not sys.stdin.isatty():

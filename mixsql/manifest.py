@@ -355,7 +355,8 @@ class _Out:
             raise PlanError(f"internal: wrote {self.at} samples of {self.total}")
 
 
-def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> dict[str, t.Any]:
+def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path,
+                 progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
     """Write the stream's samples into ``directory`` by (component, partition, visiting order), with
     the window starts and the blocks of every window (sorted by block key); return the layout.
 
@@ -394,6 +395,8 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     pending: dict[int, dict[str, np.ndarray]] = {}
     sources = {d: _selections(catalog, bound, d, byte_ranges) for d in datasets}
     for c in bound.components:
+        if progress is not None:
+            progress(c.index, len(bound.components), c.name)
         while c.index not in pending:
             index, arrays = next(sources[c.dataset])
             pending[index] = arrays
@@ -457,6 +460,8 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
             taken[q] = []
         del sel
     out.close()
+    if progress is not None:
+        progress(len(bound.components), len(bound.components), "")
     starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
     keys = np.concatenate(window_keys) if window_keys else np.zeros(0, dtype=np.int64)
     owners = np.concatenate(window_blocks) if window_blocks else np.zeros(0, dtype=np.int64)
@@ -520,10 +525,11 @@ def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec
 # -- persisting and caching ---------------------------------------------------------------------------
 
 
-def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path) -> None:
+def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path,
+          progress: t.Callable[[int, int, str], None] | None = None) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
     directory.mkdir(parents=True)
-    layout = compile_plan(bound, catalog, spec, directory)
+    layout = compile_plan(bound, catalog, spec, directory, progress)
     shape = spec.shape
     meta = {
         "format": PLAN_FORMAT,
@@ -548,7 +554,8 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: float = 600.0) -> CompiledPlan:
+def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: float = 600.0,
+             progress: t.Callable[[int, int, str], None] | None = None) -> CompiledPlan:
     """The compiled plan from the catalog's cache, compiling it once if missing.
 
     Safe for many processes at once: one compiles (holding a lock file), the others wait for the
@@ -565,7 +572,7 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
         lock = open(root / f".{key}.lock", "a+")
     except OSError:
         private = Path(tempfile.mkdtemp(prefix="mixsql-plan-")) / key
-        build(bound, catalog, spec, private)
+        build(bound, catalog, spec, private, progress)
         return CompiledPlan(private)
     with lock:
         deadline = time.monotonic() + wait
@@ -583,7 +590,7 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
             if not (final / "plan.json").exists():
                 tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
                 try:
-                    build(bound, catalog, spec, tmp)
+                    build(bound, catalog, spec, tmp, progress)
                     os.rename(tmp, final)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,7 @@ import pyarrow as pa
 from mixsql.api import Connection, Mix
 from mixsql.errors import MixSQLError
 from mixsql.output import cell, format_table
+from mixsql.progress import bar
 
 HELP = """\
 Statements end with ';' and may span lines.
@@ -68,9 +69,10 @@ class Result:
 class Session:
     """The shell's state and statement runner, independent of the terminal."""
 
-    def __init__(self, con: Connection, *, fmt: str = "table") -> None:
+    def __init__(self, con: Connection, *, fmt: str = "table", quiet: bool = False) -> None:
         self.con = con
         self.fmt = fmt
+        self.quiet = quiet
         self.timer = True
         self.mix: Mix | None = None  # the last MIX statement: its component names complete
 
@@ -107,6 +109,8 @@ class Session:
         if not _is_mix(text):
             raise MixSQLError("HEAD takes a MIX statement: HEAD 10 MIX ...;")
         mix = self._mix(text)
+        with bar("planning", enabled=False if self.quiet else None) as progress:
+            mix.plan(progress)
         rows = list(mix.samples(limit=n))
         if not rows:
             return Result(table=pa.table({"component": pa.array([], pa.string())}))
@@ -133,7 +137,8 @@ class Session:
         if command == ".register":
             if len(args) < 2:
                 raise MixSQLError("usage: .register NAME PATH...")
-            info = self.con.register(args[0], args[1:])
+            with bar(f"registering {args[0]}", enabled=False if self.quiet else None) as progress:
+                info = self.con.register(args[0], args[1:], progress=progress)
             return Result(text=f"registered {info.name}: {info.samples:,} samples from {len(info.files()):,} files "
                                f"(version {info.version})")
         if command == ".load":

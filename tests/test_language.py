@@ -362,3 +362,13 @@ def test_sample_curriculum_streams_its_budget(con: mixsql.Connection) -> None:
     stream = _stream(mix, ["id", "quality"])
     assert len(stream) == 2560
     assert not any(s["component"].startswith("code") for s in stream[:320])  # code enters at step 10
+
+
+def test_after_a_final_stage_the_mix_weights_return_and_after_a_ramp_they_hold(con: mixsql.Connection) -> None:
+    base = "MIX 0.5 AS code WHERE domain = 'code', 0.5 AS docs WHERE domain = 'docs' FROM corpus CHUNK SIZE 32 "
+    stage = con.mix(base + "ORDER BY CURRICULUM (STAGE UNTIL 320 SAMPLES (docs = 0))")
+    assert stage.bound.schedule[-1].kind == "MIX" and stage.bound.schedule[-1].begin == (Fraction(1, 2),) * 2
+    after = collections.Counter(s["component"] for s in _stream(stage)[320:960])
+    assert after["docs"] == after["code"] == 320
+    ramp = con.mix(base + "ORDER BY CURRICULUM (RAMP UNTIL 320 SAMPLES (docs = 1, code = 3))")
+    assert ramp.bound.schedule[-1].begin == (Fraction(3, 4), Fraction(1, 4))

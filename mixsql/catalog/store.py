@@ -294,8 +294,10 @@ class Catalog:
         *,
         replace: bool = False,
         content: t.Sequence[str] | None = None,
+        progress: t.Callable[[int, int, str], None] | None = None,
     ) -> DatasetInfo:
-        """Index the samples of the files that ``paths`` name as dataset ``name``.
+        """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
+        called with (files done, files, file) as the scan goes).
 
         ``content`` names the fields that stay in the source files (default ``["text"]``); every
         other field becomes a property with its own type. All or nothing: on any error the
@@ -314,7 +316,7 @@ class Catalog:
             tmp = self.path / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
             try:
-                entry = _build(tmp, paths, content)
+                entry = _build(tmp, paths, content, progress)
                 final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp, final)
@@ -353,13 +355,16 @@ class Catalog:
             self._con = None
 
 
-def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[str, t.Any]:
+def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
+           progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
     """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
     urls = mfs.expand(paths)
     parts: list[tuple[str, Path, pa.Schema]] = []
     records: list[tuple[str, pa.Schema]] = []
     file_rows: list[dict[str, t.Any]] = []
     for file_id, url in enumerate(urls):
+        if progress is not None:
+            progress(file_id, len(urls), url)
         src = mfs.describe(url)
         row_groups: list[int] | None = None
         if src.format == "parquet":
@@ -374,6 +379,8 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...]) -> dict[
         parts.append((url, part, table.schema))
         file_rows.append({"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
                           "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups})
+    if progress is not None:
+        progress(len(urls), len(urls), "writing the catalog tables")
     schema = scan.unify([(u, s) for u, _, s in parts])
     record_schema = scan.unify(records)
     samples = 0
