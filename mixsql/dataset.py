@@ -78,8 +78,13 @@ class MixDataset(torch.utils.data.IterableDataset):
         # taken before its first batch (StatefulDataLoader's initial snapshot) already says which it is.
         worker_id, workers = world.worker()
         resume = self._worker_resume
-        if resume is not None and (resume["workers"], resume["worker"]) == (workers, worker_id):
-            origin, first = resume["origin"], resume["next"]  # a StatefulDataLoader restoring this very worker
+        if resume is not None:  # a StatefulDataLoader restoring this very worker
+            if (resume["workers"], resume["worker"]) != (workers, worker_id):
+                raise _state.StateError(
+                    f"this dataset holds the state of DataLoader worker {resume['worker']} of {resume['workers']}, "
+                    f"but runs as worker {worker_id} of {workers}",
+                    hint="resume from the whole StatefulDataLoader.state_dict() (any topology), or start_step")
+            origin, first = resume["origin"], resume["next"]
         else:
             origin, first = self.start, self.start + worker_id
         self._progress = (origin, workers, worker_id, first)
@@ -114,8 +119,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         differs, unless ``force`` (then a warning)."""
         plan = self._plan()
         found = _state.states_in(dict(state))
-        first, position = _state.global_position(found) if not (
-            len(found) == 1 and found[0]["workers"] > 1) else (found[0], None)
+        if len(found) == 1 and found[0]["workers"] > 1:  # one worker's own state (StatefulDataLoader)
+            first, position = found[0], None
+        else:
+            first, position = _state.global_position(found)
         differs = _state.differences(first, plan)
         if differs:
             message = "the saved state belongs to another stream: " + "; ".join(differs)

@@ -298,8 +298,9 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
             continue  # the same chunk again, without them
         if short:
             rows.append([d + c for d, c in zip(done, counts)])  # the chunk's partitions stop inside it
-            end = _end_in_chunk(names, short, counts, done, supplies, k, C, P)
-            limiting = names[min(short, key=lambda i: (_first_short(i, counts, done, supplies, C, P), i))]
+            firsts = {i: _first_short(i, counts, done, supplies, C, P) for i in short}
+            first = min(short, key=lambda i: (firsts[i], i))
+            end, limiting = k * C * P + firsts[first], names[first]
             break
         expected = target
         done = [d + c for d, c in zip(done, counts)]
@@ -326,6 +327,8 @@ class _BudgetError(Exception):
 
 def _first_short(i: int, counts: list[int], done: list[int], supplies: t.Sequence[t.Sequence[int]], C: int,
                  P: int) -> int:
+    """Offset, from the chunk row's first plan position, of the first position at which some partition
+    cannot supply component i."""
     return min(P * _short_position(i, counts, done[i], supplies[i][q], C, rotation(q, P, C)) + q
                for q in range(P) if done[i] + counts[i] > supplies[i][q])
 
@@ -334,19 +337,6 @@ def _short_position(i: int, counts: list[int], done: int, supply: int, C: int, r
     """Position within the chunk of component i's first sample beyond ``supply``."""
     mine = np.flatnonzero(chunk_order(counts, rot) == i)
     return int(mine[supply - done])
-
-
-def _end_in_chunk(names: t.Sequence[str], short: list[int], counts: list[int], done: list[int],
-                  supplies: t.Sequence[t.Sequence[int]], k: int, C: int, P: int) -> int:
-    """Plan position of the first sample some partition cannot supply, in chunk k."""
-    best = None
-    for q in range(P):
-        for i in short:
-            if done[i] + counts[i] > supplies[i][q]:
-                at = P * (k * C + _short_position(i, counts, done[i], supplies[i][q], C, rotation(q, P, C))) + q
-                best = at if best is None else min(best, at)
-    assert best is not None
-    return best
 
 
 def consumed(table: np.ndarray, chunk_size: int, length: int, rotation: int = 0) -> list[int]:

@@ -336,3 +336,19 @@ def test_saved_at_8_ranks_2_workers_resumes_elsewhere(con: mixsql.Connection, mo
     assert sorted(before) == list(range(save)) and sorted(after) == list(range(save, batches))
     for k, ids in {**before, **after}.items():
         assert sorted(ids) == sorted(reference[k * G:(k + 1) * G])
+
+
+def test_one_workers_state_outside_that_worker_is_refused(con: mixsql.Connection,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    mix = con.mix(STATEMENT)
+    ds = mix.torch_dataset(batch_size=4, columns=["id"])
+    monkeypatch.setattr(world, "worker", lambda: (1, 2))
+    it = iter(ds)
+    for _ in range(8):
+        next(it)
+    state = ds.state_dict()
+    monkeypatch.undo()
+    fresh = mix.torch_dataset(batch_size=4, columns=["id"])
+    fresh.load_state_dict(state)
+    with pytest.raises(StateError, match="worker 1 of 2"):
+        next(iter(fresh))
