@@ -270,9 +270,9 @@ mix = con.mix(sys.argv[3])
 W = dist.get_world_size()
 ds = mix.torch_dataset(batch_size=int(sys.argv[5]) // W, columns=["id"])   # rank and world from torch.distributed
 state_file = sys.argv[4]
-if os.path.exists(state_file):
-    ds.load_state_dict(json.load(open(state_file)))
 steps = int(sys.argv[6])
+if steps < 0:  # the resumed run reads the state; the first run only writes it (no race on the file)
+    ds.load_state_dict(json.load(open(state_file)))
 mine = []
 for n, batch in enumerate(torch.utils.data.DataLoader(ds, batch_size=ds.batch_size, num_workers=0,
                                                       collate_fn=mixsql.collate)):
