@@ -90,8 +90,10 @@ class Session:
         return result
 
     def _statement(self, text: str) -> Result:
-        head = re.match(r"(?is)^\s*head\s+(\d+)\s+(.*)$", text)
+        head = re.match(r"(?is)^\s*head\b\s*(\S*)\s*(.*)$", text)
         if head:
+            if not head.group(1).isdigit():
+                raise MixSQLError("HEAD takes a number of samples, then a MIX statement: HEAD 10 MIX ...;")
             return self._head(int(head.group(1)), head.group(2))
         explain = re.match(r"(?is)^\s*explain\s+((?:mix|with)\b.*)$", text)
         if explain and _is_mix(explain.group(1)):
@@ -244,6 +246,8 @@ def _is_mix(text: str) -> bool:
         tokens = MixSQL().tokenize(text)
     except TokenError:
         return bool(re.match(r"(?is)\s*mix\b", text))
+    if not tokens or tokens[0].text.upper() not in ("MIX", "WITH"):
+        return False
     depth = 0
     for token in tokens:
         if token.token_type == TokenType.L_PAREN:
