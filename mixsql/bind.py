@@ -221,7 +221,8 @@ class _Binder:
         policy = self._word("exhaustion", "STOP")
         limit = self._limit(batch_size)
         if policy == "REPEAT" and limit is None:
-            raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream", self.mix.args["exhaustion"],
+            raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream",
+                             self.mix.args["exhaustion"],
                              hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
@@ -330,7 +331,8 @@ class _Binder:
                 temperature = Fraction(1)
                 if weighting.name == "TEMPERATURE":
                     temperature = self._number(weighting.args["temperature"], "TEMPERATURE", positive=True)
-                derived = f"{weighting.name}{' ' + _number(temperature) if weighting.name == 'TEMPERATURE' else ''} BY {by}"
+                label = f"TEMPERATURE {_number(temperature)}" if weighting.name == "TEMPERATURE" else weighting.name
+                derived = f"{label} BY {by}"
                 for c in components:
                     weights.append(_power(size(c, prefix, by), 1 / temperature))
             else:
@@ -740,4 +742,5 @@ def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlie
     return f'SELECT * FROM "{dataset}"{where}'
 
 
-__all__ = ["BoundComponent", "BoundMix", "Node", "Ordering", "Segment", "bind", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED", "CatalogError"]
+__all__ = ["BoundComponent", "BoundMix", "Node", "Ordering", "Segment", "bind", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED",
+           "CatalogError"]

@@ -102,7 +102,8 @@ def _table(head: list[str], body: list[list[str]], right: set[int]) -> list[str]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     return [line(head), line(["-" * w for w in widths])] + [line(r) for r in body]
 

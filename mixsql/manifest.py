@@ -493,7 +493,8 @@ def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | No
     if rank is not None and buckets > 1:
         bucket = (rank * buckets // len(rank)).astype(_U)
         return np.lexsort((row, file_id, bucket))
-    if len(row) < 2 or bool(np.all((file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1])))):
+    later = (file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1]))
+    if len(row) < 2 or bool(np.all(later)):
         return None
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 

@@ -436,7 +436,8 @@ def _show(console: t.Any, session: Session, result: Result) -> None:  # pragma: 
     if result.table is not None and session.fmt == "table":
         table = Table(show_lines=False, header_style="bold")
         for field in result.table.schema:
-            numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
+            kind = field.type
+            numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
             table.add_column(field.name, justify="right" if numeric else "left", overflow="ellipsis", max_width=60)
         rows = result.table.to_pylist()
         for r in rows[:MAX_ROWS]:
