@@ -41,6 +41,7 @@ def main(ctx: click.Context, catalog: str, quiet: bool) -> None:
     mixsql register corpus 'data/*.parquet'      index samples (pointers + properties)
     mixsql sql "SELECT domain, count(*) FROM corpus GROUP BY ALL"
     mixsql explain pretrain.mixsql               what the mixture will do
+    mixsql shell                                 explore and try mixtures interactively
     """
     ctx.obj = {"catalog": catalog, "quiet": quiet}
 
