@@ -646,7 +646,9 @@ def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
         "byte_length": pa.array(np.where(has_bytes, offset[last] + length[last] - offset[starts], 0), mask=~has_bytes),
     })
     path = directory / "manifest.parquet"
-    pq.write_table(table, path, compression="zstd")
+    tmp = directory / f".manifest.parquet.{uuid.uuid4().hex[:8]}"  # never a half-written manifest
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
     return path
 
 
@@ -666,7 +668,8 @@ def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
                         ("dataset", pa.dictionary(pa.int32(), pa.string())),
                         ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int64())])
     path = directory / "lineage.parquet"
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    tmp = directory / f".lineage.parquet.{uuid.uuid4().hex[:8]}"
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for start in range(0, len(plan), LINEAGE_BLOCK):
             stop = min(start + LINEAGE_BLOCK, len(plan))
             rows = plan.positions_rows(start, stop)
@@ -678,6 +681,7 @@ def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
                 pa.array(index // size), pa.DictionaryArray.from_arrays(pa.array(plan.component[rows]), names),
                 pa.DictionaryArray.from_arrays(file, datasets), pa.DictionaryArray.from_arrays(file, urls),
                 pa.array(plan.row[rows].astype(np.int64))], schema=schema))
+    os.replace(tmp, path)
     return path
 
 
