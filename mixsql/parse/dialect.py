@@ -30,6 +30,11 @@ OVERLAP_RULES = ("FIRST", "ERROR")
 UNITS = ("SAMPLES", "STEPS", "TOKENS")
 
 
+def _has_dataset(c: Component) -> bool:
+    """A component names its dataset: its own FROM, or every child of its sub-mixture does."""
+    return c.args.get("from_") is not None or bool(c.children) and all(_has_dataset(k) for k in c.children)
+
+
 def _flat(self: t.Any, node: exp.Expr) -> str:
     """Predicates print on one line even in pretty mode: the statement's layout is ours."""
     if not self.pretty:
@@ -176,7 +181,7 @@ class MixSQL(DuckDB):
                 args["named"] = named
             last = components[-1]
             if not self._match(TokenType.FROM, advance=False) and last.args.get("from_") is not None \
-                    and not last.children and any(c.args.get("from_") is None for c in components[:-1]):
+                    and not last.children and not all(_has_dataset(c) for c in components[:-1]):
                 # `..., 0.2 AS docs FROM corpus [WHERE p]`: read literally, FROM would be docs' own and every
                 # earlier component would lack a dataset; so it is the statement's FROM (and WHERE).
                 args["from_"] = last.args.pop("from_")
