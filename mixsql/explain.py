@@ -157,6 +157,10 @@ def render(e: Explanation) -> str:
             at = f"{x:,}" + (f" / {x / e.batch_size:,.6g}" if e.batch_size else "")
             body.append([at, kind] + [f"{v:.1%}" for v in shares])
         out += ["  " + line for line in _table(head, body, set(range(2, len(head))) | {0})]
+        row = e.stream.chunk_size * e.stream.partitions
+        if any(x % row for x, _, _ in e.schedule):
+            out.append(f"  resolution: chunk rows of {row:,} samples (chunk size x partitions); a chunk row that a "
+                       "point falls inside follows the schedule's average over it")
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]
     out.append("")
     if overlaps:

@@ -309,6 +309,8 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
     samples = end if end is not None else limit
     if limit is not None and samples is not None and samples < limit:
         raise _BudgetError(limiting, samples)
+    if limit is not None and samples is not None and samples >= limit:
+        limiting = "LIMIT"  # a shortage beyond the budget ends nothing
     assert samples is not None
     samples = min(samples, limit) if limit is not None else samples
     table = np.asarray(rows, dtype=np.int64)

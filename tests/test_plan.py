@@ -164,3 +164,9 @@ def test_redistribute_gives_a_leavers_share_to_the_others_in_proportion() -> Non
     assert (after[:, 2] == 0).all()
     assert abs(after[:, 0].sum() / after[:, :2].sum() - 5 / 8) < 0.01  # 0.5 : 0.3 of what remains
     assert shape.limiting == "LIMIT" and shape.samples == 5000
+
+
+def test_a_shortage_beyond_the_budget_does_not_end_the_stream() -> None:
+    shares = [Fraction(1, 2), Fraction(1, 2)]
+    shape = plan._walk(["a", "b"], plan.Schedule(shares, []), [[100], [10_000]], 100, 1, 150, "STOP")
+    assert shape.samples == 150 and shape.limiting == "LIMIT"
