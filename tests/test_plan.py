@@ -168,5 +168,5 @@ def test_redistribute_gives_a_leavers_share_to_the_others_in_proportion() -> Non
 
 def test_a_shortage_beyond_the_budget_does_not_end_the_stream() -> None:
     shares = [Fraction(1, 2), Fraction(1, 2)]
-    shape = plan._walk(["a", "b"], plan.Schedule(shares, []), [[100], [10_000]], 100, 1, 150, "STOP")
+    shape = plan._walk(["a", "b"], plan.Schedule(shares, []), [[90], [10_000]], 100, 1, 150, "STOP")
     assert shape.samples == 150 and shape.limiting == "LIMIT"
