@@ -170,7 +170,7 @@ def hamilton(total: int, targets: t.Sequence[Fraction]) -> list[int]:
     weight = sum(targets, Fraction(0))
     if weight == 0:
         return [0] * len(targets)
-    quotas = [x * total / weight for x in targets]
+    quotas = list(targets) if weight == total else [x * total / weight for x in targets]
     floors = [math.floor(x) for x in quotas]
     extra = total - sum(floors)
     order = sorted(range(len(targets)), key=lambda i: (-(quotas[i] - floors[i]), i))
@@ -278,15 +278,17 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
     k = start
     limiting = "LIMIT"
     end: int | None = None
+    at = schedule.integral(start * C * P)
     while cap is None or k < cap:
         x0, x1 = k * C * P, (k + 1) * C * P
-        a = [(b - c) / (C * P) for b, c in zip(schedule.integral(x1), schedule.integral(x0))]
-        a = [s if active[i] else Fraction(0) for i, s in enumerate(a)]
-        total = sum(a, Fraction(0))
-        if total == 0:
-            end, limiting = x0, next((names[i] for i in range(n) if not active[i]), names[0])
-            break
-        a = [s / total for s in a]
+        after = schedule.integral(x1)
+        a = [(b - c) / (C * P) if active[i] else Fraction(0) for i, (b, c) in enumerate(zip(after, at))]
+        if not all(active):  # the ones left share the weight of those that ran out
+            total = sum(a, Fraction(0))
+            if total == 0:
+                end, limiting = x0, next((names[i] for i in range(n) if not active[i]), names[0])
+                break
+            a = [s / total for s in a]
         target = [e + C * s for e, s in zip(expected, a)]
         counts = hamilton(C, [max(Fraction(0), tg - d) if s > 0 else Fraction(0)
                               for tg, d, s in zip(target, done, a)])
@@ -305,6 +307,7 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
         expected = target
         done = [d + c for d, c in zip(done, counts)]
         rows.append(done)
+        at = after
         k += 1
     samples = end if end is not None else limit
     if limit is not None and samples is not None and samples < limit:
