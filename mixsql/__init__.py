@@ -1,7 +1,8 @@
 """mixsql: declare pre-training data mixtures in SQL; get exact, reproducible streams.
 
 Stages, each a module: ``parse`` → ``bind`` → ``plan`` → (``manifest`` → ``read`` → torch), with
-``catalog`` for registration. ``connect`` is the entry point.
+``catalog`` for registration, ``state`` for resume, and ``shell``/``cli`` in front. ``connect`` is the
+entry point.
 """
 
 from mixsql.api import Connection, Mix, connect
@@ -9,6 +10,7 @@ from mixsql.manifest import CompiledPlan
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
 from mixsql.parse import parse
+from mixsql.state import StateError
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,7 @@ __all__ = [
     "MixParseError",
     "MixSQLError",
     "PlanError",
+    "StateError",
     "collate",
     "connect",
     "parse",
