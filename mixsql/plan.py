@@ -18,8 +18,9 @@ so far: the rounding is carried from chunk to chunk, so cumulative counts stay w
 sample of ``E``, and a component whose share is 0 gets nothing.
 
 When every ``C*a_i >= 1`` and the shares are constant, this equals the closed form
-``D(k) = hamilton(k*C)`` (apportionment commutes with adding whole samples), which ``table`` uses
-for static mixtures; otherwise ``table`` walks the chunks once. Either way the table is computed
+``D(k) = hamilton(k*C)`` (apportionment commutes with adding whole samples), which the walk uses
+for static mixtures; otherwise it walks the chunks once, in integer arithmetic over one common
+denominator while every component is in (fractions after one leaves). Either way the table is computed
 when the plan is compiled and stored with it, so chunk k is read in O(1), without computing
 chunks 0..k-1: the basis of seek and resume.
 
@@ -40,6 +41,7 @@ be met under the policy). Within a chunk the components are interleaved greatest
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -179,6 +181,21 @@ def hamilton(total: int, targets: t.Sequence[Fraction]) -> list[int]:
     return floors
 
 
+def _hamilton_int(total: int, owed: list[int], unit: int) -> list[int]:
+    """``hamilton(total, [o / unit for o in owed])`` in integers."""
+    weight = sum(owed)
+    if weight == 0:
+        return [0] * len(owed)
+    if weight == total * unit:
+        floors, remainders = [o // unit for o in owed], [o % unit for o in owed]
+    else:
+        floors, remainders = [o * total // weight for o in owed], [o * total % weight for o in owed]
+    extra = total - sum(floors)
+    for i in sorted(range(len(owed)), key=lambda i: (-remainders[i], i))[:extra]:
+        floors[i] += 1
+    return floors
+
+
 class Schedule:
     """The leaf shares over plan positions: piecewise linear (``bind.Segment``), integrated exactly."""
 
@@ -205,6 +222,30 @@ class Schedule:
         k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
         seg = self.segments[k]
         return tuple(a + b for a, b in zip(self._before[k], self._piece(seg, max(x, seg.start))))
+
+    @functools.cached_property
+    def _scaled(self) -> tuple[int, list[tuple[int, list[int], list[int], list[int]]]]:
+        """A denominator D and, per segment, integers (start, A, B, R) with D * integral(x) =
+        A + (x - start) * B + (x - start)**2 * R: the integral in integer arithmetic."""
+        pieces = []
+        if self.static:
+            pieces.append((0, [Fraction(0)] * len(self.shares), list(self.shares), [Fraction(0)] * len(self.shares)))
+        else:
+            for seg, before in zip(self.segments, self._before):
+                bend = [(f - b) / (2 * (seg.end - seg.start)) if seg.end is not None else Fraction(0)
+                        for b, f in zip(seg.begin, seg.finish)]
+                pieces.append((seg.start, list(before), list(seg.begin), bend))
+        D = math.lcm(*(v.denominator for _, *coefficients in pieces for part in coefficients for v in part))
+        return D, [(start, [int(v * D) for v in a], [int(v * D) for v in b], [int(v * D) for v in r])
+                   for start, a, b, r in pieces]
+
+    def integral_scaled(self, x: int) -> tuple[int, list[int]]:
+        """(D, D * integral(x)) in integers."""
+        D, pieces = self._scaled
+        k = max(bisect.bisect_right([p[0] for p in pieces], x) - 1, 0)
+        start, a, b, r = pieces[k]
+        d = max(x - start, 0)
+        return D, [ai + d * bi + d * d * ri for ai, bi, ri in zip(a, b, r)]
 
     def at(self, x: int) -> tuple[Fraction, ...]:
         """The shares in force at plan position x."""
@@ -279,21 +320,31 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
     limiting = "LIMIT"
     end: int | None = None
     at = schedule.integral(start * C * P)
+    D, scaled = schedule.integral_scaled(start * C * P)  # the same in integers, while every component is in
     while cap is None or k < cap:
         x0, x1 = k * C * P, (k + 1) * C * P
-        after = schedule.integral(x1)
-        a = [(b - c) / (C * P) if active[i] else Fraction(0) for i, (b, c) in enumerate(zip(after, at))]
-        if not all(active):  # the ones left share the weight of those that ran out
-            total = sum(a, Fraction(0))
+        if all(active):
+            # Integer arithmetic, equal to the general rule below: targets in units of 1 / (D * P).
+            _, scaled_after = schedule.integral_scaled(x1)
+            unit = D * P
+            owed = [max(g1 - d * unit, 0) if g1 > g0 else 0 for g1, g0, d in zip(scaled_after, scaled, done)]
+            counts = _hamilton_int(C, owed, unit)
+        else:
+            after = schedule.integral(x1)
+            a = [(b - c) / (C * P) if active[i] else Fraction(0) for i, (b, c) in enumerate(zip(after, at))]
+            total = sum(a, Fraction(0))  # the ones left share the weight of those that ran out
             if total == 0:
                 end, limiting = x0, next((names[i] for i in range(n) if not active[i]), names[0])
                 break
             a = [s / total for s in a]
-        target = [e + C * s for e, s in zip(expected, a)]
-        counts = hamilton(C, [max(Fraction(0), tg - d) if s > 0 else Fraction(0)
-                              for tg, d, s in zip(target, done, a)])
+            target = [e + C * s for e, s in zip(expected, a)]
+            counts = hamilton(C, [max(Fraction(0), tg - d) if s > 0 else Fraction(0)
+                                  for tg, d, s in zip(target, done, a)])
         short = [i for i in range(n) if done[i] + counts[i] > floor_supply[i]]
         if short and policy == "REDISTRIBUTE" and sum(active) > len(short):
+            if all(active):  # leave integer arithmetic: carry the expectation over as fractions
+                expected = [Fraction(g, D * P) for g in scaled]
+                at = schedule.integral(x0)
             for i in short:
                 active[i] = False
                 left_at[i] = x0
@@ -304,10 +355,12 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
             first = min(short, key=lambda i: (firsts[i], i))
             end, limiting = k * C * P + firsts[first], names[first]
             break
-        expected = target
+        if all(active):
+            scaled = scaled_after
+        else:
+            expected, at = target, after
         done = [d + c for d, c in zip(done, counts)]
         rows.append(done)
-        at = after
         k += 1
     samples = end if end is not None else limit
     if limit is not None and samples is not None and samples < limit:

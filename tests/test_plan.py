@@ -170,3 +170,21 @@ def test_a_shortage_beyond_the_budget_does_not_end_the_stream() -> None:
     shares = [Fraction(1, 2), Fraction(1, 2)]
     shape = plan._walk(["a", "b"], plan.Schedule(shares, []), [[90], [10_000]], 100, 1, 150, "STOP")
     assert shape.samples == 150 and shape.limiting == "LIMIT"
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedules(), st.lists(st.integers(0, 5000), min_size=1, max_size=20))
+def test_integer_integral_equals_the_exact_one(sched: tuple[list[Fraction], list[Segment]], xs: list[int]) -> None:
+    declared, segments = sched
+    for schedule in (plan.Schedule(declared, segments), plan.Schedule(declared, [])):
+        for x in xs:
+            D, scaled = schedule.integral_scaled(x)
+            assert [Fraction(g, D) for g in scaled] == list(schedule.integral(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6), st.integers(1, 10**4), st.integers(1, 2048))
+def test_integer_apportionment_equals_the_exact_one(owed: list[int], unit: int, total: int) -> None:
+    assert plan._hamilton_int(total, owed, unit) == plan.hamilton(total, [Fraction(o, unit) for o in owed])
+    exact = [o * unit for o in plan.hamilton(total, [Fraction(o, unit) for o in owed])]
+    assert plan._hamilton_int(total, exact, unit) == plan.hamilton(total, [Fraction(o, unit) for o in exact])
