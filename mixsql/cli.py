@@ -162,7 +162,8 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     """Compile FILE into a chunk manifest in OUTPUT (Parquet, one row per chunk-file-range).
 
     Hand OUTPUT to every rank: they memory-map it and never touch the catalog's lock-free tables
-    again. Inspect it with `mixsql sql` or DuckDB: SELECT * FROM 'OUTPUT/manifest.parquet'.
+    again. Inspect it with SQL: mixsql sql --plan OUTPUT "SELECT * FROM manifest" (or lineage, one
+    row per sample in plan order).
     """
     mix = _load(ctx, file, opts)
     with _bar(ctx, "planning") as progress:
