@@ -60,16 +60,26 @@ def _integer_shares(shares: t.Sequence[Fraction]) -> tuple[list[int], int]:
     return [s.numerator * (denominator // s.denominator) for s in shares], denominator
 
 
+def apportion(total: int, owed: t.Sequence[int], unit: int) -> list[int]:
+    """Largest-remainder (Hamilton) apportionment of ``total`` by the non-negative quotas ``owed / unit``,
+    normalised to ``total`` when they do not sum to it; ties go to the earlier component. Integers only."""
+    weight = sum(owed)
+    if weight == 0:
+        return [0] * len(owed)
+    if weight == total * unit:
+        floors, remainders = [o // unit for o in owed], [o % unit for o in owed]
+    else:
+        floors, remainders = [o * total // weight for o in owed], [o * total % weight for o in owed]
+    extra = total - sum(floors)
+    for i in sorted(range(len(owed)), key=lambda i: (-remainders[i], i))[:extra]:
+        floors[i] += 1
+    return floors
+
+
 def cumulative(shares: t.Sequence[Fraction], n: int) -> list[int]:
     """Largest-remainder apportionment of ``n`` samples among ``shares`` (which sum to 1)."""
     numerators, denominator = _integer_shares(shares)
-    floors = [(a * n) // denominator for a in numerators]
-    remainders = [(a * n) % denominator for a in numerators]
-    extra = n - sum(floors)
-    order = sorted(range(len(shares)), key=lambda i: (-remainders[i], i))
-    for i in order[:extra]:
-        floors[i] += 1
-    return floors
+    return apportion(n, [a * n for a in numerators], denominator)
 
 
 def chunk_counts(shares: t.Sequence[Fraction], chunk_size: int, k: int) -> list[int]:
@@ -83,7 +93,7 @@ def whole_chunks(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: in
     """How many whole chunks component ``i`` can fill with ``have`` samples."""
     share = shares[i]
     lo, hi = 0, int(have / (share * chunk_size)) + 2  # D_i(k) >= floor(p_i*k*C), so hi chunks cannot fit
-    while lo < hi:  # largest k with D_i(k) <= have; D_i is monotone in k (see check)
+    while lo < hi:  # largest k with D_i(k) <= have; D_i is monotone in k when p_i*C >= 1 (the caller's case)
         mid = (lo + hi + 1) // 2
         if cumulative(shares, mid * chunk_size)[i] <= have:
             lo = mid
@@ -168,32 +178,9 @@ UNLIMITED = 1 << 62
 
 
 def hamilton(total: int, targets: t.Sequence[Fraction]) -> list[int]:
-    """Largest-remainder apportionment of ``total`` by non-negative ``targets`` (normalised to ``total``)."""
-    weight = sum(targets, Fraction(0))
-    if weight == 0:
-        return [0] * len(targets)
-    quotas = list(targets) if weight == total else [x * total / weight for x in targets]
-    floors = [math.floor(x) for x in quotas]
-    extra = total - sum(floors)
-    order = sorted(range(len(targets)), key=lambda i: (-(quotas[i] - floors[i]), i))
-    for i in order[:extra]:
-        floors[i] += 1
-    return floors
-
-
-def _hamilton_int(total: int, owed: list[int], unit: int) -> list[int]:
-    """``hamilton(total, [o / unit for o in owed])`` in integers."""
-    weight = sum(owed)
-    if weight == 0:
-        return [0] * len(owed)
-    if weight == total * unit:
-        floors, remainders = [o // unit for o in owed], [o % unit for o in owed]
-    else:
-        floors, remainders = [o * total // weight for o in owed], [o * total % weight for o in owed]
-    extra = total - sum(floors)
-    for i in sorted(range(len(owed)), key=lambda i: (-remainders[i], i))[:extra]:
-        floors[i] += 1
-    return floors
+    """``apportion`` for fractional quotas (put over one common denominator)."""
+    unit = math.lcm(*(Fraction(x).denominator for x in targets)) if targets else 1
+    return apportion(total, [int(x * unit) for x in targets], unit)
 
 
 class Schedule:
@@ -314,13 +301,14 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
     active = [True] * n
     left_at: list[int | None] = [None] * n
     done = rows[-1]
-    expected = list(schedule.integral(start * C * P))
-    expected = [e / P for e in expected]  # per partition
     k = start
     limiting = "LIMIT"
     end: int | None = None
-    at = schedule.integral(start * C * P)
-    D, scaled = schedule.integral_scaled(start * C * P)  # the same in integers, while every component is in
+    # Integers while every component is in: D * P times the expected samples per partition. After one
+    # leaves, fractions: the expected samples and the schedule's integral at the chunk row's start.
+    D, scaled = schedule.integral_scaled(start * C * P)
+    expected: list[Fraction] = []
+    at: tuple[Fraction, ...] = ()
     while cap is None or k < cap:
         x0, x1 = k * C * P, (k + 1) * C * P
         if all(active):
@@ -328,7 +316,7 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
             _, scaled_after = schedule.integral_scaled(x1)
             unit = D * P
             owed = [max(g1 - d * unit, 0) if g1 > g0 else 0 for g1, g0, d in zip(scaled_after, scaled, done)]
-            counts = _hamilton_int(C, owed, unit)
+            counts = apportion(C, owed, unit)
         else:
             after = schedule.integral(x1)
             a = [(b - c) / (C * P) if active[i] else Fraction(0) for i, (b, c) in enumerate(zip(after, at))]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mixsql
-from mixsql.errors import BindError, MixSQLError, PlanError
+from mixsql.errors import BindError, MixSQLError
 
 
 def _err(con: mixsql.Connection, text: str, cls: type = BindError) -> MixSQLError:

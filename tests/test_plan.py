@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -185,6 +186,20 @@ def test_integer_integral_equals_the_exact_one(sched: tuple[list[Fraction], list
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6), st.integers(1, 10**4), st.integers(1, 2048))
 def test_integer_apportionment_equals_the_exact_one(owed: list[int], unit: int, total: int) -> None:
-    assert plan._hamilton_int(total, owed, unit) == plan.hamilton(total, [Fraction(o, unit) for o in owed])
-    exact = [o * unit for o in plan.hamilton(total, [Fraction(o, unit) for o in owed])]
-    assert plan._hamilton_int(total, exact, unit) == plan.hamilton(total, [Fraction(o, unit) for o in exact])
+    quotas = [Fraction(o, unit) for o in owed]
+    expected = _fraction_hamilton(total, quotas)
+    assert plan.apportion(total, owed, unit) == plan.hamilton(total, quotas) == expected
+    exact = [o * unit for o in expected]
+    assert plan.apportion(total, exact, unit) == _fraction_hamilton(total, [Fraction(o, unit) for o in exact])
+
+
+def _fraction_hamilton(total: int, targets: list[Fraction]) -> list[int]:
+    """Independent: the textbook largest-remainder method in fractions."""
+    weight = sum(targets, Fraction(0))
+    if weight == 0:
+        return [0] * len(targets)
+    quotas = [x * total / weight for x in targets]
+    floors = [math.floor(q) for q in quotas]
+    for i in sorted(range(len(targets)), key=lambda i: (-(quotas[i] - floors[i]), i))[:total - sum(floors)]:
+        floors[i] += 1
+    return floors
