@@ -53,6 +53,14 @@ class ReadStats:
     decode_seconds: float = 0.0  # inside the Parquet decoder: what is left is the engine's own cost
 
 
+def _by_value(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(value, its positions) for each distinct value; one pass when all are equal, the usual case
+    for a window (one block)."""
+    if len(values) and not (values != values[0]).any():
+        return [(int(values[0]), np.arange(len(values)))]
+    return [(int(v), np.flatnonzero(values == v)) for v in np.unique(values)]
+
+
 class Reader:
     """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own.
 
@@ -194,17 +202,12 @@ class Reader:
         rows = np.arange(start, stop, dtype=np.int64)
         ids = np.empty(len(rows), dtype=np.int64)
         locs = np.empty(len(rows), dtype=np.int64)
-        files = self.plan.file[rows]
-        single = len(files) == 0 or files[0] == files[-1] and not (files != files[0]).any()
-        for f in ([int(files[0])] if single and len(files) else np.unique(files).tolist()):
-            mine = np.arange(len(rows)) if single else np.flatnonzero(files == f)
+        for f, mine in _by_value(self.plan.file[rows]):
             info = self.plan.files[f]
             self._check(info)
             if info.format == "parquet":
-                groups = info.row_group_of(self.plan.row[rows[mine]])
-                one = groups[0] == groups[-1] and not (groups != groups[0]).any()
-                for g in [int(groups[0])] if one else np.unique(groups).tolist():
-                    sel = mine if one else mine[groups == g]
+                for g, at in _by_value(info.row_group_of(self.plan.row[rows[mine]])):
+                    sel = mine[at]
                     members = self._group_members(f, g)
                     ids[sel] = self._key_id(("rg", f, g))
                     locs[sel] = np.searchsorted(members, rows[sel])
@@ -214,10 +217,9 @@ class Reader:
                 locs[mine] = np.arange(len(mine))
                 self._store(key, self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.offset[rows[mine]],
                                                   self.plan.length[rows[mine]]))
-        for key_id, n in zip(*np.unique(ids, return_counts=True)) if len(ids) and ids[0] != ids[-1] else \
-                [(ids[0], len(ids))] if len(ids) else []:
-            self._pending[int(key_id)] += int(n)
-            self._probation.pop(int(key_id), None)
+        for key_id, at in _by_value(ids):
+            self._pending[key_id] += len(at)
+            self._probation.pop(key_id, None)
         self.stats.windows += 1
         entry = (start, ids, locs)
         self._resolved[w] = entry

@@ -158,3 +158,5 @@ def test_windows_of_several_blocks(con: mixsql.Connection) -> None:
     touched = {(int(f), int(np.searchsorted(np.cumsum(p.files[f].row_groups), r, side="right")))
                for f, r in zip(p.file[rows], p.row[rows])}
     assert reader.stats.row_groups == len(touched)
+    # every source's count of rows still to hand out ends at zero: windows mix their blocks' rows
+    assert set(reader._pending.values()) == {0}
