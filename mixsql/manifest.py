@@ -249,8 +249,8 @@ def _block_hash(keys: np.ndarray, salt: int) -> np.ndarray:
 ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves all components of a dataset
 
 
-def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bool) -> t.Iterator[
-        tuple[int, dict[str, np.ndarray]]]:
+def _selections(catalog: Catalog, bound: BoundMix, dataset: str, files: list[dict[str, t.Any]],
+                byte_ranges: bool) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(component, its samples) for the dataset's components; a sample goes to the first it matches.
 
     Small selections come from one scan, split by a radix sort on the component id; larger ones
@@ -263,7 +263,6 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, byte_ranges: bo
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
     con = catalog.session()
     plain = [m for m in members if m.ordering is None]
-    files = pq.read_table(catalog.dataset(dataset).files_path).to_pylist()
     if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
         yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members))
         plain = []
@@ -378,9 +377,10 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     files: list[dict[str, t.Any]] = []
     base: dict[str, int] = {}
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
+    registered = {d: pq.read_table(catalog.dataset(d).files_path).to_pylist() for d in datasets}
     for dataset in datasets:
         base[dataset] = len(files)
-        for r in pq.read_table(catalog.dataset(dataset).files_path).to_pylist():
+        for r in registered[dataset]:
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
@@ -393,7 +393,7 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
     pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _selections(catalog, bound, d, byte_ranges) for d in datasets}
+    sources = {d: _selections(catalog, bound, d, registered[d], byte_ranges) for d in datasets}
     for c in bound.components:
         if progress is not None:
             progress(c.index, len(bound.components), c.name)
