@@ -180,12 +180,15 @@ class _Binder:
             for ds in dict.fromkeys(datasets):
                 self._check_predicate(statement_where.this, ds, "the statement's WHERE")
         preds: list[str | None] = []
+        checked: set[tuple[int, str]] = set()  # an ancestor's WHERE is checked once per dataset, not per leaf
         for (name, leaf, ancestors), ds in zip(leaves, datasets):
             own = []
             for n in ancestors + [leaf]:
                 where = n.args.get("where")
                 if where is not None:
-                    self._check_predicate(where.this, ds, f"the WHERE of component {n.name!r}")
+                    if (id(n), ds) not in checked:
+                        self._check_predicate(where.this, ds, f"the WHERE of component {n.name!r}")
+                        checked.add((id(n), ds))
                     own.append(where.this.sql(dialect="duckdb", comments=False))
             preds.append(_conjunction(own))
         stmt_pred = None if statement_where is None else statement_where.this.sql(dialect="duckdb", comments=False)
@@ -194,7 +197,7 @@ class _Binder:
         overlap = self._word("overlap", "FIRST")
         sizes = {name: counts[i] for i, name in enumerate(names)}
         nodes = self._nodes(sizes)
-        shares = {n.path: n.share for n in nodes}
+        by_path = {n.path: n for n in nodes}
         batch_size = self._option("batch_size", None, None, minimum=1)
         orderings = self._orderings(leaves, datasets)
         epochs = self._epochs(leaves)
@@ -210,8 +213,8 @@ class _Binder:
                                  hint="make the predicates disjoint, or drop OVERLAP ERROR (a sample then goes to "
                                       "the first component it matches)")
             bound.append(BoundComponent(
-                index=i, name=name, dataset=ds, weight=next(n.weight for n in nodes if n.path == name),
-                share=shares[name], predicate=full,
+                index=i, name=name, dataset=ds, weight=by_path[name].weight, share=by_path[name].share,
+                predicate=full,
                 sql=_selection_sql(ds, stmt_pred, pred, earlier),
                 samples=samples, bytes=nbytes, blocks=blocks, overlaps=overlaps,
                 max_epochs=epochs[i], ordering=orderings[i],
@@ -315,7 +318,9 @@ class _Binder:
 
     def _nodes(self, sizes: dict[str, tuple[int, int, int, t.Any]]) -> list[Node]:
         """Every node of the tree with its weight among its siblings and its effective share."""
-        out: list[Node] = []
+        weights: dict[str, Fraction] = {}  # depth first, in statement order
+        derived: dict[str, str | None] = {}
+        first_child: dict[str, Component] = {}  # where an all-empty level is reported
 
         def size(c: Component, prefix: str, by: str) -> int:
             path = prefix + c.name
@@ -324,32 +329,52 @@ class _Binder:
             s = sizes[path]
             return s[0] if by == "SAMPLES" else s[1]
 
-        def level(components: list[Component], weighting: exp.Expr | None, prefix: str, parent: Fraction) -> None:
-            weights, derived = [], None
+        def level(components: list[Component], weighting: exp.Expr | None, prefix: str) -> None:
+            label = None
+            weight_of: t.Callable[[Component], Fraction] = self._weight
             if weighting is not None:
                 by = weighting.args.get("by") or "SAMPLES"
                 temperature = Fraction(1)
                 if weighting.name == "TEMPERATURE":
                     temperature = self._number(weighting.args["temperature"], "TEMPERATURE", positive=True)
                 label = f"TEMPERATURE {_number(temperature)}" if weighting.name == "TEMPERATURE" else weighting.name
-                derived = f"{label} BY {by}"
-                for c in components:
-                    weights.append(_power(size(c, prefix, by), 1 / temperature))
-            else:
-                weights = [self._weight(c) for c in components]
-            total = sum(weights, Fraction(0))
-            if total == 0:
-                raise self.error("every component here is empty, so the data gives no weights", components[0].this)
-            for c, w in zip(components, weights):
+                label = f"{label} BY {by}"
+                weight_of = lambda c: _power(size(c, prefix, by), 1 / temperature)  # noqa: E731
+            first_child[prefix.rstrip(".")] = components[0]
+            for c in components:
                 path = prefix + c.name
-                share = parent * w / total
-                out.append(Node(path=path, weight=w, share=share, derived=derived,
-                                children=tuple(f"{path}.{k.name}" for k in c.children)))
+                weights[path] = weight_of(c)
+                derived[path] = label
                 if c.children:
-                    level(c.children, c.args.get("weighting"), path + ".", share)
+                    level(c.children, c.args.get("weighting"), path + ".")
 
-        level(self.mix.components, self.mix.args.get("weighting"), "", Fraction(1))
-        return out
+        level(self.mix.components, self.mix.args.get("weighting"), "")
+        shares = self._effective(weights, lambda parent: self.error(
+            "every component here is empty, so the data gives no weights", first_child[parent].this))
+        return [Node(path=path, weight=w, share=shares[path], derived=derived[path],
+                     children=tuple(p for p in weights if p.rpartition(".")[0] == path))
+                for path, w in weights.items()]
+
+    @staticmethod
+    def _effective(weights: dict[str, Fraction], zero: t.Callable[[str], BindError]) -> dict[str, Fraction]:
+        """Each node's share of the stream: its weight over its siblings', times its parent's share.
+        ``zero(parent)`` is the error for a level whose weights are all 0 while it has a share to give."""
+        by_parent: dict[str, list[str]] = {}
+        for path in weights:
+            by_parent.setdefault(path.rpartition(".")[0], []).append(path)
+        share: dict[str, Fraction] = {}
+
+        def walk(parent: str, amount: Fraction) -> None:
+            siblings = by_parent.get(parent, [])
+            total = sum((weights[p] for p in siblings), Fraction(0))
+            if siblings and total == 0 and amount > 0:
+                raise zero(parent)
+            for p in siblings:
+                share[p] = amount * weights[p] / total if total else Fraction(0)
+                walk(p, share[p])
+
+        walk("", Fraction(1))
+        return share
 
     def _number(self, literal: exp.Expr, what: str, positive: bool = False) -> Fraction:
         try:
@@ -393,7 +418,7 @@ class _Binder:
             for assign in stage.expressions:
                 target = self._resolve_path(assign.this, list(by_path), "the curriculum")
                 weights[target] = self._number(assign.args["weight"], "weight")
-            shares = self._stage_shares(nodes, weights, leaves, stage)
+            shares = self._stage_shares(weights, leaves, stage)
             until = stage.args.get("until")
             end = None
             if until is None:
@@ -417,26 +442,10 @@ class _Binder:
                                     kind="HOLD" if segments[-1].kind == "RAMP" else "MIX"))
         return tuple(segments)
 
-    def _stage_shares(self, nodes: list[Node], weights: dict[str, Fraction], leaves: list[str],
-                      stage: exp.Expr) -> tuple[Fraction, ...]:
-        share: dict[str, Fraction] = {}
-        by_parent: dict[str, list[Node]] = {}
-        for n in nodes:
-            by_parent.setdefault(n.path.rpartition(".")[0], []).append(n)
-
-        def walk(parent: str, amount: Fraction) -> None:
-            siblings = by_parent.get(parent, [])
-            if not siblings:
-                return
-            total = sum((weights[n.path] for n in siblings), Fraction(0))
-            if total == 0 and amount > 0:
-                raise self.error(f"every component {'of ' + repr(parent) + ' ' if parent else ''}has weight 0 in "
-                                 f"this {stage.name}", stage, hint="give at least one a positive weight")
-            for n in siblings:
-                share[n.path] = amount * weights[n.path] / total if total else Fraction(0)
-                walk(n.path, share[n.path])
-
-        walk("", Fraction(1))
+    def _stage_shares(self, weights: dict[str, Fraction], leaves: list[str], stage: exp.Expr) -> tuple[Fraction, ...]:
+        share = self._effective(weights, lambda parent: self.error(
+            f"every component {'of ' + repr(parent) + ' ' if parent else ''}has weight 0 in this {stage.name}", stage,
+            hint="give at least one a positive weight"))
         return tuple(share[leaf] for leaf in leaves)
 
     def _progress(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
