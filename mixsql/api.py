@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import typing as t
 from pathlib import Path
@@ -243,6 +244,18 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<mixsql.Connection {self.path} datasets={self.datasets()}>"
+
+
+def parse_param(item: str) -> tuple[str, t.Any]:
+    """``NAME=VALUE`` as the command line (``--param``) and the shell (``.load``) take it: VALUE is read
+    as JSON (numbers, true, [lists]) or else taken as text."""
+    name, eq, value = item.partition("=")
+    if not eq or not name.strip():
+        raise MixSQLError(f"parameter {item!r}: expected NAME=VALUE", hint="e.g. min_quality=0.5")
+    try:
+        return name.strip(), json.loads(value)
+    except ValueError:
+        return name.strip(), value
 
 
 def connect(path: str | os.PathLike[str] = ".mixsql", *, create: bool = True) -> Connection:

@@ -11,7 +11,7 @@ import typing as t
 
 import click
 
-from mixsql.api import Connection
+from mixsql.api import Connection, parse_param
 from mixsql.errors import MixSQLError
 from mixsql.output import cell
 from mixsql.output import format_table as _format
@@ -67,15 +67,7 @@ def _overrides(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
 
 
 def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
-    params: dict[str, t.Any] = {}
-    for item in opts.pop("params", ()):
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise MixSQLError(f"--param {item!r}: expected NAME=VALUE", hint="e.g. --param min_quality=0.5")
-        try:
-            params[name.strip()] = json.loads(value)
-        except ValueError:
-            params[name.strip()] = value
+    params = dict(parse_param(item) for item in opts.pop("params", ()))
     return _connect(ctx).load(file, params=params, **opts)
 
 

@@ -12,7 +12,6 @@ Statements:  plain read-only SQL · ``MIX ...`` and ``EXPLAIN MIX ...`` (shown a
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shlex
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mixsql.api import Connection, Mix
+from mixsql.api import Connection, Mix, parse_param
 from mixsql.errors import MixSQLError
 from mixsql.output import cell, format_table
 from mixsql.progress import bar
@@ -146,7 +145,7 @@ class Session:
         if command == ".load":
             if not args:
                 raise MixSQLError("usage: .load FILE [NAME=VALUE ...]")
-            params = dict(_param(a) for a in args[1:])
+            params = dict(parse_param(a) for a in args[1:])
             path = args[0]
             try:
                 source = Path(path).read_text(encoding="utf-8")
@@ -216,16 +215,6 @@ def _one(args: list[str], usage: str) -> str:
     if len(args) != 1:
         raise MixSQLError(f"usage: {usage}")
     return args[0]
-
-
-def _param(item: str) -> tuple[str, t.Any]:
-    name, eq, value = item.partition("=")
-    if not eq:
-        raise MixSQLError(f"parameter {item!r}: expected NAME=VALUE")
-    try:
-        return name, json.loads(value)
-    except ValueError:
-        return name, value
 
 
 def _short(value: t.Any, limit: int = 120) -> t.Any:
