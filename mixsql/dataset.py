@@ -45,6 +45,7 @@ class MixDataset(torch.utils.data.IterableDataset):
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
         self.batches = len(plan) // self.global_batch_size
         Reader(plan, self.columns).verify()  # columns, and every file unchanged since registration: now, not later
+        self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         self.start = self._checked_step(start_step)
         self._worker_resume: dict[str, t.Any] | None = None
         self._progress: tuple[int, int, int, int] = (self.start, 1, 0, self.start)  # origin, workers, worker, next
@@ -111,19 +112,18 @@ class MixDataset(torch.utils.data.IterableDataset):
     def state_dict(self) -> dict[str, t.Any]:
         """Where this iterator stands: a few numbers and the stream's identity (constant size)."""
         origin, workers, worker_id, next_batch = self._progress
-        return _state.make(self._plan(), self.global_batch_size, origin, workers, worker_id, next_batch)
+        return _state.make(self._identity, self.global_batch_size, origin, workers, worker_id, next_batch)
 
     def load_state_dict(self, state: t.Mapping[str, t.Any], *, force: bool = False) -> None:
         """Resume from ``state``: this dataset's or a worker's state, or a whole (Stateful)DataLoader's
         state from any rank. A state of another statement, parameters or data is refused, saying what
         differs, unless ``force`` (then a warning)."""
-        plan = self._plan()
         found = _state.states_in(dict(state))
         if len(found) == 1 and found[0]["workers"] > 1:  # one worker's own state (StatefulDataLoader)
             first, position = found[0], None
         else:
             first, position = _state.global_position(found)
-        differs = _state.differences(first, plan)
+        differs = _state.differences(first, self._identity)
         if differs:
             message = "the saved state belongs to another stream: " + "; ".join(differs)
             if not force:

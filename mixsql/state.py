@@ -35,17 +35,17 @@ def identity(plan: CompiledPlan) -> dict[str, t.Any]:
             "chunk_size": meta["chunk_size"], "partitions": meta["partitions"]}
 
 
-def make(plan: CompiledPlan, global_batch_size: int, origin: int, workers: int, worker: int,
+def make(ident: t.Mapping[str, t.Any], global_batch_size: int, origin: int, workers: int, worker: int,
          next_batch: int) -> dict[str, t.Any]:
-    """The state of an iterator that yields global batches origin + worker, + workers, ... and will
-    yield ``next_batch`` next."""
-    return {"format": STATE_FORMAT, **identity(plan), "global_batch_size": global_batch_size, "origin": origin,
+    """The state of an iterator over the stream ``ident`` (``identity``) that yields global batches
+    origin + worker, + workers, ... and will yield ``next_batch`` next."""
+    return {"format": STATE_FORMAT, **ident, "global_batch_size": global_batch_size, "origin": origin,
             "workers": workers, "worker": worker, "next": next_batch}
 
 
-def differences(saved: t.Mapping[str, t.Any], plan: CompiledPlan) -> list[str]:
-    """What differs between a saved state's stream and ``plan``'s, in words (empty: the same stream)."""
-    now = identity(plan)
+def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> list[str]:
+    """What differs between a saved state's stream and the stream ``now`` (``identity``), in words
+    (empty: the same stream)."""
     if saved.get("plan") == now["plan"]:
         return []
     out = []
