@@ -71,11 +71,10 @@ def stats(con: Connection, dataset: str) -> Stats:
         + ([f"count(DISTINCT {_q(n)}) AS {_q('d_' + n)}" for n in names] if exact else [])
         + ["count(*) AS _all"]) + f" FROM {ds}").to_pylist()[0]
     properties, categorical = [], []
-    for name, row in summary.items():
-        if name in RESERVED:
-            continue
+    count = int(counted["_all"])
+    for name in names:
+        row = summary[name]
         kind = row["column_type"]
-        count = int(counted["_all"])
         nulls = count - int(counted["c_" + name])
         distinct = int(counted["d_" + name]) if exact else int(row["approx_unique"] or 0)
         if kind.split("(")[0] in NUMERIC:
