@@ -74,6 +74,7 @@ class Session:
         self.quiet = quiet
         self.timer = True
         self.mix: Mix | None = None  # the last MIX statement: its component names complete
+        self._catalog_words: tuple[str | None, list[str]] = (None, [])
 
     # -- statements ---------------------------------------------------------------------------------
 
@@ -186,13 +187,18 @@ class Session:
     # -- completion ----------------------------------------------------------------------------------------
 
     def words(self) -> list[str]:
-        """What completion offers: datasets, their columns, the last mixture's components, keywords, meta-commands."""
-        out = list(self.con.datasets())
-        for name in out[:]:
-            try:
-                out += [r["column_name"] for r in self.con.sql(f'DESCRIBE "{name}"').to_pylist()]
-            except MixSQLError:
-                pass
+        """What completion offers: datasets, their columns, the last mixture's components, keywords, meta-commands.
+        Datasets and columns are looked up once per catalog version, not at every Tab."""
+        version = self.con.catalog.version
+        if self._catalog_words[0] != version:
+            found = list(self.con.datasets())
+            for name in found[:]:
+                try:
+                    found += [r["column_name"] for r in self.con.sql(f'DESCRIBE "{name}"').to_pylist()]
+                except MixSQLError:
+                    pass
+            self._catalog_words = (version, found)
+        out = list(self._catalog_words[1])
         if self.mix is not None:
             out += self.mix.components
         return list(dict.fromkeys(out + KEYWORDS + list(META)))
