@@ -50,6 +50,13 @@ def _connect(ctx: click.Context, create: bool = False) -> Connection:
     return Connection(ctx.obj["catalog"], create=create)
 
 
+def _planned(ctx: click.Context, mix: t.Any) -> t.Any:
+    """``mix`` with its plan compiled (or found in the cache), a progress bar on a terminal meanwhile."""
+    with _bar(ctx, "planning") as progress:
+        mix.plan(progress)
+    return mix
+
+
 def _bar(ctx: click.Context, description: str) -> t.Any:
     """A progress bar on a terminal for work that takes more than a second; nothing in a pipe or with -q."""
     from mixsql.progress import bar
@@ -157,9 +164,7 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     again. Inspect it with SQL: mixsql sql --plan OUTPUT "SELECT * FROM manifest" (or lineage, one
     row per sample in plan order).
     """
-    mix = _load(ctx, file, opts)
-    with _bar(ctx, "planning") as progress:
-        mix.plan(progress)
+    mix = _planned(ctx, _load(ctx, file, opts))
     manifest = mix.write_plan(output)
     import pyarrow.parquet as pq
 
@@ -182,9 +187,7 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
 
     Computed directly from the plan, without streaming the run up to STEP.
     """
-    mix = _load(ctx, file, opts)
-    with _bar(ctx, "planning") as progress:
-        mix.plan(progress)
+    mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
     click.echo(_format(mix.lineage(step, batch_size, fields), fmt, None), nl=False)
 
@@ -200,9 +203,7 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
 def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, columns: str | None,
          **opts: t.Any) -> None:
     """Print the first samples of the mixture in FILE, in stream order."""
-    mix = _load(ctx, file, opts)
-    with _bar(ctx, "planning") as progress:
-        mix.plan(progress)
+    mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
     for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
         if not full:
