@@ -151,8 +151,8 @@ class Mix:
         })
         if not columns:
             return table
-        return self._connection.catalog.properties(table, [plan.files[f].file_id for f in files.tolist()],
-                                                   list(columns))
+        return self._connection.catalog.engine().properties(
+            table, [plan.files[f].file_id for f in files.tolist()], list(columns), dict(plan.meta["datasets"]))
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)

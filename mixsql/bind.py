@@ -142,7 +142,8 @@ def bind(
 class _Binder:
     def __init__(self, mix: Mix, catalog: Catalog, text: str, path: str | None) -> None:
         self.mix, self.catalog, self.text, self.path = mix, catalog, text, path
-        self.con = catalog.session()
+        self.engine = catalog.engine()  # one committed state of the catalog, never touched by user SQL
+        self.con = self.engine.con
         self._schemas: dict[str, dict[str, str]] = {}
 
     # -- errors -----------------------------------------------------------------------------------
@@ -232,8 +233,8 @@ class _Binder:
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
             chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1),
             partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
-            catalog_version=self.catalog.version,
-            dataset_versions=tuple((ds, self.catalog.dataset(ds).version) for ds in sorted(set(datasets))),
+            catalog_version=self.engine.version,
+            dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),
             schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,
             overlap=overlap, nodes=tuple(nodes), params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
             template=template,
@@ -548,7 +549,7 @@ class _Binder:
                         f"component its own FROM")
             raise self.error(f"component {name!r} has no dataset", c.this, hint=hint)
         name = node.name
-        known = self.catalog.datasets()
+        known = self.engine.datasets()
         if name in known:
             return name
         folded = [k for k in known if k.lower() == name.lower()]
@@ -619,22 +620,28 @@ class _Binder:
     def _cached_count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
                       preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
         """``_count``, cached in the catalog by (dataset versions, predicates): the second start of a run,
-        or 256 ranks binding the same statement, scan nothing. Written atomically; skipped if the
-        catalog cannot be written."""
-        ident = json.dumps({"v": 1, "datasets": [[d, self.catalog.dataset(d).version] for d in datasets],
+        or 256 ranks binding the same statement, scan nothing. Counted only by the private engine,
+        over the committed tables of exactly those versions; an entry is used only if it names the
+        same key inside and has the expected shape. Written atomically; skipped if the catalog
+        cannot be written."""
+        ident = json.dumps({"v": 2, "datasets": [[d, self.engine.dataset(d).version] for d in datasets],
                             "names": names, "where": stmt_pred, "preds": preds}, sort_keys=True)
         path = self.catalog.path / "counts" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-            return {int(k): (v[0], v[1], v[2], tuple((a, b) for a, b in v[3])) for k, v in saved.items()}
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            if saved["ident"] == ident:
+                counts = {int(k): (int(v[0]), int(v[1]), int(v[2]), tuple((str(a), int(b)) for a, b in v[3]))
+                          for k, v in saved["counts"].items()}
+                if sorted(counts) == list(range(len(names))) and all(min(v[:3]) >= 0 for v in counts.values()):
+                    return counts
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
             pass
         counts = self._count(names, datasets, stmt_pred, preds)
         try:
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(json.dumps({k: [v[0], v[1], v[2], [list(o) for o in v[3]]] for k, v in counts.items()}),
-                           encoding="utf-8")
+            tmp.write_text(json.dumps({"ident": ident, "counts": {k: [v[0], v[1], v[2], [list(o) for o in v[3]]]
+                                                                  for k, v in counts.items()}}), encoding="utf-8")
             os.replace(tmp, path)
         except OSError:
             pass

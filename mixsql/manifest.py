@@ -56,6 +56,7 @@ import typing as t
 import uuid
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +64,7 @@ import pyarrow.parquet as pq
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix
 from mixsql.catalog import Catalog
+from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
@@ -249,7 +251,7 @@ def _block_hash(keys: np.ndarray, salt: int) -> np.ndarray:
 ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves all components of a dataset
 
 
-def _selections(catalog: Catalog, bound: BoundMix, dataset: str, files: list[dict[str, t.Any]],
+def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[str, t.Any]],
                 byte_ranges: bool) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(component, its samples) for the dataset's components; a sample goes to the first it matches.
 
@@ -261,7 +263,7 @@ def _selections(catalog: Catalog, bound: BoundMix, dataset: str, files: list[dic
     members = [m for m in bound.components if m.dataset == dataset]
     cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
-    con = catalog.session()
+    con = engine.con
     plain = [m for m in members if m.ordering is None]
     if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
         yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members))
@@ -367,7 +369,8 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     evenly over the pool (unordered) or from its start (ordered: the curriculum's order), and each
     window of blocks is shuffled.
     """
-    if catalog.version != bound.catalog_version:
+    engine = catalog.engine()
+    if engine.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     P, C = spec.partitions, spec.chunk_size
     used = np.zeros((len(bound.components), P), dtype=np.int64)  # samples partition q takes from component c
@@ -377,7 +380,7 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     files: list[dict[str, t.Any]] = []
     base: dict[str, int] = {}
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
-    registered = {d: pq.read_table(catalog.dataset(d).files_path).to_pylist() for d in datasets}
+    registered = {d: pq.read_table(engine.dataset(d).files_path).to_pylist() for d in datasets}
     for dataset in datasets:
         base[dataset] = len(files)
         for r in registered[dataset]:
@@ -393,12 +396,16 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
     pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _selections(catalog, bound, d, registered[d], byte_ranges) for d in datasets}
+    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges) for d in datasets}
     for c in bound.components:
         if progress is not None:
             progress(c.index, len(bound.components), c.name)
         while c.index not in pending:
-            index, arrays = next(sources[c.dataset])
+            try:
+                index, arrays = next(sources[c.dataset])
+            except duckdb.IOException as e:  # a dataset replaced and removed meanwhile
+                raise PlanError(f"cannot read the catalog's table of dataset {c.dataset!r}: {e}",
+                                hint="the catalog changed while compiling; load the statement again") from None
             pending[index] = arrays
         sel = pending.pop(c.index)
         n = len(sel["_row"])
@@ -470,7 +477,9 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     np.save(directory / "windows.npy", starts)
     np.save(directory / "window_blocks.npy", blocks)
     np.save(directory / "chunks.npy", spec.table)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names}
+    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names,
+            "dataset_info": {d: {"content": list(engine.dataset(d).content),
+                                 "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
 
 
 def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
@@ -548,9 +557,6 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
                         "max_epochs": c.max_epochs, "buckets": spec.buckets[c.index]}
                        for c in bound.components],
         **layout,
-        "dataset_info": {d: {"content": list(catalog.dataset(d).content),
-                             "record_schema": catalog.dataset(d).record_schema_b64}
-                         for d, _ in bound.dataset_versions},
     }
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
@@ -567,7 +573,7 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
     root = catalog.path / "plans"
     final = root / key
     if (final / "plan.json").exists():
-        return CompiledPlan(final)
+        return _cached(final, key, bound)
     try:
         root.mkdir(exist_ok=True)
         lock = open(root / f".{key}.lock", "a+")
@@ -579,7 +585,7 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
         deadline = time.monotonic() + wait
         while True:
             if (final / "plan.json").exists():
-                return CompiledPlan(final)
+                return _cached(final, key, bound)
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -597,7 +603,17 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
                     shutil.rmtree(tmp, ignore_errors=True)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    return CompiledPlan(final)
+    return _cached(final, key, bound)
+
+
+def _cached(directory: Path, key: str, bound: BoundMix) -> CompiledPlan:
+    """The cached plan in ``directory``, if it is the plan of ``key``: compiled from the same dataset
+    versions and statement (else an error: the cache entry was altered)."""
+    plan = CompiledPlan(directory)
+    if plan.meta.get("key") != key or [tuple(d) for d in plan.meta.get("datasets", [])] != list(bound.dataset_versions):
+        raise PlanError(f"the cached plan in {directory} is not the plan of this statement and data",
+                        hint="remove that directory; it will be compiled again")
+    return plan
 
 
 def write_manifest(plan: CompiledPlan, directory: Path) -> Path:

@@ -402,10 +402,10 @@ def interactive(session: Session, history: Path) -> int:  # pragma: no cover - d
 
 def _cancellable(session: Session, statement: str) -> Result:  # pragma: no cover - see interactive
     """Run a statement; Ctrl-C interrupts DuckDB (or the Python loop) and raises ``Cancelled``."""
-    con = session.con.catalog.session()
+    catalog = session.con.catalog
 
     def interrupt(signum: int, frame: t.Any) -> None:
-        con.interrupt()
+        catalog.interrupt()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)

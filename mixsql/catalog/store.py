@@ -102,6 +102,7 @@ class Catalog:
         self._stamp: tuple[int, int, int] | None = None
         self._index: dict[str, t.Any] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._engine: Engine | None = None
         self._load()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -129,6 +130,7 @@ class Catalog:
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._engine = None  # not closed: a binding in flight keeps the state it started from
         return True
 
     def datasets(self) -> list[str]:
@@ -158,105 +160,48 @@ class Catalog:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def session(self) -> duckdb.DuckDBPyConnection:
-        """A sandboxed in-memory DuckDB with one view per dataset; rebuilt when the catalog changes.
+        """The DuckDB that user SQL runs in: one view per dataset, rebuilt when the catalog changes.
 
-        The sandbox can read the catalog's own tables and nothing else: external access, extension
-        loading and configuration changes are off, so SQL run here cannot touch other files.
+        It cannot open a file at all (external access off, no allowed paths, no replacement scans
+        of Python variables, configuration locked): its views scan Arrow datasets that this process
+        opened read-only. Nothing run here can write a file, and mixsql's own binding and planning
+        never run here (``engine``), so a session can change nothing that another one computes.
         """
         self._load()
         if self._con is None:
-            self._con = self._connect()
+            self._con = _user_session(self._infos(), None)
         return self._con
 
-    def _connect(self, plan: Path | None = None) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:")
-        infos = [self.dataset(n) for n in sorted(self._index["datasets"])]
-        allowed = [str(p) for i in infos for p in (i.samples_path, i.files_path)]
-        if plan is not None:  # an exported plan's tables, as views `manifest` and `lineage`
-            for view in ("manifest", "lineage"):
-                path = plan / f"{view}.parquet"
-                if not path.exists():
-                    raise CatalogError(f"{plan} has no {path.name}", hint="export a plan with `mixsql plan FILE -o DIR`")
-                allowed.append(str(path.resolve()))
-                con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet({_lit(str(path.resolve()))})')
-        for info in infos:
-            con.execute(f'CREATE VIEW "{info.name}" AS SELECT * FROM read_parquet({_lit(info.samples_path)})')
-        files = " UNION ALL ".join(
-            f"SELECT {_lit(i.name)} AS dataset, * FROM read_parquet({_lit(i.files_path)})" for i in infos
-        ) or ("SELECT NULL::VARCHAR AS dataset, NULL::INTEGER AS file_id, NULL::VARCHAR AS url, NULL::VARCHAR AS format,"
-              " NULL::VARCHAR AS compression, NULL::BIGINT AS size, NULL::DOUBLE AS mtime, NULL::BIGINT AS rows,"
-              " NULL::BIGINT[] AS row_groups LIMIT 0")
-        con.execute(f"CREATE VIEW mixsql_files AS {files}")
-        rows = ", ".join(
-            f"({_lit(i.name)}, {_lit(i.version)}, {i.samples}, {i.bytes}, {_lit(i.registered_at)})" for i in infos
-        )
-        con.execute(
-            "CREATE VIEW mixsql_datasets AS SELECT * FROM (VALUES "
-            + (rows or "(NULL, NULL, NULL, NULL, NULL)")
-            + ") AS d(name, version, samples, bytes, registered_at)"
-            + ("" if rows else " LIMIT 0")
-        )
-        if allowed:
-            con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in allowed)}]")
-        con.execute("SET enable_progress_bar = false")  # a library prints nothing of its own
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        return con
+    def engine(self) -> "Engine":
+        """mixsql's private DuckDB over the catalog as committed now (see ``Engine``)."""
+        self._load()
+        if self._engine is None:
+            self._engine = Engine(self._infos(), self.version)
+        return self._engine
+
+    def interrupt(self) -> None:
+        """Interrupt whatever this process runs in the catalog's DuckDBs (Ctrl-C in the shell)."""
+        for con in (self._con, self._engine and self._engine.con):
+            if con is not None:
+                con.interrupt()
+
+    def _infos(self) -> dict[str, DatasetInfo]:
+        return {n: self.dataset(n) for n in sorted(self._index["datasets"])}
 
     def sql(self, query: str, *, plan: str | os.PathLike[str] | None = None) -> pa.Table:
-        """Run read-only SQL (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the catalog; with ``plan``
-        (an exported plan's directory) also over its ``manifest`` and ``lineage`` tables."""
-        con = self.session() if plan is None else self._connect(Path(plan))
-        try:
-            statements = con.extract_statements(query)
-        except duckdb.Error as e:
-            raise _query_error(e, query) from None
-        if not statements:
-            raise CatalogError("empty SQL statement")
-        for st in statements:
-            if st.type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-                raise CatalogError(
-                    f"only read-only statements run here; {st.type.name} is refused",
-                    hint="the catalog changes only through `register` (and `drop`)",
-                )
+        """Run read-only SQL (queries: SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN
+        of a query) over the catalog; with ``plan`` (an exported plan's directory) also over its
+        ``manifest`` and ``lineage`` tables."""
+        con = self.session() if plan is None else _user_session(self._infos(), Path(plan))
+        statements = _queries(con, query)
         try:
             result = None
             for st in statements:
-                result = con.sql(st.query)
+                result = con.sql(st)
             assert result is not None
             return result.to_arrow_table()
         except duckdb.Error as e:
             raise _query_error(e, query) from None
-
-    def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str]) -> pa.Table:
-        """``samples`` (with ``dataset`` and ``row`` columns, in order) joined with the requested
-        properties of each sample from its dataset's catalog rows; NULL where a dataset lacks one."""
-        con = self.session()
-        keyed = samples.append_column("_file_id", pa.array(file_ids, pa.int32())) \
-            .append_column("_at", pa.array(range(samples.num_rows), pa.int64()))
-        out: dict[str, list[t.Any]] = {c: [None] * samples.num_rows for c in columns}
-        for name in sorted(set(samples.column("dataset").to_pylist())):
-            known = [r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()]
-            unknown = [c for c in columns if c not in known]
-            if unknown and len(set(samples.column("dataset").to_pylist())) == 1:
-                raise CatalogError(f"dataset {name!r} has no property {unknown[0]!r}",
-                                   hint=f"its properties: {', '.join(k for k in known if not k.startswith('_'))}")
-            wanted = [c for c in columns if c in known]
-            con.register("mixsql_lineage", keyed.filter(pa.compute.equal(keyed.column("dataset"), name)))
-            try:
-                select = ", ".join(["l._at"] + [f'd."{c}"' for c in wanted])
-                rows = con.sql(f'SELECT {select} FROM mixsql_lineage l JOIN "{name}" d '
-                               f"ON d._file_id = l._file_id AND d._row = l.row").fetchall()
-            finally:
-                con.unregister("mixsql_lineage")
-            for r in rows:
-                for c, v in zip(wanted, r[1:]):
-                    out[c][r[0]] = v
-        for c in columns:
-            samples = samples.append_column(c, pa.array(out[c]))
-        return samples
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -353,6 +298,178 @@ class Catalog:
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._engine = None
+
+
+class Engine:
+    """mixsql's own DuckDB over one committed state of the catalog (``infos``, ``version``).
+
+    Binding, counting, compiling and lineage run here and never user SQL: the only text from a
+    statement that reaches it is a parsed predicate or key, an expression (``parse`` admits
+    nothing else). Its views read the catalog's Parquet tables natively (the fast path for
+    counting and compiling); those files are its only allowed paths, external access is off and
+    the configuration locked. Pinned to one state, a binding that started before another process
+    committed finishes on the data it started with, and everything it caches is keyed by the
+    dataset versions of that state.
+    """
+
+    def __init__(self, infos: dict[str, DatasetInfo], version: str) -> None:
+        self.infos = infos
+        self.version = version
+        self.con = duckdb.connect(":memory:")
+        for info in infos.values():
+            self.con.execute(f"CREATE VIEW {ident(info.name)} AS SELECT * FROM read_parquet({_lit(info.samples_path)})")
+        allowed = [str(p) for i in infos.values() for p in (i.samples_path, i.files_path)]
+        if allowed:
+            self.con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in allowed)}]")
+        _lock_down(self.con)
+
+    def dataset(self, name: str) -> DatasetInfo:
+        try:
+            return self.infos[name]
+        except KeyError:
+            raise CatalogError(f"unknown dataset {name!r}", hint=_known(self.infos)) from None
+
+    def datasets(self) -> list[str]:
+        return sorted(self.infos)
+
+    def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str],
+                   versions: t.Mapping[str, str]) -> pa.Table:
+        """``samples`` (with ``dataset`` and ``row`` columns, in order) joined with the requested
+        properties of each sample from its dataset's catalog rows; NULL where a dataset lacks one.
+        ``versions`` are the dataset versions the samples were planned from: a dataset replaced
+        since is an error, never properties of other data."""
+        keyed = samples.append_column("_file_id", pa.array(file_ids, pa.int32())) \
+            .append_column("_at", pa.array(range(samples.num_rows), pa.int64()))
+        out: dict[str, list[t.Any]] = {c: [None] * samples.num_rows for c in columns}
+        names = sorted(set(samples.column("dataset").to_pylist()))
+        for name in names:
+            now = self.infos.get(name)
+            if now is None or now.version != versions.get(name):
+                raise CatalogError(
+                    f"dataset {name!r} was {'dropped' if now is None else 'replaced'} since this plan was compiled "
+                    f"(version {versions.get(name)} -> {now.version if now else '(none)'}): its properties now "
+                    "describe other data", hint="load the statement again to plan it over the current data")
+            known = [r[0] for r in self.con.execute(f"DESCRIBE {ident(name)}").fetchall()]
+            unknown = [c for c in columns if c not in known]
+            if unknown and len(names) == 1:
+                raise CatalogError(f"dataset {name!r} has no property {unknown[0]!r}",
+                                   hint=f"its properties: {', '.join(k for k in known if not k.startswith('_'))}")
+            wanted = [c for c in columns if c in known]
+            part = keyed.filter(pa.compute.equal(keyed.column("dataset"), name))
+            select = ", ".join(["l._at"] + [f"d.{ident(c)}" for c in wanted])
+            try:
+                self.con.register("mixsql_lineage", part)
+                rows = self.con.sql(f"SELECT {select} FROM mixsql_lineage l JOIN {ident(name)} d "
+                                    f"ON d._file_id = l._file_id AND d._row = l.row").fetchall()
+            except duckdb.IOException as e:
+                raise CatalogError(f"dataset {name!r} changed while its properties were read: {e}",
+                                   hint="load the statement again") from None
+            finally:
+                self.con.unregister("mixsql_lineage")
+            for r in rows:
+                for c, v in zip(wanted, r[1:]):
+                    out[c][r[0]] = v
+        for c in columns:
+            samples = samples.append_column(c, pa.array(out[c]))
+        return samples
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("SET enable_progress_bar = false")  # a library prints nothing of its own
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET python_enable_replacements = false")  # no scans of the caller's Python variables
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+FILES_SCHEMA = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
+                          ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+                          ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
+
+
+def _user_session(infos: dict[str, DatasetInfo], plan: Path | None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that opens no file: each view scans an Arrow dataset opened read-only here."""
+    import pyarrow.dataset as pads
+
+    con = duckdb.connect(":memory:")
+    _lock_down(con)
+    if plan is not None:  # an exported plan's tables, as views `manifest` and `lineage`
+        for view in ("manifest", "lineage"):
+            path = plan / f"{view}.parquet"
+            if not path.exists():
+                raise CatalogError(f"{plan} has no {path.name}", hint="export a plan with `mixsql plan FILE -o DIR`")
+            con.register(view, pads.dataset(str(path.resolve()), format="parquet"))
+    for info in infos.values():
+        con.register(info.name, pads.dataset(str(info.samples_path), format="parquet"))
+    files = [pq.read_table(i.files_path, schema=FILES_SCHEMA) for i in infos.values()]
+    dataset_column = [pa.array([i.name] * f.num_rows, pa.string()) for i, f in zip(infos.values(), files)]
+    table = pa.concat_tables([f.add_column(0, "dataset", d) for f, d in zip(files, dataset_column)]) if files \
+        else FILES_SCHEMA.insert(0, pa.field("dataset", pa.string())).empty_table()
+    con.register("mixsql_files", table)
+    con.register("mixsql_datasets", pa.table({
+        "name": pa.array([i.name for i in infos.values()], pa.string()),
+        "version": pa.array([i.version for i in infos.values()], pa.string()),
+        "samples": pa.array([i.samples for i in infos.values()], pa.int64()),
+        "bytes": pa.array([i.bytes for i in infos.values()], pa.int64()),
+        "registered_at": pa.array([i.registered_at for i in infos.values()], pa.string()),
+    }))
+    return con
+
+
+def _queries(con: duckdb.DuckDBPyConnection, text: str) -> list[str]:
+    """The statements of ``text`` if each is a query or EXPLAIN of a query (DuckDB's own parser
+    decides); else a CatalogError naming the first that is not."""
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error as e:
+        raise _query_error(e, text) from None
+    if not statements:
+        raise CatalogError("empty SQL statement", hint="e.g. SELECT count(*) FROM mixsql_datasets")
+    out = []
+    for st in statements:
+        kind = st.type
+        if kind == duckdb.StatementType.EXPLAIN:
+            inner = _explained(st.query)
+            try:
+                parsed = con.extract_statements(inner) if inner.strip() else []
+            except duckdb.Error as e:
+                raise _query_error(e, text) from None
+            kind = parsed[0].type if len(parsed) == 1 else None
+            if kind != duckdb.StatementType.SELECT:
+                raise CatalogError(
+                    f"only queries run here; EXPLAIN of {parsed[0].type.name if parsed else 'nothing'} is refused",
+                    hint="EXPLAIN [ANALYZE] takes a query (SELECT ...); the catalog changes only through `register` "
+                         "and `drop`")
+        elif kind != duckdb.StatementType.SELECT:
+            raise CatalogError(f"only read-only statements (queries) run here; {kind.name} is refused",
+                               hint="the catalog changes only through `register` (and `drop`)")
+        out.append(st.query)
+    return out
+
+
+def _explained(query: str) -> str:
+    """The statement an EXPLAIN statement explains: the text after EXPLAIN [ANALYZE] [(options)]."""
+    tokens = [(offset, kind) for offset, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment]
+    bounds = [offset for offset, _ in tokens[1:]] + [len(query)]
+    words = [query[offset:end].strip() for (offset, _), end in zip(tokens, bounds)]
+    at = 1  # past EXPLAIN
+    if at < len(words) and words[at].upper() == "ANALYZE":
+        at += 1
+    if at < len(words) and words[at].startswith("("):
+        depth = 0
+        while at < len(words):
+            depth += words[at].count("(") - words[at].count(")")
+            at += 1
+            if depth <= 0:
+                break
+    return query[tokens[at][0]:] if at < len(tokens) else ""
+
+
+def ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
@@ -392,10 +509,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
             total_bytes += int(pa.compute.sum(table.column("_bytes")).as_py() or 0)
             writer.write_table(table, row_group_size=1 << 17)
             part.unlink()
-    files_schema = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
-                              ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
-                              ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
-    pq.write_table(pa.Table.from_pylist(file_rows, schema=files_schema), tmp / "files.parquet")
+    pq.write_table(pa.Table.from_pylist(file_rows, schema=FILES_SCHEMA), tmp / "files.parquet")
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
         "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
@@ -478,4 +592,4 @@ def _query_error(e: BaseException, query: str) -> CatalogError:
                         source=query if line else None)
 
 
-__all__ = ["Catalog", "DatasetInfo", "MixSQLError"]
+__all__ = ["Catalog", "DatasetInfo", "Engine", "MixSQLError", "ident"]
