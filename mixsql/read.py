@@ -10,7 +10,8 @@ once, and only the records the plan takes from it are kept until they have been 
   with the dataset's registered schema, which also restricts parsing to the requested fields.
 - Compressed JSONL: one sequential decompression per window, stopping after the last record needed.
 
-Files are checked against their registered size and modification time before first use; a
+Files are checked against their registered size and modification time before first use and
+after every block read from them (a file edited while a run streams is caught at its next block); a
 changed or missing file, or a record that does not parse, is a ``DataError`` naming file and row.
 Records become Python objects only when ``Reader.read`` is asked for them.
 """
@@ -263,10 +264,17 @@ class Reader:
         if table is not None:
             self._source_bytes -= table.nbytes
 
-    def _check(self, info: PlanFile) -> None:
-        if info.index in self._checked:
+    def _check(self, info: PlanFile, *, again: bool = False) -> None:
+        """The file is as registered (size, modification time): before its first use, and ``again``
+        after every block read from it, so a file edited while a run streams is an error, never
+        samples of other data under the registered labels."""
+        if info.index in self._checked and not again:
             return
-        now = mfs.describe(info.url)
+        try:
+            now = mfs.describe(info.url)
+        except DataError as e:
+            raise DataError(f"{e.message}; it was registered as part of dataset {info.dataset!r}", file=info.url,
+                            hint=f"restore it, or register dataset {info.dataset!r} again with --replace") from None
         if now.size != info.size or (info.mtime is not None and now.mtime is not None and now.mtime != info.mtime):
             raise DataError(
                 f"data file {info.url} changed since it was registered (size {info.size} -> {now.size}, "
@@ -322,9 +330,11 @@ class Reader:
         try:
             table = pf.read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
+            self._check(info, again=True)  # a file that changed says so, rather than "cannot decode"
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
                             row=int(info.row_group_starts[g])) from None
         self.stats.decode_seconds += time.perf_counter() - began
+        self._check(info, again=True)
         self.stats.row_groups += 1
         self.stats.row_group_rows += table.num_rows
         self.stats.bytes_decoded += table.nbytes
@@ -363,6 +373,7 @@ class Reader:
                 self.stats.bytes_decoded += needed
         except FileNotFoundError:
             raise DataError(f"data file {info.url} is missing", file=info.url) from None
+        self._check(info, again=True)
         return records
 
     def _inflated_records(self, info: PlanFile, starts: np.ndarray) -> list[bytes]:
@@ -402,6 +413,7 @@ class Reader:
                         buffer += chunk
                 records.append(buffer[s - position: e - position])
                 buffer, position = buffer[e - position:], e
+        self._check(info, again=True)
         self.stats.decompressed_files += 1
         return records
 

@@ -160,3 +160,56 @@ def test_windows_of_several_blocks(con: mixsql.Connection) -> None:
     assert reader.stats.row_groups == len(touched)
     # every source's count of rows still to hand out ends at zero: windows mix their blocks' rows
     assert set(reader._pending.values()) == {0}
+
+
+def _shards(directory: Path, files: int, groups: int, rows: int) -> list[Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir()
+    out = []
+    for f in range(files):
+        n = groups * rows
+        table = pa.table({"text": [f"doc {f}-{i}" for i in range(n)], "id": list(range(f * n, (f + 1) * n)),
+                          "domain": ["code" if i % 3 == 0 else "web" for i in range(n)]})
+        path = directory / f"part-{f:03d}.parquet"
+        pq.write_table(table, path, row_group_size=rows)
+        out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_a_shard_edited_during_a_stream_is_an_error(tmp_path: Path, kind: str) -> None:
+    """Same size, new modification time, 5,000 samples into a 40,000-sample stream: the next block
+    read from the edited file raises, naming it; no sample of the new bytes is served."""
+    paths = _shards(tmp_path / "data", 4, 10, 1000)
+    if kind == "jsonl":
+        import json
+
+        import pyarrow.parquet as pq
+
+        for path in list(paths):
+            jsonl = path.with_suffix(".jsonl")
+            jsonl.write_text("".join(json.dumps(r) + "\n" for r in pq.read_table(path).to_pylist()))
+            path.unlink()
+            paths[paths.index(path)] = jsonl
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("d", [str(tmp_path / "data")])
+    mix = con.mix("MIX 0.5 AS code WHERE domain = 'code', 0.5 AS web FROM d ON EXHAUSTION REDISTRIBUTE")
+    assert len(mix) > 39_000
+    stream = mix.samples(columns=["id", "domain"])
+    seen = [next(stream) for _ in range(5000)]
+    assert all((s["domain"] == "code") == (s["component"] == "code") for s in seen)
+    victim = paths[2]
+    data = bytearray(victim.read_bytes())
+    if kind == "jsonl":  # a record rewritten in place: same length, other content
+        at = data.index(b'"domain": "web"', len(data) // 2)
+        data[at: at + 15] = b'"domain": "wcb"'
+    stat = victim.stat()
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000_000))
+    assert victim.stat().st_size == stat.st_size
+    with pytest.raises(DataError) as e:
+        for s in stream:
+            assert (s["domain"] == "code") == (s["component"] == "code")
+    assert str(victim) in str(e.value) and "changed since it was registered" in str(e.value)
