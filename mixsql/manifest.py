@@ -68,7 +68,7 @@ from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 
-PLAN_FORMAT = 5  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 6  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
 
@@ -428,7 +428,7 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
         edges = _plan.bucket_bounds(n, buckets)
         sizes = _plan.pool_sizes(n, buckets, P)
         epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
-        taken: list[list[np.ndarray]] = [[] for _ in range(P)]
+        taken: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(P)]
         for e in range(epochs):
             salt = int(_random_keys(spec.seed, BLOCK_ORDER, (datasets.index(c.dataset), e), 1)[0])
             pools: list[list[np.ndarray]] = [[] for _ in range(P)]
@@ -447,13 +447,15 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
                     pick = (np.arange(want, dtype=np.int64) * 2 + 1) * len(pool) // (2 * want) if buckets == 1 \
                         else np.arange(want, dtype=np.int64)
                     pool = pool[pick]
-                taken[q].append(pool)
+                # a shuffle window never spans two buckets: each bucket's first sample starts one
+                cuts = np.cumsum([len(piece) for piece in pools[q][:-1]], dtype=np.int64)
+                taken[q].append((pool, cuts[cuts < len(pool)]))
             del pools
         for q in range(P):
             pool_starts[c.index, q] = out.at
-            for e, chosen in enumerate(taken[q]):
+            for e, (chosen, cuts) in enumerate(taken[q]):
                 order, starts, block_window, block_key = _window_shuffle(sel["_run"][chosen], run_key, spec,
-                                                                         (c.index, q, e))
+                                                                         (c.index, q, e), cuts)
                 chosen = chosen[order]
                 window_blocks.append(block_window + windows_so_far)
                 window_keys.append(block_key)
@@ -500,7 +502,7 @@ def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, s
 def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | None, buckets: int) -> np.ndarray | None:
     """Indices that sort samples by (bucket, file, row), or None if they already are."""
     if rank is not None and buckets > 1:
-        bucket = (rank * buckets // len(rank)).astype(_U)
+        bucket = _plan.bucket_of(rank, len(rank), buckets).astype(_U)
         return np.lexsort((row, file_id, bucket))
     later = (file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1]))
     if len(row) < 2 or bool(np.all(later)):
@@ -508,9 +510,10 @@ def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | No
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
-def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int]) -> tuple[
-        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle samples within windows of ``spec.window`` consecutive blocks (``block``: each sample's run id).
+def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int],
+                    cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle samples within windows of ``spec.window`` consecutive blocks (``block``: each sample's run id);
+    a window also starts at each of ``cuts`` (where a curriculum bucket starts), so none spans two.
 
     Returns the order, the window starts, and for each block of the pool its window and its key.
     """
@@ -520,7 +523,14 @@ def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec
         return empty, empty, empty, empty
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = block[1:] != block[:-1]
-    window_first = new_block & ((np.cumsum(new_block) - 1) % spec.window == 0)
+    segment = np.zeros(n, dtype=bool)
+    segment[0] = True
+    if cuts is not None and len(cuts):
+        new_block[cuts] = True
+        segment[cuts] = True
+    block_no = np.cumsum(new_block) - 1
+    first_of_segment = np.maximum.accumulate(np.where(segment, block_no, 0))
+    window_first = new_block & ((block_no - first_of_segment) % spec.window == 0)
     window_id = (np.cumsum(window_first) - 1).astype(_U)
     # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
     key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))

@@ -159,8 +159,15 @@ def pool_bounds(samples: int, partitions: int) -> list[int]:
 
 
 def bucket_bounds(samples: int, buckets: int) -> list[int]:
-    """Where each bucket (quantile of the curriculum key) of a component's samples starts."""
+    """Where each bucket (quantile of the curriculum key) of a component's samples starts: bucket b
+    holds the samples of key rank [b*n//k, (b+1)*n//k)."""
     return [b * samples // buckets for b in range(buckets + 1)]
+
+
+def bucket_of(rank: np.ndarray, samples: int, buckets: int) -> np.ndarray:
+    """The bucket of each key rank, by the rule of ``bucket_bounds``: the largest b with
+    b*n//k <= r, which is ((r+1)*k - 1) // n."""
+    return ((np.asarray(rank, dtype=np.int64) + 1) * buckets - 1) // samples
 
 
 def pool_sizes(samples: int, buckets: int, partitions: int) -> list[int]:

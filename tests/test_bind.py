@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fractions import Fraction
 
 import numpy as np
@@ -113,7 +115,16 @@ def test_counts_are_cached_by_dataset_versions_and_predicates(scratch: mixsql.Co
     assert len(cached) == 1
     again = scratch.mix(text)
     assert [c.samples for c in again.bound.components] == [c.samples for c in first.bound.components]
-    cached[0].write_text('{"0": [1, 2, 3, []], "1": [4, 5, 6, []]}')  # what is read is what was cached
+    expected = [c.samples for c in first.bound.components]
+    saved = json.loads(cached[0].read_text())
+    saved["counts"] = {"0": [1, 2, 3, []], "1": [4, 5, 6, []]}
+    cached[0].write_text(json.dumps(saved))  # what is read is what was cached, under its own key
     assert [c.samples for c in scratch.mix(text).bound.components] == [1, 4]
+    for foreign in ['{"0": [1, 2, 3, []], "1": [4, 5, 6, []]}',  # no key inside
+                    json.dumps({**saved, "ident": saved["ident"].replace("code", "docs")}),  # another key
+                    json.dumps({**saved, "counts": {"0": [-1, 2, 3, []], "1": [4, 5, 6, []]}}),  # not counts
+                    json.dumps({**saved, "counts": {"0": [1, 2, 3, []]}}), "not json"]:
+        cached[0].write_text(foreign)
+        assert [c.samples for c in scratch.mix(text).bound.components] == expected, foreign
     scratch.mix(text.replace("'docs'", "'manual'"))
     assert len(list((scratch.path / "counts").glob("*.json"))) == 2

@@ -11,6 +11,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mixsql
 from mixsql import manifest, plan
@@ -158,3 +160,39 @@ def test_exported_plan_needs_no_catalog(tmp_path: Path, con: mixsql.Connection) 
     p = manifest.CompiledPlan(tmp_path / "p")
     records = Reader(p, ["id"]).samples(p.positions_rows(0, 20))
     assert [r["id"] for r in records] == [s["id"] for s in m.samples(limit=20, columns=["id"])]
+
+
+def test_bucket_of_matches_bucket_bounds() -> None:
+    for n in range(1, 60):
+        for k in range(1, n + 1):
+            edges = plan.bucket_bounds(n, k)
+            expected = np.repeat(np.arange(k), np.diff(edges))
+            assert plan.bucket_of(np.arange(n), n, k).tolist() == expected.tolist(), (n, k)
+
+
+@settings(max_examples=25, deadline=None)
+@given(keys=st.lists(st.one_of(st.none(), st.integers(0, 6)), min_size=2, max_size=120),
+       buckets=st.integers(2, 9), descending=st.booleans(), groups=st.integers(7, 40))
+def test_buckets_are_key_quantiles(tmp_path_factory: pytest.TempPathFactory, keys: list[int | None], buckets: int,
+                                   descending: bool, groups: int) -> None:
+    """Bucket b serves exactly the samples of key rank [b*n//k, (b+1)*n//k) (key order, NULLs last,
+    ties by file and row), for n not divisible by k, ascending or descending."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("buckets")
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(len(keys))], "id": list(range(len(keys))),
+                             "key": pa.array(keys, pa.int64())}), root / "d.parquet", row_group_size=groups)
+    con = mixsql.connect(root / "cat")
+    con.register("d", [str(root / "d.parquet")])
+    k = min(buckets, len(keys))
+    order = "DESC" if descending else "ASC"
+    mix = con.mix(f"MIX 1 AS docs FROM d ORDER BY CURRICULUM (docs BY key {order} BUCKETS {k}) PARTITIONS 1")
+    served = [s["id"] for s in mix.samples(columns=["id"])]
+    assert sorted(served) == list(range(len(keys)))
+    present = sorted((i for i, v in enumerate(keys) if v is not None), key=lambda i: (-keys[i] if descending
+                                                                                       else keys[i], i))
+    ranked = present + [i for i, v in enumerate(keys) if v is None]
+    edges = plan.bucket_bounds(len(keys), k)
+    for b in range(k):
+        assert sorted(served[edges[b]:edges[b + 1]]) == sorted(ranked[edges[b]:edges[b + 1]]), b

@@ -352,3 +352,20 @@ def test_one_workers_state_outside_that_worker_is_refused(con: mixsql.Connection
     fresh.load_state_dict(state)
     with pytest.raises(StateError, match="worker 1 of 2"):
         next(iter(fresh))
+
+
+def test_lineage_after_replace_refuses_the_new_data(tmp_path: Path, data_copy: Path) -> None:
+    """A plan compiled before ``register --replace`` never reports properties of the new version."""
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("d", [str(data_copy / "parquet" / "corpus-00001.parquet")])
+    mix = con.mix("MIX 1 AS all_ FROM d")
+    before = mix.lineage(1, 8, ["id"]).column("id").to_pylist()
+    assert before == [s["id"] for s in mix.samples(limit=16, columns=["id"])][8:]
+    other = mixsql.connect(tmp_path / "cat")  # another process replaces the dataset
+    other.register("d", [str(data_copy / "parquet" / "corpus-00002.parquet")], replace=True)
+    with pytest.raises(mixsql.MixSQLError, match="'d' was replaced since this plan was compiled"):
+        mix.lineage(1, 8, ["id"])
+    assert mix.lineage(1, 8).num_rows == 8  # pointers alone come from the plan itself
+    other.drop("d")
+    with pytest.raises(mixsql.MixSQLError, match="'d' was dropped"):
+        mix.lineage(1, 8, ["id"])
