@@ -95,9 +95,13 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     fields = [c.strip() for c in content.split(",") if c.strip()]
     with _bar(ctx, f"registering {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, progress=progress)
-    files = len(info.files())
-    click.echo(f"registered {info.name}: {info.samples:,} samples from {files} file{'s' * (files != 1)} "
-               f"(version {info.version}) in {con.path}")
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(info.files_path, columns=["rows"]).column("rows").to_pylist()
+    empty = sum(1 for r in rows if r == 0)
+    note = f", {empty} of them empty" if empty else ""
+    click.echo(f"registered {info.name}: {info.samples:,} samples from {len(rows)} file{'s' * (len(rows) != 1)}"
+               f"{note} (version {info.version}) in {con.path}")
 
 
 @main.command()

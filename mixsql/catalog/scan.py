@@ -25,6 +25,8 @@ from mixsql import fs as mfs
 from mixsql.errors import CatalogError, DataError
 
 RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
+OUTPUT_NAMES = ("component", "component_id")  # what the stream adds to every record
+INT64 = (-(1 << 63), (1 << 63) - 1)
 JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's blocks are its 1 MiB byte ranges
 BLOCK_BYTES = 32 << 20
 BATCH_ROWS = 65536
@@ -40,11 +42,32 @@ def _pointer_columns(file_id: int, rows: int, start_row: int, block: np.ndarray)
     }
 
 
-def _check_fields(names: t.Sequence[str], content: t.Sequence[str], url: str) -> None:
-    clash = [n for n in names if n in RESERVED]
-    if clash:
-        raise CatalogError(f"field {clash[0]!r} in {url} collides with a column mixsql reserves for pointers",
-                           hint=f"rename the field; reserved names are {', '.join(RESERVED)}")
+def check_names(names: t.Sequence[str], url: str, where: t.Callable[[str], str] = lambda name: "") -> None:
+    """Field names SQL and the stream can hold faithfully: non-empty, not mixsql's own, and distinct
+    regardless of case (SQL identifiers are case-insensitive, so ``Domain`` and ``domain`` would be
+    one column). ``where(name)`` says where in the file a name first occurs (", line N")."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name == "":
+            raise DataError(f"{url}{where(name)}: a field has an empty name, which no SQL column can hold",
+                            file=url, hint="give the field a name, then register again")
+        if name in RESERVED or name in OUTPUT_NAMES:
+            what = "a column mixsql reserves for pointers" if name in RESERVED else \
+                "the field mixsql gives every sample of the stream (its component)"
+            raise DataError(f"{url}{where(name)}: field {name!r} collides with {what}", file=url,
+                            hint=f"rename the field in the data; reserved names are "
+                                 f"{', '.join(RESERVED + OUTPUT_NAMES)}")
+        other = seen.get(name.lower())
+        if other is not None and other != name:
+            raise DataError(f"{url}{where(name)}: fields {other!r} and {name!r} differ only in case, and SQL "
+                            "cannot tell them apart", file=url,
+                            hint="rename one of them in the data (or register the files as separate datasets)")
+        seen[name.lower()] = name
+
+
+def _check_fields(names: t.Sequence[str], content: t.Sequence[str], url: str,
+                  where: t.Callable[[str], str] = lambda name: "") -> None:
+    check_names(names, url, where)
     missing = [c for c in content if c not in names]
     if missing:
         raise CatalogError(
@@ -77,6 +100,8 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
             raise DataError(f"{src.url} is not a readable Parquet file: {e}", file=src.url) from None
         names = pf.schema_arrow.names
         _check_fields(names, content, src.url)
+        utf8 = [n for n in props_of(names, content) if _has_text(pf.schema_arrow.field(n).type)] + \
+            [n for n in content if _has_text(pf.schema_arrow.field(n).type)]
         props = [n for n in names if n not in content]
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
         group_of_row = np.repeat(np.arange(len(row_groups), dtype=np.int32), row_groups)
@@ -89,6 +114,8 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
             cols["_bytes"] = _content_bytes(batch, content)
             for name in props:
                 cols[name] = batch.column(name)
+            for name in utf8:
+                _valid_text(batch.column(name), name, src.url, start)
             batches.append(pa.table(cols))
             start += batch.num_rows
     if not batches:
@@ -96,6 +123,47 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
                            + [pf.schema_arrow.field(n) for n in props])
         return schema.empty_table(), row_groups, pf.schema_arrow
     return pa.concat_tables(batches), row_groups, pf.schema_arrow
+
+
+def props_of(names: t.Sequence[str], content: t.Sequence[str]) -> list[str]:
+    return [n for n in names if n not in content]
+
+
+def _has_text(kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_text(kind.value_type)
+    if pa.types.is_struct(kind):
+        return any(_has_text(kind.field(i).type) for i in range(kind.num_fields))
+    return False
+
+
+def _valid_text(col: pa.Array, name: str, url: str, start: int) -> None:
+    try:
+        col.validate(full=True)
+    except pa.ArrowInvalid:
+        for i, value in enumerate(col.cast(_as_binary(col.type)).to_pylist()):
+            try:
+                json.dumps(value, default=lambda b: b.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(f"{url}, row {start + i}: field {name!r} holds text that is not valid UTF-8", file=url,
+                                row=start + i, hint="fix the encoding of that value, then register again") from None
+        raise DataError(f"{url}: field {name!r} holds text that is not valid UTF-8", file=url) from None
+
+
+def _as_binary(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(kind):
+        return pa.binary()
+    if pa.types.is_large_string(kind):
+        return pa.large_binary()
+    if pa.types.is_list(kind):
+        return pa.list_(_as_binary(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_as_binary(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _as_binary(f.type)) for f in kind])
+    return kind
 
 
 def _line_bounds(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +221,9 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> t
             if len(starts):
                 table = _parse_block(block, starts, lengths, src, row, base, line_no, arr)
                 if table.num_rows:
-                    _check_fields(table.column_names, content, src.url)
+                    where = _locator(block, starts, lengths, line_no, arr)
+                    _check_fields(table.column_names, content, src.url, where)
+                    _check_values(table, src.url, row, where, block, starts, lengths, line_no, arr)
                     records.append(table.schema)
                     blocks = np.zeros(table.num_rows) if src.compression else (starts + base) >> JSONL_BLOCK_SHIFT
                     cols = _pointer_columns(file_id, table.num_rows, row, blocks)
@@ -169,9 +239,91 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> t
             base += len(block)
             if not chunk:
                 break
-    if not tables:
-        raise DataError(f"{src.url} holds no records", file=src.url, hint="remove the empty file from the dataset")
-    return _concat(tables, src.url), unify([(src.url, r) for r in records])
+    if not tables:  # an empty file contributes no samples (as an empty Parquet file does)
+        schema = pa.schema([pa.field(n, pa.int32() if n in ("_file_id", "_block") else pa.int64()) for n in RESERVED])
+        return schema.empty_table(), pa.schema([])
+    record = unify([(src.url, r) for r in records])
+    check_names(record.names, src.url)
+    return _concat(tables, src.url), record
+
+
+def _line_of(offset: int, line_no: int, arr: np.ndarray) -> int:
+    return line_no + int(np.count_nonzero(arr[:offset] == 10)) + 1
+
+
+def _locator(block: bytes, starts: np.ndarray, lengths: np.ndarray, line_no: int,
+             arr: np.ndarray) -> t.Callable[[str], str]:
+    """``where(field)``: ", line N" of the first record of the block holding the field (error path only)."""
+    def where(name: str) -> str:
+        for s, n in zip(starts.tolist(), lengths.tolist()):
+            try:
+                if name in json.loads(block[s:s + n]):
+                    return f", line {_line_of(s, line_no, arr)}"
+            except (ValueError, TypeError):
+                continue
+        return ""
+    return where
+
+
+def _check_values(table: pa.Table, url: str, row: int, where: t.Callable[[str], str], block: bytes,
+                  starts: np.ndarray, lengths: np.ndarray, line_no: int, arr: np.ndarray) -> None:
+    """Text that is valid UTF-8, and no integer beyond 64 bits (which would make its whole column
+    floating point): else a DataError naming file, line and field."""
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        raise _utf8_error(url, row, block, starts, lengths, line_no, arr) from None
+    suspects = [f.name for f, col in zip(table.schema, table.columns) if _beyond_int64(col)]
+    if not suspects:
+        return
+    for i, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        record = json.loads(block[s:s + n])
+        for name in suspects:
+            if _has_big_integer(record.get(name)):
+                raise DataError(
+                    f"{url}, record {row + i} (line {_line_of(s, line_no, arr)}): field {name!r} holds an integer "
+                    "beyond 64 bits, which would turn the whole column into floating point", file=url, row=row + i,
+                    hint="store such values as strings (or as floats, if approximate values will do)")
+
+
+def _utf8_error(url: str, row: int, block: bytes, starts: np.ndarray, lengths: np.ndarray, line_no: int,
+                arr: np.ndarray) -> DataError:
+    """The first record of the block that is not valid UTF-8 (error path only)."""
+    for i, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        try:
+            block[s:s + n].decode("utf-8")
+        except UnicodeDecodeError as e:
+            return DataError(f"{url}, record {row + i} (line {_line_of(s, line_no, arr)}): invalid UTF-8 at byte "
+                             f"{e.start} of the line", file=url, row=row + i,
+                             hint="JSON text must be UTF-8: fix the encoding of the record, then register again")
+    return DataError(f"{url}: a record holds text that is not valid UTF-8", file=url,
+                     hint="JSON text must be UTF-8: fix the encoding, then register again")
+
+
+def _beyond_int64(col: t.Any) -> bool:
+    """A floating-point column (or a list or struct holding one) with an integral value beyond int64."""
+    kind = col.type
+    if pa.types.is_floating(kind):
+        top = pc.max(pc.abs(col)).as_py()
+        return top is not None and top >= 2.0 ** 63
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _beyond_int64(pc.list_flatten(col))
+    if pa.types.is_struct(kind):
+        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+        return any(_beyond_int64(c.field(i)) for c in chunks for i in range(kind.num_fields))
+    return False
+
+
+def _has_big_integer(value: t.Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not INT64[0] <= value <= INT64[1]
+    if isinstance(value, list):
+        return any(_has_big_integer(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_big_integer(v) for v in value.values())
+    return False
 
 
 def _parse_block(block: bytes, starts: np.ndarray, lengths: np.ndarray, src: mfs.SourceFile, row: int,
@@ -181,6 +333,10 @@ def _parse_block(block: bytes, starts: np.ndarray, lengths: np.ndarray, src: mfs
                                  block_size=max(1 << 20, min(len(block), 1 << 30))),
                                  parse_options=pajson.ParseOptions(newlines_in_values=False))
         if table.num_rows == len(starts):
+            try:
+                table.schema.names  # a field name that is not UTF-8 fails here
+            except UnicodeDecodeError:
+                raise _utf8_error(src.url, row, block, starts, lengths, line_no, arr) from None
             return table
         reason = f"pyarrow read {table.num_rows} records where there are {len(starts)} non-blank lines"
         bad = -1

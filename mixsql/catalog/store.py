@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
 from mixsql.catalog import scan
-from mixsql.errors import CatalogError, MixSQLError, position
+from mixsql.errors import CatalogError, DataError, MixSQLError, position
 
 FORMAT = 3
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -500,6 +500,16 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         progress(len(urls), len(urls), "writing the catalog tables")
     schema = scan.unify([(u, s) for u, _, s in parts])
     record_schema = scan.unify(records)
+    spelled: dict[str, tuple[str, str]] = {}
+    for url, record in records:  # one SQL column per name, across the files too
+        for name in record.names:
+            other = spelled.setdefault(name.lower(), (name, url))
+            if other[0] != name:
+                raise DataError(f"field {other[0]!r} in {other[1]} and field {name!r} in {url} differ only in case, "
+                                "and SQL cannot tell them apart", file=url,
+                                hint="rename one of them in the data (or register the files as separate datasets)")
+    if sum(r["rows"] for r in file_rows) == 0:
+        raise CatalogError(f"{', '.join(paths)}: no file holds a record", hint="register files that hold samples")
     samples = 0
     total_bytes = 0
     with pq.ParquetWriter(tmp / "samples.parquet", schema, compression="zstd") as writer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import typing as t
 from pathlib import Path
 
 import duckdb
@@ -178,9 +179,92 @@ def test_dataset_names_and_drop(scratch: mixsql.Connection) -> None:
 
 
 def test_reserved_field_names_are_refused(scratch: mixsql.Connection, tmp_path: Path) -> None:
-    (tmp_path / "r.jsonl").write_text('{"text": "a", "_row": 1}\n')
-    with pytest.raises(CatalogError, match="'_row'.*reserves"):
+    (tmp_path / "r.jsonl").write_text('{"text": "a"}\n{"text": "a", "_row": 1}\n')
+    with pytest.raises(DataError, match="r.jsonl, line 2: field '_row'.*reserves"):
         scratch.register("r", [str(tmp_path / "r.jsonl")])
+
+
+def write_parquet(path: Path, columns: dict) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"text": "a", "component": "x"}'], r"line 1: field 'component' collides with the field mixsql gives"),
+    (['{"text": "a"}', '{"text": "b", "component_id": 3}'], r"line 2: field 'component_id' collides"),
+    (['{"text": "a", "Domain": "x", "domain": "y"}'], r"line 1: fields 'Domain' and 'domain' differ only in case"),
+    (['{"text": "a", "": 1}'], r"line 1: a field has an empty name"),
+    (['{"text": "a", "n": 1}', '{"text": "b", "n": 99999999999999999999}'],
+     r"record 1 \(line 2\): field 'n' holds an integer beyond 64 bits"),
+    (['{"text": "a", "n": [1, -99999999999999999999]}'], r"line 1\): field 'n' holds an integer beyond 64 bits"),
+])
+def test_fields_sql_cannot_hold_faithfully_are_refused(scratch: mixsql.Connection, tmp_path: Path,
+                                                       lines: list[str], message: str) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message) as e:
+        scratch.register("f", [str(path)])
+    assert e.value.file == f"file://{path}"
+    assert scratch.datasets() == []
+
+
+def test_floats_beyond_int64_are_kept(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"text": "a", "x": 1e20}\n{"text": "b", "x": 0.5}\n')
+    scratch.register("f", [str(path)])
+    assert scratch.sql("SELECT x FROM f ORDER BY x").column("x").to_pylist() == [0.5, 1e20]
+
+
+def test_fields_that_differ_in_case_across_files_are_refused(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    write_parquet(tmp_path / "a.parquet", {"text": ["a"], "Domain": ["x"]})
+    write_parquet(tmp_path / "b.parquet", {"text": ["b"], "domain": ["y"]})
+    with pytest.raises(DataError, match=r"'Domain' in .*a.parquet and field 'domain' in .*b.parquet differ only in case"):
+        scratch.register("f", [str(tmp_path / "*.parquet")])
+    write_parquet(tmp_path / "a.parquet", {"text": ["a"], "component": ["x"]})
+    with pytest.raises(DataError, match=r"a.parquet: field 'component' collides"):
+        scratch.register("f", [str(tmp_path / "a.parquet")])
+
+
+@pytest.mark.parametrize("where", ["text", "property", "name"])
+def test_invalid_utf8_is_refused_naming_file_and_line(scratch: mixsql.Connection, tmp_path: Path, where: str) -> None:
+    bad = {"text": b'{"text": "caf\xe9", "lang": "fr"}', "property": b'{"text": "ok", "lang": "fr\xff"}',
+           "name": b'{"text": "ok", "l\xffng": "fr"}'}[where]
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(b'{"text": "fine", "lang": "en"}\n\n' + bad + b"\n")
+    with pytest.raises(DataError, match=r"u.jsonl, record 1 \(line 3\): invalid UTF-8") as e:
+        scratch.register("u", [str(path)])
+    assert e.value.row == 1 and scratch.datasets() == []
+
+
+def test_invalid_utf8_in_parquet_is_refused_naming_file_and_row(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)
+    path = write_parquet(tmp_path / "u.parquet", {"text": texts, "lang": ["en", "fr"]})
+    with pytest.raises(DataError, match=r"u.parquet, row 1: field 'text' holds text that is not valid UTF-8"):
+        scratch.register("u", [str(path)])
+
+
+def test_empty_files_contribute_nothing_in_both_formats(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    write_parquet(tmp_path / "a.parquet", {"text": ["a", "b"], "lang": ["en", "de"]})
+    write_parquet(tmp_path / "b.parquet", {"text": pa_empty_strings(), "lang": pa_empty_strings()})
+    (tmp_path / "c.jsonl").write_text("")
+    (tmp_path / "d.jsonl").write_text("\n  \n")
+    (tmp_path / "e.jsonl").write_text('{"text": "c", "lang": "fr"}\n')
+    info = scratch.register("d", [str(tmp_path / "*.parquet"), str(tmp_path / "*.jsonl")])
+    assert info.samples == 3 and len(info.files()) == 5
+    assert scratch.sql("SELECT lang FROM d ORDER BY lang").column("lang").to_pylist() == ["de", "en", "fr"]
+    assert sorted(s["lang"] for s in scratch.mix("MIX 1 AS all_ FROM d").samples()) == ["de", "en", "fr"]
+    for empty in ("b.parquet", "c.jsonl"):
+        with pytest.raises(CatalogError, match="no file holds a record"):
+            scratch.register("e", [str(tmp_path / empty)])
+
+
+def pa_empty_strings() -> t.Any:
+    return pa.array([], pa.string())
 
 
 def test_a_second_connection_sees_new_registrations(sample_catalog: Path, tmp_path: Path) -> None:
