@@ -27,15 +27,24 @@ from sqlglot import expressions as exp
 from mixsql.catalog import Catalog
 from mixsql.errors import BindError, CatalogError, position
 from mixsql.parse import Component, Mix, span, to_sql
+from mixsql.limits import (MAX_BATCH_SIZE, MAX_BUCKETS, MAX_CHUNK_SIZE, MAX_EXPANDED_NODES, MAX_INTEGER_DIGITS,
+                           MAX_PARTITIONS, MAX_WITH_CHAIN, TEMPERATURES, max_stream_samples)
+from mixsql.parse.dialect import number_problem
 from mixsql.parse.ast import Assign, Budget, OrderKey, Stage, Weighting
 from mixsql.parse.ast import leaves as ast_leaves
 
 DEFAULT_SEED = 0
 DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_BUCKETS = 10
-MAX_PARTITIONS = 4096
 ORDERABLE = re.compile(r"^(BOOLEAN|TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|"
                        r"UHUGEINT|FLOAT|DOUBLE|DECIMAL.*|VARCHAR|DATE|TIME|TIMESTAMP.*|INTERVAL)$")
+
+
+# sqlglot nodes that print as a keyword, not as DuckDB's function name
+VOLATILE_ALIASES = {"CurrentTimestamp": "now", "CurrentDate": "current_date", "CurrentTime": "get_current_time",
+                    "CurrentDatetime": "now", "CurrentTimestampLTZ": "now", "Localtimestamp": "current_localtimestamp",
+                    "Localtime": "current_localtime", "CurrentSchema": "current_schema", "Uuid": "uuid",
+                    "Rand": "random"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +154,7 @@ class _Binder:
         self.engine = catalog.engine()  # one committed state of the catalog, never touched by user SQL
         self.con = self.engine.con
         self._schemas: dict[str, dict[str, str]] = {}
+        self._volatile: set[str] | None = None
 
     # -- errors -----------------------------------------------------------------------------------
 
@@ -199,7 +209,7 @@ class _Binder:
         sizes = {name: counts[i] for i, name in enumerate(names)}
         nodes = self._nodes(sizes)
         by_path = {n.path: n for n in nodes}
-        batch_size = self._option("batch_size", None, None, minimum=1)
+        batch_size = self._option("batch_size", None, None, minimum=1, maximum=MAX_BATCH_SIZE)
         orderings = self._orderings(leaves, datasets)
         epochs = self._epochs(leaves)
         bound = []
@@ -228,10 +238,11 @@ class _Binder:
             raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream",
                              self.mix.args["exhaustion"],
                              hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
+        self._check_size(limit, bound, leaves)
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
-            chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1),
+            chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1, maximum=MAX_CHUNK_SIZE),
             partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
             catalog_version=self.engine.version,
             dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),
@@ -271,13 +282,24 @@ class _Binder:
         if isinstance(parent, (Mix, Component, Budget, Stage, Assign, Weighting, OrderKey)):
             # a weight, a stage point or an option: a number, never text
             integer = node.arg_key not in ("weight", "temperature")
+            kind = "a non-negative integer" if integer else "a number"
             if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or \
-                    (integer and not float(value).is_integer()):
-                raise self.error(f"parameter :{name} must be {'an integer' if integer else 'a number'} here, not "
-                                 f"{value!r} ({type(value).__name__})", node,
-                                 hint=f"bind it to {'an integer' if integer else 'a number'}, e.g. "
-                                      f"--param {name}={'7' if integer else '0.5'}")
-            return exp.Literal.number(str(int(value)) if integer else str(value))
+                    (integer and not (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))):
+                raise self.error(f"parameter :{name} must be {kind} here, not {_clip(value)} "
+                                 f"({type(value).__name__})", node,
+                                 hint=f"bind it to {kind}, e.g. --param {name}={'7' if integer else '0.5'}")
+            if integer:
+                text = str(int(value)) if value >= 0 and value < 10 ** MAX_INTEGER_DIGITS else None
+                if text is None:
+                    raise self.error(f"parameter :{name} must be {kind} of at most {MAX_INTEGER_DIGITS} digits here, "
+                                     f"not {_clip(value)}", node)
+                return exp.Literal.number(text)
+            text = str(float(value)) if isinstance(value, Fraction) else str(value)
+            problem = number_problem(text) if not (isinstance(value, float) and not math.isfinite(value)) \
+                else f"{value} is not a finite number"
+            if problem or value < 0:
+                raise self.error(f"parameter :{name}: {problem or 'a weight cannot be negative'}", node)
+            return exp.Literal.number(text)
         try:
             return _sql_value(value)
         except TypeError:
@@ -287,15 +309,35 @@ class _Binder:
     def _expand_named(self) -> None:
         """Replace uses of WITH names in predicates by their (parenthesised) definitions."""
         definitions: dict[str, exp.Expr] = {}
+        sizes: dict[str, int] = {}  # nodes once expanded: counted before anything is expanded
+        chains: dict[str, int] = {}
+
+        def uses(tree: exp.Expr) -> list[str]:
+            return [c.name.lower() for c in tree.find_all(exp.Column) if len(c.parts) == 1 and c.name.lower() in sizes]
+
+        def size(tree: exp.Expr) -> int:
+            return sum(1 for _ in tree.walk()) + sum(sizes[u] - 1 for u in uses(tree))
+
         for named in self.mix.args.get("named") or []:
             key = named.name.lower()
             if key in definitions:
                 raise self.error(f"{named.name!r} is defined twice in WITH", named.this)
+            used = uses(named.expression)
+            sizes[key], chains[key] = size(named.expression), 1 + max((chains[u] for u in used), default=0)
+            if sizes[key] > MAX_EXPANDED_NODES or chains[key] > MAX_WITH_CHAIN:
+                found = f"a chain of {chains[key]} names" if chains[key] > MAX_WITH_CHAIN else f"{sizes[key]:,} nodes"
+                raise self.error(f"WITH {named.name!r} expands to {found}, more than a predicate may hold "
+                                 f"({MAX_WITH_CHAIN} names deep, {MAX_EXPANDED_NODES:,} nodes)", named.this,
+                                 hint="each use of a WITH name copies its definition: define fewer layers")
             expression = named.expression.copy()
             self._replace_names(expression, definitions)
             definitions[key] = expression
         if definitions:
             for where in list(self.mix.find_all(exp.Where)):
+                if size(where) > MAX_EXPANDED_NODES:
+                    raise self.error(f"this WHERE expands to {size(where):,} nodes with its WITH names, more than "
+                                     f"a predicate may hold ({MAX_EXPANDED_NODES:,})", where.this,
+                                     hint="each use of a WITH name copies its definition: use fewer")
                 self._replace_names(where, definitions)
 
     def _replace_names(self, tree: exp.Expr, definitions: dict[str, exp.Expr]) -> None:
@@ -338,6 +380,11 @@ class _Binder:
                 temperature = Fraction(1)
                 if weighting.name == "TEMPERATURE":
                     temperature = self._number(weighting.args["temperature"], "TEMPERATURE", positive=True)
+                    if not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
+                        raise self.error(f"TEMPERATURE must be from {_number(TEMPERATURES[0])} to "
+                                         f"{_number(TEMPERATURES[1])}", weighting.args["temperature"],
+                                         hint="1 gives the natural proportions, larger values flatten them, "
+                                              "smaller ones sharpen them")
                 label = f"TEMPERATURE {_number(temperature)}" if weighting.name == "TEMPERATURE" else weighting.name
                 label = f"{label} BY {by}"
                 weight_of = lambda c: _power(size(c, prefix, by), 1 / temperature)  # noqa: E731
@@ -481,8 +528,8 @@ class _Binder:
                 continue
             target = self._resolve_path(item.this, paths + inner, "the curriculum")
             buckets = DEFAULT_BUCKETS if item.args.get("buckets") is None else int(item.args["buckets"].this)
-            if buckets < 1:
-                raise self.error("BUCKETS must be at least 1", item.args["buckets"])
+            if not 1 <= buckets <= MAX_BUCKETS:
+                raise self.error(f"BUCKETS must be from 1 to {MAX_BUCKETS:,}", item.args["buckets"])
             key = item.args["key"]
             for i, path in enumerate(paths):
                 if path != target and not path.startswith(target + "."):
@@ -498,6 +545,7 @@ class _Binder:
         return out
 
     def _key_type(self, key: exp.Expr, dataset: str) -> str:
+        self._deterministic(key, "the curriculum key")
         self._check_columns(key, dataset, "the curriculum key")
         sql = key.sql(dialect="duckdb", comments=False)
         try:
@@ -520,6 +568,28 @@ class _Binder:
                 raise self.error("MAX EPOCHS must be at least 1", node)
             out.append(value)
         return out
+
+    def _check_size(self, limit: int | None, components: list[BoundComponent],
+                    leaves: list[tuple[str, Component, list[Component]]]) -> None:
+        """The stream fits what this machine can compile (``limits.max_stream_samples``), checked
+        before the planner allocates anything for it."""
+        most = max_stream_samples()
+        if limit is not None:
+            if limit > most:
+                raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan holds every "
+                                 f"sample of its stream, and at most {most:,} fit in its memory",
+                                 self.mix.args["limit"].this,
+                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
+            return
+        supply = [c.samples * (c.max_epochs or 0) for c in components]
+        if sum(supply) > most:
+            top = max(range(len(components)), key=lambda i: supply[i])
+            _, leaf, ancestors = leaves[top]
+            node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
+                         if n.args.get("max_epochs") is not None), leaf.this)
+            raise self.error(f"the stream can hold {sum(supply):,} samples, more than this machine can plan (at most "
+                             f"{most:,} fit in its memory)", node,
+                             hint="add LIMIT <n> SAMPLES, or lower MAX EPOCHS")
 
     def _word(self, key: str, default: str) -> str:
         node = self.mix.args.get(key)
@@ -566,7 +636,28 @@ class _Binder:
             self._schemas[dataset] = {r[0]: r[1] for r in rows}
         return self._schemas[dataset]
 
+    def _deterministic(self, tree: exp.Expr, what: str) -> None:
+        """Refuse functions whose result changes between runs (random(), now(), ...): the plan must be
+        a pure function of the data and the statement. DuckDB says which (a function none of whose
+        overloads is CONSISTENT)."""
+        if self._volatile is None:
+            rows = self.con.execute("SELECT lower(function_name), list(DISTINCT stability) FROM duckdb_functions() "
+                                    "GROUP BY 1").fetchall()
+            self._volatile = {name for name, kinds in rows if "CONSISTENT" not in kinds}
+        for node in tree.find_all(exp.Func):
+            sql = node.sql(dialect="duckdb", comments=False)
+            names = {sql.split("(", 1)[0].strip().lower(), VOLATILE_ALIASES.get(type(node).__name__, "")}
+            if isinstance(node, exp.Anonymous):
+                names.add(node.name.lower())
+            found = sorted(names & self._volatile)
+            if found:
+                raise self.error(f"{found[0]}() gives a different result each time it runs, and {what} must give "
+                                 "the same one in every run", node if span(node) else tree,
+                                 hint="a predicate must depend only on the sample: for a random subset, filter on "
+                                      "a hash of its id (e.g. hash(id) % 10 = 0)")
+
     def _check_predicate(self, pred: exp.Expr, dataset: str, what: str) -> None:
+        self._deterministic(pred, what)
         self._check_columns(pred, dataset, what)
         sql = pred.sql(dialect="duckdb", comments=False)
         try:
@@ -718,6 +809,11 @@ def _sql_value(value: t.Any) -> exp.Expr:
     if isinstance(value, (list, tuple)):
         return exp.Array(expressions=[_sql_value(v) for v in value])
     raise TypeError(value)
+
+
+def _clip(value: t.Any, limit: int = 40) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 4000 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _power(size: int, exponent: Fraction) -> Fraction:

@@ -255,7 +255,7 @@ def test_parameters_from_the_api_and_the_cli(con: mixsql.Connection, tmp_path: P
     assert "'typo' is not used" in e.value.message
     with pytest.raises(BindError) as e:
         con.load(f, params={"w": 2, "q": 0.5, "seed": 1.5})
-    assert "must be an integer" in e.value.message
+    assert "must be a non-negative integer" in e.value.message
     run = [sys.executable, "-m", "mixsql", "--catalog", str(sample_catalog), "explain", str(f), "--json",
            "--param", "w=2", "--param", "q=0.5", "--param", "seed=3"]
     out = json.loads(subprocess.run(run, capture_output=True, text=True, check=True, cwd=ROOT).stdout)

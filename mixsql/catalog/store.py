@@ -32,6 +32,7 @@ import shutil
 import time
 import typing as t
 import uuid
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -316,7 +317,7 @@ class Engine:
     def __init__(self, infos: dict[str, DatasetInfo], version: str) -> None:
         self.infos = infos
         self.version = version
-        self.con = duckdb.connect(":memory:")
+        self.con = _connect()
         for info in infos.values():
             self.con.execute(f"CREATE VIEW {ident(info.name)} AS SELECT * FROM read_parquet({_lit(info.samples_path)})")
         allowed = [str(p) for i in infos.values() for p in (i.samples_path, i.files_path)]
@@ -375,6 +376,26 @@ class Engine:
         return samples
 
 
+_CONNECTIONS: "weakref.WeakSet[duckdb.DuckDBPyConnection]" = weakref.WeakSet()
+_INHERITED: list[duckdb.DuckDBPyConnection] = []
+
+
+def _keep_inherited() -> None:
+    """In a forked child (a DataLoader worker), hold on to the parent's DuckDB connections forever:
+    destroying one there, whose threads did not survive the fork, would crash the child."""
+    _INHERITED.extend(_CONNECTIONS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited)
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    _CONNECTIONS.add(con)
+    return con
+
+
 def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar = false")  # a library prints nothing of its own
     con.execute("SET autoinstall_known_extensions = false")
@@ -393,7 +414,7 @@ def _user_session(infos: dict[str, DatasetInfo], plan: Path | None) -> duckdb.Du
     """An in-memory DuckDB that opens no file: each view scans an Arrow dataset opened read-only here."""
     import pyarrow.dataset as pads
 
-    con = duckdb.connect(":memory:")
+    con = _connect()
     _lock_down(con)
     if plan is not None:  # an exported plan's tables, as views `manifest` and `lineage`
         for view in ("manifest", "lineage"):

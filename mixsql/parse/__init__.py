@@ -17,7 +17,8 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from mixsql.errors import MixParseError, position
-from mixsql.parse.ast import Component, Dataset, Mix, span
+from mixsql.limits import MAX_COMPONENTS, MAX_NESTING
+from mixsql.parse.ast import Component, Dataset, Mix, Named, span
 from mixsql.parse.dialect import MixSQL
 
 __all__ = ["Component", "Dataset", "Mix", "MixSQL", "parse", "to_sql", "span"]
@@ -48,6 +49,9 @@ def parse(text: str, *, path: str | None = None) -> Mix:
         raise MixParseError("empty statement: expected MIX", line=1, col=1, source=text, path=path,
                             hint="a mixture starts with MIX <weight> AS <name> ...")
     statements = _split(tokens)
+    if not statements:
+        raise _at(tokens[0], text, path, "empty statement: expected MIX",
+                  hint="a mixture starts with MIX <weight> AS <name> ...")
     first = statements[0]
     if (first[0].text.upper() != "MIX" or first[0].token_type == TokenType.STRING) \
             and first[0].token_type != TokenType.WITH:
@@ -57,15 +61,21 @@ def parse(text: str, *, path: str | None = None) -> Mix:
         raise _at(statements[1][0], text, path,
                   "only one statement is allowed: a MIX statement cannot be followed by other SQL",
                   hint="remove everything after the MIX statement's ';'")
+    _check_nesting(first, text, path)
     try:
         trees = _DIALECT.parser().parse(first, text)
+        mix = trees[0]
+        if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
+            raise _at(first[0], text, path, "expected a MIX statement")
+        _check_expressions(mix, first, text, path)
+        _check_names(mix, text, path)
+        _place_parameters(mix, first)
+        to_sql(mix, pretty=False)  # whatever parses also prints: nothing deeper than the generator can go
     except ParseError as e:
         raise _from_parse_error(e, text, path) from None
-    mix = trees[0]
-    if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
-        raise _at(first[0], text, path, "expected a MIX statement")
-    _check_expressions(mix, first, text, path)
-    _place_parameters(mix, first)
+    except RecursionError:
+        raise MixParseError("the statement nests too deeply to be read", line=1, col=1, source=text, path=path,
+                            hint=f"keep expressions to at most {MAX_NESTING} levels") from None
     if mix.comments:  # comments before MIX introduce the statement; keep them in front when printing
         mix.meta["leading_comments"] = [c.strip() for c in mix.pop_comments()]
     return mix
@@ -138,6 +148,62 @@ def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseErr
         description = description[:1].lower() + description[1:]
     return MixParseError(description, line=int(line), col=col,
                          length=len(highlight) or 1, source=text, path=path)
+
+
+
+
+def _check_nesting(tokens: list[Token], text: str, path: str | None) -> None:
+    """At most MAX_NESTING levels of parentheses, and of prefix operators in a row, before parsing
+    (sqlglot parses recursively); and no positional parameter (``?``, ``$1``)."""
+    depth = run = 0
+    for token in tokens:
+        kind = token.token_type
+        if kind in (TokenType.PLACEHOLDER, TokenType.PARAMETER):
+            raise _at(token, text, path, f"{token.text}-parameters are not supported: parameters bind by name",
+                      hint="write :name (e.g. quality > :min_quality) and bind it with --param name=VALUE")
+        if kind == TokenType.L_PAREN:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _at(token, text, path, f"expressions nest more than {MAX_NESTING} parentheses deep",
+                          hint="simplify the expression; a predicate rarely needs more than a few levels")
+        elif kind == TokenType.R_PAREN:
+            depth = max(0, depth - 1)
+        if kind in (TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE):
+            run += 1
+            if run > MAX_NESTING:
+                raise _at(token, text, path, f"more than {MAX_NESTING} prefix operators in a row",
+                          hint="NOT NOT x is x: simplify the expression")
+        else:
+            run = 0
+
+
+def _check_names(mix: Mix, text: str, path: str | None) -> None:
+    """Component and WITH names are non-empty and free of '.', which separates the parts of a
+    component's path; and the statement has at most MAX_COMPONENTS components."""
+    count = 0
+    for node in mix.walk():
+        if isinstance(node, Component):
+            count += 1
+            if count > MAX_COMPONENTS:
+                raise _node_error(node.this, text, path, f"a statement holds at most {MAX_COMPONENTS:,} components",
+                                  hint="merge small components (one WHERE can match several sources)")
+        what = "component" if isinstance(node, Component) else "WITH" if isinstance(node, Named) else None
+        if what is not None:
+            name = node.this.name
+            if not name.strip():
+                raise _node_error(node.this, text, path, f"a {what} name cannot be empty",
+                                  hint='give it a name, e.g. AS web')
+            if "." in name:
+                raise _node_error(node.this, text, path, f"{what} name {name!r} contains '.', which separates the "
+                                  "parts of a component's path (code.py)", hint="use another name, e.g. with '_'")
+
+
+def _node_error(node: exp.Expr, text: str, path: str | None, message: str, hint: str | None = None) -> MixParseError:
+    where = span(node)
+    if where is None:
+        return MixParseError(message, hint=hint, source=text, path=path)
+    line, col = position(text, where[0])
+    return MixParseError(message, line=line, col=col, length=where[1] - where[0], source=text, path=path, hint=hint)
 
 
 def _place_parameters(mix: Mix, tokens: list[Token]) -> None:

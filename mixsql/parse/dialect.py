@@ -9,12 +9,14 @@ generator, and the new nodes print through ``Generator.TRANSFORMS``.
 from __future__ import annotations
 
 import typing as t
+from decimal import Decimal, InvalidOperation
 
 from sqlglot import expressions as exp
 from sqlglot import tokens as sqlglot_tokens
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.tokens import TokenType
 
+from mixsql.limits import MAX_INTEGER_DIGITS, MAX_WEIGHT_DIGITS, WEIGHT_EXPONENTS
 from mixsql.parse.ast import (Assign, Budget, Component, Curriculum, Dataset, Mix, Named, OrderKey, Path, Stage,
                                Weighting)
 
@@ -28,6 +30,24 @@ OPTION_CLAUSES = ("SEED", "CHUNK", "PARTITIONS", "BATCH", "ON", "OVERLAP", "LIMI
 EXHAUSTION_POLICIES = ("STOP", "REDISTRIBUTE", "REPEAT")
 OVERLAP_RULES = ("FIRST", "ERROR")
 UNITS = ("SAMPLES", "STEPS", "TOKENS")
+
+
+def number_problem(text: str) -> str | None:
+    """Why a weight (or temperature) literal is out of bounds, else None: it must be 0 or between
+    1e-18 and 1e18, with at most 30 significant digits, so exact arithmetic on it stays small."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return f"{text!r} is not a number"
+    if not value.is_finite():
+        return f"{text!r} is not a finite number"
+    if value == 0:
+        return None
+    if not WEIGHT_EXPONENTS[0] <= value.adjusted() <= WEIGHT_EXPONENTS[1]:
+        return f"weight {text[:24]} is out of range: a weight is 0 or between 1e-18 and 1e18"
+    if len("".join(map(str, value.as_tuple().digits)).strip("0")) > MAX_WEIGHT_DIGITS:
+        return f"weight {text[:24]}... has more than {MAX_WEIGHT_DIGITS} significant digits"
+    return None
 
 
 def _has_dataset(c: Component) -> bool:
@@ -393,6 +413,9 @@ class MixSQL(DuckDB):
                 self._advance()
             if not self._match(TokenType.NUMBER):
                 self.raise_error("expecting a numeric weight (e.g. MIX 0.5 AS web ...)", token)
+            problem = number_problem(self._prev.text)
+            if problem:
+                self.raise_error(problem, self._prev)
             return self.expression(exp.Literal.number(self._prev.text), token=self._prev)
 
         def _parse_integer(self, clause: str) -> exp.Expr:
@@ -402,6 +425,9 @@ class MixSQL(DuckDB):
             token = self._curr
             if not self._match(TokenType.NUMBER) or not self._prev.text.isdigit():
                 self.raise_error(f"expecting a non-negative integer after {clause}", token)
+            if len(self._prev.text.lstrip("0")) > MAX_INTEGER_DIGITS:
+                self.raise_error(f"{clause} {self._prev.text[:24]}... is too large: an integer here has at most "
+                                 f"{MAX_INTEGER_DIGITS} digits", self._prev)
             return self.expression(exp.Literal.number(self._prev.text), token=self._prev)
 
         def _parse_dataset(self) -> Dataset:
