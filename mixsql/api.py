@@ -107,6 +107,10 @@ class Mix:
 
         ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise MixSQLError(f"limit must be a non-negative integer or None, not {limit!r}")
+        if component not in ("name", "id"):
+            raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
         plan = self.plan()
         reader = Reader(plan, columns)
         end = len(plan) if limit is None else min(limit, len(plan))

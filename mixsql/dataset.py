@@ -19,6 +19,7 @@ import torch.utils.data
 
 from mixsql import state as _state
 from mixsql import world
+from mixsql.errors import MixSQLError
 from mixsql.manifest import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
 
@@ -36,7 +37,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                  component: str = "name", start_step: int = 0) -> None:
         super().__init__()
         if component not in ("name", "id"):
-            raise ValueError("component must be 'name' or 'id'")
+            raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
         self.plan_dir = str(plan_dir)
         self.rank, self.world_size = world.topology(rank, world_size)
         self.columns = list(columns) if columns is not None else None
@@ -44,6 +45,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         plan = self._plan()
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
         self.batches = len(plan) // self.global_batch_size
+        if self.batches == 0:
+            raise MixSQLError(f"the stream has {len(plan):,} samples, fewer than one global batch of "
+                              f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
+                              hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
         Reader(plan, self.columns).verify()  # columns, and every file unchanged since registration: now, not later
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         self.start = self._checked_step(start_step)
@@ -118,7 +123,7 @@ class MixDataset(torch.utils.data.IterableDataset):
         """Resume from ``state``: this dataset's or a worker's state, or a whole (Stateful)DataLoader's
         state from any rank. A state of another statement, parameters or data is refused, saying what
         differs, unless ``force`` (then a warning)."""
-        found = _state.states_in(dict(state))
+        found = _state.states_in(state)
         if len(found) == 1 and found[0]["workers"] > 1:  # one worker's own state (StatefulDataLoader)
             first, position = found[0], None
         else:

@@ -101,6 +101,9 @@ class Reader:
             names += [n for n in schema.names if n not in names]
         if columns is None:
             return names
+        if isinstance(columns, (str, bytes)) or not all(isinstance(c, str) for c in columns):
+            raise MixSQLError(f"columns must be a list of field names, not {columns!r}",
+                              hint=f"e.g. columns=['{names[0] if names else 'text'}']")
         unknown = [c for c in columns if c not in names and c != "component"]
         if unknown:
             raise MixSQLError(f"unknown column {unknown[0]!r}", hint=f"the records have: {', '.join(names)}")
@@ -118,6 +121,8 @@ class Reader:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return self._empty()
+        if not self.columns:
+            return pa.table({"component_id": pa.array(self.plan.component[rows].astype(np.int16))})
         pieces, order = self._gather(rows)
         table = pa.concat_tables(pieces, promote_options="permissive") if len(pieces) > 1 else pieces[0]
         back = np.empty(len(order), dtype=np.int64)
@@ -130,6 +135,9 @@ class Reader:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return []
+        if not self.columns:  # only the component: the plan alone says it, no file is read
+            names = self.plan.names if component == "name" else range(len(self.plan.names))
+            return [{"component": names[cid]} for cid in self.plan.component[rows].tolist()]
         pieces, order = self._gather(rows)
         out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
         at = 0

@@ -65,15 +65,64 @@ def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> lis
     return out or ["the compiled plan differs (another mixsql plan format)"]
 
 
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "plan": str, "statement": (str, type(None)), "params": dict, "datasets": dict, "seed": int, "chunk_size": int,
+    "partitions": int, "global_batch_size": int, "origin": int, "workers": int, "worker": int, "next": int}
+MAX_DEPTH = 32  # how deep a loader's state may hide ours
+
+
 def states_in(obj: t.Any) -> list[dict[str, t.Any]]:
-    """Every mixsql state inside ``obj``: one of ours, or a (Stateful)DataLoader's state holding them."""
-    if isinstance(obj, dict):
-        if obj.get("format") == STATE_FORMAT:
-            return [obj]
-        return [s for v in obj.values() for s in states_in(v)]
-    if isinstance(obj, (list, tuple)):
-        return [s for v in obj for s in states_in(v)]
-    return []
+    """Every mixsql state inside ``obj``: one of ours, or a (Stateful)DataLoader's state holding them.
+    Each is checked (``check``); ``obj`` must be a mapping, and is walked without following cycles."""
+    if not isinstance(obj, t.Mapping):
+        raise StateError(f"a state is a dict, not {type(obj).__name__}",
+                         hint="pass MixDataset.state_dict() or a StatefulDataLoader's state_dict()")
+    found: list[dict[str, t.Any]] = []
+    seen: set[int] = set()
+
+    def walk(value: t.Any, depth: int) -> None:
+        if id(value) in seen or depth > MAX_DEPTH:
+            return
+        if isinstance(value, t.Mapping):
+            seen.add(id(value))
+            if value.get("format") == STATE_FORMAT:
+                found.append(check(value))
+                return
+            for v in value.values():
+                walk(v, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            seen.add(id(value))
+            for v in value:
+                walk(v, depth + 1)
+
+    walk(obj, 0)
+    return found
+
+
+def check(state: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """A saved state with every field present and of its type, or a StateError naming the first that is not."""
+    for key, kind in FIELDS.items():
+        if key not in state:
+            raise StateError(f"the saved state has no {key!r}", hint="it is not a whole mixsql state: save it with "
+                             "state_dict() and pass it unchanged")
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise StateError(f"the saved state's {key!r} is {value!r}, not {_kind(kind)}")
+    for key in ("global_batch_size", "workers"):
+        if state[key] < 1:
+            raise StateError(f"the saved state's {key!r} is {state[key]}; it must be at least 1")
+    for key in ("seed", "origin", "next", "chunk_size", "partitions"):
+        if state[key] < 0:
+            raise StateError(f"the saved state's {key!r} is {state[key]}; it cannot be negative")
+    if not 0 <= state["worker"] < state["workers"]:
+        raise StateError(f"the saved state names worker {state['worker']} of {state['workers']}")
+    return dict(state)
+
+
+def _kind(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({"str": "text", "dict": "a dict", "int": "an integer", "NoneType": "null"}[k.__name__]
+                       for k in kinds)
 
 
 def global_position(states: list[dict[str, t.Any]]) -> tuple[dict[str, t.Any], int]:

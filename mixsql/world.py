@@ -29,6 +29,7 @@ have consumed without the restart; nothing is repeated or skipped.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import typing as t
 
@@ -47,10 +48,18 @@ def topology(rank: int | None = None, world_size: int | None = None) -> tuple[in
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
         if found is None and "WORLD_SIZE" in os.environ:
-            found = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+            try:
+                found = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+            except ValueError:
+                raise MixSQLError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE={os.environ['WORLD_SIZE']!r} "
+                                  "are not integers") from None
         found = found or (0, 1)
         rank = found[0] if rank is None else rank
         world_size = found[1] if world_size is None else world_size
+    for name, value in (("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise MixSQLError(f"{name} must be an integer, not {value!r} ({type(value).__name__})")
+    rank, world_size = int(rank), int(world_size)
     if world_size < 1 or not 0 <= rank < world_size:
         raise MixSQLError(f"rank {rank} is not in a world of size {world_size}",
                           hint="rank must be in [0, world_size)")
@@ -62,8 +71,9 @@ def global_batch(partitions: int, world_size: int, batch_size: int | None) -> tu
     if batch_size is None:
         g = math.lcm(partitions, world_size)
         return g, g // world_size
-    if batch_size < 1:
-        raise MixSQLError(f"batch_size must be positive, not {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
+    batch_size = int(batch_size)
     return batch_size * world_size, batch_size
 
 
