@@ -464,6 +464,12 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
         error = _budget_error(bound, e)
         unlimited = [[UNLIMITED] * partitions for _ in names]
         shape = _walk(names, schedule, unlimited, bound.chunk_size, partitions, bound.limit, "REPEAT")
+    component = next((c for c in bound.components if c.name == shape.limiting), None)
+    if error is None and shape.samples == 0 and component is not None:
+        error = PlanError(f"the stream is empty: component {component.name!r} ({component.samples:,} samples) cannot "
+                          f"give each of the {partitions:,} partitions a sample of its first chunk",
+                          hint="lower PARTITIONS (or CHUNK SIZE), or give the component more samples",
+                          source=bound.text, path=bound.path)
     return PlanSpec(names=names, shares=shares, counts=counts, buckets=buckets, epochs=epochs, seed=bound.seed,
                     chunk_size=bound.chunk_size, partitions=partitions, window=window, shape=shape, error=error)
 
