@@ -196,3 +196,19 @@ def test_buckets_are_key_quantiles(tmp_path_factory: pytest.TempPathFactory, key
     edges = plan.bucket_bounds(len(keys), k)
     for b in range(k):
         assert sorted(served[edges[b]:edges[b + 1]]) == sorted(ranked[edges[b]:edges[b + 1]]), b
+
+
+def test_a_cached_plan_must_be_the_plan_of_its_key(tmp_path: Path) -> None:
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", [PARQUET_GLOB])
+    text = STATEMENT.format(dataset="corpus")
+    directory = con.mix(text).plan().directory
+    meta = json.loads((directory / "plan.json").read_text())
+    (directory / "plan.json").write_text(json.dumps({**meta, "datasets": [["corpus", "0" * 16]]}))
+    with pytest.raises(mixsql.MixSQLError, match="is not the plan of this statement and data"):
+        con.mix(text).plan()
+    (directory / "plan.json").write_text(json.dumps({**meta, "key": "f" * 24}))
+    with pytest.raises(mixsql.MixSQLError, match="is not the plan of this statement and data"):
+        con.mix(text).plan()
+    (directory / "plan.json").write_text(json.dumps(meta))
+    assert len(con.mix(text).plan()) == len(con.mix(text))
