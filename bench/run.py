@@ -230,7 +230,7 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
 
 TTFB_CHILD = r"""
 import json, sys, time
-import mixsql, torch.utils.data
+import mixsql, mixsql.api, torch.utils.data  # mixsql resolves names lazily: import before timing
 t0 = time.perf_counter()
 con = mixsql.connect(sys.argv[1], create=False)
 mix = con.mix(sys.argv[2], seed=int(sys.argv[3]))
@@ -259,7 +259,7 @@ def bench_ttfb(reps: int) -> dict:
 
 SEEK_CHILD = r"""
 import json, sys, time
-import mixsql, torch.utils.data
+import mixsql, mixsql.api, torch.utils.data  # mixsql resolves names lazily: import before timing
 t0 = time.perf_counter()
 con = mixsql.connect(sys.argv[1], create=False)
 mix = con.mix(sys.argv[2], seed=7)
@@ -287,6 +287,32 @@ def bench_seek(reps: int, rows: int) -> dict:
         print(f"  (e) rep {rep + 1}: " + ", ".join(f"step {s:,} {v[-1]:.2f}s" for s, v in times.items()), flush=True)
     return {"batches": batches, "rows": rows, "seconds": {str(s): statistics.median(v) for s, v in times.items()},
             "spread": {str(s): (max(v) - min(v)) / statistics.median(v) for s, v in times.items()}}
+
+
+WORKER_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import mixsql.dataset
+if sys.argv[1] == "compiler":
+    import mixsql.api
+print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "modules": len(sys.modules)}))
+"""
+
+
+def bench_worker_import(reps: int) -> dict:
+    """(f) what a DataLoader worker imports: the runtime alone (``mixsql.dataset``) against the runtime
+    plus the whole compiler (what a worker loaded before the runtime stood alone); fresh processes,
+    interleaved, torch included in both."""
+    out: dict[str, list[dict]] = {"runtime": [], "compiler": []}
+    for rep in range(reps):
+        for arm in out:
+            proc = subprocess.run([sys.executable, "-c", WORKER_CHILD, arm], capture_output=True, text=True, check=True)
+            out[arm].append(json.loads(proc.stdout))
+        print(f"  (f) rep {rep + 1}: runtime {out['runtime'][-1]['s']:.2f}s, with the compiler "
+              f"{out['compiler'][-1]['s']:.2f}s", flush=True)
+    return {arm: {"s": statistics.median(r["s"] for r in runs), "rss_mb": statistics.median(r["rss_mb"] for r in runs),
+                  "modules": statistics.median(r["modules"] for r in runs)} for arm, runs in out.items()}
 
 
 def write_report(results: dict, path: Path) -> None:
@@ -368,6 +394,15 @@ def write_report(results: dict, path: Path) -> None:
         "",
         "Target: flat in the step.",
         "",
+        "## (f) What a DataLoader worker imports (a fresh process, medians)",
+        "",
+        "| a worker imports | import s | peak RSS MB | modules |",
+        "|---|---|---|---|",
+        *[f"| {label} | {results['f'][arm]['s']:.2f} | {results['f'][arm]['rss_mb']:.0f} | "
+          f"{results['f'][arm]['modules']:.0f} |" for arm, label in
+          (("runtime", "the runtime alone (`mixsql.dataset`): now"),
+           ("compiler", "the runtime and the compiler (sqlglot, DuckDB, bind, plan): before"))],
+        "",
         "<details><summary>raw results</summary>",
         "",
         "```json",
@@ -398,6 +433,8 @@ def main() -> None:
     sizes = [int(x) for x in args.planning.split(",") if x]
     print("(e) seek", flush=True)
     results["e"] = bench_seek(args.reps, max(sizes))
+    print("(f) worker imports", flush=True)
+    results["f"] = bench_worker_import(args.reps)
     write_report(results, args.out)
     print(f"wrote {args.out}")
 

@@ -1,41 +1,48 @@
 """mixsql: declare pre-training data mixtures in SQL; get exact, reproducible streams.
 
-Stages, each a module: ``parse`` → ``bind`` → ``plan`` → (``manifest`` → ``read`` → torch), with
-``catalog`` for registration, ``state`` for resume, and ``shell``/``cli`` in front. ``connect`` is the
-entry point.
+Stages, each a module: ``parse`` → ``bind`` → ``plan`` → ``manifest`` (compile) → plan files
+(``planfile``) → ``read`` → torch (``dataset``), with ``catalog`` for registration, ``state`` for
+resume, and ``shell``/``cli`` in front. ``connect`` is the entry point.
+
+Names resolve lazily, so a DataLoader worker that imports ``mixsql.dataset`` loads the runtime
+only: never sqlglot, DuckDB or the compile stages.
 """
 
-from mixsql.api import Connection, Mix, connect
-from mixsql.manifest import CompiledPlan
-from mixsql.catalog import Catalog, DatasetInfo
-from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
-from mixsql.parse import parse
-from mixsql.state import StateError
+from __future__ import annotations
+
+import importlib
+import typing as t
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BindError",
-    "Catalog",
-    "CatalogError",
-    "CompiledPlan",
-    "Connection",
-    "DataError",
-    "DatasetInfo",
-    "Mix",
-    "MixParseError",
-    "MixSQLError",
-    "PlanError",
-    "StateError",
-    "collate",
-    "connect",
-    "parse",
-]
+_WHERE = {
+    "BindError": "mixsql.errors", "CatalogError": "mixsql.errors", "DataError": "mixsql.errors",
+    "MixParseError": "mixsql.errors", "MixSQLError": "mixsql.errors", "PlanError": "mixsql.errors",
+    "StateError": "mixsql.state", "Catalog": "mixsql.catalog", "DatasetInfo": "mixsql.catalog",
+    "CompiledPlan": "mixsql.planfile", "Connection": "mixsql.api", "Mix": "mixsql.api", "connect": "mixsql.api",
+    "parse": "mixsql.parse", "collate": "mixsql.dataset",
+}
+
+__all__ = sorted(_WHERE)
 
 
-def collate(samples: list) -> dict:
-    """A batch as a dict of lists (for ``DataLoader(collate_fn=mixsql.collate)``)."""
-    from mixsql.dataset import collate as _collate
+def __getattr__(name: str) -> t.Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mixsql' has no attribute {name!r}")
 
-    return _collate(samples)
-assert sorted(__all__) == __all__
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from mixsql.api import Connection, Mix, connect
+    from mixsql.catalog import Catalog, DatasetInfo
+    from mixsql.dataset import collate
+    from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
+    from mixsql.parse import parse
+    from mixsql.planfile import CompiledPlan
+    from mixsql.state import StateError

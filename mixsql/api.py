@@ -23,7 +23,7 @@ from mixsql.bind import BoundMix, bind
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import MixSQLError
 from mixsql.explain import Explanation, explain
-from mixsql.manifest import CompiledPlan
+from mixsql.planfile import CompiledPlan
 from mixsql.parse import parse, to_sql
 from mixsql.read import READ_SAMPLES, Reader
 

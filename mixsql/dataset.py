@@ -20,7 +20,7 @@ import torch.utils.data
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
-from mixsql.manifest import CompiledPlan
+from mixsql.planfile import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
 
 

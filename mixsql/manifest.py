@@ -43,9 +43,7 @@ inspection with SQL.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -67,35 +65,7 @@ from mixsql.catalog import Catalog
 from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
-
-PLAN_FORMAT = 6  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
-SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32}
-# offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanFile:
-    """A source file as the plan sees it (``index`` is its position in the plan's file list)."""
-
-    index: int
-    dataset: str
-    file_id: int
-    url: str
-    format: str
-    compression: str | None
-    size: int
-    mtime: float | None
-    row_groups: tuple[int, ...] | None
-
-    @functools.cached_property
-    def row_group_starts(self) -> np.ndarray:
-        """First row of each Parquet row group."""
-        return np.cumsum([0] + list(self.row_groups or []))[:-1]
-
-    def row_group_of(self, rows: np.ndarray) -> np.ndarray:
-        """The row group holding each of ``rows``."""
-        return np.searchsorted(self.row_group_starts, rows, side="right") - 1
-
+from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan, PlanFile, _order_and_occurrence  # noqa: F401
 
 def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
@@ -108,119 +78,9 @@ def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class CompiledPlan:
-    """A compiled plan opened from its directory (arrays memory-mapped, shared between processes)."""
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        try:
-            self.meta = json.loads((self.directory / "plan.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PlanError(f"no compiled plan in {self.directory}", hint="create one with `mixsql plan FILE -o DIR`") \
-                from None
-        if self.meta.get("format") != PLAN_FORMAT:
-            raise PlanError(f"{self.directory} holds a plan of format {self.meta.get('format')}; "
-                            f"this mixsql reads {PLAN_FORMAT}", hint="compile it again")
-        columns = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in self.meta["columns"]}
-        self.component = columns["component"]
-        self.file = columns["file"]
-        self.row = columns["row"]
-        self.offset = columns.get("offset")
-        self.length = columns.get("length")
-        self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
-        self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
-        blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
-        self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
-        self.names: list[str] = [c["name"] for c in self.meta["components"]]
-        self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
-        self.counts = tuple(int(c["samples"]) for c in self.meta["components"])
-        self.chunk_size: int = self.meta["chunk_size"]
-        self.partitions: int = self.meta["partitions"]
-        self.length_samples: int = self.meta["stream_samples"]
-        self.pool_start = np.asarray(self.meta["pool_starts"], dtype=np.int64)  # [component, partition]
-        self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
-        self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
-                      for f in self.meta["files"]]
-
-    @property
-    def key(self) -> str:
-        return self.meta["key"]
-
-    def __len__(self) -> int:
-        return self.length_samples
-
-    def partition_length(self, q: int) -> int:
-        """Samples partition q contributes to the stream."""
-        return _plan.partition_length(self.length_samples, self.partitions, q)
-
-    def chunk_rows(self, q: int, k: int) -> np.ndarray:
-        """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
-        before = self.table[k]
-        order, occurrence = _order_and_occurrence(tuple((self.table[k + 1] - before).tolist()),
-                                                  _plan.rotation(q, self.partitions, self.chunk_size))
-        base = self.pool_start[:, q] + before.astype(np.int64)
-        return base[order] + occurrence
-
-    def partition_rows(self, q: int, start: int, stop: int) -> np.ndarray:
-        """Plan rows of samples [start, stop) of partition q's stream (clipped to the stream's end)."""
-        stop = min(stop, self.partition_length(q))
-        if stop <= start:
-            return np.zeros(0, dtype=np.int64)
-        size = self.chunk_size
-        parts = []
-        for k in range(start // size, (stop - 1) // size + 1):
-            rows = self.chunk_rows(q, k)
-            parts.append(rows[max(start - k * size, 0): min(stop - k * size, size)])
-        return np.concatenate(parts)
-
-    def positions_rows(self, start: int, stop: int) -> np.ndarray:
-        """Plan rows of plan positions [start, stop): position p is sample p // P of partition p % P."""
-        stop = min(stop, self.length_samples)
-        if stop <= start:
-            return np.zeros(0, dtype=np.int64)
-        P = self.partitions
-        out = np.empty(stop - start, dtype=np.int64)
-        for q in range(P):
-            m0, m1 = -(-(start - q) // P), -(-(stop - q) // P)
-            if m1 > m0:
-                out[m0 * P + q - start: (m1 - 1) * P + q - start + 1: P] = self.partition_rows(q, m0, m1)
-        return out
-
-    def window_of(self, rows: np.ndarray) -> np.ndarray:
-        """The window (index into window_starts) of each plan row."""
-        return np.searchsorted(self.window_starts, rows, side="right") - 1
-
-    def block_rows(self, file: int, block: int) -> np.ndarray:
-        """Plan rows (ascending) that read a block (for Parquet, a row group) of plan file ``file``."""
-        key = (file << 32) | block
-        lo, hi = np.searchsorted(self.block_keys, [key, key + 1])
-        windows = np.sort(self.block_windows[lo:hi])
-        rows = np.concatenate([np.arange(*self.window_range(int(w)), dtype=np.int64) for w in windows]) \
-            if len(windows) else np.zeros(0, dtype=np.int64)
-        if self.meta["window"] > 1:  # a window of several blocks: keep this block's rows
-            rows = rows[self.file[rows] == file]
-            rows = rows[self.files[file].row_group_of(self.row[rows]) == block]
-        return rows
-
-    def window_range(self, w: int) -> tuple[int, int]:
-        end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
-        return int(self.window_starts[w]), end
-
-
 def _np(table: pa.Table, name: str) -> np.ndarray:
     column = table.column(name)
     return column.chunk(0).to_numpy() if column.num_chunks == 1 else column.to_numpy()
-
-
-@functools.lru_cache(maxsize=4096)
-def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.ndarray, np.ndarray]:
-    order = _plan.chunk_order(counts, rotation)
-    occurrence = np.empty(len(order), dtype=np.int64)
-    for i in range(len(counts)):
-        mine = order == i
-        occurrence[mine] = np.arange(int(mine.sum()), dtype=np.int64)
-    occurrence.flags.writeable = False
-    return order, occurrence
 
 
 # -- compiling ----------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from fractions import Fraction
 import numpy as np
 
 from mixsql.bind import BoundMix
+from mixsql.chunks import chunk_order, partition_length, rotation  # noqa: F401 - part of the planner's rule
 from mixsql.errors import PlanError, position
 from mixsql.parse import span
 
@@ -100,57 +101,6 @@ def whole_chunks(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: in
         else:
             hi = mid - 1
     return lo
-
-
-def rotation(q: int, partitions: int, chunk_size: int) -> int:
-    """Partition q starts its chunks this far into the chunk order, so partitions are out of phase."""
-    return q * chunk_size // partitions
-
-
-def chunk_order(counts: t.Sequence[int], rotation: int = 0) -> np.ndarray:
-    """Component id of each position of a chunk holding ``counts`` samples per component.
-
-    Greatest deficit first (Megatron's blending rule): position p goes to the component whose
-    count so far lags its share ``n_i*(p+1)/C`` the most, ties to the earlier component. Every
-    prefix of a chunk is mixed too: each component stays within one sample of its share for up to
-    4 components (about 1.3 samples at 8). Integer arithmetic; cached per count vector, since a
-    static mixture has only a few distinct vectors. The returned array is read-only.
-
-    ``rotation`` starts the order that many positions in (cyclically): partition q uses
-    ``rotation(q, P, C)``, so that the P partitions, which the plan order visits in lockstep, are
-    at different phases of the mix and consecutive plan positions are mixed too.
-    """
-    base = _chunk_order(tuple(int(c) for c in counts))
-    if rotation % max(len(base), 1) == 0:
-        return base
-    out = np.roll(base, -(rotation % len(base)))
-    out.flags.writeable = False
-    return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _chunk_order(counts: tuple[int, ...]) -> np.ndarray:
-    size = sum(counts)
-    deficit = [0] * len(counts)  # n_i*(p+1) - seen_i*size: the deficit scaled by the chunk size, exact
-    members = [i for i, c in enumerate(counts) if c]
-    out = []
-    for _ in range(size):
-        best = members[0]
-        for i in members:
-            deficit[i] += counts[i]
-        for i in members[1:]:
-            if deficit[i] > deficit[best]:
-                best = i
-        deficit[best] -= size
-        out.append(best)
-    array = np.asarray(out, dtype=np.int32)
-    array.flags.writeable = False
-    return array
-
-
-def partition_length(samples: int, partitions: int, q: int) -> int:
-    """Samples partition q contributes to a plan-order stream of ``samples`` (positions q, q+P, ...)."""
-    return max(0, -(-(samples - q) // partitions))
 
 
 def pool_bounds(samples: int, partitions: int) -> list[int]:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
 from mixsql.errors import DataError, MixSQLError
-from mixsql.manifest import CompiledPlan, PlanFile
+from mixsql.planfile import CompiledPlan, PlanFile
 
 DEFAULT_CACHE_BYTES = 1 << 30
 READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once

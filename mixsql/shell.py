@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mixsql.api import Connection, Mix, parse_param
+from mixsql.catalog.store import ident
 from mixsql.errors import MixSQLError
 from mixsql.output import cell, format_table
 from mixsql.progress import bar
@@ -173,13 +174,13 @@ class Session:
         known = self.con.datasets()
         if name not in known:
             raise MixSQLError(f"unknown dataset {name!r}", hint=f"datasets: {', '.join(known) or 'none yet'}")
-        columns = self.con.sql(f'DESCRIBE "{name}"').to_pylist()
+        columns = self.con.sql(f"DESCRIBE {ident(name)}").to_pylist()
         out: dict[str, list[t.Any]] = {"property": [], "type": [], "examples": []}
         for c in columns:
-            column = c["column_name"]
-            examples = self.con.sql(f'SELECT DISTINCT "{column}" AS v FROM (SELECT "{column}" FROM "{name}" '
-                                    f'WHERE "{column}" IS NOT NULL LIMIT 1000) LIMIT 3').column("v").to_pylist()
-            out["property"].append(column)
+            column = ident(c["column_name"])
+            examples = self.con.sql(f"SELECT DISTINCT {column} AS v FROM (SELECT {column} FROM {ident(name)} "
+                                    f"WHERE {column} IS NOT NULL LIMIT 1000) LIMIT 3").column("v").to_pylist()
+            out["property"].append(c["column_name"])
             out["type"].append(c["column_type"])
             out["examples"].append(", ".join(cell(v, 40) for v in examples))
         return pa.table(out)
@@ -194,7 +195,7 @@ class Session:
             found = list(self.con.datasets())
             for name in found[:]:
                 try:
-                    found += [r["column_name"] for r in self.con.sql(f'DESCRIBE "{name}"').to_pylist()]
+                    found += [r["column_name"] for r in self.con.sql(f"DESCRIBE {ident(name)}").to_pylist()]
                 except MixSQLError:
                     pass
             self._catalog_words = (version, found)

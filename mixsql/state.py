@@ -18,7 +18,7 @@ from __future__ import annotations
 import typing as t
 
 from mixsql.errors import MixSQLError
-from mixsql.manifest import CompiledPlan
+from mixsql.planfile import CompiledPlan
 
 STATE_FORMAT = "mixsql-state/1"
 

@@ -12,6 +12,7 @@ import dataclasses
 import typing as t
 
 from mixsql.api import Connection
+from mixsql.catalog.store import ident
 from mixsql.errors import MixSQLError
 
 RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
@@ -53,8 +54,7 @@ class Stats:
         return render(self)
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_q = ident
 
 
 def stats(con: Connection, dataset: str) -> Stats:

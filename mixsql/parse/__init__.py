@@ -11,6 +11,8 @@ rejected here, before anything reaches DuckDB.
 from __future__ import annotations
 
 import re
+import sys
+import types
 
 from sqlglot import expressions as exp
 from sqlglot.errors import ParseError, TokenError
@@ -239,3 +241,14 @@ def _check_expressions(mix: Mix, tokens: list[Token], text: str, path: str | Non
             line, col = position(text, where_span[0])
             raise MixParseError(problem, line=line, col=col, length=where_span[1] - where_span[0], source=text,
                                 path=path, hint="filter on the dataset's properties with scalar SQL expressions")
+
+
+class _CallableModule(types.ModuleType):
+    """``mixsql.parse`` is both this stage and its function: importing the stage sets the package's
+    attribute to the module, so the module itself parses when called."""
+
+    def __call__(self, text: str, *, path: str | None = None) -> Mix:
+        return parse(text, path=path)
+
+
+sys.modules[__name__].__class__ = _CallableModule
