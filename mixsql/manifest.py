@@ -383,14 +383,19 @@ def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec
         return empty, empty, empty, empty
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = block[1:] != block[:-1]
-    segment = np.zeros(n, dtype=bool)
-    segment[0] = True
+    block_no = None
     if cuts is not None and len(cuts):
         new_block[cuts] = True
+        block_no = np.cumsum(new_block) - 1
+        segment = np.zeros(n, dtype=bool)
+        segment[0] = True
         segment[cuts] = True
-    block_no = np.cumsum(new_block) - 1
-    first_of_segment = np.maximum.accumulate(np.where(segment, block_no, 0))
-    window_first = new_block & ((block_no - first_of_segment) % spec.window == 0)
+        block_no -= np.maximum.accumulate(np.where(segment, block_no, 0))  # counted from each bucket's start
+    if spec.window == 1:
+        window_first = new_block
+    else:
+        block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
+        window_first = new_block & (block_no % spec.window == 0)
     window_id = (np.cumsum(window_first) - 1).astype(_U)
     # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
     key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))
