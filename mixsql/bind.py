@@ -25,6 +25,7 @@ import duckdb
 from sqlglot import expressions as exp
 
 from mixsql.catalog import Catalog
+from mixsql.catalog.store import ident
 from mixsql.errors import BindError, CatalogError, position
 from mixsql.parse import Component, Mix, span, to_sql
 from mixsql.limits import (MAX_BATCH_SIZE, MAX_BUCKETS, MAX_CHUNK_SIZE, MAX_EXPANDED_NODES, MAX_INTEGER_DIGITS,
@@ -155,6 +156,7 @@ class _Binder:
         self.con = self.engine.con
         self._schemas: dict[str, dict[str, str]] = {}
         self._volatile: set[str] | None = None
+        self._wheres: list[tuple[exp.Expr, str, str]] = []  # (predicate, dataset, what): to place a failure
 
     # -- errors -----------------------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class _Binder:
         if statement_where is not None:
             for ds in dict.fromkeys(datasets):
                 self._check_predicate(statement_where.this, ds, "the statement's WHERE")
+                self._wheres.append((statement_where.this, ds, "the statement's WHERE"))
         preds: list[str | None] = []
         checked: set[tuple[int, str]] = set()  # an ancestor's WHERE is checked once per dataset, not per leaf
         for (name, leaf, ancestors), ds in zip(leaves, datasets):
@@ -200,6 +203,7 @@ class _Binder:
                     if (id(n), ds) not in checked:
                         self._check_predicate(where.this, ds, f"the WHERE of component {n.name!r}")
                         checked.add((id(n), ds))
+                        self._wheres.append((where.this, ds, f"the WHERE of component {n.name!r}"))
                     own.append(where.this.sql(dialect="duckdb", comments=False))
             preds.append(_conjunction(own))
         stmt_pred = None if statement_where is None else statement_where.this.sql(dialect="duckdb", comments=False)
@@ -761,10 +765,7 @@ class _Binder:
             try:
                 rows = {int(r[0]): r for r in self.con.execute(sql).fetchall()}
             except duckdb.Error as e:
-                first = str(e).strip().split("\n")[0]
-                raise BindError(f"evaluating the predicates of dataset {ds!r} failed: {first}", source=self.text,
-                                path=self.path, line=1, col=1,
-                                hint="check the literals compared with each property's type") from None
+                raise self._evaluation_error(e, ds) from None
             for k, i in enumerate(members):
                 r = rows.get(k)
                 overlaps = []
@@ -775,6 +776,23 @@ class _Binder:
                         overlaps.append((names[members[a]], int(ra[column])))
                 out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps)) if r else (0, 0, 0, tuple(overlaps))
         return out
+
+    def _evaluation_error(self, e: duckdb.Error, dataset: str) -> BindError:
+        """A predicate that type-checks but fails on the data (a literal that does not convert): the
+        error points at the predicate that fails alone, and at the literal DuckDB names (error path)."""
+        first = re.sub(r"^[A-Za-z ]+Error: ", "", str(e).strip().split("\n")[0])
+        hint = "check the literals compared with each property's type"
+        for pred, ds, what in self._wheres:
+            if ds != dataset:
+                continue
+            try:
+                self.con.execute(f"SELECT count(*) FROM {ident(ds)} WHERE ({pred.sql(dialect='duckdb')})").fetchall()
+            except duckdb.Error:
+                named = re.findall(r"'([^']*)'", first)
+                node = next((lit for lit in pred.find_all(exp.Literal) if lit.is_string and lit.this in named), pred)
+                return self.error(f"in {what}: {first}", node, hint=hint)
+        return BindError(f"evaluating the predicates of dataset {dataset!r} failed: {first}", source=self.text,
+                         path=self.path, hint=hint)
 
     def _empty(self, c: Component, name: str, ds: str, stmt_pred: str | None, pred: str | None,
                overlaps: tuple[tuple[str, int], ...]) -> BindError:
