@@ -15,15 +15,14 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import re
-import uuid
 import typing as t
 from fractions import Fraction
 
 import duckdb
 from sqlglot import expressions as exp
 
+from mixsql import atomic
 from mixsql.catalog import Catalog
 from mixsql.catalog.store import ident
 from mixsql.errors import BindError, CatalogError, position
@@ -734,10 +733,8 @@ class _Binder:
         counts = self._count(names, datasets, stmt_pred, preds)
         try:
             path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(json.dumps({"ident": ident, "counts": {k: [v[0], v[1], v[2], [list(o) for o in v[3]]]
-                                                                  for k, v in counts.items()}}), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps({"ident": ident, "counts": {
+                k: [v[0], v[1], v[2], [list(o) for o in v[3]]] for k, v in counts.items()}}))
         except OSError:
             pass
         return counts

@@ -43,13 +43,11 @@ inspection with SQL.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-import time
 import typing as t
 import uuid
 from pathlib import Path
@@ -59,13 +57,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixsql import atomic
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix
 from mixsql.catalog import Catalog
 from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
-from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan, PlanFile, _order_and_occurrence  # noqa: F401
+from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
 def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
@@ -449,35 +448,23 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
     final = root / key
     if (final / "plan.json").exists():
         return _cached(final, key, bound)
+    lock = root / f".{key}.lock"
     try:
         root.mkdir(exist_ok=True)
-        lock = open(root / f".{key}.lock", "a+")
+        open(lock, "a+").close()
     except OSError:
         private = Path(tempfile.mkdtemp(prefix="mixsql-plan-")) / key
         build(bound, catalog, spec, private, progress)
         return CompiledPlan(private)
-    with lock:
-        deadline = time.monotonic() + wait
-        while True:
-            if (final / "plan.json").exists():
-                return _cached(final, key, bound)
+    with atomic.locked(lock, timeout=wait, ready=lambda: (final / "plan.json").exists(), busy=lambda: PlanError(
+            f"timed out waiting for another process to compile plan {key}")) as held:
+        if held and not (final / "plan.json").exists():
+            tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise PlanError(f"timed out waiting for another process to compile plan {key}") from None
-                time.sleep(0.05)
-        try:
-            if not (final / "plan.json").exists():
-                tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-                try:
-                    build(bound, catalog, spec, tmp, progress)
-                    os.rename(tmp, final)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                build(bound, catalog, spec, tmp, progress)
+                os.rename(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return _cached(final, key, bound)
 
 
@@ -537,9 +524,8 @@ def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
         "byte_length": pa.array(np.where(has_bytes, offset[last] + length[last] - offset[starts], 0), mask=~has_bytes),
     })
     path = directory / "manifest.parquet"
-    tmp = directory / f".manifest.parquet.{uuid.uuid4().hex[:8]}"  # never a half-written manifest
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:  # never a half-written manifest
+        pq.write_table(table, tmp, compression="zstd")
     return path
 
 
@@ -559,8 +545,7 @@ def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
                         ("dataset", pa.dictionary(pa.int32(), pa.string())),
                         ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int64())])
     path = directory / "lineage.parquet"
-    tmp = directory / f".lineage.parquet.{uuid.uuid4().hex[:8]}"
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for start in range(0, len(plan), LINEAGE_BLOCK):
             stop = min(start + LINEAGE_BLOCK, len(plan))
             rows = plan.positions_rows(start, stop)
@@ -572,7 +557,6 @@ def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
                 pa.array(index // size), pa.DictionaryArray.from_arrays(pa.array(plan.component[rows]), names),
                 pa.DictionaryArray.from_arrays(file, datasets), pa.DictionaryArray.from_arrays(file, urls),
                 pa.array(plan.row[rows].astype(np.int64))], schema=schema))
-    os.replace(tmp, path)
     return path
 
 
@@ -582,9 +566,8 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in ["plan.json", "windows.npy", "window_blocks.npy", "chunks.npy"] + \
             [f"{c}.npy" for c in plan.meta["columns"]]:
-        tmp = out / f".{name}.{uuid.uuid4().hex[:8]}"
-        shutil.copyfile(plan.directory / name, tmp)
-        os.replace(tmp, out / name)
+        with atomic.replacing(out / name) as tmp:
+            shutil.copyfile(plan.directory / name, tmp)
     for name in ("manifest.parquet", "lineage.parquet"):
         with contextlib.suppress(FileNotFoundError):
             (out / name).unlink()

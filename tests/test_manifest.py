@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mixsql
-from mixsql import manifest, plan
+from mixsql import plan
 from tests.conftest import PARQUET_GLOB, ROOT
 
 STATEMENT = """MIX 0.5 AS manuals WHERE domain = 'manual',
@@ -157,7 +157,7 @@ def test_exported_plan_needs_no_catalog(tmp_path: Path, con: mixsql.Connection) 
     m.write_plan(tmp_path / "p")
     from mixsql.read import Reader
 
-    p = manifest.CompiledPlan(tmp_path / "p")
+    p = mixsql.CompiledPlan(tmp_path / "p")
     records = Reader(p, ["id"]).samples(p.positions_rows(0, 20))
     assert [r["id"] for r in records] == [s["id"] for s in m.samples(limit=20, columns=["id"])]
 

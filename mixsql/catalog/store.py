@@ -22,8 +22,6 @@ import base64
 import contextlib
 import dataclasses
 import datetime as _dt
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +37,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixsql import atomic
 from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.errors import CatalogError, DataError, MixSQLError, position
@@ -206,32 +205,12 @@ class Catalog:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _write_lock(self, timeout: float = 600.0) -> t.Iterator[None]:
-        lock_path = self.path / ".lock"
-        with open(lock_path, "a+") as fh:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise CatalogError(f"another process is registering into {self.path}",
-                                           hint="wait for it to finish and try again") from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _write_lock(self, timeout: float = 600.0) -> t.ContextManager[bool]:
+        return atomic.locked(self.path / ".lock", timeout=timeout, busy=lambda: CatalogError(
+            f"another process is registering into {self.path}", hint="wait for it to finish and try again"))
 
     def _write_index(self, index: dict[str, t.Any]) -> None:
-        tmp = self.path / f".catalog.json.{uuid.uuid4().hex}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(index, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._index_path)
+        atomic.write_text(self._index_path, json.dumps(index, indent=1, sort_keys=True), sync=True)
 
     def register(
         self,
@@ -572,7 +551,7 @@ def _sweep(root: Path) -> None:
     """Remove temporary directories left by registrations that were killed (we hold the lock)."""
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in root.glob(".catalog.json.*"):
+    for stale in root.glob(".catalog.json.*"):  # atomic.replacing's temporary names
         with contextlib.suppress(OSError):
             stale.unlink()
 
