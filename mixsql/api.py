@@ -14,7 +14,6 @@ import os
 import typing as t
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from mixsql import manifest as _manifest
@@ -23,6 +22,7 @@ from mixsql.bind import BoundMix, bind
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import MixSQLError
 from mixsql.explain import Explanation, explain
+from mixsql import planfile as _planfile
 from mixsql.planfile import CompiledPlan
 from mixsql.parse import parse, to_sql
 from mixsql.read import READ_SAMPLES, Reader
@@ -143,18 +143,13 @@ class Mix:
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
             raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")
         start = step * batch_size
-        rows = plan.positions_rows(start, start + batch_size)
-        files = plan.file[rows]
-        table = pa.table({
-            "position": pa.array(np.arange(start, start + batch_size, dtype=np.int64)),
-            "partition": pa.array(((np.arange(start, start + batch_size)) % plan.partitions).astype(np.int32)),
-            "component": pa.array([plan.names[i] for i in plan.component[rows].tolist()], pa.string()),
-            "dataset": pa.array([plan.files[f].dataset for f in files.tolist()], pa.string()),
-            "file": pa.array([plan.files[f].url for f in files.tolist()], pa.string()),
-            "row": pa.array(plan.row[rows].astype(np.int64)),
-        })
+        table = _planfile.lineage(plan, start, start + batch_size)
+        table = table.select(["position", "partition", "component", "dataset", "file", "row"])
+        table = pa.table({n: c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
+                          for n, c in zip(table.column_names, table.columns)})
         if not columns:
             return table
+        files = plan.file[plan.positions_rows(start, start + batch_size)]
         return self._connection.catalog.engine().properties(
             table, [plan.files[f].file_id for f in files.tolist()], list(columns), dict(plan.meta["datasets"]))
 

@@ -64,7 +64,7 @@ from mixsql.catalog import Catalog
 from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
-from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
+from mixsql.planfile import LINEAGE_SCHEMA, PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan, lineage
 
 def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
@@ -533,30 +533,11 @@ LINEAGE_BLOCK = 1 << 20
 
 
 def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
-    """Write ``lineage.parquet``: one row per sample in plan order (position, partition, its index in
-    the partition's stream, chunk, component, dataset, file, row). Global batch N of global batch
-    size G is ``position // G = N``."""
-    P, size = plan.partitions, plan.chunk_size
-    names = pa.array(plan.names, pa.string())
-    urls = pa.array([f.url for f in plan.files], pa.string())
-    datasets = pa.array([f.dataset for f in plan.files], pa.string())
-    schema = pa.schema([("position", pa.int64()), ("partition", pa.int32()), ("index", pa.int64()),
-                        ("chunk", pa.int64()), ("component", pa.dictionary(pa.int16(), pa.string())),
-                        ("dataset", pa.dictionary(pa.int32(), pa.string())),
-                        ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int64())])
+    """Write ``lineage.parquet``: ``planfile.lineage`` of the whole stream, one row per sample in plan order."""
     path = directory / "lineage.parquet"
-    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, LINEAGE_SCHEMA, compression="zstd") as writer:
         for start in range(0, len(plan), LINEAGE_BLOCK):
-            stop = min(start + LINEAGE_BLOCK, len(plan))
-            rows = plan.positions_rows(start, stop)
-            position = np.arange(start, stop, dtype=np.int64)
-            index = position // P
-            file = pa.array(plan.file[rows].astype(np.int32))
-            writer.write_table(pa.Table.from_arrays([
-                pa.array(position), pa.array((position % P).astype(np.int32)), pa.array(index),
-                pa.array(index // size), pa.DictionaryArray.from_arrays(pa.array(plan.component[rows]), names),
-                pa.DictionaryArray.from_arrays(file, datasets), pa.DictionaryArray.from_arrays(file, urls),
-                pa.array(plan.row[rows].astype(np.int64))], schema=schema))
+            writer.write_table(lineage(plan, start, start + LINEAGE_BLOCK))
     return path
 
 

@@ -19,6 +19,7 @@ import typing as t
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
@@ -160,3 +161,27 @@ def _order_and_occurrence(counts: tuple[int, ...], rotation: int) -> tuple[np.nd
         occurrence[mine] = np.arange(int(mine.sum()), dtype=np.int64)
     occurrence.flags.writeable = False
     return order, occurrence
+
+
+LINEAGE_SCHEMA = pa.schema([("position", pa.int64()), ("partition", pa.int32()), ("index", pa.int64()),
+                            ("chunk", pa.int64()), ("component", pa.dictionary(pa.int16(), pa.string())),
+                            ("dataset", pa.dictionary(pa.int32(), pa.string())),
+                            ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int64())])
+
+
+def lineage(plan: CompiledPlan, start: int, stop: int) -> pa.Table:
+    """Where plan positions [start, stop) come from, one row each (``LINEAGE_SCHEMA``): position,
+    partition, its index in the partition's stream, chunk, component, dataset, file and row. Global
+    batch N of global batch size G is ``position // G = N``. Nothing before ``start`` is computed."""
+    stop = min(stop, len(plan))
+    rows = plan.positions_rows(start, stop)
+    position = np.arange(start, max(start, stop), dtype=np.int64)
+    index = position // plan.partitions
+    file = pa.array(plan.file[rows].astype(np.int32))
+    names = pa.array(plan.names, pa.string())
+    return pa.Table.from_arrays([
+        pa.array(position), pa.array((position % plan.partitions).astype(np.int32)), pa.array(index),
+        pa.array(index // plan.chunk_size), pa.DictionaryArray.from_arrays(pa.array(plan.component[rows]), names),
+        pa.DictionaryArray.from_arrays(file, pa.array([f.dataset for f in plan.files], pa.string())),
+        pa.DictionaryArray.from_arrays(file, pa.array([f.url for f in plan.files], pa.string())),
+        pa.array(plan.row[rows].astype(np.int64))], schema=LINEAGE_SCHEMA)
