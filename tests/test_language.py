@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -311,11 +312,12 @@ def statements(draw: st.DrawFn) -> str:
         items.append(f"c0 BY quality {draw(st.sampled_from(['ASC', 'DESC']))} BUCKETS {draw(st.integers(1, 5))}")
     if items:
         text += " ORDER BY CURRICULUM (" + ", ".join(items) + ")"
-    if draw(st.booleans()):
+    policy = draw(st.sampled_from(['STOP', 'REDISTRIBUTE', 'REPEAT']))
+    if policy == "REPEAT" or draw(st.booleans()):  # REPEAT needs a LIMIT, else the stream is endless
         text += f" LIMIT {draw(st.integers(50, 1500))} SAMPLES"
     text += f" SEED {draw(st.integers(0, 99))} CHUNK SIZE {draw(st.sampled_from([16, 50, 64, 100]))}"
     text += f" PARTITIONS {draw(st.sampled_from([1, 2, 3, 4]))}"
-    text += f" ON EXHAUSTION {draw(st.sampled_from(['STOP', 'REDISTRIBUTE', 'REPEAT']))}"
+    text += f" ON EXHAUSTION {policy}"
     return text
 
 
@@ -327,8 +329,18 @@ def test_random_statements_are_exact_and_deterministic(con: mixsql.Connection, t
     assert parse(to_sql(parse(text))) == parse(text)
     try:
         mix = con.mix(text)
-    except (PlanError, BindError) as e:  # a budget the data cannot meet, or a stage with only zero weights
-        assert "cannot be met" in e.message or "weight 0" in e.message or "endless" in e.message, e.render()
+    except PlanError as e:  # a budget the data cannot meet: it is one, and the shortfall is real
+        limit = int(re.search(r"LIMIT (\d+) SAMPLES", text).group(1))
+        short = re.search(r"the budget of ([\d,]+) samples cannot be met.* runs out at sample ([\d,]+)", e.message)
+        assert short, e.render()
+        assert int(short.group(1).replace(",", "")) == limit > int(short.group(2).replace(",", "")), e.render()
+        return
+    except BindError as e:  # a stage giving every component weight 0: it is in the statement
+        assert "weight 0" in e.message, e.render()
+        stages = re.findall(r"(?:STAGE|RAMP) UNTIL \d+ SAMPLES \(([^)]*)\)", text)
+        zero = [dict(a.split(" = ") for a in body.split(", ")) if body else {} for body in stages]
+        names = re.findall(r"AS (c\d)", text)
+        assert any(set(z) == set(names) and all(v == "0" for v in z.values()) for z in zero), (text, e.render())
         return
     spec = mix.spec
     C, P = spec.chunk_size, spec.partitions
