@@ -135,3 +135,23 @@ def open_stream(url: str, compression: str | None) -> pa.NativeFile:
     if compression is None:
         return raw
     return pa.CompressedInputStream(raw, compression)
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a file."""
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        with fs.open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start)
+    except FileNotFoundError:
+        raise DataError(f"data file {url} is missing", file=url) from None
+
+
+def read_ranges(url: str, starts: t.Sequence[int], ends: t.Sequence[int]) -> list[bytes]:
+    """Bytes [starts[i], ends[i]) of a file, fetched together (concurrently on object stores)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        return fs.cat_ranges([path] * len(starts), list(starts), list(ends))
+    except FileNotFoundError:
+        raise DataError(f"data file {url} is missing", file=url) from None

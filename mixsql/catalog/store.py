@@ -6,13 +6,15 @@ Layout of ``DIR`` (default ``./.mixsql``)::
     datasets/<name>-<version>/      one immutable directory per registered dataset version
         samples.parquet             one row per sample: pointer columns (file, row, block, byte range) + properties
         files.parquet               one row per source file: URL, format, size, mtime, row groups
+    counts/<key>.json               binding's counts per component (``bind``), keyed by versions and predicates
+    plans/<key>/                    compiled plans (``manifest``), keyed by versions, statement and parameters
     .lock                           held (flock) only by a process that registers
 
 Why not a ``.duckdb`` file: DuckDB lets one process write a database file and no process read it
 meanwhile, so a notebook holding the catalog would block a registration, and a registration would
 block 256 ranks starting together. Here readers never take a lock: they read ``catalog.json``
-(replaced atomically with ``os.replace``) and query the immutable Parquet tables through their
-own in-memory DuckDB. A writer builds the new version in a temporary directory and commits by
+(replaced atomically, ``atomic.write_text``) and query the immutable Parquet tables through their
+own in-memory DuckDBs (``session`` for user SQL, ``engine`` for mixsql's own work). A writer builds the new version in a temporary directory and commits by
 replacing ``catalog.json``; any failure or interruption before that leaves the catalog as it was.
 """
 
