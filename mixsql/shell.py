@@ -26,6 +26,7 @@ import pyarrow as pa
 from mixsql.api import Connection, Mix, parse_param
 from mixsql.catalog.store import ident
 from mixsql.errors import MixSQLError
+from mixsql.parse import is_mix
 from mixsql.output import cell, format_table
 from mixsql.progress import bar
 
@@ -97,9 +98,9 @@ class Session:
                 raise MixSQLError("HEAD takes a number of samples, then a MIX statement: HEAD 10 MIX ...;")
             return self._head(int(head.group(1)), head.group(2))
         explain = re.match(r"(?is)^\s*explain\s+((?:mix|with)\b.*)$", text)
-        if explain and _is_mix(explain.group(1)):
+        if explain and is_mix(explain.group(1)):
             return Result(text=self._mix(explain.group(1)).explain())
-        if _is_mix(text):
+        if is_mix(text):
             return Result(text=self._mix(text).explain())
         return Result(table=self.con.sql(text))
 
@@ -109,7 +110,7 @@ class Session:
         return mix
 
     def _head(self, n: int, text: str) -> Result:
-        if not _is_mix(text):
+        if not is_mix(text):
             raise MixSQLError("HEAD takes a MIX statement: HEAD 10 MIX ...;")
         mix = self._mix(text)
         with bar("planning", enabled=False if self.quiet else None) as progress:
@@ -228,33 +229,6 @@ def _short(value: t.Any, limit: int = 120) -> t.Any:
     if isinstance(value, str) and len(value) > limit:
         return value[: limit - 1] + "…"
     return value
-
-
-def _is_mix(text: str) -> bool:
-    """A MIX statement (possibly after a WITH clause), as opposed to plain SQL: the first word outside
-    parentheses that is not part of a WITH list is MIX."""
-    from sqlglot.errors import TokenError
-    from sqlglot.tokens import TokenType
-
-    from mixsql.parse import MixSQL
-
-    try:
-        tokens = MixSQL().tokenize(text)
-    except TokenError:
-        return bool(re.match(r"(?is)\s*mix\b", text))
-    if not tokens or tokens[0].text.upper() not in ("MIX", "WITH"):
-        return False
-    depth = 0
-    for token in tokens:
-        if token.token_type == TokenType.L_PAREN:
-            depth += 1
-        elif token.token_type == TokenType.R_PAREN:
-            depth -= 1
-        elif depth == 0 and token.token_type not in (TokenType.WITH, TokenType.ALIAS, TokenType.COMMA,
-                                                     TokenType.VAR, TokenType.IDENTIFIER) or \
-                depth == 0 and token.text.upper() == "MIX":
-            return token.text.upper() == "MIX"
-    return False
 
 
 # -- splitting input into statements -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from mixsql.limits import MAX_COMPONENTS, MAX_NESTING
 from mixsql.parse.ast import Component, Dataset, Mix, Named, span
 from mixsql.parse.dialect import MixSQL
 
-__all__ = ["Component", "Dataset", "Mix", "MixSQL", "parse", "to_sql", "span"]
+__all__ = ["Component", "Dataset", "Mix", "MixSQL", "is_mix", "parse", "span", "to_sql"]
 
 _DIALECT = MixSQL()
 
@@ -81,6 +81,28 @@ def parse(text: str, *, path: str | None = None) -> Mix:
     if mix.comments:  # comments before MIX introduce the statement; keep them in front when printing
         mix.meta["leading_comments"] = [c.strip() for c in mix.pop_comments()]
     return mix
+
+
+def is_mix(text: str) -> bool:
+    """A MIX statement (possibly after a WITH clause), as opposed to plain SQL: the first word outside
+    parentheses that is not part of a WITH list is MIX. What the shell uses to tell them apart."""
+    try:
+        tokens = _DIALECT.tokenize(text)
+    except TokenError:
+        return bool(re.match(r"(?is)\s*mix\b", text))
+    if not tokens or tokens[0].text.upper() not in ("MIX", "WITH"):
+        return False
+    depth = 0
+    for token in tokens:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif depth == 0 and token.token_type not in (TokenType.WITH, TokenType.ALIAS, TokenType.COMMA,
+                                                     TokenType.VAR, TokenType.IDENTIFIER) or \
+                depth == 0 and token.text.upper() == "MIX":
+            return token.text.upper() == "MIX"
+    return False
 
 
 def to_sql(mix: Mix, *, pretty: bool = True) -> str:
