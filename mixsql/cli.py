@@ -13,7 +13,7 @@ import click
 
 from mixsql.api import Connection, parse_param
 from mixsql.errors import MixSQLError
-from mixsql.output import cell
+from mixsql.output import cell, shorten
 from mixsql.output import format_table as _format
 
 EXIT_USER_ERROR = 2
@@ -224,9 +224,7 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
 
 
 def _short(value: t.Any, limit: int = 200) -> t.Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + f"… [{len(value) - limit} more chars]"
-    return value
+    return shorten(value, limit, say_how_much=True)
 
 
 @main.command()

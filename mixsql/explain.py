@@ -12,6 +12,8 @@ import dataclasses
 import typing as t
 
 from mixsql.bind import BoundMix
+from mixsql.output import aligned as _table
+from mixsql.output import human_bytes as _bytes
 from mixsql.plan import PlanSpec, StreamShape, resolve
 
 
@@ -98,16 +100,6 @@ def explain(bound: BoundMix) -> Explanation:
                        error=spec.error.render() if spec.error else None)
 
 
-def _table(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(padded).rstrip()
-
-    return [line(head), line(["-" * w for w in widths])] + [line(r) for r in body]
-
-
 def render(e: Explanation) -> str:
     head = ["component", "dataset", "samples", "bytes", "blocks", "weight", "share", "taken", "epochs", "note"]
     body = []
@@ -181,12 +173,3 @@ def _number(value: t.Any) -> str:
         return str(value.numerator)
     f = float(value)
     return f"{f:.6g}"
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover

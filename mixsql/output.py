@@ -38,6 +38,7 @@ def format_table(table: pa.Table, fmt: str, max_rows: int | None) -> str:
 
 
 def cell(value: t.Any, limit: int | None = None) -> str:
+    """One value as table text: NULL, JSON for lists and dicts, 6 significant digits for floats."""
     if value is None:
         text = "NULL"
     elif isinstance(value, (list, dict)):
@@ -47,6 +48,37 @@ def cell(value: t.Any, limit: int | None = None) -> str:
     else:
         text = str(value)
     text = text.replace("\n", "\\n")
-    if limit and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
+    return clip(text, limit) if limit else text
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shorten(value: t.Any, limit: int, *, say_how_much: bool = False) -> t.Any:
+    """A long string cut to ``limit`` characters (saying how many more there were); other values as they are."""
+    if not isinstance(value, str) or len(value) <= limit:
+        return value
+    return value[:limit] + f"… [{len(value) - limit} more chars]" if say_how_much else clip(value, limit)
+
+
+def aligned(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
+    """Lines of a plain table: a header, a rule, the rows; columns in ``right`` aligned right."""
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
+
+    return [line(head), line(["-" * w for w in widths])] + [line(r) for r in body]
+
+
+def human_bytes(n: int) -> str:
+    """A byte count in decimal units: 512 B, 1.5 KB, 2.0 GB."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover

@@ -27,7 +27,7 @@ from mixsql.api import Connection, Mix, parse_param
 from mixsql.catalog.store import ident
 from mixsql.errors import MixSQLError
 from mixsql.parse import is_mix
-from mixsql.output import cell, format_table
+from mixsql.output import cell, format_table, shorten
 from mixsql.progress import bar
 
 HELP = """\
@@ -226,9 +226,7 @@ def _one(args: list[str], usage: str) -> str:
 
 
 def _short(value: t.Any, limit: int = 120) -> t.Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[: limit - 1] + "…"
-    return value
+    return shorten(value, limit)
 
 
 # -- splitting input into statements -------------------------------------------------------------------

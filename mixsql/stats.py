@@ -14,6 +14,9 @@ import typing as t
 from mixsql.api import Connection
 from mixsql.catalog.store import ident
 from mixsql.errors import MixSQLError
+from mixsql.output import aligned as _table
+from mixsql.output import clip
+from mixsql.output import human_bytes as _bytes
 
 RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
 TOKEN_COLUMNS = ("n_tokens", "num_tokens", "tokens", "token_count")
@@ -106,7 +109,6 @@ def stats(con: Connection, dataset: str) -> Stats:
 
 
 def render(s: Stats) -> str:
-    from mixsql.explain import _bytes, _table
 
     out = [f"dataset {s.dataset}: {s.samples:,} samples, {_bytes(s.bytes)} of content"
            + (f", token counts in {s.tokens!r}" if s.tokens else ""), ""]
@@ -132,5 +134,4 @@ def _num(value: t.Any) -> str:
 
 
 def _short(value: t.Any, limit: int = 30) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip("NULL" if value is None else str(value), limit)
