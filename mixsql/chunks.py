@@ -9,6 +9,8 @@ import typing as t
 
 import numpy as np
 
+from mixsql.world import partition_indices
+
 
 def rotation(q: int, partitions: int, chunk_size: int) -> int:
     """Partition q starts its chunks this far into the chunk order, so partitions are out of phase."""
@@ -58,4 +60,4 @@ def _chunk_order(counts: tuple[int, ...]) -> np.ndarray:
 
 def partition_length(samples: int, partitions: int, q: int) -> int:
     """Samples partition q contributes to a plan-order stream of ``samples`` (positions q, q+P, ...)."""
-    return max(0, -(-(samples - q) // partitions))
+    return partition_indices(0, samples, q, partitions)[1]

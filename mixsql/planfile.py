@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
+from mixsql.world import partition_indices
 
 PLAN_FORMAT = 6  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32}
@@ -126,7 +127,7 @@ class CompiledPlan:
         P = self.partitions
         out = np.empty(stop - start, dtype=np.int64)
         for q in range(P):
-            m0, m1 = -(-(start - q) // P), -(-(stop - q) // P)
+            m0, m1 = partition_indices(start, stop, q, P)
             if m1 > m0:
                 out[m0 * P + q - start: (m1 - 1) * P + q - start + 1: P] = self.partition_rows(q, m0, m1)
         return out

@@ -77,15 +77,26 @@ def global_batch(partitions: int, world_size: int, batch_size: int | None) -> tu
     return batch_size * world_size, batch_size
 
 
+def partition_indices(start: int, stop: int, q: int, partitions: int) -> tuple[int, int]:
+    """The samples [m0, m1) of partition q's stream that plan positions [start, stop) hold
+    (position p is sample p // P of partition p % P)."""
+    return max(0, -(-(start - q) // partitions)), max(0, -(-(stop - q) // partitions))
+
+
+def batch_positions(batch: int, g: int) -> tuple[int, int]:
+    """Plan positions [N*G, (N+1)*G) of global batch N."""
+    return batch * g, (batch + 1) * g
+
+
 def rank_slices(batch: int, g: int, partitions: int, world_size: int, rank: int) -> list[tuple[int, int, int]]:
     """Rank ``rank``'s share of global batch ``batch``: (partition, start, stop) in partition sample indices."""
     b = g // world_size
     lo, hi = rank * b, (rank + 1) * b  # slice of the partition-major listing
     out = []
     seen = 0
-    first, last = batch * g, (batch + 1) * g
+    first, last = batch_positions(batch, g)
     for q in range(partitions):
-        a, z = -(-(first - q) // partitions), -(-(last - q) // partitions)
+        a, z = partition_indices(first, last, q, partitions)
         n = z - a
         if n <= 0:
             continue
@@ -106,4 +117,4 @@ def worker() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
-__all__: t.Sequence[str] = ["global_batch", "rank_slices", "topology", "worker"]
+__all__: t.Sequence[str] = ["batch_positions", "global_batch", "partition_indices", "rank_slices", "topology", "worker"]
