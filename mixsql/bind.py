@@ -26,7 +26,7 @@ from mixsql import atomic
 from mixsql.catalog import Catalog
 from mixsql.catalog.store import ident
 from mixsql.errors import BindError, CatalogError, position
-from mixsql.parse import Component, Mix, span, to_sql
+from mixsql.parse import Component, MixStatement, span, to_sql
 from mixsql.limits import (MAX_BATCH_SIZE, MAX_BUCKETS, MAX_CHUNK_SIZE, MAX_EXPANDED_NODES, MAX_INTEGER_DIGITS,
                            MAX_PARTITIONS, MAX_WITH_CHAIN, TEMPERATURES, max_stream_samples)
 from mixsql.parse.dialect import number_problem
@@ -110,7 +110,7 @@ class BoundMix:
 
     text: str
     path: str | None
-    tree: Mix  # with parameters substituted
+    tree: MixStatement  # with parameters substituted
     components: tuple[BoundComponent, ...]
     seed: int
     chunk_size: int
@@ -132,7 +132,7 @@ class BoundMix:
 
 
 def bind(
-    mix: Mix,
+    mix: MixStatement,
     catalog: Catalog,
     *,
     text: str,
@@ -149,7 +149,7 @@ def bind(
 
 
 class _Binder:
-    def __init__(self, mix: Mix, catalog: Catalog, text: str, path: str | None) -> None:
+    def __init__(self, mix: MixStatement, catalog: Catalog, text: str, path: str | None) -> None:
         self.mix, self.catalog, self.text, self.path = mix, catalog, text, path
         self.engine = catalog.engine()  # one committed state of the catalog, never touched by user SQL
         self.con = self.engine.con
@@ -256,7 +256,7 @@ class _Binder:
 
     # -- parameters and named predicates ------------------------------------------------------------
 
-    def _substitute(self, params: dict[str, t.Any]) -> Mix:
+    def _substitute(self, params: dict[str, t.Any]) -> MixStatement:
         """A copy of the tree with every ``:name`` replaced by its value (positions kept for errors)."""
         tree = self.mix.copy()
         used: set[str] = set()
@@ -282,7 +282,7 @@ class _Binder:
 
     def _literal(self, name: str, value: t.Any, node: exp.Expr) -> exp.Expr:
         parent = node.parent
-        if isinstance(parent, (Mix, Component, Budget, Stage, Assign, Weighting, OrderKey)):
+        if isinstance(parent, (MixStatement, Component, Budget, Stage, Assign, Weighting, OrderKey)):
             # a weight, a stage point or an option: a number, never text
             integer = node.arg_key not in ("weight", "temperature")
             kind = "a non-negative integer" if integer else "a number"

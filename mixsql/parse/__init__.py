@@ -1,4 +1,4 @@
-"""Stage ``parse``: MIX statement text → ``Mix`` syntax tree, or a ``MixParseError`` with a position.
+"""Stage ``parse``: MIX statement text → ``MixStatement`` syntax tree, or a ``MixParseError`` with a position.
 
 A statement may contain only expressions: subqueries, table functions and second statements are
 rejected here, before anything reaches DuckDB.
@@ -20,10 +20,10 @@ from sqlglot.tokens import Token, TokenType
 
 from mixsql.errors import MixParseError, position
 from mixsql.limits import MAX_COMPONENTS, MAX_NESTING
-from mixsql.parse.ast import Component, Dataset, Mix, Named, span
+from mixsql.parse.ast import Component, Dataset, MixStatement, Named, span
 from mixsql.parse.dialect import MixSQL
 
-__all__ = ["Component", "Dataset", "Mix", "MixSQL", "is_mix", "parse", "span", "to_sql"]
+__all__ = ["Component", "Dataset", "MixStatement", "MixSQL", "is_mix", "parse", "span", "to_sql"]
 
 _DIALECT = MixSQL()
 
@@ -42,7 +42,7 @@ _OPERATORS = {"EQ": "=", "NEQ": "<>", "GT": ">", "GTE": ">=", "LT": "<", "LTE": 
               "Is": "IS", "DPipe": "||", "In": "IN"}
 
 
-def parse(text: str, *, path: str | None = None) -> Mix:
+def parse(text: str, *, path: str | None = None) -> MixStatement:
     """Parse exactly one MIX statement (comments and a trailing ``;`` allowed)."""
     if not isinstance(text, str):
         raise TypeError(f"a MIX statement is text, not {type(text).__name__}")
@@ -67,7 +67,7 @@ def parse(text: str, *, path: str | None = None) -> Mix:
     try:
         trees = _DIALECT.parser().parse(first, text)
         mix = trees[0]
-        if not isinstance(mix, Mix):  # pragma: no cover - guarded by the first-token check
+        if not isinstance(mix, MixStatement):  # pragma: no cover - guarded by the first-token check
             raise _at(first[0], text, path, "expected a MIX statement")
         _check_expressions(mix, first, text, path)
         _check_names(mix, text, path)
@@ -105,7 +105,7 @@ def is_mix(text: str) -> bool:
     return False
 
 
-def to_sql(mix: Mix, *, pretty: bool = True) -> str:
+def to_sql(mix: MixStatement, *, pretty: bool = True) -> str:
     """Print a statement in the canonical spelling (``mixsql fmt``); it parses to the same tree."""
     leading = mix.meta.get("leading_comments") or []
     head = "".join(f"-- {line.strip()}\n" for c in leading for line in c.splitlines() if line.strip())
@@ -201,7 +201,7 @@ def _check_nesting(tokens: list[Token], text: str, path: str | None) -> None:
             run = 0
 
 
-def _check_names(mix: Mix, text: str, path: str | None) -> None:
+def _check_names(mix: MixStatement, text: str, path: str | None) -> None:
     """Component and WITH names are non-empty and free of '.', which separates the parts of a
     component's path; and the statement has at most MAX_COMPONENTS components."""
     count = 0
@@ -230,7 +230,7 @@ def _node_error(node: exp.Expr, text: str, path: str | None, message: str, hint:
     return MixParseError(message, line=line, col=col, length=where[1] - where[0], source=text, path=path, hint=hint)
 
 
-def _place_parameters(mix: Mix, tokens: list[Token]) -> None:
+def _place_parameters(mix: MixStatement, tokens: list[Token]) -> None:
     """Give every ``:name`` parameter its position (sqlglot's own placeholder parser records none)."""
     spots: dict[str, list[tuple[int, int]]] = {}
     for colon, name in zip(tokens, tokens[1:]):
@@ -242,7 +242,7 @@ def _place_parameters(mix: Mix, tokens: list[Token]) -> None:
             node.meta.update(start=start, end=end)
 
 
-def _check_expressions(mix: Mix, tokens: list[Token], text: str, path: str | None) -> None:
+def _check_expressions(mix: MixStatement, tokens: list[Token], text: str, path: str | None) -> None:
     """Predicates are scalar expressions only: no subqueries, table functions or statements."""
     for token in tokens:
         if token.token_type == TokenType.SELECT:
@@ -269,7 +269,7 @@ class _CallableModule(types.ModuleType):
     """``mixsql.parse`` is both this stage and its function: importing the stage sets the package's
     attribute to the module, so the module itself parses when called."""
 
-    def __call__(self, text: str, *, path: str | None = None) -> Mix:
+    def __call__(self, text: str, *, path: str | None = None) -> MixStatement:
         return parse(text, path=path)
 
 

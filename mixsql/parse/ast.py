@@ -7,7 +7,7 @@ import typing as t
 from sqlglot import expressions as exp
 
 
-class Mix(exp.Expression):
+class MixStatement(exp.Expression):
     """``[WITH name AS (predicate), ...] MIX [weighting] component, ... [FROM dataset] [WHERE predicate]
     [ORDER BY CURRICULUM (...)] [LIMIT n SAMPLES] [options]``."""
 

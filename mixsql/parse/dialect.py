@@ -17,7 +17,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.tokens import TokenType
 
 from mixsql.limits import MAX_INTEGER_DIGITS, MAX_WEIGHT_DIGITS, WEIGHT_EXPONENTS
-from mixsql.parse.ast import (Assign, Budget, Component, Curriculum, Dataset, Mix, Named, OrderKey, Path, Stage,
+from mixsql.parse.ast import (Assign, Budget, Component, Curriculum, Dataset, MixStatement, Named, OrderKey, Path, Stage,
                                Weighting)
 
 if sqlglot_tokens.SQLGLOTC_INSTALLED:  # pragma: no cover - depends on the environment
@@ -62,7 +62,7 @@ def _flat(self: t.Any, node: exp.Expr) -> str:
     return type(self)(pretty=False, comments=self.comments).generate(node)
 
 
-def _mix_sql(self: t.Any, expression: Mix) -> str:
+def _mix_sql(self: t.Any, expression: MixStatement) -> str:
     head = ""
     if expression.args.get("named"):
         sep = ",\n     " if self.pretty else ", "
@@ -189,7 +189,7 @@ class MixSQL(DuckDB):
 
             return self._parse_csv(one)
 
-        def _parse_mix(self, start: t.Any, named: list[Named] | None = None) -> Mix:
+        def _parse_mix(self, start: t.Any, named: list[Named] | None = None) -> MixStatement:
             weighting = self._parse_weighting()
             components = self._parse_csv(lambda: self._parse_component(weighting is not None))
             if not components or any(c is None for c in components):
@@ -221,7 +221,7 @@ class MixSQL(DuckDB):
                 args[key] = value
             if self._curr:
                 self._raise_unexpected()
-            return self.expression(Mix(**args), token=start)
+            return self.expression(MixStatement(**args), token=start)
 
         def _parse_option(self) -> tuple[str, t.Any]:
             if self._match(TokenType.ORDER_BY):
@@ -450,7 +450,7 @@ class MixSQL(DuckDB):
     class Generator(DuckDB.Generator):
         TRANSFORMS = {
             **DuckDB.Generator.TRANSFORMS,
-            Mix: _mix_sql,
+            MixStatement: _mix_sql,
             Component: _component_sql,
             Dataset: _dataset_sql,
             Weighting: _weighting_sql,

@@ -7,7 +7,7 @@ import sqlglot
 from sqlglot import expressions as exp
 
 from mixsql.errors import MixParseError
-from mixsql.parse import Mix, MixSQL, parse, to_sql
+from mixsql.parse import MixStatement, MixSQL, parse, to_sql
 
 CORE = """MIX 0.5 AS manuals WHERE domain = 'manual' AND language = 'en',
     0.3 AS code    WHERE domain = 'code' AND quality > 0.2,
@@ -68,7 +68,7 @@ def test_round_trip_is_the_same_tree() -> None:
 
 def test_comments_semicolon_and_case_insensitive_keywords() -> None:
     mix = parse("-- a file\n/* block\ncomment */ mix 1 as a /* c */ from t -- end\n;\n-- trailing\n")
-    assert isinstance(mix, Mix) and mix.components[0].name == "a"
+    assert isinstance(mix, MixStatement) and mix.components[0].name == "a"
     assert parse("MIX 1 AS a FROM t SEED 3 CHUNK SIZE 4") == parse("mix 1 as a from t seed 3 chunk size 4")
 
 
