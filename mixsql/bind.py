@@ -750,10 +750,9 @@ class _Binder:
         out: dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]] = {}
         for ds in dict.fromkeys(datasets):
             members = [i for i, d in enumerate(datasets) if d == ds]
-            cases = " ".join(f"WHEN {_paren(preds[i]) if preds[i] else 'TRUE'} THEN {k}"
-                             for k, i in enumerate(members))
+            cases = first_match([(k, preds[i]) for k, i in enumerate(members)])
             also = [(k, i) for k, i in enumerate(members) if preds[i] is not None and k > 0]
-            inner = ", ".join([f"CASE {cases} END AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b"]
+            inner = ", ".join([f"{cases} AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b"]
                               + [f"count_if(coalesce({_paren(preds[i])}, FALSE)) AS _m{k}" for k, i in also])
             outer = ", ".join(["_c", "count(*)", "sum(_n)", "coalesce(sum(_b), 0)"] + [f"sum(_m{k})" for k, _ in also])
             where = f" WHERE {stmt_pred}" if stmt_pred else ""
@@ -857,6 +856,13 @@ def _conjunction(preds: t.Sequence[str | None]) -> str | None:
     return " AND ".join(_paren(p) for p in present)
 
 
+def first_match(members: t.Sequence[tuple[int, str | None]]) -> str:
+    """The rule that gives each sample one component: ``CASE WHEN p0 THEN id0 WHEN p1 THEN id1 ... END``
+    over (id, predicate) in statement order, a missing predicate matching every sample; NULL when
+    none matches. Binding counts with it and compiling selects with it."""
+    return "CASE " + " ".join(f"WHEN {_paren(p) if p else 'TRUE'} THEN {i}" for i, p in members) + " END"
+
+
 def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlier: t.Sequence[str | None]) -> str:
     """The component's exact sample set as a query a user can paste into `mixsql sql`."""
     terms = [_paren(p) for p in (stmt_pred, pred) if p]
@@ -869,5 +875,5 @@ def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlie
     return f'SELECT * FROM "{dataset}"{where}'
 
 
-__all__ = ["BoundComponent", "BoundMix", "Node", "Ordering", "Segment", "bind", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED",
-           "CatalogError"]
+__all__ = ["BoundComponent", "BoundMix", "CatalogError", "DEFAULT_CHUNK_SIZE", "DEFAULT_SEED", "Node", "Ordering",
+           "Segment", "bind", "first_match"]

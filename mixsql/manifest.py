@@ -59,7 +59,7 @@ import pyarrow.parquet as pq
 
 from mixsql import atomic
 from mixsql import plan as _plan
-from mixsql.bind import BoundMix
+from mixsql.bind import BoundMix, first_match
 from mixsql.catalog import Catalog
 from mixsql.catalog.store import Engine
 from mixsql.errors import PlanError
@@ -120,7 +120,7 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
     last, ties by file and row). All give the same arrays up to order, which compiling makes canonical.
     """
     members = [m for m in bound.components if m.dataset == dataset]
-    cases = " ".join(f"WHEN {m.predicate and '(' + m.predicate + ')' or 'TRUE'} THEN {m.index}" for m in members)
+    cases = first_match([(m.index, m.predicate) for m in members])
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
     con = engine.con
     plain = [m for m in members if m.ordering is None]
@@ -128,7 +128,7 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
         yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members))
         plain = []
     if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
-        sql = (f'SELECT * FROM (SELECT (CASE {cases} END)::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
+        sql = (f'SELECT * FROM (SELECT ({cases})::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
                f'{ranges} FROM "{dataset}") WHERE _c IN ({", ".join(str(m.index) for m in plain)})')
         arrays = _arrays(con.sql(sql).to_arrow_table())
         component = arrays.pop("_c")
@@ -147,7 +147,7 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
             rank = f", (row_number() OVER (ORDER BY ({m.ordering.key}) {direction} NULLS LAST, _file_id, _row) - 1)" \
                    f"::BIGINT AS _rank"
         yield m.index, _arrays(con.sql(f'SELECT _file_id, _row::INTEGER AS _row, _block{ranges}{rank} FROM "{dataset}" '
-                                       f'WHERE (CASE {cases} END) = {m.index}').to_arrow_table())
+                                       f'WHERE ({cases}) = {m.index}').to_arrow_table())
 
 
 def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.Any], files: list[dict[str, t.Any]],
@@ -156,7 +156,7 @@ def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.An
     filter, which it evaluates fastest); file, row and row group follow from the catalog's layout,
     which stores every row of every file, file after file, in row order (``catalog.store``)."""
     kind = "TINYINT" if top < 127 else "SMALLINT"
-    component = _np(con.sql(f'SELECT coalesce(CASE {cases} END, -1)::{kind} AS _c FROM "{dataset}"')
+    component = _np(con.sql(f'SELECT coalesce({cases}, -1)::{kind} AS _c FROM "{dataset}"')
                     .to_arrow_table().combine_chunks(), "_c")
     rows = np.asarray([f["rows"] for f in files], dtype=np.int64)
     if int(rows.sum()) != len(component):  # pragma: no cover - a catalog not laid out as documented
