@@ -479,7 +479,7 @@ class _Binder:
                 if stage.name == "RAMP":
                     raise self.error("a RAMP needs UNTIL: where it arrives at its weights", stage)
             else:
-                end = self._progress(until, stage.args["unit"], batch_size)
+                end = self._in_samples(until, stage.args["unit"], batch_size)
                 if end <= start:
                     raise self.error(f"stage points must increase: UNTIL {until.sql()} {stage.args['unit']} is "
                                      f"at sample {end:,}, not after the previous point ({start:,})", until)
@@ -499,7 +499,8 @@ class _Binder:
             hint="give at least one a positive weight"))
         return tuple(share[leaf] for leaf in leaves)
 
-    def _progress(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
+    def _in_samples(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
+        """A point or budget (n SAMPLES or n STEPS) as a number of samples."""
         value = int(literal.this)
         if unit == "SAMPLES":
             return value
@@ -515,7 +516,7 @@ class _Binder:
         budget = self.mix.args.get("limit")
         if budget is None:
             return None
-        value = self._progress(budget.this, budget.args["unit"], batch_size)
+        value = self._in_samples(budget.this, budget.args["unit"], batch_size)
         if value < 1:
             raise self.error("LIMIT must be at least 1", budget.this)
         return value

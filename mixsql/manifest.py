@@ -495,8 +495,8 @@ def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
     chunk = np.concatenate(parts["chunk"]) if parts["chunk"] else np.zeros(0, dtype=np.int64)
     rows = np.concatenate(parts["rows"]) if parts["rows"] else np.zeros(0, dtype=np.int64)
     comp, file, row = plan.component[rows], plan.file[rows], plan.row[rows]
-    if plan.offset is not None and plan.length is not None:
-        offset, length = plan.offset[rows], plan.length[rows].astype(np.int64)
+    if plan.byte_offset is not None and plan.byte_length is not None:
+        offset, length = plan.byte_offset[rows], plan.byte_length[rows].astype(np.int64)
     else:
         offset = length = np.full(len(rows), -1, dtype=np.int64)
     # Group by (partition, chunk, component, file) in row order, then cut where rows stop being consecutive.

@@ -71,8 +71,8 @@ class CompiledPlan:
         self.component = columns["component"]
         self.file = columns["file"]
         self.row = columns["row"]
-        self.offset = columns.get("offset")
-        self.length = columns.get("length")
+        self.byte_offset = columns.get("offset")  # JSONL records: byte range in the decompressed file
+        self.byte_length = columns.get("length")
         self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
@@ -82,7 +82,7 @@ class CompiledPlan:
         self.counts = tuple(int(c["samples"]) for c in self.meta["components"])
         self.chunk_size: int = self.meta["chunk_size"]
         self.partitions: int = self.meta["partitions"]
-        self.length_samples: int = self.meta["stream_samples"]
+        self.samples: int = self.meta["stream_samples"]
         self.pool_start = np.asarray(self.meta["pool_starts"], dtype=np.int64)  # [component, partition]
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
@@ -93,11 +93,11 @@ class CompiledPlan:
         return self.meta["key"]
 
     def __len__(self) -> int:
-        return self.length_samples
+        return self.samples
 
     def partition_length(self, q: int) -> int:
         """Samples partition q contributes to the stream."""
-        return partition_length(self.length_samples, self.partitions, q)
+        return partition_length(self.samples, self.partitions, q)
 
     def chunk_rows(self, q: int, k: int) -> np.ndarray:
         """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
@@ -121,7 +121,7 @@ class CompiledPlan:
 
     def positions_rows(self, start: int, stop: int) -> np.ndarray:
         """Plan rows of plan positions [start, stop): position p is sample p // P of partition p % P."""
-        stop = min(stop, self.length_samples)
+        stop = min(stop, self.samples)
         if stop <= start:
             return np.zeros(0, dtype=np.int64)
         P = self.partitions

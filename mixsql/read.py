@@ -223,8 +223,8 @@ class Reader:
                 key = ("jsonl", f, w)
                 ids[mine] = self._key_id(key)
                 locs[mine] = np.arange(len(mine))
-                self._store(key, self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.offset[rows[mine]],
-                                                  self.plan.length[rows[mine]]))
+                self._store(key, self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.byte_offset[rows[mine]],
+                                                  self.plan.byte_length[rows[mine]]))
         for key_id, at in _by_value(ids):
             self._pending[key_id] += len(at)
             self._probation.pop(key_id, None)
@@ -384,9 +384,9 @@ class Reader:
         entry = self._inflated.get(info.index)
         if entry is None:
             mine = np.flatnonzero(self.plan.file == info.index)
-            offsets = np.unique(self.plan.offset[mine])
+            offsets = np.unique(self.plan.byte_offset[mine])
             lengths = np.zeros(len(offsets), dtype=np.int64)
-            lengths[np.searchsorted(offsets, self.plan.offset[mine])] = self.plan.length[mine]
+            lengths[np.searchsorted(offsets, self.plan.byte_offset[mine])] = self.plan.byte_length[mine]
             records = self._decompressed_ranges(info, offsets, offsets + lengths)
             entry = (offsets, records, sum(len(r) for r in records))
             self._inflated[info.index] = entry
