@@ -94,7 +94,7 @@ class Mix:
         """The compiled plan (cached in the catalog by dataset versions, statement and parameters);
         ``progress(done, total, component)`` is called as components are laid out."""
         if self._compiled is None:
-            self._compiled = _manifest.compiled(self._bound, self._connection.catalog, self.spec, progress=progress)
+            self._compiled = _manifest.cached_plan(self.spec, self._connection.catalog, progress=progress)
         return self._compiled
 
     def write_plan(self, directory: str | os.PathLike[str]) -> Path:

@@ -114,7 +114,7 @@ class BoundMix:
     components: tuple[BoundComponent, ...]
     seed: int
     chunk_size: int
-    partitions: int | None  # as requested (statement or override); None: the planner's default
+    requested_partitions: int | None  # the statement's PARTITIONS or an override; None: the planner's default
     catalog_version: str
     dataset_versions: tuple[tuple[str, str], ...]
     schedule: tuple[Segment, ...] = ()  # empty: the declared shares throughout
@@ -246,7 +246,7 @@ class _Binder:
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
             chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1, maximum=MAX_CHUNK_SIZE),
-            partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
+            requested_partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
             catalog_version=self.engine.version,
             dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),
             schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,

@@ -66,12 +66,12 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import LINEAGE_SCHEMA, PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan, lineage
 
-def plan_key(bound: BoundMix, spec: _plan.PlanSpec) -> str:
+def plan_key(spec: _plan.PlanSpec) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
     ident = {
         "format": PLAN_FORMAT,
-        "datasets": list(bound.dataset_versions),
-        "statement": to_sql(bound.tree, pretty=False),
+        "datasets": list(spec.bound.dataset_versions),
+        "statement": to_sql(spec.bound.tree, pretty=False),
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
@@ -215,8 +215,8 @@ class _Out:
             raise PlanError(f"internal: wrote {self.at} samples of {self.total}")
 
 
-def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path,
-                 progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
+def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
+                   progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
     """Write the stream's samples into ``directory`` by (component, partition, visiting order), with
     the window starts and the blocks of every window (sorted by block key); return the layout.
 
@@ -228,6 +228,7 @@ def compile_plan(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, direct
     evenly over the pool (unordered) or from its start (ordered: the curriculum's order), and each
     window of blocks is shuffled.
     """
+    bound = spec.bound
     engine = catalog.engine()
     if engine.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
@@ -409,15 +410,16 @@ def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec
 # -- persisting and caching ---------------------------------------------------------------------------
 
 
-def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Path,
-          progress: t.Callable[[int, int, str], None] | None = None) -> None:
+def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
+                 progress: t.Callable[[int, int, str], None] | None = None) -> None:
     """Compile and write the plan into ``directory`` (which must not exist)."""
+    bound = spec.bound
     directory.mkdir(parents=True)
-    layout = compile_plan(bound, catalog, spec, directory, progress)
+    layout = _write_samples(spec, catalog, directory, progress)
     shape = spec.shape
     meta = {
         "format": PLAN_FORMAT,
-        "key": plan_key(bound, spec),
+        "key": plan_key(spec),
         "statement": to_sql(bound.tree),
         "source": bound.path,
         "params": {k: v for k, v in bound.params},
@@ -435,15 +437,15 @@ def build(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, directory: Pa
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: float = 600.0,
-             progress: t.Callable[[int, int, str], None] | None = None) -> CompiledPlan:
+def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,
+               progress: t.Callable[[int, int, str], None] | None = None) -> CompiledPlan:
     """The compiled plan from the catalog's cache, compiling it once if missing.
 
     Safe for many processes at once: one compiles (holding a lock file), the others wait for the
     finished directory, which appears atomically (rename). If the cache cannot be written (a
     read-only catalog), the plan is compiled into a private temporary directory instead.
     """
-    key = plan_key(bound, spec)
+    key, bound = plan_key(spec), spec.bound
     root = catalog.path / "plans"
     final = root / key
     if (final / "plan.json").exists():
@@ -454,14 +456,14 @@ def compiled(bound: BoundMix, catalog: Catalog, spec: _plan.PlanSpec, *, wait: f
         open(lock, "a+").close()
     except OSError:
         private = Path(tempfile.mkdtemp(prefix="mixsql-plan-")) / key
-        build(bound, catalog, spec, private, progress)
+        compile_plan(spec, catalog, private, progress)
         return CompiledPlan(private)
     with atomic.locked(lock, timeout=wait, ready=lambda: (final / "plan.json").exists(), busy=lambda: PlanError(
             f"timed out waiting for another process to compile plan {key}")) as held:
         if held and not (final / "plan.json").exists():
             tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                build(bound, catalog, spec, tmp, progress)
+                compile_plan(spec, catalog, tmp, progress)
                 os.rename(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -370,18 +370,15 @@ def default_partitions(shares: t.Sequence[Fraction], supplies: t.Sequence[int], 
     return partitions
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class PlanSpec:
-    """Everything that fixes the stream, besides the data: the pure-function inputs of the planner."""
+    """The compiler's one input: the bound statement and what planning fixed on top of it (resolved
+    partitions, buckets, shuffle window, the chunk table and the stream's shape). Everything else is
+    read from ``bound``, never copied."""
 
-    names: tuple[str, ...]
-    shares: tuple[Fraction, ...]  # declared
-    counts: tuple[int, ...]
+    bound: BoundMix
+    partitions: int  # resolved: the statement's PARTITIONS, or the planner's default
     buckets: tuple[int, ...]  # 1 for a shuffled component, the curriculum's buckets for an ordered one
-    epochs: tuple[int | None, ...]  # MAX EPOCHS (None: unlimited)
-    seed: int
-    chunk_size: int
-    partitions: int
     window: int  # blocks whose samples are shuffled together
     shape: StreamShape  # when the budget cannot be met (``error``): what meeting it would take
     error: PlanError | None = None
@@ -389,6 +386,23 @@ class PlanSpec:
     @property
     def table(self) -> np.ndarray:
         return self.shape.table
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.bound.names)
+
+    @property
+    def shares(self) -> tuple[Fraction, ...]:
+        """Declared shares."""
+        return tuple(c.share for c in self.bound.components)
+
+    @property
+    def seed(self) -> int:
+        return self.bound.seed
+
+    @property
+    def chunk_size(self) -> int:
+        return self.bound.chunk_size
 
 
 DEFAULT_WINDOW = 1
@@ -401,7 +415,7 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
     counts = tuple(c.samples for c in bound.components)
     buckets = tuple(min(c.ordering.buckets, c.samples) if c.ordering else 1 for c in bound.components)
     epochs = tuple(c.max_epochs for c in bound.components)
-    partitions = bound.partitions or default_partitions(
+    partitions = bound.requested_partitions or default_partitions(
         shares, [n * (e or UNLIMITED) for n, e in zip(counts, epochs)], bound.chunk_size,
         [c.blocks for c in bound.components], bound.limit)
     supplies = [[UNLIMITED if e is None else e * size for size in pool_sizes(n, b, partitions)]
@@ -420,8 +434,7 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
                           f"give each of the {partitions:,} partitions a sample of its first chunk",
                           hint="lower PARTITIONS (or CHUNK SIZE), or give the component more samples",
                           source=bound.text, path=bound.path)
-    return PlanSpec(names=names, shares=shares, counts=counts, buckets=buckets, epochs=epochs, seed=bound.seed,
-                    chunk_size=bound.chunk_size, partitions=partitions, window=window, shape=shape, error=error)
+    return PlanSpec(bound=bound, partitions=partitions, buckets=buckets, window=window, shape=shape, error=error)
 
 
 def _budget_error(bound: BoundMix, e: _BudgetError) -> PlanError:

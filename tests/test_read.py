@@ -150,7 +150,7 @@ def test_windows_of_several_blocks(con: mixsql.Connection) -> None:
 
     mix = con.mix(STATEMENT.format(dataset="corpus"), partitions=2)
     spec = plan.resolve(mix.bound, window=3)
-    p = manifest.compiled(mix.bound, con.catalog, spec)
+    p = manifest.cached_plan(spec, con.catalog)
     assert p.meta["window"] == 3 and len(p.window_starts) < len(mix.plan().window_starts)
     reader = Reader(p, ["id", "domain"])
     rows = p.positions_rows(0, len(p))
