@@ -41,16 +41,14 @@ be met under the policy). Within a chunk the components are interleaved greatest
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import functools
 import math
 import typing as t
 from fractions import Fraction
 
 import numpy as np
 
-from mixsql.bind import BoundMix
+from mixsql.bind import BoundMix, Schedule
 from mixsql.chunks import chunk_order, partition_length, rotation  # noqa: F401 - part of the planner's rule
 from mixsql.errors import PlanError, position
 from mixsql.parse import span
@@ -138,65 +136,6 @@ def hamilton(total: int, targets: t.Sequence[Fraction]) -> list[int]:
     """``apportion`` for fractional quotas (put over one common denominator)."""
     unit = math.lcm(*(Fraction(x).denominator for x in targets)) if targets else 1
     return apportion(total, [int(x * unit) for x in targets], unit)
-
-
-class Schedule:
-    """The leaf shares over plan positions: piecewise linear (``bind.Segment``), integrated exactly."""
-
-    def __init__(self, shares: t.Sequence[Fraction], segments: t.Sequence[t.Any]) -> None:
-        self.segments = list(segments)
-        self.static = not self.segments or all(s.begin == s.finish == tuple(shares) for s in self.segments)
-        self.shares = tuple(shares)
-        self._before: list[tuple[Fraction, ...]] = []  # integral up to each segment's start
-        total = tuple(Fraction(0) for _ in shares)
-        for seg in self.segments:
-            self._before.append(total)
-            if seg.end is not None:
-                total = tuple(a + b for a, b in zip(total, self._piece(seg, seg.end)))
-
-    @staticmethod
-    def _piece(seg: t.Any, x: int) -> tuple[Fraction, ...]:
-        width = x - seg.start
-        return tuple((a + b) * width / 2 for a, b in zip(seg.begin, seg.at(x)))
-
-    def integral(self, x: int) -> tuple[Fraction, ...]:
-        """Expected samples of each component among plan positions [0, x)."""
-        if self.static:
-            return tuple(s * x for s in self.shares)
-        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
-        seg = self.segments[k]
-        return tuple(a + b for a, b in zip(self._before[k], self._piece(seg, max(x, seg.start))))
-
-    @functools.cached_property
-    def _scaled(self) -> tuple[int, list[tuple[int, list[int], list[int], list[int]]]]:
-        """A denominator D and, per segment, integers (start, A, B, R) with D * integral(x) =
-        A + (x - start) * B + (x - start)**2 * R: the integral in integer arithmetic."""
-        pieces = []
-        if self.static:
-            pieces.append((0, [Fraction(0)] * len(self.shares), list(self.shares), [Fraction(0)] * len(self.shares)))
-        else:
-            for seg, before in zip(self.segments, self._before):
-                bend = [(f - b) / (2 * (seg.end - seg.start)) if seg.end is not None else Fraction(0)
-                        for b, f in zip(seg.begin, seg.finish)]
-                pieces.append((seg.start, list(before), list(seg.begin), bend))
-        D = math.lcm(*(v.denominator for _, *coefficients in pieces for part in coefficients for v in part))
-        return D, [(start, [int(v * D) for v in a], [int(v * D) for v in b], [int(v * D) for v in r])
-                   for start, a, b, r in pieces]
-
-    def integral_scaled(self, x: int) -> tuple[int, list[int]]:
-        """(D, D * integral(x)) in integers."""
-        D, pieces = self._scaled
-        k = max(bisect.bisect_right([p[0] for p in pieces], x) - 1, 0)
-        start, a, b, r = pieces[k]
-        d = max(x - start, 0)
-        return D, [ai + d * bi + d * d * ri for ai, bi, ri in zip(a, b, r)]
-
-    def at(self, x: int) -> tuple[Fraction, ...]:
-        """The shares in force at plan position x."""
-        if self.static:
-            return self.shares
-        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
-        return self.segments[k].at(x)
 
 
 @dataclasses.dataclass(frozen=True)

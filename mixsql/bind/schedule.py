@@ -1,0 +1,240 @@
+"""The schedule over plan positions (curriculum stages and ramps), orderings, epochs and the budget."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import difflib
+import functools
+import math
+import typing as t
+from fractions import Fraction
+
+from sqlglot import expressions as exp
+
+from mixsql.bind.base import _Base
+from mixsql.bind.checks import ORDERABLE
+from mixsql.bind.model import BoundComponent, DEFAULT_BUCKETS, Node, Ordering
+from mixsql.limits import MAX_BUCKETS, max_stream_samples
+from mixsql.parse import Component
+from mixsql.parse.ast import OrderKey, Stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Between plan positions ``start`` and ``end`` (None: forever) the leaf shares go linearly from
+    ``begin`` to ``finish`` (equal for a STAGE)."""
+
+    start: int
+    end: int | None
+    begin: tuple[Fraction, ...]
+    finish: tuple[Fraction, ...]
+    kind: str  # DECLARED, STAGE or RAMP
+
+    def at(self, x: Fraction | int) -> tuple[Fraction, ...]:
+        if self.end is None or self.begin == self.finish:
+            return self.begin
+        f = Fraction(x - self.start, self.end - self.start)
+        return tuple(a + (b - a) * f for a, b in zip(self.begin, self.finish))
+
+
+class Schedule:
+    """The leaf shares over plan positions: piecewise linear (``bind.Segment``), integrated exactly."""
+
+    def __init__(self, shares: t.Sequence[Fraction], segments: t.Sequence[t.Any]) -> None:
+        self.segments = list(segments)
+        self.static = not self.segments or all(s.begin == s.finish == tuple(shares) for s in self.segments)
+        self.shares = tuple(shares)
+        self._before: list[tuple[Fraction, ...]] = []  # integral up to each segment's start
+        total = tuple(Fraction(0) for _ in shares)
+        for seg in self.segments:
+            self._before.append(total)
+            if seg.end is not None:
+                total = tuple(a + b for a, b in zip(total, self._piece(seg, seg.end)))
+
+    @staticmethod
+    def _piece(seg: t.Any, x: int) -> tuple[Fraction, ...]:
+        width = x - seg.start
+        return tuple((a + b) * width / 2 for a, b in zip(seg.begin, seg.at(x)))
+
+    def integral(self, x: int) -> tuple[Fraction, ...]:
+        """Expected samples of each component among plan positions [0, x)."""
+        if self.static:
+            return tuple(s * x for s in self.shares)
+        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
+        seg = self.segments[k]
+        return tuple(a + b for a, b in zip(self._before[k], self._piece(seg, max(x, seg.start))))
+
+    @functools.cached_property
+    def _scaled(self) -> tuple[int, list[tuple[int, list[int], list[int], list[int]]]]:
+        """A denominator D and, per segment, integers (start, A, B, R) with D * integral(x) =
+        A + (x - start) * B + (x - start)**2 * R: the integral in integer arithmetic."""
+        pieces = []
+        if self.static:
+            pieces.append((0, [Fraction(0)] * len(self.shares), list(self.shares), [Fraction(0)] * len(self.shares)))
+        else:
+            for seg, before in zip(self.segments, self._before):
+                bend = [(f - b) / (2 * (seg.end - seg.start)) if seg.end is not None else Fraction(0)
+                        for b, f in zip(seg.begin, seg.finish)]
+                pieces.append((seg.start, list(before), list(seg.begin), bend))
+        D = math.lcm(*(v.denominator for _, *coefficients in pieces for part in coefficients for v in part))
+        return D, [(start, [int(v * D) for v in a], [int(v * D) for v in b], [int(v * D) for v in r])
+                   for start, a, b, r in pieces]
+
+    def integral_scaled(self, x: int) -> tuple[int, list[int]]:
+        """(D, D * integral(x)) in integers."""
+        D, pieces = self._scaled
+        k = max(bisect.bisect_right([p[0] for p in pieces], x) - 1, 0)
+        start, a, b, r = pieces[k]
+        d = max(x - start, 0)
+        return D, [ai + d * bi + d * d * ri for ai, bi, ri in zip(a, b, r)]
+
+    def at(self, x: int) -> tuple[Fraction, ...]:
+        """The shares in force at plan position x."""
+        if self.static:
+            return self.shares
+        k = max(i for i, seg in enumerate(self.segments) if seg.start <= x or i == 0)
+        return self.segments[k].at(x)
+
+
+class Scheduling(_Base):
+    """The schedule over plan positions (curriculum stages and ramps), orderings, epochs and the budget: the binder's methods for this job."""
+
+    def _resolve_path(self, path: exp.Expr, nodes: t.Sequence[str], what: str) -> str:
+        name = path.name
+        lowered = {n.lower(): n for n in nodes}
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+        close = difflib.get_close_matches(name, list(nodes), n=1)
+        raise self.error(f"unknown component {name!r} in {what}", path,
+                         hint=f"did you mean {close[0]!r}?" if close else f"components: {', '.join(nodes)}")
+
+    def _schedule(self, nodes: list[Node], leaves: list[str], batch_size: int | None) -> tuple[Segment, ...]:
+        curriculum = self.mix.args.get("curriculum")
+        stages = [s for s in (curriculum.expressions if curriculum is not None else []) if isinstance(s, Stage)]
+        if not stages:
+            return ()
+        by_path = {n.path: n for n in nodes}
+        declared = tuple(by_path[leaf].share for leaf in leaves)
+        segments: list[Segment] = []
+        start, previous = 0, declared
+        for i, stage in enumerate(stages):
+            weights = {n.path: n.weight for n in nodes}
+            for assign in stage.expressions:
+                target = self._resolve_path(assign.this, list(by_path), "the curriculum")
+                weights[target] = self._number(assign.args["weight"], "weight")
+            shares = self._stage_shares(weights, leaves, stage)
+            until = stage.args.get("until")
+            end = None
+            if until is None:
+                if i != len(stages) - 1:
+                    raise self.error(f"only the last {stage.name} may omit UNTIL", stage,
+                                     hint="give it UNTIL <n> SAMPLES or STEPS")
+                if stage.name == "RAMP":
+                    raise self.error("a RAMP needs UNTIL: where it arrives at its weights", stage)
+            else:
+                end = self._in_samples(until, stage.args["unit"], batch_size)
+                if end <= start:
+                    raise self.error(f"stage points must increase: UNTIL {until.sql()} {stage.args['unit']} is "
+                                     f"at sample {end:,}, not after the previous point ({start:,})", until)
+            begin = previous if stage.name == "RAMP" else shares
+            segments.append(Segment(start=start, end=end, begin=begin, finish=shares, kind=stage.name))
+            if end is not None:
+                start, previous = end, shares
+        if segments[-1].end is not None:  # a stage is an interval: the MIX weights return; a ramp's target holds
+            after = previous if segments[-1].kind == "RAMP" else declared
+            segments.append(Segment(start=start, end=None, begin=after, finish=after,
+                                    kind="HOLD" if segments[-1].kind == "RAMP" else "MIX"))
+        return tuple(segments)
+
+    def _stage_shares(self, weights: dict[str, Fraction], leaves: list[str], stage: exp.Expr) -> tuple[Fraction, ...]:
+        share = self._effective(weights, lambda parent: self.error(
+            f"every component {'of ' + repr(parent) + ' ' if parent else ''}has weight 0 in this {stage.name}", stage,
+            hint="give at least one a positive weight"))
+        return tuple(share[leaf] for leaf in leaves)
+
+    def _in_samples(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
+        """A point or budget (n SAMPLES or n STEPS) as a number of samples."""
+        value = int(literal.this)
+        if unit == "SAMPLES":
+            return value
+        if unit == "STEPS":
+            if batch_size is None:
+                raise self.error("STEPS need the global batch size", literal,
+                                 hint="add BATCH SIZE <samples per global batch> to the statement")
+            return value * batch_size
+        raise self.error("TOKENS need token counts per sample, which this catalog does not have yet", literal,
+                         hint="use SAMPLES, or STEPS with BATCH SIZE")
+
+    def _limit(self, batch_size: int | None) -> int | None:
+        budget = self.mix.args.get("limit")
+        if budget is None:
+            return None
+        value = self._in_samples(budget.this, budget.args["unit"], batch_size)
+        if value < 1:
+            raise self.error("LIMIT must be at least 1", budget.this)
+        return value
+
+    def _orderings(self, leaves: list[tuple[str, Component, list[Component]]],
+                   datasets: list[str]) -> list[Ordering | None]:
+        curriculum = self.mix.args.get("curriculum")
+        out: list[Ordering | None] = [None] * len(leaves)
+        paths = [name for name, _, _ in leaves]
+        inner = sorted({name.rsplit(".", k)[0] for name in paths for k in range(1, name.count(".") + 1)})
+        for item in (curriculum.expressions if curriculum is not None else []):
+            if not isinstance(item, OrderKey):
+                continue
+            target = self._resolve_path(item.this, paths + inner, "the curriculum")
+            buckets = DEFAULT_BUCKETS if item.args.get("buckets") is None else int(item.args["buckets"].this)
+            if not 1 <= buckets <= MAX_BUCKETS:
+                raise self.error(f"BUCKETS must be from 1 to {MAX_BUCKETS:,}", item.args["buckets"])
+            key = item.args["key"]
+            for i, path in enumerate(paths):
+                if path != target and not path.startswith(target + "."):
+                    continue
+                if out[i] is not None:
+                    raise self.error(f"component {path!r} is ordered twice in the curriculum", item.this)
+                kind = self._key_type(key, datasets[i])
+                if not ORDERABLE.match(kind):
+                    raise self.error(f"the curriculum key of {path!r} has type {kind}, which cannot be ordered", key,
+                                     hint="order by a number, text, date or time (e.g. quality DESC)")
+                out[i] = Ordering(key=key.sql(dialect="duckdb", comments=False),
+                                  descending=bool(item.args.get("desc")), buckets=buckets)
+        return out
+
+    def _epochs(self, leaves: list[tuple[str, Component, list[Component]]]) -> list[int | None]:
+        policy = self._word("exhaustion", "STOP")
+        out: list[int | None] = []
+        for _, leaf, ancestors in leaves:
+            node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
+                         if n.args.get("max_epochs") is not None), None)
+            if node is None:
+                out.append(None if policy == "REPEAT" else 1)
+                continue
+            value = int(node.this)
+            if value < 1:
+                raise self.error("MAX EPOCHS must be at least 1", node)
+            out.append(value)
+        return out
+
+    def _check_size(self, limit: int | None, components: list[BoundComponent],
+                    leaves: list[tuple[str, Component, list[Component]]]) -> None:
+        """The stream fits what this machine can compile (``limits.max_stream_samples``), checked
+        before the planner allocates anything for it."""
+        most = max_stream_samples()
+        if limit is not None:
+            if limit > most:
+                raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan holds every "
+                                 f"sample of its stream, and at most {most:,} fit in its memory",
+                                 self.mix.args["limit"].this,
+                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
+            return
+        supply = [c.samples * (c.max_epochs or 0) for c in components]
+        if sum(supply) > most:
+            top = max(range(len(components)), key=lambda i: supply[i])
+            _, leaf, ancestors = leaves[top]
+            node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
+                         if n.args.get("max_epochs") is not None), leaf.this)
+            raise self.error(f"the stream can hold {sum(supply):,} samples, more than this machine can plan (at most "
+                             f"{most:,} fit in its memory)", node,
+                             hint="add LIMIT <n> SAMPLES, or lower MAX EPOCHS")
