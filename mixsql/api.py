@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mixsql import export as _export
 from mixsql import manifest as _manifest
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix, bind
@@ -99,7 +100,7 @@ class Mix:
 
     def write_plan(self, directory: str | os.PathLike[str]) -> Path:
         """Write the compiled plan and its Parquet manifest to ``directory``; returns the manifest's path."""
-        return _manifest.export(self.plan(), directory)
+        return _export.export(self.plan(), directory)
 
     def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
                 component: str = "name") -> t.Iterator[dict[str, t.Any]]:
