@@ -52,7 +52,7 @@ from mixsql import atomic
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix, first_match
 from mixsql.catalog import Catalog
-from mixsql.catalog.store import Engine
+from mixsql.catalog.engine import Engine
 from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan

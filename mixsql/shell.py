@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mixsql.api import Connection, Mix, parse_param
-from mixsql.catalog.store import ident
+from mixsql.catalog.duck import ident
 from mixsql.errors import MixSQLError
 from mixsql.parse import is_mix
 from mixsql.output import cell, format_table, shorten

@@ -12,7 +12,7 @@ import dataclasses
 import typing as t
 
 from mixsql.api import Connection
-from mixsql.catalog.store import ident
+from mixsql.catalog.duck import ident
 from mixsql.errors import MixSQLError
 from mixsql.output import aligned as _table
 from mixsql.output import clip

@@ -11,7 +11,7 @@ from mixsql.parse import span
 
 if t.TYPE_CHECKING:
     from mixsql.catalog import Catalog
-    from mixsql.catalog.store import Engine
+    from mixsql.catalog.engine import Engine
     from mixsql.parse import MixStatement
 
 

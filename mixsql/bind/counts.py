@@ -12,7 +12,7 @@ from sqlglot import expressions as exp
 
 from mixsql import atomic
 from mixsql.bind.base import _Base
-from mixsql.catalog.store import ident
+from mixsql.catalog.duck import ident
 from mixsql.errors import BindError
 from mixsql.parse import Component
 

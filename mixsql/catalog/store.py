@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -32,7 +31,6 @@ import shutil
 import time
 import typing as t
 import uuid
-import weakref
 from pathlib import Path
 
 import duckdb
@@ -42,49 +40,23 @@ import pyarrow.parquet as pq
 from mixsql import atomic
 from mixsql import fs as mfs
 from mixsql.catalog import scan
-from mixsql.errors import CatalogError, DataError, MixSQLError, position
+from mixsql.catalog.duck import ident
+from mixsql.catalog.engine import Engine
+from mixsql.catalog.info import DatasetInfo, FILES_SCHEMA, known
+from mixsql.catalog.session import queries, query_error, user_session
+from mixsql.errors import CatalogError, DataError, MixSQLError
+
 
 FORMAT = 3
+
+
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 RESERVED_PREFIX = "mixsql_"
+
+
 DEFAULT_CONTENT = ("text",)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """A registered dataset version."""
-
-    name: str
-    version: str
-    samples: int
-    bytes: int
-    content: tuple[str, ...]
-    sources: tuple[str, ...]
-    registered_at: str
-    directory: Path
-    record_schema_b64: str = dataclasses.field(default="", repr=False)
-
-    @property
-    def record_schema(self) -> pa.Schema:
-        """Arrow schema of a whole record (content fields included), unified over the files."""
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.record_schema_b64)))
-
-    @property
-    def samples_path(self) -> Path:
-        return self.directory / "samples.parquet"
-
-    @property
-    def files_path(self) -> Path:
-        return self.directory / "files.parquet"
-
-    def files(self) -> list[mfs.SourceFile]:
-        """The source files as registered, indexed by ``_file_id``."""
-        table = pq.read_table(self.files_path)
-        return [
-            mfs.SourceFile(url=r["url"], format=r["format"], compression=r["compression"], size=r["size"],
-                           mtime=r["mtime"])
-            for r in table.to_pylist()
-        ]
 
 
 class Catalog:
@@ -146,7 +118,7 @@ class Catalog:
         try:
             entry = self._index["datasets"][name]
         except KeyError:
-            raise CatalogError(f"unknown dataset {name!r}", hint=_known(self._index["datasets"])) from None
+            raise CatalogError(f"unknown dataset {name!r}", hint=known(self._index["datasets"])) from None
         return DatasetInfo(
             name=name, version=entry["version"], samples=entry["samples"], bytes=entry["bytes"],
             content=tuple(entry["content"]), sources=tuple(entry["sources"]),
@@ -171,7 +143,7 @@ class Catalog:
         """
         self._load()
         if self._con is None:
-            self._con = _user_session(self._infos(), None)
+            self._con = user_session(self._infos(), None)
         return self._con
 
     def engine(self) -> "Engine":
@@ -194,8 +166,8 @@ class Catalog:
         """Run read-only SQL (queries: SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN
         of a query) over the catalog; with ``plan`` (an exported plan's directory) also over its
         ``manifest`` and ``lineage`` tables."""
-        con = self.session() if plan is None else _user_session(self._infos(), Path(plan))
-        statements = _queries(con, query)
+        con = self.session() if plan is None else user_session(self._infos(), Path(plan))
+        statements = queries(con, query)
         try:
             result = None
             for st in statements:
@@ -203,7 +175,7 @@ class Catalog:
             assert result is not None
             return result.to_arrow_table()
         except duckdb.Error as e:
-            raise _query_error(e, query) from None
+            raise query_error(e, query) from None
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -269,7 +241,7 @@ class Catalog:
             self._stamp = None
             self._load()
             if name not in self._index["datasets"]:
-                raise CatalogError(f"unknown dataset {name!r}", hint=_known(self._index["datasets"]))
+                raise CatalogError(f"unknown dataset {name!r}", hint=known(self._index["datasets"]))
             index = json.loads(json.dumps(self._index))
             old = index["datasets"].pop(name)
             self._write_index(index)
@@ -281,197 +253,6 @@ class Catalog:
             self._con.close()
             self._con = None
         self._engine = None
-
-
-class Engine:
-    """mixsql's own DuckDB over one committed state of the catalog (``infos``, ``version``).
-
-    Binding, counting, compiling and lineage run here and never user SQL: the only text from a
-    statement that reaches it is a parsed predicate or key, an expression (``parse`` admits
-    nothing else). Its views read the catalog's Parquet tables natively (the fast path for
-    counting and compiling); those files are its only allowed paths, external access is off and
-    the configuration locked. Pinned to one state, a binding that started before another process
-    committed finishes on the data it started with, and everything it caches is keyed by the
-    dataset versions of that state.
-    """
-
-    def __init__(self, infos: dict[str, DatasetInfo], version: str) -> None:
-        self.infos = infos
-        self.version = version
-        self.con = _connect()
-        for info in infos.values():
-            self.con.execute(f"CREATE VIEW {ident(info.name)} AS SELECT * FROM read_parquet({_lit(info.samples_path)})")
-        allowed = [str(p) for i in infos.values() for p in (i.samples_path, i.files_path)]
-        if allowed:
-            self.con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in allowed)}]")
-        _lock_down(self.con)
-
-    def dataset(self, name: str) -> DatasetInfo:
-        try:
-            return self.infos[name]
-        except KeyError:
-            raise CatalogError(f"unknown dataset {name!r}", hint=_known(self.infos)) from None
-
-    def datasets(self) -> list[str]:
-        return sorted(self.infos)
-
-    def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str],
-                   versions: t.Mapping[str, str]) -> pa.Table:
-        """``samples`` (with ``dataset`` and ``row`` columns, in order) joined with the requested
-        properties of each sample from its dataset's catalog rows; NULL where a dataset lacks one.
-        ``versions`` are the dataset versions the samples were planned from: a dataset replaced
-        since is an error, never properties of other data."""
-        keyed = samples.append_column("_file_id", pa.array(file_ids, pa.int32())) \
-            .append_column("_at", pa.array(range(samples.num_rows), pa.int64()))
-        out: dict[str, list[t.Any]] = {c: [None] * samples.num_rows for c in columns}
-        names = sorted(set(samples.column("dataset").to_pylist()))
-        for name in names:
-            now = self.infos.get(name)
-            if now is None or now.version != versions.get(name):
-                raise CatalogError(
-                    f"dataset {name!r} was {'dropped' if now is None else 'replaced'} since this plan was compiled "
-                    f"(version {versions.get(name)} -> {now.version if now else '(none)'}): its properties now "
-                    "describe other data", hint="load the statement again to plan it over the current data")
-            known = [r[0] for r in self.con.execute(f"DESCRIBE {ident(name)}").fetchall()]
-            unknown = [c for c in columns if c not in known]
-            if unknown and len(names) == 1:
-                raise CatalogError(f"dataset {name!r} has no property {unknown[0]!r}",
-                                   hint=f"its properties: {', '.join(k for k in known if not k.startswith('_'))}")
-            wanted = [c for c in columns if c in known]
-            part = keyed.filter(pa.compute.equal(keyed.column("dataset"), name))
-            select = ", ".join(["l._at"] + [f"d.{ident(c)}" for c in wanted])
-            try:
-                self.con.register("mixsql_lineage", part)
-                rows = self.con.sql(f"SELECT {select} FROM mixsql_lineage l JOIN {ident(name)} d "
-                                    f"ON d._file_id = l._file_id AND d._row = l.row").fetchall()
-            except duckdb.IOException as e:
-                raise CatalogError(f"dataset {name!r} changed while its properties were read: {e}",
-                                   hint="load the statement again") from None
-            finally:
-                self.con.unregister("mixsql_lineage")
-            for r in rows:
-                for c, v in zip(wanted, r[1:]):
-                    out[c][r[0]] = v
-        for c in columns:
-            samples = samples.append_column(c, pa.array(out[c]))
-        return samples
-
-
-_CONNECTIONS: "weakref.WeakSet[duckdb.DuckDBPyConnection]" = weakref.WeakSet()
-_INHERITED: list[duckdb.DuckDBPyConnection] = []
-
-
-def _keep_inherited() -> None:
-    """In a forked child (a DataLoader worker), hold on to the parent's DuckDB connections forever:
-    destroying one there, whose threads did not survive the fork, would crash the child."""
-    _INHERITED.extend(_CONNECTIONS)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_keep_inherited)
-
-
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    _CONNECTIONS.add(con)
-    return con
-
-
-def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("SET enable_progress_bar = false")  # a library prints nothing of its own
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET python_enable_replacements = false")  # no scans of the caller's Python variables
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-
-
-FILES_SCHEMA = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
-                          ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
-                          ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
-
-
-def _user_session(infos: dict[str, DatasetInfo], plan: Path | None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that opens no file: each view scans an Arrow dataset opened read-only here."""
-    import pyarrow.dataset as pads
-
-    con = _connect()
-    _lock_down(con)
-    if plan is not None:  # an exported plan's tables, as views `manifest` and `lineage`
-        for view in ("manifest", "lineage"):
-            path = plan / f"{view}.parquet"
-            if not path.exists():
-                raise CatalogError(f"{plan} has no {path.name}", hint="export a plan with `mixsql plan FILE -o DIR`")
-            con.register(view, pads.dataset(str(path.resolve()), format="parquet"))
-    for info in infos.values():
-        con.register(info.name, pads.dataset(str(info.samples_path), format="parquet"))
-    files = [pq.read_table(i.files_path, schema=FILES_SCHEMA) for i in infos.values()]
-    dataset_column = [pa.array([i.name] * f.num_rows, pa.string()) for i, f in zip(infos.values(), files)]
-    table = pa.concat_tables([f.add_column(0, "dataset", d) for f, d in zip(files, dataset_column)]) if files \
-        else FILES_SCHEMA.insert(0, pa.field("dataset", pa.string())).empty_table()
-    con.register("mixsql_files", table)
-    con.register("mixsql_datasets", pa.table({
-        "name": pa.array([i.name for i in infos.values()], pa.string()),
-        "version": pa.array([i.version for i in infos.values()], pa.string()),
-        "samples": pa.array([i.samples for i in infos.values()], pa.int64()),
-        "bytes": pa.array([i.bytes for i in infos.values()], pa.int64()),
-        "registered_at": pa.array([i.registered_at for i in infos.values()], pa.string()),
-    }))
-    return con
-
-
-def _queries(con: duckdb.DuckDBPyConnection, text: str) -> list[str]:
-    """The statements of ``text`` if each is a query or EXPLAIN of a query (DuckDB's own parser
-    decides); else a CatalogError naming the first that is not."""
-    try:
-        statements = con.extract_statements(text)
-    except duckdb.Error as e:
-        raise _query_error(e, text) from None
-    if not statements:
-        raise CatalogError("empty SQL statement", hint="e.g. SELECT count(*) FROM mixsql_datasets")
-    out = []
-    for st in statements:
-        kind = st.type
-        if kind == duckdb.StatementType.EXPLAIN:
-            inner = _explained(st.query)
-            try:
-                parsed = con.extract_statements(inner) if inner.strip() else []
-            except duckdb.Error as e:
-                raise _query_error(e, text) from None
-            kind = parsed[0].type if len(parsed) == 1 else None
-            if kind != duckdb.StatementType.SELECT:
-                raise CatalogError(
-                    f"only queries run here; EXPLAIN of {parsed[0].type.name if parsed else 'nothing'} is refused",
-                    hint="EXPLAIN [ANALYZE] takes a query (SELECT ...); the catalog changes only through `register` "
-                         "and `drop`")
-        elif kind != duckdb.StatementType.SELECT:
-            raise CatalogError(f"only read-only statements (queries) run here; {kind.name} is refused",
-                               hint="the catalog changes only through `register` (and `drop`)")
-        out.append(st.query)
-    return out
-
-
-def _explained(query: str) -> str:
-    """The statement an EXPLAIN statement explains: the text after EXPLAIN [ANALYZE] [(options)]."""
-    tokens = [(offset, kind) for offset, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment]
-    bounds = [offset for offset, _ in tokens[1:]] + [len(query)]
-    words = [query[offset:end].strip() for (offset, _), end in zip(tokens, bounds)]
-    at = 1  # past EXPLAIN
-    if at < len(words) and words[at].upper() == "ANALYZE":
-        at += 1
-    if at < len(words) and words[at].startswith("("):
-        depth = 0
-        while at < len(words):
-            depth += words[at].count("(") - words[at].count(")")
-            at += 1
-            if depth <= 0:
-                break
-    return query[tokens[at][0]:] if at < len(tokens) else ""
-
-
-def ident(name: str) -> str:
-    """``name`` as a quoted SQL identifier."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
@@ -564,44 +345,6 @@ def _check_name(name: str) -> None:
                            hint="use letters, digits and underscores, starting with a letter or underscore")
     if name.lower().startswith(RESERVED_PREFIX):
         raise CatalogError(f"dataset names starting with {RESERVED_PREFIX!r} are reserved for mixsql's own tables")
-
-
-def _known(datasets: t.Mapping[str, t.Any]) -> str:
-    return f"registered datasets: {', '.join(sorted(datasets))}" if datasets else "the catalog has no datasets yet"
-
-
-def _lit(value: t.Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _duck_message(e: BaseException) -> str:
-    return str(e).strip()
-
-
-def _query_error(e: BaseException, query: str) -> CatalogError:
-    """A DuckDB error as a CatalogError pointing into the query where DuckDB says (or names) the culprit."""
-    text = str(e).strip()
-    caret = re.search(r"\nLINE (\d+): (.*)\n( *)(\^+)", text)
-    head, _, rest = text.partition("\n")
-    hint = " ".join(line.strip() for line in rest.splitlines() if line.strip() and not line.startswith("LINE")
-                    and not set(line.strip()) <= {"^"}) or None
-    line = col = None
-    length = 1
-    if caret:
-        line = int(caret.group(1))
-        col = len(caret.group(3)) - len(f"LINE {caret.group(1)}: ") + 1
-        length = len(caret.group(4))
-    else:
-        named = re.search(r'column "([^"]+)" not found|Table with name (\S+) does not exist|'
-                          r'[Ff]unction with name (\w+) does not exist', head)
-        if named:
-            word = next(g for g in named.groups() if g)
-            found = re.search(rf"(?i)(?<![\w.]){re.escape(word)}(?!\w)", query)
-            if found:
-                line, col = position(query, found.start())
-                length = len(word)
-    return CatalogError(head, hint=hint[:300] if hint else None, line=line, col=col, length=length,
-                        source=query if line else None)
 
 
 __all__ = ["Catalog", "DatasetInfo", "Engine", "MixSQLError", "ident"]

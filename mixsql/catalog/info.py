@@ -1,0 +1,59 @@
+"""A registered dataset version as the index describes it, and the schema of its file table."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import typing as t
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixsql import fs as mfs
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset version."""
+
+    name: str
+    version: str
+    samples: int
+    bytes: int
+    content: tuple[str, ...]
+    sources: tuple[str, ...]
+    registered_at: str
+    directory: Path
+    record_schema_b64: str = dataclasses.field(default="", repr=False)
+
+    @property
+    def record_schema(self) -> pa.Schema:
+        """Arrow schema of a whole record (content fields included), unified over the files."""
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.record_schema_b64)))
+
+    @property
+    def samples_path(self) -> Path:
+        return self.directory / "samples.parquet"
+
+    @property
+    def files_path(self) -> Path:
+        return self.directory / "files.parquet"
+
+    def files(self) -> list[mfs.SourceFile]:
+        """The source files as registered, indexed by ``_file_id``."""
+        table = pq.read_table(self.files_path)
+        return [
+            mfs.SourceFile(url=r["url"], format=r["format"], compression=r["compression"], size=r["size"],
+                           mtime=r["mtime"])
+            for r in table.to_pylist()
+        ]
+
+
+FILES_SCHEMA = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
+                          ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+                          ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
+
+
+def known(datasets: t.Mapping[str, t.Any]) -> str:
+    return f"registered datasets: {', '.join(sorted(datasets))}" if datasets else "the catalog has no datasets yet"
