@@ -23,7 +23,6 @@ class _Base:
     path: str | None
     con: t.Any
     _schemas: dict[str, dict[str, str]]
-    _volatile: set[str] | None
     _wheres: list[tuple[exp.Expr, str, str]]
 
     def error(self, message: str, node: exp.Expr | None, hint: str | None = None) -> BindError:

@@ -41,7 +41,6 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
         self.engine = catalog.engine()  # one committed state of the catalog, never touched by user SQL
         self.con = self.engine.con
         self._schemas: dict[str, dict[str, str]] = {}
-        self._volatile: set[str] | None = None
         self._wheres: list[tuple[exp.Expr, str, str]] = []  # (predicate, dataset, what): to place a failure
 
     def bind(self, *, seed: int | None, chunk_size: int | None, partitions: int | None,

@@ -25,6 +25,19 @@ VOLATILE_ALIASES = {"CurrentTimestamp": "now", "CurrentDate": "current_date", "C
                     "Rand": "random"}
 
 
+_VOLATILE: set[str] = set()
+
+
+def _volatile_functions(con: t.Any) -> set[str]:
+    """Functions none of whose overloads DuckDB marks CONSISTENT: a fact of the DuckDB build, asked
+    once per process (it costs a query of DuckDB's function catalog)."""
+    if not _VOLATILE:
+        rows = con.execute("SELECT lower(function_name), list(DISTINCT stability) FROM duckdb_functions() "
+                           "GROUP BY 1").fetchall()
+        _VOLATILE.update(name for name, kinds in rows if "CONSISTENT" not in kinds)
+    return _VOLATILE
+
+
 class Checks(_Base):
     """Checks against the catalog in DuckDB's own type system: the binder's methods for this job."""
 
@@ -70,16 +83,13 @@ class Checks(_Base):
         """Refuse functions whose result changes between runs (random(), now(), ...): the plan must be
         a pure function of the data and the statement. DuckDB says which (a function none of whose
         overloads is CONSISTENT)."""
-        if self._volatile is None:
-            rows = self.con.execute("SELECT lower(function_name), list(DISTINCT stability) FROM duckdb_functions() "
-                                    "GROUP BY 1").fetchall()
-            self._volatile = {name for name, kinds in rows if "CONSISTENT" not in kinds}
+        volatile = _volatile_functions(self.con)
         for node in tree.find_all(exp.Func):
             sql = node.sql(dialect="duckdb", comments=False)
             names = {sql.split("(", 1)[0].strip().lower(), VOLATILE_ALIASES.get(type(node).__name__, "")}
             if isinstance(node, exp.Anonymous):
                 names.add(node.name.lower())
-            found = sorted(names & self._volatile)
+            found = sorted(names & volatile)
             if found:
                 raise self.error(f"{found[0]}() gives a different result each time it runs, and {what} must give "
                                  "the same one in every run", node if span(node) else tree,
