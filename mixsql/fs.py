@@ -7,6 +7,7 @@ object stores share one code path. Compressed JSONL is decompressed with Arrow's
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing as t
 
 import fsspec
@@ -73,6 +74,20 @@ def describe(url: str) -> SourceFile:
                         hint="restore it, or register the dataset again with --replace") from None
     fmt, compression = file_format(url)
     return SourceFile(url=url, format=fmt, compression=compression, size=int(info["size"]), mtime=_mtime(info))
+
+
+def fingerprint(url: str) -> tuple[int, float | None]:
+    """(size, modification time) of a file now, as ``describe`` gives them; a plain ``stat`` for a
+    local file, since readers ask after every block."""
+    if url.startswith("file://"):
+        try:
+            st = os.stat(url[len("file://"):])
+        except FileNotFoundError:
+            raise DataError(f"data file {url} is missing", file=url,
+                            hint="restore it, or register the dataset again with --replace") from None
+        return st.st_size, st.st_mtime
+    now = describe(url)
+    return now.size, now.mtime
 
 
 def expand(paths: t.Sequence[str]) -> list[str]:

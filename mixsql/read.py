@@ -278,14 +278,14 @@ class Reader:
         if info.index in self._checked and not again:
             return
         try:
-            now = mfs.describe(info.url)
+            size, mtime = mfs.fingerprint(info.url)
         except DataError as e:
             raise DataError(f"{e.message}; it was registered as part of dataset {info.dataset!r}", file=info.url,
                             hint=f"restore it, or register dataset {info.dataset!r} again with --replace") from None
-        if now.size != info.size or (info.mtime is not None and now.mtime is not None and now.mtime != info.mtime):
+        if size != info.size or (info.mtime is not None and mtime is not None and mtime != info.mtime):
             raise DataError(
-                f"data file {info.url} changed since it was registered (size {info.size} -> {now.size}, "
-                f"modified {info.mtime} -> {now.mtime})", file=info.url,
+                f"data file {info.url} changed since it was registered (size {info.size} -> {size}, "
+                f"modified {info.mtime} -> {mtime})", file=info.url,
                 hint=f"register dataset {info.dataset!r} again with --replace, then plan again")
         self._checked.add(info.index)
 
