@@ -144,15 +144,15 @@ class Mix:
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
             raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")
         start = step * batch_size
-        table = _planfile.lineage(plan, start, start + batch_size)
-        table = table.select(["position", "partition", "component", "dataset", "file", "row"])
+        lineage = _planfile.lineage(plan, start, start + batch_size)
+        files = lineage.column("file").combine_chunks().indices.to_pylist()  # plan file of each sample
+        table = lineage.select(["position", "partition", "component", "dataset", "file", "row"])
         table = pa.table({n: c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
                           for n, c in zip(table.column_names, table.columns)})
         if not columns:
             return table
-        files = plan.file[plan.positions_rows(start, start + batch_size)]
         return self._connection.catalog.engine().properties(
-            table, [plan.files[f].file_id for f in files.tolist()], list(columns), dict(plan.meta["datasets"]))
+            table, [plan.files[f].file_id for f in files], list(columns), dict(plan.meta["datasets"]))
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)

@@ -1,4 +1,5 @@
-"""Checks against the catalog in DuckDB's own type system: names, datasets, columns, predicates, keys, determinism, options."""
+"""Checks against the catalog in DuckDB's own type system: names, datasets, columns, predicates,
+keys, determinism and options."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _volatile_functions(con: t.Any) -> set[str]:
 
 
 class Checks(_Base):
-    """Checks against the catalog in DuckDB's own type system: the binder's methods for this job."""
+    """The binder's checks of names, datasets, columns, predicates, keys and options."""
 
     def _check_names(self, components: list[Component]) -> None:
         seen: dict[str, Component] = {}

@@ -50,7 +50,7 @@ def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlie
 
 
 class Counts(_Base):
-    """Counting what each component matches (first match wins), cached in the catalog's ``counts/``; the selection SQL: the binder's methods for this job."""
+    """The binder's counting of what each component matches, and the errors of a failed count."""
 
     def _cached_count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
                       preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:

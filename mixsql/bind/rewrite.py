@@ -1,4 +1,5 @@
-"""Rewriting the tree before it is checked: ``:name`` parameters become literals (validated), WITH names are expanded (bounded)."""
+"""Rewriting the tree before it is checked: ``:name`` parameters become literals (validated), WITH
+names are expanded (bounded)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ def _sql_value(value: t.Any) -> exp.Expr:
 
 
 def _clip(value: t.Any, limit: int = 40) -> str:
-    text = repr(value) if not isinstance(value, int) or value.bit_length() < 4000 else f"an integer of {value.bit_length()} bits"
+    big = isinstance(value, int) and value.bit_length() >= 4000  # repr of a huge int is slow and long
+    text = f"an integer of {value.bit_length()} bits" if big else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Rewrite(_Base):
-    """Rewriting the tree before it is checked: the binder's methods for this job."""
+    """The binder's rewriting of parameters and WITH names."""
 
     def _substitute(self, params: dict[str, t.Any]) -> MixStatement:
         """A copy of the tree with every ``:name`` replaced by its value (positions kept for errors)."""

@@ -98,7 +98,7 @@ class Schedule:
 
 
 class Scheduling(_Base):
-    """The schedule over plan positions (curriculum stages and ramps), orderings, epochs and the budget: the binder's methods for this job."""
+    """The binder's schedule, orderings, epochs and budget."""
 
     def _resolve_path(self, path: exp.Expr, nodes: t.Sequence[str], what: str) -> str:
         name = path.name

@@ -29,7 +29,7 @@ def _number_text(value: Fraction) -> str:
 
 
 class Weights(_Base):
-    """The weight tree: the binder's methods for this job."""
+    """The binder's weight tree."""
 
     def _nodes(self, sizes: dict[str, tuple[int, int, int, t.Any]]) -> list[Node]:
         """Every node of the tree with its weight among its siblings and its effective share."""
@@ -57,7 +57,9 @@ class Weights(_Base):
                                          f"{_number_text(TEMPERATURES[1])}", weighting.args["temperature"],
                                          hint="1 gives the natural proportions, larger values flatten them, "
                                               "smaller ones sharpen them")
-                label = f"TEMPERATURE {_number_text(temperature)}" if weighting.name == "TEMPERATURE" else weighting.name
+                label = weighting.name
+                if weighting.name == "TEMPERATURE":
+                    label = f"TEMPERATURE {_number_text(temperature)}"
                 label = f"{label} BY {by}"
                 weight_of = lambda c: _power(size(c, prefix, by), 1 / temperature)  # noqa: E731
             first_child[prefix.rstrip(".")] = components[0]

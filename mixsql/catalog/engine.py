@@ -29,7 +29,8 @@ class Engine:
         self.version = version
         self.con = connect()
         for info in infos.values():
-            self.con.execute(f"CREATE VIEW {ident(info.name)} AS SELECT * FROM read_parquet({literal(info.samples_path)})")
+            self.con.execute(f"CREATE VIEW {ident(info.name)} AS "
+                             f"SELECT * FROM read_parquet({literal(info.samples_path)})")
         allowed = [str(p) for i in infos.values() for p in (i.samples_path, i.files_path)]
         if allowed:
             self.con.execute(f"SET allowed_paths = [{', '.join(literal(p) for p in allowed)}]")

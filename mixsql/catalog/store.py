@@ -14,8 +14,9 @@ Why not a ``.duckdb`` file: DuckDB lets one process write a database file and no
 meanwhile, so a notebook holding the catalog would block a registration, and a registration would
 block 256 ranks starting together. Here readers never take a lock: they read ``catalog.json``
 (replaced atomically, ``atomic.write_text``) and query the immutable Parquet tables through their
-own in-memory DuckDBs (``session`` for user SQL, ``engine`` for mixsql's own work). A writer builds the new version in a temporary directory and commits by
-replacing ``catalog.json``; any failure or interruption before that leaves the catalog as it was.
+own in-memory DuckDBs (``session`` for user SQL, ``engine`` for mixsql's own work). A writer
+builds the new version in a temporary directory and commits by replacing ``catalog.json``; any
+failure or interruption before that leaves the catalog as it was.
 """
 
 from __future__ import annotations
@@ -46,16 +47,9 @@ from mixsql.catalog.info import DatasetInfo, FILES_SCHEMA, known
 from mixsql.catalog.session import queries, query_error, user_session
 from mixsql.errors import CatalogError, DataError, MixSQLError
 
-
 FORMAT = 3
-
-
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
 RESERVED_PREFIX = "mixsql_"
-
-
 DEFAULT_CONTENT = ("text",)
 
 

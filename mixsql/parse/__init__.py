@@ -174,8 +174,6 @@ def _from_parse_error(e: ParseError, text: str, path: str | None) -> MixParseErr
                          length=len(highlight) or 1, source=text, path=path)
 
 
-
-
 def _check_nesting(tokens: list[Token], text: str, path: str | None) -> None:
     """At most MAX_NESTING levels of parentheses, and of prefix operators in a row, before parsing
     (sqlglot parses recursively); and no positional parameter (``?``, ``$1``)."""

@@ -3,10 +3,6 @@ strings, comments and parentheses; a meta-command (a line starting with '.') is 
 
 from __future__ import annotations
 
-
-
-
-
 def split(text: str) -> tuple[list[str], str]:
     """Complete statements and meta-commands in ``text``, and the unfinished rest.
 
