@@ -14,6 +14,7 @@ import os
 import typing as t
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from mixsql import export as _export
@@ -29,6 +30,7 @@ from mixsql.parse import parse, to_sql
 from mixsql.read import READ_SAMPLES, Reader
 
 if t.TYPE_CHECKING:
+    from mixsql.packing import PackedPlan
     from mixsql.dataset import MixDataset
 
 
@@ -121,29 +123,68 @@ class Mix:
 
     def torch_dataset(self, batch_size: int | None = None, rank: int | None = None, world_size: int | None = None,
                       columns: t.Sequence[str] | None = None, *, component: str = "name",
-                      start_step: int = 0) -> "MixDataset":
+                      start_step: int = 0, seq_len: int | None = None, tokenizer: t.Any = None,
+                      eos: str | int | None = None, bos: str | int | None = None) -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
         size default to torch.distributed, then RANK/WORLD_SIZE; they are data-parallel coordinates.
         ``start_step`` starts at that global batch, in O(1); ``load_state_dict`` resumes from a saved state.
+        With ``seq_len``, the items are packed sequences (``sequences``) as int64 tensors, batched by
+        torch's default collate; ``batch_size`` and steps then count sequences.
         """
         from mixsql.dataset import MixDataset
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
-                          columns=columns, component=component, start_step=start_step)
+                          columns=columns, component=component, start_step=start_step, seq_len=seq_len,
+                          tokenizer=tokenizer, eos=eos, bos=bos)
 
-    def lineage(self, step: int, batch_size: int, columns: t.Sequence[str] | None = None) -> pa.Table:
+    def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
+               bos: str | int | None = None) -> "PackedPlan":
+        """The stream as packed sequences of ``seq_len`` tokens (``mixsql.packing``): how many there
+        are, the tokens dropped at the end of each partition, and where each one starts."""
+        from mixsql.packing import PackedPlan
+
+        return PackedPlan(self.plan(), seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+
+    def sequences(self, seq_len: int, limit: int | None = None, *, tokenizer: t.Any = None,
+                  eos: str | int | None = None, bos: str | int | None = None) -> t.Iterator[dict[str, np.ndarray]]:
+        """The packed stream in this process, in order: one dict per sequence of int64 arrays of length
+        ``seq_len``: ``input_ids``, ``labels`` (the next token of the packed stream), ``position_ids``
+        (restarting at each document), ``document_ids`` and ``component_ids`` (``mixsql.packing``).
+        Documents are joined by the tokenizer's end-of-text token (``eos``), after an optional ``bos``."""
+        from mixsql.packing import in_order
+
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise MixSQLError(f"limit must be a non-negative integer or None, not {limit!r}")
+        packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+        reader = Reader(packed.plan, [packed.field])
+        end = len(packed) if limit is None else min(limit, len(packed))
+        step = max(1, (1 << 20) // packed.seq_len)
+        for start in range(0, end, step):
+            arrays = in_order(packed, reader, start, min(start + step, end))
+            for i in range(len(arrays["input_ids"])):
+                yield {name: values[i] for name, values in arrays.items()}
+
+    def lineage(self, step: int, batch_size: int, columns: t.Sequence[str] | None = None, *,
+                seq_len: int | None = None, tokenizer: t.Any = None, eos: str | int | None = None,
+                bos: str | int | None = None) -> pa.Table:
         """The samples of global batch ``step`` (``batch_size`` is the global batch size), in plan order:
         position, partition, component, dataset, file, row, and the requested properties from the
-        catalog. Nothing before the batch is computed or read."""
+        catalog. Nothing before the batch is computed or read. With ``seq_len``, the batch is of
+        packed sequences: one row per (sequence, document piece), with the token range it holds."""
         plan = self.plan()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
-        steps = len(plan) // batch_size
+        packed = None if seq_len is None else self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+        steps = (len(plan) if packed is None else len(packed)) // batch_size
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
             raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")
         start = step * batch_size
+        if packed is not None:
+            from mixsql.packing import lineage as packed_lineage
+
+            return packed_lineage(packed, start, start + batch_size)
         lineage = _planfile.lineage(plan, start, start + batch_size)
         files = lineage.column("file").combine_chunks().indices.to_pylist()  # plan file of each sample
         table = lineage.select(["position", "partition", "component", "dataset", "file", "row"])
@@ -177,14 +218,15 @@ class Connection:
         return self.catalog.version
 
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
-                 content: t.Sequence[str] | None = None,
+                 content: t.Sequence[str] | None = None, tokenizer: t.Any = None,
                  progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
-        ``progress(done, total, file)`` is called as files are scanned."""
+        ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
+        tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
-                                     progress=progress)
+                                     tokenizer=tokenizer, progress=progress)
 
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""

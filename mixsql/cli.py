@@ -12,6 +12,7 @@ import typing as t
 import click
 
 from mixsql.api import Connection, parse_param
+from mixsql.catalog.duck import ident
 from mixsql.errors import MixSQLError
 from mixsql.output import cell, shorten
 from mixsql.output import format_table as _format
@@ -84,8 +85,11 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
 @click.option("--replace", is_flag=True, help="Replace the dataset if it is already registered.")
 @click.option("--content", default="text", show_default=True,
               help="Comma-separated fields that stay in the files (the rest become properties).")
+@click.option("--tokenizer", "tokenizer", metavar="PATH", default=None,
+              help="A Hugging Face tokenizer.json: store each sample's token count as n_tokens.")
 @click.pass_context
-def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str) -> None:
+def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str,
+             tokenizer: str | None) -> None:
     """Index JSONL (.jsonl, .gz, .zst) and Parquet files as dataset NAME.
 
     PATHS are files, quoted globs, directories or fsspec URLs (file://...). The catalog keeps
@@ -94,7 +98,8 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     con = _connect(ctx, create=True)
     fields = [c.strip() for c in content.split(",") if c.strip()]
     with _bar(ctx, f"registering {name}") as progress:
-        info = con.register(name, list(paths), replace=replace, content=fields, progress=progress)
+        info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer,
+                            progress=progress)
     import pyarrow.parquet as pq
 
     rows = pq.read_table(info.files_path, columns=["rows"]).column("rows").to_pylist()
@@ -102,6 +107,9 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     note = f", {empty} of them empty" if empty else ""
     click.echo(f"registered {info.name}: {info.samples:,} samples from {len(rows)} file{'s' * (len(rows) != 1)}"
                f"{note} (version {info.version}) in {con.path}")
+    if info.tokenizer:
+        total = con.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM {ident(name)}").column("n")[0].as_py() or 0
+        click.echo(f"  {total:,} tokens ({info.tokenizer['source']}, fingerprint {info.tokenizer['fingerprint']})")
 
 
 @main.command()

@@ -20,8 +20,11 @@ import torch.utils.data
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
+from mixsql.packing import PackedPlan
 from mixsql.planfile import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
+
+READ_TOKENS = 1 << 20  # tokens of sequences read per call when packing
 
 
 class MixDataset(torch.utils.data.IterableDataset):
@@ -34,7 +37,8 @@ class MixDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, plan_dir: str, *, batch_size: int | None = None, rank: int | None = None,
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
-                 component: str = "name", start_step: int = 0) -> None:
+                 component: str = "name", start_step: int = 0, seq_len: int | None = None,
+                 tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None) -> None:
         super().__init__()
         if component not in ("name", "id"):
             raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
@@ -43,20 +47,29 @@ class MixDataset(torch.utils.data.IterableDataset):
         self.columns = list(columns) if columns is not None else None
         self.component = component
         plan = self._plan()
+        self.packing = None if seq_len is None else {"seq_len": seq_len, "tokenizer": tokenizer, "eos": eos, "bos": bos}
+        packed = self._packed(plan)
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
-        self.batches = len(plan) // self.global_batch_size
+        length, unit = (len(plan), "samples") if packed is None else (len(packed), f"sequences of {packed.seq_len}")
+        self.batches = length // self.global_batch_size
         if self.batches == 0:
-            raise MixSQLError(f"the stream has {len(plan):,} samples, fewer than one global batch of "
+            raise MixSQLError(f"the stream has {length:,} {unit}, fewer than one global batch of "
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
-        Reader(plan, self.columns).verify()  # columns, and every file unchanged since registration: now, not later
+        reader_columns = self.columns if packed is None else [packed.field]
+        Reader(plan, reader_columns).verify()  # columns, and every file unchanged since registration: now, not later
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
+        if packed is not None:
+            self._identity.update(packed.identity())
         self.start = self._checked_step(start_step)
         self._worker_resume: dict[str, t.Any] | None = None
         self._progress: tuple[int, int, int, int] = (self.start, 1, 0, self.start)  # origin, workers, worker, next
 
     def _plan(self) -> CompiledPlan:
         return CompiledPlan(self.plan_dir)
+
+    def _packed(self, plan: CompiledPlan) -> PackedPlan | None:
+        return None if self.packing is None else PackedPlan(plan, **self.packing)
 
     def _checked_step(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= self.batches:
@@ -65,7 +78,7 @@ class MixDataset(torch.utils.data.IterableDataset):
         return int(step)
 
     def __len__(self) -> int:
-        """Samples this rank yields from its start to the end (all its workers together)."""
+        """Items (samples or sequences) this rank yields from its start to the end (all its workers together)."""
         return (self.batches - self.start) * self.batch_size
 
     @property
@@ -98,15 +111,20 @@ class MixDataset(torch.utils.data.IterableDataset):
 
     def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
-        reader = Reader(plan, self.columns)
+        packed = self._packed(plan)
+        reader = Reader(plan, self.columns if packed is None else [packed.field])
         size = self.batch_size
-        group = max(1, READ_SAMPLES // size)  # read several of this worker's batches at once
+        group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         at, step = 0, 1  # the first read is one batch, then they double: a quick first batch
         while at < len(mine):
             batches = mine[at: at + step]
             at, step = at + step, min(step * 2, group)
-            samples = reader.samples(np.concatenate([self.batch_rows(plan, b) for b in batches]),
-                                     component=self.component)
+            if packed is None:
+                samples: t.Iterable[dict[str, t.Any]] = reader.samples(
+                    np.concatenate([self.batch_rows(plan, b) for b in batches]), component=self.component)
+            else:
+                samples = _rows_of(packed.build([piece for b in batches for piece in packed.slices(
+                    b, self.global_batch_size, self.world_size, self.rank)], reader))
             for k, sample in enumerate(samples):
                 if k % size == size - 1:  # the batch is complete once this sample is taken
                     self._progress = (origin, workers, worker_id, batches[k // size] + workers)
@@ -155,6 +173,14 @@ class MixDataset(torch.utils.data.IterableDataset):
         self._worker_resume = None
         self.start = self._checked_step(min(step, self.batches) if force else step)
         self._progress = (self.start, 1, 0, self.start)
+
+
+def _rows_of(arrays: dict[str, np.ndarray]) -> t.Iterator[dict[str, torch.Tensor]]:
+    """One dict of int64 tensors of length seq_len per sequence (rows of the built arrays)."""
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
+    n = len(next(iter(tensors.values())))
+    for i in range(n):
+        yield {name: v[i] for name, v in tensors.items()}
 
 
 def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:

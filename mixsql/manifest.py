@@ -102,7 +102,7 @@ ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves 
 
 
 def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[str, t.Any]],
-                byte_ranges: bool) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+                byte_ranges: bool, with_tokens: bool = False) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(component, its samples) for the dataset's components; a sample goes to the first it matches.
 
     Small selections come from one scan, split by a radix sort on the component id; larger ones
@@ -113,10 +113,12 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
     members = [m for m in bound.components if m.dataset == dataset]
     cases = first_match([(m.index, m.predicate) for m in members])
     ranges = ", coalesce(_offset, -1) AS _offset, coalesce(_length, -1)::INTEGER AS _length" if byte_ranges else ""
+    if with_tokens:
+        ranges += ", coalesce(n_tokens, 0)::INTEGER AS _tokens"
     con = engine.con
     plain = [m for m in members if m.ordering is None]
     if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
-        yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members))
+        yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members), with_tokens)
         plain = []
     if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
         sql = (f'SELECT * FROM (SELECT ({cases})::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
@@ -142,13 +144,17 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
 
 
 def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.Any], files: list[dict[str, t.Any]],
-                        top: int) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+                        top: int, with_tokens: bool) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
     """The Parquet fast path: DuckDB computes only each sample's component (one byte per sample, no
     filter, which it evaluates fastest); file, row and row group follow from the catalog's layout,
     which stores every row of every file, file after file, in row order (``catalog.store``)."""
     kind = "TINYINT" if top < 127 else "SMALLINT"
-    component = _np(con.sql(f'SELECT coalesce({cases}, -1)::{kind} AS _c FROM "{dataset}"')
-                    .to_arrow_table().combine_chunks(), "_c")
+    tokens_sql = ", coalesce(n_tokens, 0)::INTEGER AS _tokens" if with_tokens else ""
+    table = con.sql(f'SELECT coalesce({cases}, -1)::{kind} AS _c{tokens_sql} FROM "{dataset}"').to_arrow_table() \
+        .combine_chunks()
+    component = _np(table, "_c")
+    n_tokens = _np(table, "_tokens") if with_tokens else None
+    del table
     rows = np.asarray([f["rows"] for f in files], dtype=np.int64)
     if int(rows.sum()) != len(component):  # pragma: no cover - a catalog not laid out as documented
         raise PlanError(f"dataset {dataset!r} has {len(component)} samples but its files list {int(rows.sum())}",
@@ -168,6 +174,8 @@ def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.An
         row = (index - np.repeat(file_starts[:-1], per_file)).astype(np.int32)
         per_group = np.diff(np.append(np.searchsorted(index, group_starts), len(index)))
         selection = {"_file_id": file_ids[file], "_row": row, "_block": np.repeat(group_local, per_group)}
+        if n_tokens is not None:
+            selection["_tokens"] = n_tokens[index]
         del index, file, row
         yield m.index, selection
         del selection
@@ -239,7 +247,9 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
     byte_ranges = any(f["format"] == "jsonl" for f in files)
-    names = [n for n in SAMPLE_COLUMNS if byte_ranges or n not in ("offset", "length")]
+    token_info, _ = token_source(engine, datasets)
+    names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
+             and (token_info is not None or n != "tokens")]
     out = _Out(directory, names, int(used.sum()))
     pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
@@ -247,7 +257,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
     pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges) for d in datasets}
+    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges, token_info is not None) for d in datasets}
     for c in bound.components:
         if progress is not None:
             progress(c.index, len(bound.components), c.name)
@@ -316,7 +326,8 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                           file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
                           row=sel["_row"][chosen],
                           **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
-                             if byte_ranges else {}))
+                             if byte_ranges else {}),
+                          **({"tokens": sel["_tokens"][chosen]} if token_info is not None else {}))
             taken[q] = []
         del sel
     out.close()
@@ -330,9 +341,47 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     np.save(directory / "windows.npy", starts)
     np.save(directory / "window_blocks.npy", blocks)
     np.save(directory / "chunks.npy", spec.table)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names,
+    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
             "dataset_info": {d: {"content": list(engine.dataset(d).content),
                                  "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
+
+
+def token_source(engine: Engine, datasets: t.Sequence[str]) -> tuple[dict[str, t.Any] | None, str | None]:
+    """(the tokenizer every dataset was counted with, None) or (None, why there is none)."""
+    infos = [engine.dataset(d) for d in datasets]
+    missing = [i.name for i in infos if not i.tokenizer]
+    if missing:
+        return None, (f"dataset {missing[0]!r} has no token counts; register it with --tokenizer "
+                      f"(API: tokenizer=...)")
+    prints = {i.tokenizer["fingerprint"]: i.name for i in infos}  # type: ignore[index]
+    if len(prints) > 1:
+        (a, x), (b, y) = list(prints.items())[:2]
+        return None, (f"datasets {x!r} and {y!r} were counted with different tokenizers ({a} and {b}); "
+                      "a packed stream needs one: register them with the same --tokenizer")
+    first = infos[0].tokenizer
+    assert first is not None
+    return {k: first[k] for k in ("fingerprint", "field", "source", "vocab_size")} | {"path": first["path"]}, None
+
+
+def _stream_tokens(directory: Path) -> None:
+    """``stream_tokens.npy``: for each partition q, the cumulative token counts of its documents in
+    stream order (len_q + 1 values from 0), partitions one after another: the packing layout."""
+    plan = CompiledPlan(directory)
+    out = np.lib.format.open_memmap(directory / "stream_tokens.npy", mode="w+", dtype=np.int64,
+                                    shape=(plan.samples + plan.partitions,))
+    at = 0
+    step = max(plan.chunk_size, (1 << 20) // plan.chunk_size * plan.chunk_size)
+    for q in range(plan.partitions):
+        length = plan.partition_length(q)
+        out[at] = total = 0
+        for start in range(0, length, step):
+            counts = plan.tokens[plan.partition_rows(q, start, min(start + step, length))].astype(np.int64)
+            cum = np.cumsum(counts) + total
+            out[at + 1 + start: at + 1 + start + len(cum)] = cum
+            total = int(cum[-1]) if len(cum) else total
+        at += length + 1
+    out.flush()
+    del out
 
 
 def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
@@ -425,7 +474,13 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                        for c in bound.components],
         **layout,
     }
+    tokenizer = meta["tokens"].pop("path") if meta["tokens"] else None
+    if tokenizer is None:
+        meta["tokens_missing"] = token_source(catalog.engine(), list(dict.fromkeys(c.dataset for c in bound.components)))[1]
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, directory / "tokenizer.json")
+        _stream_tokens(directory)
 
 
 def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,

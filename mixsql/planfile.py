@@ -25,9 +25,11 @@ from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
 from mixsql.world import partition_indices
 
-PLAN_FORMAT = 6  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
-SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32}
-# offset and length (JSONL byte ranges) are left out of plans that read only Parquet.
+PLAN_FORMAT = 7  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
+                  "tokens": np.int32}
+# offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
+# sample's n_tokens) out of plans whose datasets have no token counts from one tokenizer.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,7 @@ class CompiledPlan:
         self.row = columns["row"]
         self.byte_offset = columns.get("offset")  # JSONL records: byte range in the decompressed file
         self.byte_length = columns.get("length")
+        self.tokens = columns.get("tokens")  # n_tokens of each sample, when the datasets have them
         self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
@@ -94,6 +97,14 @@ class CompiledPlan:
 
     def __len__(self) -> int:
         return self.samples
+
+    @functools.cached_property
+    def stream_tokens(self) -> np.ndarray:
+        """Cumulative tokens of each partition's documents in stream order (``manifest._stream_tokens``)."""
+        if self.tokens is None:
+            raise PlanError(f"the plan has no token counts: {self.meta.get('tokens_missing') or 'its datasets have none'}",
+                            hint="register the datasets with --tokenizer, then compile again")
+        return np.load(self.directory / "stream_tokens.npy", mmap_mode="r")
 
     def partition_length(self, q: int) -> int:
         """Samples partition q contributes to the stream."""

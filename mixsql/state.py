@@ -46,9 +46,11 @@ def make(ident: t.Mapping[str, t.Any], global_batch_size: int, origin: int, work
 def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> list[str]:
     """What differs between a saved state's stream and the stream ``now`` (``identity``), in words
     (empty: the same stream)."""
+    packing = [f"{key.replace('_', ' ')}: {saved.get(key)} -> {now.get(key)}" for key in PACKING
+               if saved.get(key) != now.get(key)]
     if saved.get("plan") == now["plan"]:
-        return []
-    out = []
+        return packing
+    out = packing
     if saved.get("statement") != now["statement"]:
         out.append("the statement changed")
     before, after = saved.get("params") or {}, now["params"]
@@ -68,6 +70,7 @@ def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> lis
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "plan": str, "statement": (str, type(None)), "params": dict, "datasets": dict, "seed": int, "chunk_size": int,
     "partitions": int, "global_batch_size": int, "origin": int, "workers": int, "worker": int, "next": int}
+PACKING = ("seq_len", "eos", "bos", "tokenizer")  # in the state of a packed stream (``packing``), else absent
 MAX_DEPTH = 32  # how deep a loader's state may hide ours
 
 

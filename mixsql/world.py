@@ -33,6 +33,8 @@ import numbers
 import os
 import typing as t
 
+import numpy as np
+
 from mixsql.errors import MixSQLError
 
 
@@ -109,6 +111,46 @@ def rank_slices(batch: int, g: int, partitions: int, world_size: int, rank: int)
     return out
 
 
+def ragged_locate(positions: np.ndarray, lengths: t.Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(partition, index) of each position of a round-robin over partitions of unequal lengths:
+    round j holds index j of every partition longer than j, in partition order. With the lengths of
+    a plan's sample partitions (ceil((n - q) / P)) this is p -> (p % P, p // P); packed sequences,
+    whose partitions differ in length, use it as is. Vectorised; no round before a position is walked."""
+    positions = np.asarray(positions, dtype=np.int64)
+    sizes = np.asarray(lengths, dtype=np.int64)
+    if len(positions) and (positions.min() < 0 or positions.max() >= sizes.sum()):
+        raise MixSQLError(f"position {int(positions.max())} is beyond the stream of {int(sizes.sum()):,}")
+    levels = np.unique(np.concatenate(([0], sizes)))
+    before = np.minimum(sizes[None, :], levels[:, None]).sum(axis=1)  # positions in rounds < level
+    active = sizes[None, :] > levels[:, None]
+    order = np.argsort(~active, axis=1, kind="stable")  # row k: the partitions longer than levels[k], in order
+    k = np.searchsorted(before, positions, side="right") - 1
+    offset = positions - before[k]
+    width = active.sum(axis=1)[k]
+    return order[k, offset % width].astype(np.int64), levels[k] + offset // width
+
+
+def ragged_slices(batch: int, g: int, lengths: t.Sequence[int], world_size: int,
+                  rank: int) -> list[tuple[int, int, int]]:
+    """``rank_slices`` for partitions of unequal lengths (``ragged_locate``): rank ``rank``'s share of
+    global batch ``batch`` as (partition, start, stop), the batch listed partition-major."""
+    first, last = batch_positions(batch, g)
+    q, j = ragged_locate(np.arange(first, min(last, int(sum(lengths))), dtype=np.int64), lengths)
+    b = g // world_size
+    lo, hi = rank * b, (rank + 1) * b
+    out, seen = [], 0
+    for p in np.unique(q).tolist():  # a partition's indices in a run of positions are contiguous
+        mine = j[q == p]
+        a, n = int(mine.min()), len(mine)
+        s, e = max(lo - seen, 0), min(hi - seen, n)
+        if s < e:
+            out.append((p, a + s, a + e))
+        seen += n
+        if seen >= hi:
+            break
+    return out
+
+
 def worker() -> tuple[int, int]:
     """(worker id, number of workers) of the current DataLoader worker; (0, 1) outside one."""
     import torch.utils.data
@@ -117,4 +159,5 @@ def worker() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
-__all__: t.Sequence[str] = ["batch_positions", "global_batch", "partition_indices", "rank_slices", "topology", "worker"]
+__all__: t.Sequence[str] = ["batch_positions", "global_batch", "partition_indices", "ragged_locate", "ragged_slices",
+                            "rank_slices", "topology", "worker"]

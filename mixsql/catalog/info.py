@@ -26,6 +26,7 @@ class DatasetInfo:
     registered_at: str
     directory: Path
     record_schema_b64: str = dataclasses.field(default="", repr=False)
+    tokenizer: dict[str, t.Any] | None = None  # fingerprint, path (in the catalog), field, source, vocab_size
 
     @property
     def record_schema(self) -> pa.Schema:

@@ -26,6 +26,7 @@ from mixsql.errors import CatalogError, DataError
 
 RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
 OUTPUT_NAMES = ("component", "component_id")  # what the stream adds to every record
+N_TOKENS = "n_tokens"  # the property registration with a tokenizer adds
 INT64 = (-(1 << 63), (1 << 63) - 1)
 JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's blocks are its 1 MiB byte ranges
 BLOCK_BYTES = 32 << 20
@@ -91,8 +92,13 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
     return total.combine_chunks() if isinstance(total, pa.ChunkedArray) else total
 
 
-def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, list[int], pa.Schema]:
-    """Index a Parquet file; also return the row counts of its row groups and the record schema."""
+Counter = t.Callable[[pa.Array, str, int], np.ndarray]  # (content column, url, first row) -> tokens per record
+
+
+def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
+                 count: Counter | None = None) -> tuple[pa.Table, list[int], pa.Schema]:
+    """Index a Parquet file; also return the row counts of its row groups and the record schema.
+    With ``count``, each record also gets ``n_tokens``: the tokens of its (one) content field."""
     with mfs.open_binary(src.url) as fh:
         try:
             pf = pq.ParquetFile(fh)
@@ -114,6 +120,8 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) ->
             cols["_bytes"] = _content_bytes(batch, content)
             for name in props:
                 cols[name] = batch.column(name)
+            if count is not None:
+                cols[N_TOKENS] = pa.array(count(batch.column(content[0]), src.url, start))
             for name in utf8:
                 _valid_text(batch.column(name), name, src.url, start)
             batches.append(pa.table(cols))
@@ -189,8 +197,10 @@ def _first_bad_line(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> tu
     return -1, ""
 
 
-def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> tuple[pa.Table, pa.Schema]:
-    """Index a JSONL file (plain, gzip or zstd) in blocks; also return the record schema."""
+def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
+               count: Counter | None = None) -> tuple[pa.Table, pa.Schema]:
+    """Index a JSONL file (plain, gzip or zstd) in blocks; also return the record schema (and with
+    ``count``, ``n_tokens`` per record as for Parquet)."""
     tables: list[pa.Table] = []
     records: list[pa.Schema] = []
     row = 0
@@ -233,6 +243,8 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str]) -> t
                     for name in table.column_names:
                         if name not in content:
                             cols[name] = table.column(name)
+                    if count is not None:
+                        cols[N_TOKENS] = pa.array(count(table.column(content[0]), src.url, row))
                     tables.append(pa.table(cols))
                     row += table.num_rows
             line_no += int(np.count_nonzero(arr == 10))

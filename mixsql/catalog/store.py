@@ -6,6 +6,7 @@ Layout of ``DIR`` (default ``./.mixsql``)::
     datasets/<name>-<version>/      one immutable directory per registered dataset version
         samples.parquet             one row per sample: pointer columns (file, row, block, byte range) + properties
         files.parquet               one row per source file: URL, format, size, mtime, row groups
+    tokenizers/<fingerprint>.json   the tokenizers that datasets were counted with (``tokens``)
     counts/<key>.json               binding's counts per component (``bind``), keyed by versions and predicates
     plans/<key>/                    compiled plans (``manifest``), keyed by versions, statement and parameters
     .lock                           held (flock) only by a process that registers
@@ -38,7 +39,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixsql import atomic
+from mixsql import atomic, tokens
 from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.catalog.duck import ident
@@ -117,7 +118,8 @@ class Catalog:
             name=name, version=entry["version"], samples=entry["samples"], bytes=entry["bytes"],
             content=tuple(entry["content"]), sources=tuple(entry["sources"]),
             registered_at=entry["registered_at"], directory=self.path / entry["directory"],
-            record_schema_b64=entry.get("record_schema", ""),
+            record_schema_b64=entry.get("record_schema", ""), tokenizer=({**entry["tokenizer"], "path": str(self.path / entry["tokenizer"]["path"])}
+                       if entry.get("tokenizer") else None),
         )
 
     @property
@@ -187,17 +189,26 @@ class Catalog:
         *,
         replace: bool = False,
         content: t.Sequence[str] | None = None,
+        tokenizer: t.Any = None,
         progress: t.Callable[[int, int, str], None] | None = None,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
         called with (files done, files, file) as the scan goes).
 
         ``content`` names the fields that stay in the source files (default ``["text"]``); every
-        other field becomes a property with its own type. All or nothing: on any error the
-        catalog is exactly as it was.
+        other field becomes a property with its own type. With ``tokenizer`` (a tokenizer.json path
+        or a ``tokenizers.Tokenizer``), every sample also gets ``n_tokens``, the tokens of its
+        content field, and the dataset records the tokenizer (a copy is kept in ``tokenizers/``).
+        All or nothing: on any error the catalog is exactly as it was.
         """
         _check_name(name)
         content = tuple(content) if content else DEFAULT_CONTENT
+        tok = None
+        if tokenizer is not None:
+            tok = tokens.load(tokenizer)
+            if len(content) != 1:
+                raise CatalogError(f"a tokenizer counts the tokens of one content field, and {name!r} has "
+                                   f"{len(content)} ({', '.join(content)})", hint="register with one --content field")
         with self._write_lock():
             self._stamp = None
             self._load()
@@ -209,7 +220,9 @@ class Catalog:
             tmp = self.path / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
             try:
-                entry = _build(tmp, paths, content, progress)
+                entry = _build(tmp, paths, content, progress, tok)
+                if tok is not None:
+                    entry["tokenizer"] = self._keep_tokenizer(tok, content[0])
                 final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp, final)
@@ -228,6 +241,16 @@ class Catalog:
                 shutil.rmtree(self.path / old["directory"], ignore_errors=True)
             self._load()
             return self.dataset(name)
+
+    def _keep_tokenizer(self, tok: tokens.Tokenizer, field: str) -> dict[str, t.Any]:
+        """Store the tokenizer's JSON under its fingerprint (immutable, shared by datasets) and
+        return the dataset's record of it."""
+        path = self.path / "tokenizers" / f"{tok.fingerprint}.json"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            atomic.write_text(path, tok.json)
+        return {"fingerprint": tok.fingerprint, "path": str(path.relative_to(self.path)), "field": field,
+                "source": tok.source, "vocab_size": tok.vocab_size}
 
     def drop(self, name: str) -> None:
         """Remove dataset ``name`` from the catalog (its source files are untouched)."""
@@ -249,10 +272,23 @@ class Catalog:
         self._engine = None
 
 
+def _counter(tok: tokens.Tokenizer, field: str) -> scan.Counter:
+    """Tokens per record of a content column (text only)."""
+    def count(column: pa.Array, url: str, start: int) -> t.Any:
+        kind = column.type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise DataError(f"{url}: content field {field!r} is {kind}, not text, so it cannot be tokenized",
+                            file=url, hint="register text, or name a column of token ids with --tokens COLUMN")
+        return tok.counts(column.to_pylist())
+    return count
+
+
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
-           progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
+           progress: t.Callable[[int, int, str], None] | None = None,
+           tok: tokens.Tokenizer | None = None) -> dict[str, t.Any]:
     """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
     urls = mfs.expand(paths)
+    count = _counter(tok, content[0]) if tok is not None else None
     parts: list[tuple[str, Path, pa.Schema]] = []
     records: list[tuple[str, pa.Schema]] = []
     file_rows: list[dict[str, t.Any]] = []
@@ -262,9 +298,12 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         src = mfs.describe(url)
         row_groups: list[int] | None = None
         if src.format == "parquet":
-            table, row_groups, record = scan.scan_parquet(src, file_id, content)
+            table, row_groups, record = scan.scan_parquet(src, file_id, content, count)
         else:
-            table, record = scan.scan_jsonl(src, file_id, content)
+            table, record = scan.scan_jsonl(src, file_id, content, count)
+        if count is not None and scan.N_TOKENS in record.names:
+            raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
+                            file=url, hint="rename the field in the data, or register without --tokenizer")
         records.append((url, record))
         if mfs.describe(url) != src:
             raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
@@ -300,6 +339,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
         "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
+        "tokenizer": tok.fingerprint if tok is not None else None,
     }, sort_keys=True)
     return {
         "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
