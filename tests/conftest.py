@@ -47,3 +47,24 @@ def data_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(SAMPLE, dst, ignore=shutil.ignore_patterns("*.py", "*.md"))
     return dst
+
+
+TOKENIZER = SAMPLE / "tokenizer.json"
+
+
+@pytest.fixture(scope="session")
+def token_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus registered with the sample tokenizer (`corpus`, `corpus_jsonl`). Do not modify."""
+    path = tmp_path_factory.mktemp("tokens") / "cat"
+    con = mixsql.connect(path)
+    con.register("corpus", [PARQUET_GLOB], tokenizer=TOKENIZER)
+    con.register("corpus_jsonl", [JSONL_GLOB], tokenizer=TOKENIZER)
+    con.close()
+    return path
+
+
+@pytest.fixture()
+def tcon(token_catalog: Path) -> mixsql.Connection:
+    c = mixsql.connect(token_catalog, create=False)
+    yield c
+    c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,3 +50,33 @@ def test_topology_and_batch_sizes_are_checked(monkeypatch: pytest.MonkeyPatch) -
     for bad in (0, -3, 2.0, "4", True):
         with pytest.raises(MixSQLError, match="batch_size must be a positive integer"):
             world.global_batch(4, 2, bad)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=9))
+def test_ragged_round_robin_visits_every_index_once_in_rounds(lengths: list[int]) -> None:
+    total = sum(lengths)
+    q, j = world.ragged_locate(np.arange(total), lengths)
+    expected = [(p, r) for r in range(max(lengths)) for p in range(len(lengths)) if r < lengths[p]]
+    assert list(zip(q.tolist(), j.tolist())) == expected
+
+
+@given(st.integers(1, 200), st.integers(1, 9))
+def test_ragged_round_robin_equals_the_plan_order_on_sample_partitions(samples: int, partitions: int) -> None:
+    lengths = [partition_length(samples, partitions, q) for q in range(partitions)]
+    q, j = world.ragged_locate(np.arange(samples), lengths)
+    assert np.array_equal(q, np.arange(samples) % partitions) and np.array_equal(j, np.arange(samples) // partitions)
+
+
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=6), st.sampled_from([1, 2, 4]), st.integers(1, 4),
+       st.integers(0, 5))
+def test_ragged_slices_split_a_global_batch_partition_major(lengths: list[int], w: int, per_rank: int,
+                                                            batch: int) -> None:
+    g = w * per_rank
+    if (batch + 1) * g > sum(lengths):
+        return
+    q, j = world.ragged_locate(np.arange(batch * g, (batch + 1) * g), lengths)
+    listing = sorted(zip(q.tolist(), j.tolist()))
+    got = [(p, i) for r in range(w) for p, a, b in world.ragged_slices(batch, g, lengths, w, r) for i in range(a, b)]
+    assert got == listing
+    with pytest.raises(MixSQLError, match="beyond the stream"):
+        world.ragged_locate(np.asarray([sum(lengths)]), lengths)

@@ -1,0 +1,205 @@
+"""Packed sequences: exactness against the documents, labels, per-token ids, seek and resume."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import tokenizers
+import torch
+
+import mixsql
+from mixsql import packing, tokens
+from mixsql.errors import MixSQLError
+from mixsql.state import StateError
+from tests.conftest import TOKENIZER
+
+MIX = ("MIX 0.4 AS code WHERE domain = 'code', 0.35 AS manual WHERE domain = 'manual', "
+       "0.25 AS rest WHERE TRUE FROM {dataset} SEED 3 CHUNK SIZE 64 PARTITIONS {p}")
+
+
+def _mix(con: mixsql.Connection, p: int, dataset: str = "corpus") -> mixsql.api.Mix:
+    return con.mix(MIX.format(p=p, dataset=dataset))
+
+
+def _encode(texts: list[str]) -> list[list[int]]:
+    tok = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+@pytest.mark.parametrize("dataset", ["corpus", "corpus_jsonl"])
+def test_one_partition_packs_exactly_the_sample_stream(tcon: mixsql.Connection, dataset: str) -> None:
+    mix = _mix(tcon, 1, dataset)
+    docs = list(mix.samples(columns=["text"]))
+    stream = np.asarray(list(itertools.chain.from_iterable(ids + [0] for ids in _encode([d["text"] for d in docs]))))
+    L = 96
+    seqs = list(mix.sequences(L))
+    packed = mix.packed(L)
+    assert len(seqs) == len(packed) == (len(stream) - 1) // L
+    assert packed.dropped_tokens == len(stream) - len(seqs) * L < L + 1
+    inputs = np.concatenate([s["input_ids"] for s in seqs])
+    labels = np.concatenate([s["labels"] for s in seqs])
+    assert np.array_equal(inputs, stream[: len(inputs)])
+    assert np.array_equal(labels, stream[1: len(inputs) + 1])  # shifted by one across sequence boundaries
+    components = np.concatenate([s["component_ids"] for s in seqs])
+    names = mix.components
+    per_token = np.repeat([names.index(d["component"]) for d in docs],
+                          [len(ids) + 1 for ids in _encode([d["text"] for d in docs])])
+    assert np.array_equal(components, per_token[: len(components)])  # the EOS belongs to its document
+    for s in seqs:
+        assert all(v.dtype == np.int64 and v.shape == (L,) for v in s.values())
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_every_document_appears_exactly_once(tcon: mixsql.Connection, p: int) -> None:
+    mix = _mix(tcon, p)
+    L = 128
+    packed = mix.packed(L)
+    seqs = list(mix.sequences(L))
+    lineage = mix.lineage(0, len(packed), seq_len=L).to_pylist()
+    texts = {(r["file"], r["row"]): r["text"] for r in _texts(mix)}
+    ids = dict(zip(texts, _encode(list(texts.values()))))
+    covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for r in lineage:
+        covered.setdefault((r["file"], r["row"]), []).append((r["token_start"], r["token_stop"]))
+        assert r["document_tokens"] == len(ids[(r["file"], r["row"])])
+    # each document's packed tokens are covered once, in order, without gaps (but for the dropped tails)
+    tails = 0
+    for key, spans in covered.items():
+        spans.sort()
+        assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        tails += len(ids[key]) + 1 - spans[-1][1]
+    assert set(covered) <= set(texts)
+    untouched = sum(len(ids[k]) + 1 for k in set(texts) - set(covered))
+    assert tails + untouched == packed.dropped_tokens
+    # and the tokens there are the document's: rebuild every input_ids from the lineage
+    rows = iter(lineage)
+    row = next(rows)
+    for n, s in enumerate(seqs):
+        got = []
+        while row is not None and row["sequence"] == n:
+            doc = ids[(row["file"], row["row"])] + [0]
+            got += doc[row["token_start"]: row["token_stop"]]
+            assert set(s["component_ids"][len(got) - (row["token_stop"] - row["token_start"]): len(got)].tolist()) \
+                == {mix.components.index(row["component"])}
+            row = next(rows, None)
+        assert got == s["input_ids"].tolist()
+
+
+def _texts(mix: mixsql.api.Mix) -> list[dict]:
+    plan = mix.plan()
+    from mixsql.read import Reader
+
+    rows = np.arange(len(plan.component))
+    table = Reader(plan, ["text"]).read(rows).to_pylist()
+    return [{"file": plan.files[int(plan.file[r])].url, "row": int(plan.row[r]), "text": t["text"]}
+            for r, t in zip(rows, table)]
+
+
+def test_position_and_document_ids_follow_document_starts(tcon: mixsql.Connection) -> None:
+    L = 64
+    seqs = list(_mix(tcon, 2).sequences(L, limit=200))
+    for s in seqs:
+        starts = np.flatnonzero(np.diff(s["document_ids"]) != 0) + 1
+        assert np.all(s["position_ids"][starts] == 0)  # a new document starts at position 0
+        assert np.all(np.diff(s["document_ids"]) >= 0) and s["document_ids"][0] == 0
+        inner = np.setdiff1d(np.arange(1, L), starts)
+        assert np.all(s["position_ids"][inner] == s["position_ids"][inner - 1] + 1)
+        assert np.all(s["input_ids"][starts - 1] == 0)  # each document ends with EOS (id 0)
+    # a document running on into the next sequence continues its positions
+    assert any(s["position_ids"][0] > 0 for s in seqs)
+
+
+def test_bos_is_added_before_every_document(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 1)
+    docs = list(mix.samples(columns=["text"], limit=50))
+    stream = list(itertools.chain.from_iterable([0] + ids + [0] for ids in _encode([d["text"] for d in docs])))
+    seqs = list(mix.sequences(32, limit=20, bos="<|endoftext|>"))
+    assert np.concatenate([s["input_ids"] for s in seqs]).tolist() == stream[: 20 * 32]
+    assert mix.packed(32, bos=0).tokens == mix.packed(32).tokens + len(mix)
+
+
+def _rank_batches(mix: mixsql.api.Mix, L: int, g: int, w: int, workers: int, start: int) -> list[list[tuple]]:
+    """Global batches from w ranks (each its own DataLoader), as sorted lists of sequences."""
+    per_rank = []
+    for r in range(w):
+        ds = mix.torch_dataset(batch_size=g // w, rank=r, world_size=w, seq_len=L, start_step=start)
+        loader = torch.utils.data.DataLoader(ds, batch_size=g // w, num_workers=workers)
+        per_rank.append([b["input_ids"] for b in loader])
+    return [sorted(tuple(x.tolist()) for r in range(w) for x in per_rank[r][k]) for k in range(len(per_rank[0]))]
+
+
+def test_global_batches_are_the_same_for_every_world_size_and_resume_anywhere(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 4)
+    L, g = 64, 8
+    ref = [s["input_ids"] for s in mix.sequences(L)]
+    batches = len(ref) // g
+    expected = [sorted(tuple(x.tolist()) for x in ref[k * g:(k + 1) * g]) for k in range(batches)]
+    assert _rank_batches(mix, L, g, 1, 0, 0) == expected
+    assert _rank_batches(mix, L, g, 2, 2, 0) == expected
+    rng = random.Random(5)
+    for _ in range(3):
+        w, start = rng.choice([1, 2, 4, 8]), rng.randrange(batches)
+        assert _rank_batches(mix, L, g, w, 0, start) == expected[start:]
+
+
+def test_state_resumes_the_packed_stream_and_refuses_another_seq_len(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 2)
+    ds = mix.torch_dataset(batch_size=4, seq_len=64)
+    it = iter(ds)
+    seen = [next(it)["input_ids"] for _ in range(4 * 7)]
+    state = ds.state_dict()
+    assert state["seq_len"] == 64 and state["next"] == 7
+    again = mix.torch_dataset(batch_size=4, seq_len=64)
+    again.load_state_dict(state)
+    rest = [x["input_ids"] for x in again]
+    full = [x["input_ids"] for x in mix.torch_dataset(batch_size=4, seq_len=64)]
+    assert all(torch.equal(a, b) for a, b in zip(seen + rest, full)) and len(seen + rest) == len(full)
+    with pytest.raises(StateError, match="seq len: 64 -> 128"):
+        mix.torch_dataset(batch_size=4, seq_len=128).load_state_dict(state)
+    with pytest.raises(StateError, match="seq len: None -> 64"):
+        mix.torch_dataset(batch_size=4, seq_len=64).load_state_dict(mix.torch_dataset(batch_size=4).state_dict())
+
+
+def test_seek_is_independent_of_what_comes_before(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 4)
+    packed = mix.packed(64)
+    ref = list(mix.sequences(64))
+    from mixsql.read import Reader
+
+    reader = Reader(packed.plan, ["text"])
+    for start in (0, 1, 17, len(packed) - 5):
+        got = packing.in_order(packed, reader, start, start + 5)
+        for i in range(len(got["input_ids"])):
+            assert all(np.array_equal(got[k][i], ref[start + i][k]) for k in packing.FIELDS)
+
+
+def test_refusals(tcon: mixsql.Connection, con: mixsql.Connection, tmp_path) -> None:
+    mix = _mix(tcon, 1)
+    for bad in (1, 0, -3, 2.5, True, "64"):
+        with pytest.raises(MixSQLError, match="seq_len must be an integer"):
+            mix.packed(bad)
+    other = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    other.add_special_tokens(["<|pad|>"])
+    with pytest.raises(tokens.TokenizerError, match="is not the one the data was counted with"):
+        mix.packed(64, tokenizer=other)
+    with pytest.raises(MixSQLError, match="register it with --tokenizer"):
+        _mix(con, 1).packed(64)  # the sample catalog has no token counts
+    with pytest.raises(MixSQLError, match="register it with --tokenizer"):
+        _mix(con, 1).torch_dataset(seq_len=64)
+    assert mix.packed(64, tokenizer=TOKENIZER).sequences == mix.packed(64).sequences
+
+
+def test_mixed_tokenizers_cannot_pack(tmp_path) -> None:
+    con = mixsql.connect(tmp_path / "cat")
+    from tests.conftest import PARQUET_GLOB
+
+    other = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    other.add_special_tokens(["<|pad|>"])
+    con.register("a", [PARQUET_GLOB], tokenizer=TOKENIZER)
+    con.register("b", [PARQUET_GLOB], tokenizer=other)
+    mix = con.mix("MIX 0.5 AS x FROM a, 0.5 AS y FROM b")
+    with pytest.raises(MixSQLError, match="different tokenizers"):
+        mix.packed(64)

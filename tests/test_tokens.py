@@ -1,0 +1,102 @@
+"""Tokenizers and token counts at registration."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import tokenizers
+
+import mixsql
+from mixsql import tokens
+from mixsql.errors import CatalogError, DataError
+from tests.conftest import JSONL_GLOB, PARQUET_GLOB, SAMPLE, TOKENIZER
+
+
+def test_fingerprint_is_the_same_for_a_path_and_an_object() -> None:
+    a = tokens.load(TOKENIZER)
+    b = tokens.load(tokenizers.Tokenizer.from_file(str(TOKENIZER)))
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
+    assert a.eos_id() == a.tokenizer.token_to_id("<|endoftext|>")
+    assert tokens.load(SAMPLE).fingerprint == a.fingerprint  # a directory holding tokenizer.json
+
+
+def test_counts_exclude_special_tokens_and_handle_empty_text() -> None:
+    tok = tokens.load(TOKENIZER)
+    texts = ["def f(x):\n    return x", "", None, "<|endoftext|>"]
+    expected = [len(tok.tokenizer.encode(s or "", add_special_tokens=False).ids) for s in texts]
+    assert tok.counts(texts).tolist() == expected
+    assert [len(x) for x in tok.encode(texts)] == expected
+    assert expected[1] == expected[2] == 0
+
+
+@pytest.mark.parametrize("glob", [PARQUET_GLOB, JSONL_GLOB])
+def test_n_tokens_equal_an_independent_tokenization(tcon: mixsql.Connection, glob: str) -> None:
+    name = "corpus" if glob == PARQUET_GLOB else "corpus_jsonl"
+    info = tcon.dataset(name)
+    assert info.tokenizer["fingerprint"] == tokens.load(TOKENIZER).fingerprint
+    assert info.tokenizer["field"] == "text"
+    rows = tcon.sql(f"SELECT _file_id, _row, n_tokens FROM {name} ORDER BY _file_id, _row").to_pylist()
+    files = pq.read_table(info.files_path).to_pylist()
+    tok = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    texts: list[str] = []
+    for f in sorted(files, key=lambda f: f["file_id"]):
+        path = f["url"].removeprefix("file://")
+        if f["format"] == "parquet":
+            texts += pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        else:
+            import gzip
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                texts += [json.loads(line)["text"] for line in fh if line.strip()]
+    assert len(texts) == len(rows) == info.samples
+    assert [r["n_tokens"] for r in rows] == [len(tok.encode(s, add_special_tokens=False).ids) for s in texts]
+
+
+def test_the_tokenizer_changes_the_dataset_version(tmp_path) -> None:
+    con = mixsql.connect(tmp_path / "cat")
+    plain = con.register("a", [PARQUET_GLOB])
+    counted = con.register("b", [PARQUET_GLOB], tokenizer=TOKENIZER)
+    assert plain.version != counted.version and plain.tokenizer is None
+    assert (con.path / counted.tokenizer["path"]).read_text() == tokens.load(TOKENIZER).json
+
+
+def test_bad_tokenizers_are_clear_errors_and_leave_the_catalog_unchanged(tmp_path) -> None:
+    con = mixsql.connect(tmp_path / "cat")
+    before = (con.path / "catalog.json").read_text()
+    with pytest.raises(tokens.TokenizerError, match="no tokenizer file"):
+        con.register("a", [PARQUET_GLOB], tokenizer=tmp_path / "missing.json")
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"not": "a tokenizer"}')
+    with pytest.raises(tokens.TokenizerError, match="is not a Hugging Face tokenizer"):
+        con.register("a", [PARQUET_GLOB], tokenizer=bogus)
+    with pytest.raises(tokens.TokenizerError, match="tokenizer.json path or a tokenizers.Tokenizer"):
+        con.register("a", [PARQUET_GLOB], tokenizer=42)
+    with pytest.raises(CatalogError, match="one content field"):
+        con.register("a", [PARQUET_GLOB], tokenizer=TOKENIZER, content=["text", "domain"])
+    with pytest.raises(DataError, match="not text"):
+        con.register("a", [PARQUET_GLOB], tokenizer=TOKENIZER, content=["tags"])
+    assert (con.path / "catalog.json").read_text() == before
+
+
+def test_a_field_named_n_tokens_collides_with_the_count(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a b", "n_tokens": 3}\n')
+    con = mixsql.connect(tmp_path / "cat")
+    with pytest.raises(DataError, match="n_tokens"):
+        con.register("a", [str(path)], tokenizer=TOKENIZER)
+    assert con.register("a", [str(path)]).samples == 1  # without a tokenizer it is a property like any other
+
+
+def test_eos_comes_from_the_tokenizer_or_the_option(tmp_path) -> None:
+    tok = tokens.load(TOKENIZER)
+    assert tok.eos_id("<|endoftext|>") == tok.eos_id() == tok.eos_id(0)
+    with pytest.raises(tokens.TokenizerError, match="not a token"):
+        tok.eos_id("<nope>")
+    with pytest.raises(tokens.TokenizerError, match="outside the vocabulary"):
+        tok.eos_id(10 ** 6)
+    bare = tokenizers.Tokenizer(tokenizers.models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    with pytest.raises(tokens.TokenizerError, match="no special token"):
+        tokens.load(bare).eos_id()
+    assert tokens.load(bare).eos_id("b") == 1
