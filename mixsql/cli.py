@@ -185,23 +185,44 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
                f"of {mix.chunk_size:,}-sample chunks: {rows:,} manifest rows in {manifest}")
 
 
+def _packing(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Options of a packed stream: --seq-len, and the tokenizer's --eos/--bos."""
+    f = click.option("--bos", default=None, metavar="TOKEN", help="Start every document with this token.")(f)
+    f = click.option("--eos", default=None, metavar="TOKEN",
+                     help="The end-of-document token (default: the tokenizer's end-of-text token).")(f)
+    return click.option("--seq-len", "seq_len", type=int, default=None, metavar="L",
+                        help="Packed sequences of L tokens instead of samples (needs --tokenizer at registration).")(f)
+
+
+def _token(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--step", type=int, required=True, help="The global batch (optimizer step), from 0.")
 @click.option("--batch-size", type=int, required=True, help="The GLOBAL batch size (world size x per-rank batch).")
 @click.option("--columns", help="Comma-separated properties to add from the catalog.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_packing
 @_overrides
 @click.pass_context
 def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: str | None, fmt: str,
-            **opts: t.Any) -> None:
+            seq_len: int | None, eos: str | None, bos: str | None, **opts: t.Any) -> None:
     """Which samples made up global batch STEP of the run: dataset, file, row, component (and properties).
 
-    Computed directly from the plan, without streaming the run up to STEP.
+    Computed directly from the plan, without streaming the run up to STEP. With --seq-len, the batch
+    is of packed sequences: one row per piece of a document, with the token range it holds.
     """
     mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
-    click.echo(_format(mix.lineage(step, batch_size, fields), fmt, None), nl=False)
+    if seq_len is not None:
+        if fields:
+            raise MixSQLError("--columns is not available with --seq-len yet", hint="join on file and row with `sql`")
+        table = mix.lineage(step, batch_size, seq_len=seq_len, eos=_token(eos), bos=_token(bos))
+    else:
+        table = mix.lineage(step, batch_size, fields)
+    click.echo(_format(table, fmt, None), nl=False)
 
 
 @main.command()
@@ -210,12 +231,17 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--full", is_flag=True, help="Do not truncate long text.")
 @click.option("--columns", help="Comma-separated fields to show (default: all).")
+@_packing
 @_overrides
 @click.pass_context
 def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, columns: str | None,
-         **opts: t.Any) -> None:
-    """Print the first samples of the mixture in FILE, in stream order."""
+         seq_len: int | None, eos: str | None, bos: str | None, **opts: t.Any) -> None:
+    """Print the first samples of the mixture in FILE, in stream order (with --seq-len, the first
+    packed sequences, decoded)."""
     mix = _planned(ctx, _load(ctx, file, opts))
+    if seq_len is not None:
+        _head_sequences(mix, limit, seq_len, _token(eos), _token(bos), as_json, full)
+        return
     fields = [c.strip() for c in columns.split(",")] if columns else None
     for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
         if not full:
@@ -229,6 +255,21 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
             click.echo(f"[{i}] {component}  {props}")
             if text is not None:
                 click.echo("    " + str(text).replace("\n", "\n    "))
+
+
+def _head_sequences(mix: t.Any, limit: int, seq_len: int, eos: str | int | None, bos: str | int | None,
+                    as_json: bool, full: bool) -> None:
+    packed = mix.packed(seq_len, eos=eos, bos=bos)
+    decode = packed.tokenizer.tokenizer.decode
+    for i, seq in enumerate(mix.sequences(seq_len, limit=limit, eos=eos, bos=bos)):
+        if as_json:
+            click.echo(json.dumps({k: v.tolist() for k, v in seq.items()}))
+            continue
+        ids, comps = seq["component_ids"], mix.components
+        share = "  ".join(f"{comps[c]}={int((ids == c).sum())}" for c in sorted(set(ids.tolist())))
+        click.echo(f"[{i}] {int(seq['document_ids'][-1]) + 1} document(s)  tokens: {share}")
+        text = decode(seq["input_ids"].tolist(), skip_special_tokens=False)
+        click.echo("    " + str(text if full else _short(text)).replace("\n", "\n    "))
 
 
 def _short(value: t.Any, limit: int = 200) -> t.Any:

@@ -112,3 +112,25 @@ def test_concurrent_registrations_serialise(tmp_path: Path) -> None:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     assert mixsql.connect(cat).datasets() == ["d0", "d1", "d2"]
+
+
+def test_tokens_from_the_command_line(tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    tok = str(SAMPLE / "tokenizer.json")
+    out = run("register", "corpus", PARQUET_GLOB, "--tokenizer", tok, catalog=cat).stdout
+    total = mixsql.connect(cat).sql("SELECT sum(n_tokens)::BIGINT AS n FROM corpus").column("n")[0].as_py()
+    assert f"{total:,} tokens" in out and "fingerprint" in out
+    out = run("head", "sample_data/pretrain.mixsql", "-n", "2", "--seq-len", "64", catalog=cat).stdout
+    assert out.startswith("[0] ") and "[1] " in out and "tokens: " in out
+    lines = run("head", "sample_data/pretrain.mixsql", "-n", "3", "--seq-len", "64", "--json", catalog=cat).stdout
+    seqs = [json.loads(line) for line in lines.splitlines()]
+    assert len(seqs) == 3 and all(len(s["input_ids"]) == 64 and s["labels"][:-1] == s["input_ids"][1:] for s in seqs)
+    out = run("lineage", "sample_data/pretrain.mixsql", "--step", "1", "--batch-size", "2", "--seq-len", "64",
+              "--format", "json", catalog=cat).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["sequence"] for r in rows} == {2, 3}
+    assert sum(r["token_stop"] - r["token_start"] for r in rows) == 2 * 64
+    bad = run("register", "x", PARQUET_GLOB, "--tokenizer", str(tmp_path / "none.json"), catalog=cat, ok=False)
+    assert bad.returncode == 2 and "no tokenizer file" in bad.stderr
+    bad = run("head", "sample_data/pretrain.mixsql", "--seq-len", "1", catalog=cat, ok=False)
+    assert bad.returncode == 2 and "seq_len must be an integer from 2" in bad.stderr
