@@ -34,6 +34,14 @@ class ComponentRow:
     order: str | None  # "quality DESC, 10 buckets"
     sql: str
     overlaps: tuple[tuple[str, int], ...]
+    tokens: int | None = None  # n_tokens of its samples (None: no token counts)
+
+    @property
+    def tokens_taken(self) -> float | None:
+        """Tokens the stream takes from it, estimated from its mean document length (taken x tokens / samples)."""
+        if self.tokens is None:
+            return None
+        return self.taken * self.tokens / self.samples if self.samples else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +93,7 @@ def explain(bound: BoundMix) -> Explanation:
             name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, blocks=c.blocks,
             weight=_number(c.weight), share=float(c.share), taken=taken, epochs=epochs, max_epochs=c.max_epochs,
             exceeds=c.max_epochs is not None and taken > c.max_epochs * c.samples, left_at=s.left_at[c.index],
-            order=order, sql=c.sql, overlaps=c.overlaps))
+            order=order, sql=c.sql, overlaps=c.overlaps, tokens=c.tokens))
     tree = tuple((n.path, _number(n.weight), float(n.share), n.derived) for n in bound.nodes)
     schedule = []
     for seg in bound.schedule:
@@ -98,6 +106,22 @@ def explain(bound: BoundMix) -> Explanation:
                        catalog_version=bound.catalog_version, source=bound.path, policy=bound.policy,
                        limit=bound.limit, batch_size=bound.batch_size, tree=tree, schedule=tuple(schedule),
                        error=spec.error.render() if spec.error else None)
+
+
+def _tokens(e: Explanation) -> list[str]:
+    """The mixture in tokens, when every component has token counts: what the model sees."""
+    if not e.components or any(c.tokens is None for c in e.components):
+        return []
+    taken = [c.tokens_taken or 0.0 for c in e.components]
+    total = sum(taken) or 1.0
+    body = [[c.name, f"{c.tokens:,}", f"{c.tokens / c.samples:,.0f}" if c.samples else "-", f"{t:,.0f}",
+             f"{t / total:.1%}", f"{c.share:.1%}"] for c, t in zip(e.components, taken)]
+    out = ["tokens (the statement mixes samples; token shares follow from each component's mean length):"]
+    out += _table(["component", "tokens", "per sample", "taken (est.)", "token share (est.)", "sample share"],
+                  body, {1, 2, 3, 4, 5})
+    out.append(f"  about {total:,.0f} tokens in the stream; pack them with torch_dataset(seq_len=...)")
+    out.append("")
+    return out
 
 
 def render(e: Explanation) -> str:
@@ -121,6 +145,7 @@ def render(e: Explanation) -> str:
            f"partitions {e.stream.partitions}  ·  catalog {e.catalog_version}", ""]
     out += _table(head, body, {2, 3, 4, 5, 6, 7, 8})
     out.append("")
+    out += _tokens(e)
     if e.error:
         out.append("ERROR: " + e.error.splitlines()[0])
         out.append("  (taken and epochs above: what the budget would need)")

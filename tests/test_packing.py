@@ -203,3 +203,15 @@ def test_mixed_tokenizers_cannot_pack(tmp_path) -> None:
     mix = con.mix("MIX 0.5 AS x FROM a, 0.5 AS y FROM b")
     with pytest.raises(MixSQLError, match="different tokenizers"):
         mix.packed(64)
+
+
+def test_explain_shows_the_mixture_in_tokens(tcon: mixsql.Connection, con: mixsql.Connection) -> None:
+    mix = _mix(tcon, 1)
+    e = mix.explanation()
+    for c in e.components:
+        n = tcon.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM ({c.sql})").column("n")[0].as_py()
+        assert c.tokens == n > 0 and c.tokens_taken == pytest.approx(c.taken * c.tokens / c.samples)
+    text = mix.explain()
+    assert "token share (est.)" in text and f"{e.components[0].tokens:,}" in text
+    assert "token share" not in _mix(con, 1).explain()  # no token counts: no token table
+    assert all(c["tokens"] is None for c in _mix(con, 1).explanation().to_dict()["components"])

@@ -91,7 +91,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
         epochs = self._epochs(leaves)
         bound = []
         for i, ((name, leaf, _), ds, pred) in enumerate(zip(leaves, datasets, preds)):
-            samples, nbytes, blocks, overlaps = counts[i]
+            samples, nbytes, blocks, overlaps, tokens = counts[i]
             earlier = [preds[j] for j in range(i) if datasets[j] == ds]
             full = _conjunction([stmt_pred, pred])
             if overlaps and overlap == "ERROR":
@@ -104,7 +104,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
                 index=i, name=name, dataset=ds, weight=by_path[name].weight, share=by_path[name].share,
                 predicate=full,
                 sql=_selection_sql(ds, stmt_pred, pred, earlier),
-                samples=samples, bytes=nbytes, blocks=blocks, overlaps=overlaps,
+                samples=samples, bytes=nbytes, blocks=blocks, overlaps=overlaps, tokens=tokens,
                 max_epochs=epochs[i], ordering=orderings[i],
             ))
             if samples == 0:

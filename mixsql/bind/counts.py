@@ -17,6 +17,9 @@ from mixsql.errors import BindError
 from mixsql.parse import Component
 
 
+CountRow = tuple[int, int, int, tuple[tuple[str, int], ...], "int | None"]  # samples, bytes, blocks, overlaps, tokens
+
+
 def _paren(sql: str) -> str:
     return f"({sql})"
 
@@ -53,19 +56,20 @@ class Counts(_Base):
     """The binder's counting of what each component matches, and the errors of a failed count."""
 
     def _cached_count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
-                      preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
+                      preds: list[str | None]) -> dict[int, CountRow]:
         """``_count``, cached in the catalog by (dataset versions, predicates): the second start of a run,
         or 256 ranks binding the same statement, scan nothing. Counted only by the private engine,
         over the committed tables of exactly those versions; an entry is used only if it names the
         same key inside and has the expected shape. Written atomically; skipped if the catalog
         cannot be written."""
-        ident = json.dumps({"v": 2, "datasets": [[d, self.engine.dataset(d).version] for d in datasets],
+        ident = json.dumps({"v": 3, "datasets": [[d, self.engine.dataset(d).version] for d in datasets],
                             "names": names, "where": stmt_pred, "preds": preds}, sort_keys=True)
         path = self.catalog.path / "counts" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved["ident"] == ident:
-                counts = {int(k): (int(v[0]), int(v[1]), int(v[2]), tuple((str(a), int(b)) for a, b in v[3]))
+                counts = {int(k): (int(v[0]), int(v[1]), int(v[2]), tuple((str(a), int(b)) for a, b in v[3]),
+                                   None if v[4] is None else int(v[4]))
                           for k, v in saved["counts"].items()}
                 if sorted(counts) == list(range(len(names))) and all(min(v[:3]) >= 0 for v in counts.values()):
                     return counts
@@ -75,27 +79,31 @@ class Counts(_Base):
         try:
             path.parent.mkdir(exist_ok=True)
             atomic.write_text(path, json.dumps({"ident": ident, "counts": {
-                k: [v[0], v[1], v[2], [list(o) for o in v[3]]] for k, v in counts.items()}}))
+                k: [v[0], v[1], v[2], [list(o) for o in v[3]], v[4]] for k, v in counts.items()}}))
         except OSError:
             pass
         return counts
 
     def _count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
-               preds: list[str | None]) -> dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]]:
-        """Per component: samples, content bytes, distinct blocks, and overlaps with earlier components.
+               preds: list[str | None]) -> dict[int, CountRow]:
+        """Per component: samples, content bytes, distinct blocks, overlaps with earlier components, and
+        tokens (None when the dataset has no ``n_tokens``).
 
         One scan per dataset, grouped by (component, file, block): a sample goes to the first
         component it matches (CASE), and for each later component the group counts how many of its
         samples that component's predicate also matches (its overlaps with the earlier one).
         """
-        out: dict[int, tuple[int, int, int, tuple[tuple[str, int], ...]]] = {}
+        out: dict[int, CountRow] = {}
         for ds in dict.fromkeys(datasets):
             members = [i for i, d in enumerate(datasets) if d == ds]
+            counted = self.engine.dataset(ds).tokenizer is not None
             cases = first_match([(k, preds[i]) for k, i in enumerate(members)])
             also = [(k, i) for k, i in enumerate(members) if preds[i] is not None and k > 0]
-            inner = ", ".join([f"{cases} AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b"]
+            inner = ", ".join([f"{cases} AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b",
+                               "sum(n_tokens) AS _t" if counted else "NULL::BIGINT AS _t"]
                               + [f"count_if(coalesce({_paren(preds[i])}, FALSE)) AS _m{k}" for k, i in also])
-            outer = ", ".join(["_c", "count(*)", "sum(_n)", "coalesce(sum(_b), 0)"] + [f"sum(_m{k})" for k, _ in also])
+            outer = ", ".join(["_c", "count(*)", "sum(_n)", "coalesce(sum(_b), 0)", "coalesce(sum(_t), 0)"]
+                              + [f"sum(_m{k})" for k, _ in also])
             where = f" WHERE {stmt_pred}" if stmt_pred else ""
             sql = (f'SELECT {outer} FROM (SELECT {inner} FROM "{ds}"{where} GROUP BY ALL) '
                    f'WHERE _c IS NOT NULL GROUP BY _c')
@@ -106,12 +114,14 @@ class Counts(_Base):
             for k, i in enumerate(members):
                 r = rows.get(k)
                 overlaps = []
-                column = next((4 + j for j, (later, _) in enumerate(also) if later == k), None)
+                column = next((5 + j for j, (later, _) in enumerate(also) if later == k), None)
                 for a in range(k if column is not None else 0):  # component k's matches that earlier a took
                     ra = rows.get(a)
                     if ra is not None and ra[column]:
                         overlaps.append((names[members[a]], int(ra[column])))
-                out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps)) if r else (0, 0, 0, tuple(overlaps))
+                tokens = (int(r[4]) if r else 0) if counted else None
+                out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps), tokens) if r else \
+                    (0, 0, 0, tuple(overlaps), tokens)
         return out
 
     def _evaluation_error(self, e: duckdb.Error, dataset: str) -> BindError:

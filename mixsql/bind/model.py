@@ -43,6 +43,7 @@ class BoundComponent:
     overlaps: tuple[tuple[str, int], ...]  # (earlier component, samples matching both that it took)
     max_epochs: int | None = 1  # passes over its samples the stream may make; None: unlimited
     ordering: Ordering | None = None
+    tokens: int | None = None  # n_tokens of its samples; None when its dataset has no token counts
 
 
 @dataclasses.dataclass(frozen=True)
