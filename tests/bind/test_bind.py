@@ -121,13 +121,13 @@ def test_counts_are_cached_by_dataset_versions_and_predicates(scratch: mixsql.Co
     assert [c.samples for c in again.bound.components] == [c.samples for c in first.bound.components]
     expected = [c.samples for c in first.bound.components]
     saved = json.loads(cached[0].read_text())
-    saved["counts"] = {"0": [1, 2, 3, []], "1": [4, 5, 6, []]}
+    saved["counts"] = {"0": [1, 2, 3, [], None], "1": [4, 5, 6, [], None]}
     cached[0].write_text(json.dumps(saved))  # what is read is what was cached, under its own key
     assert [c.samples for c in scratch.mix(text).bound.components] == [1, 4]
-    for foreign in ['{"0": [1, 2, 3, []], "1": [4, 5, 6, []]}',  # no key inside
+    for foreign in ['{"0": [1, 2, 3, [], null], "1": [4, 5, 6, [], null]}',  # no key inside
                     json.dumps({**saved, "ident": saved["ident"].replace("code", "docs")}),  # another key
-                    json.dumps({**saved, "counts": {"0": [-1, 2, 3, []], "1": [4, 5, 6, []]}}),  # not counts
-                    json.dumps({**saved, "counts": {"0": [1, 2, 3, []]}}), "not json"]:
+                    json.dumps({**saved, "counts": {"0": [-1, 2, 3, [], None], "1": [4, 5, 6, [], None]}}),  # not counts
+                    json.dumps({**saved, "counts": {"0": [1, 2, 3, [], None]}}), "not json"]:
         cached[0].write_text(foreign)
         assert [c.samples for c in scratch.mix(text).bound.components] == expected, foreign
     scratch.mix(text.replace("'docs'", "'manual'"))
