@@ -21,11 +21,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(CATALOG)
-	$(BIN)/mixsql --catalog $(CATALOG) register corpus 'sample_data/parquet/*.parquet'
+	$(BIN)/mixsql --catalog $(CATALOG) register corpus 'sample_data/parquet/*.parquet' --tokenizer sample_data/tokenizer.json
 	$(BIN)/mixsql --catalog $(CATALOG) register corpus_jsonl 'sample_data/jsonl/*.jsonl*'
 	$(BIN)/mixsql --catalog $(CATALOG) sql "SELECT domain, language, count(*) AS samples FROM corpus GROUP BY ALL ORDER BY samples DESC LIMIT 12"
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 6 --columns component,language,origin,text
+	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 2 --seq-len 128
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/curriculum.mixsql --param min_quality=0.3
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/curriculum.mixsql --param min_quality=0.3 -n 4 --columns component,quality,text
 

@@ -5,7 +5,8 @@ A plan is a directory that every rank and DataLoader worker memory-maps (``manif
 ``file``, ``row``, and ``offset``/``length`` for JSONL byte ranges; one entry per sample of the
 stream, by component, partition and visiting order), ``chunks.npy`` (cumulative counts per chunk),
 ``windows.npy`` (where each shuffle window starts) and ``window_blocks.npy`` (the blocks each window
-reads). Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
+reads); when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy`` (the
+packing layout, see ``packing``) and ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
 This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, catalog).
 """
 
