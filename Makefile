@@ -44,3 +44,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/packing.py

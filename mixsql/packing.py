@@ -159,7 +159,9 @@ class PackedPlan:
             raise DataError(f"{f.url}, row {int(self.plan.row[rows[i]])}: {self.field!r} has {got[i]} tokens now, but "
                             f"{expected[i]} when it was registered", file=f.url, row=int(self.plan.row[rows[i]]),
                             hint="the tokenizer's behaviour changed (another tokenizers version?); register again")
-        return [np.asarray(e, dtype=np.int64) for e in encoded]
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(got.sum()))
+        bounds = np.concatenate(([0], np.cumsum(got))).tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]  # views of one array
 
     def _pack(self, q: int, j0: int, j1: int, m0: int, rows: np.ndarray,
               ids: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -173,8 +175,7 @@ class PackedPlan:
         if self.bos is not None:
             is_token[starts] = False
             buf[starts] = self.bos
-        buf[is_token] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(is_token.sum())) \
-            if len(buf) else buf[:0]
+        buf[is_token] = np.concatenate(ids)
         buf[ends - 1] = self.eos
         doc = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)
         position = np.arange(len(buf), dtype=np.int64) - np.repeat(starts, sizes)

@@ -1,0 +1,119 @@
+"""Packed-sequence throughput: tokens/s of ``torch_dataset(seq_len=2048)`` against a hand-written
+baseline doing the same work in one process (pyarrow read of the same documents in stream order,
+``encode_batch``, numpy concatenation with EOS into sequences of L + 1 tokens).
+
+Arms run interleaved, 5 repetitions, medians and spread (max - min over median); read the ratios.
+
+    python bench/packing.py [--docs 12000] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gen_corpus  # noqa: E402
+
+import mixsql  # noqa: E402
+from mixsql import tokens  # noqa: E402
+
+DATA = ROOT / "bench_data" / "packing"
+TOKENIZER = ROOT / "sample_data" / "tokenizer.json"
+L = 2048
+STATEMENT = "MIX 0.5 AS web WHERE domain = 'web', 0.3 AS code WHERE domain = 'code', 0.2 AS rest FROM bench " \
+            "PARTITIONS 4"
+
+
+def ensure(docs: int) -> mixsql.Mix:
+    corpus = DATA / f"corpus-{docs}"
+    if not corpus.exists():
+        gen_corpus.corpus(corpus, docs, 8, 1024)
+        for path in corpus.glob("*.parquet"):  # its n_tokens is synthetic: registration counts the real ones
+            pq.write_table(pq.read_table(path).drop(["n_tokens"]), path, row_group_size=1024, compression="zstd")
+    con = mixsql.connect(DATA / f"catalog-{docs}")
+    if "bench" not in con.datasets():
+        t = time.perf_counter()
+        con.register("bench", [str(corpus)], tokenizer=TOKENIZER)
+        print(f"registered and tokenized {docs:,} documents in {time.perf_counter() - t:.1f} s", flush=True)
+    return con.mix(STATEMENT)
+
+
+def arm_mixsql(mix: mixsql.Mix, workers: int) -> float:
+    ds = mix.torch_dataset(seq_len=L, batch_size=8, world_size=1, rank=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers)
+    n = 0
+    for batch in loader:
+        n += batch["input_ids"].numel()
+    return n
+
+
+def arm_baseline(plan: mixsql.CompiledPlan, tok: tokens.Tokenizer, eos: int) -> float:
+    """The same documents, per partition in stream order, read, tokenized and packed by hand."""
+    texts: dict[int, list[str]] = {}
+    n = 0
+    for q in range(plan.partitions):
+        rows = plan.partition_rows(q, 0, plan.partition_length(q))
+        files = plan.file[rows]
+        out = []
+        for f in np.unique(files).tolist():
+            if f not in texts:
+                texts[f] = pq.read_table(plan.files[f].url.removeprefix("file://"), columns=["text"]) \
+                    .column("text").to_pylist()
+        docs = [texts[f][r] for f, r in zip(files.tolist(), plan.row[rows].tolist())]
+        encoded = tok.tokenizer.encode_batch_fast(docs, add_special_tokens=False)
+        for e in encoded:
+            out.append(np.asarray(e.ids, dtype=np.int64))
+            out.append(np.asarray([eos], dtype=np.int64))
+        stream = np.concatenate(out)
+        s = (len(stream) - 1) // L
+        inputs = stream[: s * L].reshape(s, L)
+        labels = stream[1: s * L + 1].reshape(s, L)
+        n += inputs.size + 0 * labels.size
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=12_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    mix = ensure(args.docs)
+    plan = mix.plan()
+    packed = mix.packed(L)
+    tok = packed.tokenizer
+    arms = {"baseline": lambda: arm_baseline(plan, tok, packed.eos), "mixsql-0": lambda: arm_mixsql(mix, 0),
+            "mixsql-2": lambda: arm_mixsql(mix, 2)}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    tokens_done: dict[str, float] = {}
+    for _ in range(args.reps):
+        for name, arm in arms.items():
+            t = time.perf_counter()
+            tokens_done[name] = arm()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: tokens_done[k] / med[k] for k in arms}
+    result = {"seq_len": L, "sequences": len(packed), "tokens": packed.tokens, "dropped_tokens": packed.dropped_tokens,
+              "tokens_per_s": rate, "spread": {k: (max(v) - min(v)) / med[k] for k, v in times.items()},
+              "ratio_vs_baseline": {k: rate[k] / rate["baseline"] for k in arms if k != "baseline"},
+              "engine_us_per_sequence": (med["mixsql-0"] / (tokens_done["mixsql-0"] / L)
+                                         - med["baseline"] / (tokens_done["baseline"] / L)) * 1e6}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
