@@ -50,6 +50,14 @@ class MixDataset(torch.utils.data.IterableDataset):
         self.packing = None if seq_len is None else {"seq_len": seq_len, "tokenizer": tokenizer, "eos": eos, "bos": bos}
         packed = self._packed(plan)
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
+        steps = plan.meta.get("steps_batch_size")
+        if packed is None and steps is not None and steps != self.global_batch_size:
+            raise MixSQLError(f"the statement counts STEPS of BATCH SIZE {steps:,} samples, but this dataset's global "
+                              f"batch is {self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size}): "
+                              "its schedule and budget would be off by that factor",
+                              hint=f"use batch_size={steps // self.world_size if steps % self.world_size == 0 else '?'}"
+                                   f" per rank for world size {self.world_size}, or set BATCH SIZE "
+                                   f"{self.global_batch_size} in the statement")
         length, unit = (len(plan), "samples") if packed is None else (len(packed), f"sequences of {packed.seq_len}")
         self.batches = length // self.global_batch_size
         if self.batches == 0:

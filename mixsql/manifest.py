@@ -468,6 +468,7 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         "datasets": [list(d) for d in bound.dataset_versions],
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
         "stream_samples": shape.samples, "limiting": shape.limiting, "policy": bound.policy, "limit": bound.limit,
+        "steps_batch_size": bound.batch_size if bound.counts_steps else None,
         "components": [{"name": c.name, "dataset": c.dataset, "share": str(c.share), "weight": str(c.weight),
                         "samples": c.samples, "taken": shape.taken[c.index], "left_at": shape.left_at[c.index],
                         "max_epochs": c.max_epochs, "buckets": spec.buckets[c.index]}

@@ -159,3 +159,20 @@ def test_torch_distributed_gloo(mix: mixsql.Mix, sample_catalog: Path, tmp_path:
     total = len(mix) // G * G
     assert len(union) == len(set(union)) == total
     assert set(union) == set(_plan_ids(mix, total))
+
+
+def test_a_statement_counting_steps_needs_its_global_batch(con) -> None:
+    import pytest
+
+    from mixsql.errors import MixSQLError
+    from tests.conftest import SAMPLE
+
+    mix = con.load(SAMPLE / "curriculum.mixsql", params={"min_quality": 0.3})
+    assert mix.bound.counts_steps and mix.bound.batch_size == 32
+    with pytest.raises(MixSQLError, match="counts STEPS of BATCH SIZE 32 samples, but this dataset's global batch is 8"):
+        mix.torch_dataset(batch_size=8, rank=0, world_size=1)
+    with pytest.raises(MixSQLError, match=r"global batch is 128 \(4 rank\(s\) x 32\)"):
+        mix.torch_dataset(batch_size=32, rank=0, world_size=4)
+    assert len(mix.torch_dataset(batch_size=8, rank=1, world_size=4)) > 0  # 4 x 8 = 32
+    plain = con.mix("MIX 1 AS a FROM corpus BATCH SIZE 32 LIMIT 64 SAMPLES")
+    assert not plain.bound.counts_steps and len(plain.torch_dataset(batch_size=8, rank=0, world_size=1)) > 0

@@ -110,6 +110,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
             if samples == 0:
                 raise self._empty(leaf, name, ds, stmt_pred, pred, overlaps)
         policy = self._word("exhaustion", "STOP")
+        self._counts_steps = False
         limit = self._limit(batch_size)
         if policy == "REPEAT" and limit is None:
             raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream",
@@ -124,6 +125,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
             catalog_version=self.engine.version,
             dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),
             schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,
-            overlap=overlap, nodes=tuple(nodes), params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
+            counts_steps=self._counts_steps, overlap=overlap, nodes=tuple(nodes),
+            params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
             template=template,
         )

@@ -74,6 +74,7 @@ class BoundMix:
     limit: int | None = None  # the stream's length in samples (LIMIT), None: until exhaustion
     policy: str = "STOP"  # ON EXHAUSTION
     batch_size: int | None = None
+    counts_steps: bool = False  # a point or budget is in STEPS of ``batch_size`` samples
     overlap: str = "FIRST"
     nodes: tuple[Node, ...] = ()
     params: tuple[tuple[str, t.Any], ...] = ()

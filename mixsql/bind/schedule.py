@@ -100,6 +100,8 @@ class Schedule:
 class Scheduling(_Base):
     """The binder's schedule, orderings, epochs and budget."""
 
+    _counts_steps = False  # set when a point or budget is given in STEPS
+
     def _resolve_path(self, path: exp.Expr, nodes: t.Sequence[str], what: str) -> str:
         name = path.name
         lowered = {n.lower(): n for n in nodes}
@@ -162,6 +164,7 @@ class Scheduling(_Base):
             if batch_size is None:
                 raise self.error("STEPS need the global batch size", literal,
                                  hint="add BATCH SIZE <samples per global batch> to the statement")
+            self._counts_steps = True
             return value * batch_size
         raise self.error("TOKENS need token counts per sample, which this catalog does not have yet", literal,
                          hint="use SAMPLES, or STEPS with BATCH SIZE")
