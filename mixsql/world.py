@@ -92,14 +92,18 @@ def batch_positions(batch: int, g: int) -> tuple[int, int]:
 
 def rank_slices(batch: int, g: int, partitions: int, world_size: int, rank: int) -> list[tuple[int, int, int]]:
     """Rank ``rank``'s share of global batch ``batch``: (partition, start, stop) in partition sample indices."""
-    b = g // world_size
-    lo, hi = rank * b, (rank + 1) * b  # slice of the partition-major listing
-    out = []
-    seen = 0
     first, last = batch_positions(batch, g)
-    for q in range(partitions):
-        a, z = partition_indices(first, last, q, partitions)
-        n = z - a
+    runs = ((q, *partition_indices(first, last, q, partitions)) for q in range(partitions))
+    return _share(((q, a, z - a) for q, a, z in runs), g, world_size, rank)
+
+
+def _share(runs: t.Iterable[tuple[int, int, int]], g: int, world_size: int, rank: int) -> list[tuple[int, int, int]]:
+    """The r-th of W equal slices of a global batch listed partition-major, from its runs (partition,
+    first index, count) in partition order: (partition, start, stop) for each run the slice touches."""
+    b = g // world_size
+    lo, hi = rank * b, (rank + 1) * b
+    out, seen = [], 0
+    for q, a, n in runs:
         if n <= 0:
             continue
         s, e = max(lo - seen, 0), min(hi - seen, n)
@@ -136,19 +140,9 @@ def ragged_slices(batch: int, g: int, lengths: t.Sequence[int], world_size: int,
     global batch ``batch`` as (partition, start, stop), the batch listed partition-major."""
     first, last = batch_positions(batch, g)
     q, j = ragged_locate(np.arange(first, min(last, int(sum(lengths))), dtype=np.int64), lengths)
-    b = g // world_size
-    lo, hi = rank * b, (rank + 1) * b
-    out, seen = [], 0
-    for p in np.unique(q).tolist():  # a partition's indices in a run of positions are contiguous
-        mine = j[q == p]
-        a, n = int(mine.min()), len(mine)
-        s, e = max(lo - seen, 0), min(hi - seen, n)
-        if s < e:
-            out.append((p, a + s, a + e))
-        seen += n
-        if seen >= hi:
-            break
-    return out
+    # a partition's indices in a run of positions are contiguous
+    runs = ((p, int(j[q == p].min()), int((q == p).sum())) for p in np.unique(q).tolist())
+    return _share(runs, g, world_size, rank)
 
 
 def worker() -> tuple[int, int]:
