@@ -130,7 +130,12 @@ class PackedPlan:
     def build(self, pieces: t.Sequence[tuple[int, int, int]], reader: t.Any) -> dict[str, np.ndarray]:
         """Sequences of ``pieces`` ((partition, first, stop), in that order) as int64 arrays of shape
         (sequences, seq_len), their documents read and tokenized in one pass."""
-        spans = [(q, j0, j1, *self.documents(q, j0, j1)) for q, j0, j1 in pieces if j1 > j0]
+        pieces = [p for p in pieces if p[2] > p[1]]
+        docs: dict[int, t.Iterator[list[int]]] = {}
+        for q in {p[0] for p in pieces}:  # one search per partition for all its pieces
+            ends = np.asarray([(j0 * self.seq_len, j1 * self.seq_len) for p, j0, j1 in pieces if p == q])
+            docs[q] = iter(self.doc_at(q, ends).tolist())
+        spans = [(q, j0, j1, m[0], m[1] + 1) for q, j0, j1 in pieces for m in [next(docs[q])]]
         if not spans:
             return {name: np.zeros((0, self.seq_len), dtype=np.int64) for name in FIELDS}
         rows = [self.plan.partition_rows(q, m0, m1) for q, _, _, m0, m1 in spans]
