@@ -110,8 +110,7 @@ class Mix:
 
         ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise MixSQLError(f"limit must be a non-negative integer or None, not {limit!r}")
+        _check_limit(limit)
         if component not in ("name", "id"):
             raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
         plan = self.plan()
@@ -153,14 +152,13 @@ class Mix:
         ``seq_len``: ``input_ids``, ``labels`` (the next token of the packed stream), ``position_ids``
         (restarting at each document), ``document_ids`` and ``component_ids`` (``mixsql.packing``).
         Documents are joined by the tokenizer's end-of-text token (``eos``), after an optional ``bos``."""
-        from mixsql.packing import in_order
+        from mixsql.packing import READ_TOKENS, in_order
 
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise MixSQLError(f"limit must be a non-negative integer or None, not {limit!r}")
+        _check_limit(limit)
         packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
         reader = Reader(packed.plan, [packed.field])
         end = len(packed) if limit is None else min(limit, len(packed))
-        step = max(1, (1 << 20) // packed.seq_len)
+        step = max(1, READ_TOKENS // packed.seq_len)
         for start in range(0, end, step):
             arrays = in_order(packed, reader, start, min(start + step, end))
             for i in range(len(arrays["input_ids"])):
@@ -286,6 +284,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<mixsql.Connection {self.path} datasets={self.datasets()}>"
+
+
+def _check_limit(limit: t.Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise MixSQLError(f"limit must be a non-negative integer or None, not {limit!r}")
 
 
 def parse_param(item: str) -> tuple[str, t.Any]:

@@ -20,11 +20,9 @@ import torch.utils.data
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
-from mixsql.packing import PackedPlan
+from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
-
-READ_TOKENS = 1 << 20  # tokens of sequences read per call when packing
 
 
 class MixDataset(torch.utils.data.IterableDataset):

@@ -247,7 +247,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
                           "mtime": r["mtime"], "row_groups": r["row_groups"]})
     byte_ranges = any(f["format"] == "jsonl" for f in files)
-    token_info, _ = token_source(engine, datasets)
+    token_info, tokens_missing = token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
              and (token_info is not None or n != "tokens")]
     out = _Out(directory, names, int(used.sum()))
@@ -342,6 +342,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     np.save(directory / "window_blocks.npy", blocks)
     np.save(directory / "chunks.npy", spec.table)
     return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
+            "tokens_missing": tokens_missing,
             "dataset_info": {d: {"content": list(engine.dataset(d).content),
                                  "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
 
@@ -476,8 +477,6 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         **layout,
     }
     tokenizer = meta["tokens"].pop("path") if meta["tokens"] else None
-    if tokenizer is None:
-        meta["tokens_missing"] = token_source(catalog.engine(), list(dict.fromkeys(c.dataset for c in bound.components)))[1]
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if tokenizer is not None:
         shutil.copyfile(tokenizer, directory / "tokenizer.json")

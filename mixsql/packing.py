@@ -40,6 +40,7 @@ from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan
 
 FIELDS = ("input_ids", "labels", "position_ids", "document_ids", "component_ids")
+READ_TOKENS = 1 << 20  # tokens of sequences assembled per read: amortises the per-call work, bounds memory
 
 
 def check_seq_len(seq_len: t.Any) -> int:
@@ -60,8 +61,8 @@ class PackedPlan:
         if not info:
             raise MixSQLError(f"cannot pack: {plan.meta.get('tokens_missing') or 'the plan has no token counts'}",
                               hint="register the datasets with --tokenizer (API: tokenizer=...), then compile again")
-        own = _tokens.from_json((plan.directory / "tokenizer.json").read_text(encoding="utf-8"), info["source"])
-        self.tokenizer = own if tokenizer is None else _tokens.load(tokenizer)
+        self.tokenizer = _tokens.load(tokenizer) if tokenizer is not None else _tokens.from_json(
+            (plan.directory / "tokenizer.json").read_text(encoding="utf-8"), info["source"])
         if self.tokenizer.fingerprint != info["fingerprint"]:
             raise _tokens.TokenizerError(
                 f"the tokenizer {self.tokenizer.source} (fingerprint {self.tokenizer.fingerprint}) is not the one "
