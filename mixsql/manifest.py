@@ -232,20 +232,12 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     if engine.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     P, C = spec.partitions, spec.chunk_size
+    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     used = np.zeros((len(bound.components), P), dtype=np.int64)  # samples partition q takes from component c
     for q in range(P):
         length = spec.shape.partition_length(q)
         used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C))
-    files: list[dict[str, t.Any]] = []
-    base: dict[str, int] = {}
-    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
-    registered = {d: pq.read_table(engine.dataset(d).files_path).to_pylist() for d in datasets}
-    for dataset in datasets:
-        base[dataset] = len(files)
-        for r in registered[dataset]:
-            files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
-                          "format": r["format"], "compression": r["compression"], "size": r["size"],
-                          "mtime": r["mtime"], "row_groups": r["row_groups"]})
+    files, base, registered = plan_files(engine, datasets)
     byte_ranges = any(f["format"] == "jsonl" for f in files)
     token_info, tokens_missing = token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
@@ -274,33 +266,13 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
                             "when binding; the catalog changed", hint="load the statement again")
         buckets = spec.buckets[c.index]
-        canonical = _canonical_order(sel["_file_id"], sel["_row"], sel.get("_rank"), buckets)
-        if canonical is not None:
-            sel = {name: values[canonical] for name, values in sel.items()}
-            del canonical
-        # Runs of one block (canonical order keeps a block's samples together): a 4-byte run id per
-        # sample, and each run's block key (plan file << 32 | block) in a small table.
-        changes = np.ones(n, dtype=bool)
-        changes[1:] = (sel["_file_id"][1:] != sel["_file_id"][:-1]) | (sel["_block"][1:] != sel["_block"][:-1])
-        firsts = np.flatnonzero(changes)
-        run_key = ((sel["_file_id"][firsts].astype(np.int64) + base[c.dataset]) << 32) | sel["_block"][firsts]
-        sel["_run"] = (np.cumsum(changes, dtype=np.int32) - 1)
-        del changes, firsts, sel["_block"]
-        edges = _plan.bucket_bounds(n, buckets)
+        sel, run_key = component_runs(sel, buckets, base[c.dataset])
         sizes = _plan.pool_sizes(n, buckets, P)
         epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
         taken: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(P)]
         for e in range(epochs):
-            salt = int(_random_keys(spec.seed, BLOCK_ORDER, (datasets.index(c.dataset), e), 1)[0])
-            pools: list[list[np.ndarray]] = [[] for _ in range(P)]
-            for b in range(buckets):
-                laid = _block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
-                bounds = _plan.pool_bounds(len(laid), P)
-                for q in range(P):
-                    pool = laid[bounds[q]: bounds[q + 1]]
-                    pools[q].append(pool[::-1] if q % 2 == 0 else pool)  # neighbours meet at their shared block
-            for q in range(P):
-                pool = np.concatenate(pools[q]) if len(pools[q]) > 1 else pools[q][0]
+            pools = epoch_pools(sel, run_key, buckets, P, spec.seed, datasets.index(c.dataset), e)
+            for q, (pool, cuts) in enumerate(pools):
                 want = min(int(used[c.index, q]) - e * sizes[q], len(pool))
                 if want <= 0:
                     continue
@@ -308,8 +280,6 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                     pick = (np.arange(want, dtype=np.int64) * 2 + 1) * len(pool) // (2 * want) if buckets == 1 \
                         else np.arange(want, dtype=np.int64)
                     pool = pool[pick]
-                # a shuffle window never spans two buckets: each bucket's first sample starts one
-                cuts = np.cumsum([len(piece) for piece in pools[q][:-1]], dtype=np.int64)
                 taken[q].append((pool, cuts[cuts < len(pool)]))
             del pools
         for q in range(P):
@@ -345,6 +315,60 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             "tokens_missing": tokens_missing,
             "dataset_info": {d: {"content": list(engine.dataset(d).content),
                                  "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
+
+
+def plan_files(engine: Engine, datasets: t.Sequence[str]) -> tuple[list[dict[str, t.Any]], dict[str, int],
+                                                                   dict[str, list[dict[str, t.Any]]]]:
+    """The plan's file list (every file of its datasets, dataset after dataset), where each dataset's
+    files start in it, and the catalog's file rows per dataset."""
+    files: list[dict[str, t.Any]] = []
+    base: dict[str, int] = {}
+    registered = {d: pq.read_table(engine.dataset(d).files_path).to_pylist() for d in datasets}
+    for dataset in datasets:
+        base[dataset] = len(files)
+        for r in registered[dataset]:
+            files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
+                          "format": r["format"], "compression": r["compression"], "size": r["size"],
+                          "mtime": r["mtime"], "row_groups": r["row_groups"]})
+    return files, base, registered
+
+
+def component_runs(sel: dict[str, np.ndarray], buckets: int, base: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A component's samples in canonical (bucket, file, row) order, with ``_run`` (its block run, a
+    4-byte id per sample) in place of ``_block``, and each run's block key (plan file << 32 | block)."""
+    canonical = _canonical_order(sel["_file_id"], sel["_row"], sel.get("_rank"), buckets)
+    if canonical is not None:
+        sel = {name: values[canonical] for name, values in sel.items()}
+        del canonical
+    n = len(sel["_row"])
+    changes = np.ones(n, dtype=bool)
+    changes[1:] = (sel["_file_id"][1:] != sel["_file_id"][:-1]) | (sel["_block"][1:] != sel["_block"][:-1])
+    firsts = np.flatnonzero(changes)
+    run_key = ((sel["_file_id"][firsts].astype(np.int64) + base) << 32) | sel["_block"][firsts]
+    sel["_run"] = (np.cumsum(changes, dtype=np.int32) - 1)
+    del sel["_block"]
+    return sel, run_key
+
+
+def epoch_pools(sel: dict[str, np.ndarray], run_key: np.ndarray, buckets: int, partitions: int, seed: int,
+                dataset: int, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each partition's pool of one epoch (indices into ``sel``, in visiting order before the window
+    shuffle) and where in it each curriculum bucket after the first starts (a window never spans two)."""
+    n = len(sel["_row"])
+    salt = int(_random_keys(seed, BLOCK_ORDER, (dataset, epoch), 1)[0])
+    edges = _plan.bucket_bounds(n, buckets)
+    pools: list[list[np.ndarray]] = [[] for _ in range(partitions)]
+    for b in range(buckets):
+        laid = _block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
+        bounds = _plan.pool_bounds(len(laid), partitions)
+        for q in range(partitions):
+            pool = laid[bounds[q]: bounds[q + 1]]
+            pools[q].append(pool[::-1] if q % 2 == 0 else pool)  # neighbours meet at their shared block
+    out = []
+    for pieces in pools:
+        pool = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        out.append((pool, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)))
+    return out
 
 
 def token_source(engine: Engine, datasets: t.Sequence[str]) -> tuple[dict[str, t.Any] | None, str | None]:

@@ -36,6 +36,39 @@ def bind(
 
 
 class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
+    def _mix_unit(self) -> str:
+        """The statement's MIX BY unit; a sub-mixture may repeat it but not change it."""
+        unit = self.mix.args.get("unit") or "SAMPLES"
+
+        def walk(components: t.Sequence[t.Any]) -> None:
+            for c in components:
+                own = c.args.get("unit")
+                if own is not None and own != unit:
+                    raise self.error(f"sub-mixture {c.name!r} mixes BY {own} inside a statement that mixes BY {unit}",
+                                     c.this, hint=f"write MIX BY {own} at the start of the statement: one stream has "
+                                                  "one unit for its shares")
+                walk(c.children)
+
+        walk(self.mix.components)
+        return unit
+
+    def _need_tokens(self, names: list[str], datasets: list[str], counts: dict[int, t.Any], node: t.Any,
+                     what: str) -> None:
+        """Token counts from one tokenizer for every component, or a clear error."""
+        for i, name in enumerate(names):
+            if counts[i][4] is None:
+                raise self.error(f"{what} needs token counts, and dataset {datasets[i]!r} (component {name!r}) has "
+                                 "none", node, hint=f"register {datasets[i]!r} again with --tokenizer PATH "
+                                                    "(API: tokenizer=...)")
+        prints = {}
+        for ds in dict.fromkeys(datasets):
+            info = self.engine.dataset(ds).tokenizer or {}
+            prints.setdefault(info.get("fingerprint"), ds)
+        if len(prints) > 1:
+            (a, x), (b, y) = list(prints.items())[:2]
+            raise self.error(f"{what} needs one tokenizer, and datasets {x!r} and {y!r} were counted with different "
+                             f"ones ({a} and {b})", node, hint="register them with the same --tokenizer")
+
     def __init__(self, mix: MixStatement, catalog: Catalog, text: str, path: str | None) -> None:
         self.mix, self.catalog, self.text, self.path = mix, catalog, text, path
         self.engine = catalog.engine()  # one committed state of the catalog, never touched by user SQL
@@ -84,6 +117,10 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
         counts = self._cached_count(names, datasets, stmt_pred, preds)
         overlap = self._word("overlap", "FIRST")
         sizes = {name: counts[i] for i, name in enumerate(names)}
+        self._unit = self._mix_unit()
+        if self._unit == "TOKENS":
+            self._need_tokens(names, datasets, counts, self.mix,
+                              "a mixture BY TOKENS")
         nodes = self._nodes(sizes)
         by_path = {n.path: n for n in nodes}
         batch_size = self._option("batch_size", None, None, minimum=1, maximum=MAX_BATCH_SIZE)
@@ -111,12 +148,14 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
                 raise self._empty(leaf, name, ds, stmt_pred, pred, overlaps)
         policy = self._word("exhaustion", "STOP")
         self._counts_steps = False
-        limit = self._limit(batch_size)
-        if policy == "REPEAT" and limit is None:
+        limit, token_limit = self._limit(batch_size)
+        if token_limit is not None:
+            self._need_tokens(names, datasets, counts, self.mix.args["limit"].this, "LIMIT n TOKENS")
+        if policy == "REPEAT" and limit is None and token_limit is None:
             raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream",
                              self.mix.args["exhaustion"],
                              hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
-        self._check_size(limit, bound, leaves)
+        self._check_size(limit, bound, leaves, token_limit)
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
@@ -125,6 +164,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
             catalog_version=self.engine.version,
             dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),
             schedule=self._schedule(nodes, names, batch_size), limit=limit, policy=policy, batch_size=batch_size,
+            unit=self._unit, token_limit=token_limit,
             counts_steps=self._counts_steps, overlap=overlap, nodes=tuple(nodes),
             params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
             template=template,

@@ -70,8 +70,10 @@ class BoundMix:
     requested_partitions: int | None  # the statement's PARTITIONS or an override; None: the planner's default
     catalog_version: str
     dataset_versions: tuple[tuple[str, str], ...]
-    schedule: tuple[Segment, ...] = ()  # empty: the declared shares throughout
-    limit: int | None = None  # the stream's length in samples (LIMIT), None: until exhaustion
+    schedule: tuple[Segment, ...] = ()  # empty: the declared shares throughout; positions in ``unit``
+    limit: int | None = None  # the stream's length in samples (LIMIT n SAMPLES or STEPS), None: not in samples
+    unit: str = "SAMPLES"  # what the shares are shares of: SAMPLES, or TOKENS (MIX BY TOKENS)
+    token_limit: int | None = None  # LIMIT n TOKENS: the stream ends at the sample that reaches n tokens
     policy: str = "STOP"  # ON EXHAUSTION
     batch_size: int | None = None
     counts_steps: bool = False  # a point or budget is in STEPS of ``batch_size`` samples
@@ -83,3 +85,8 @@ class BoundMix:
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.components]
+
+    @property
+    def in_tokens(self) -> bool:
+        """The stream is planned from token counts (``tokenplan``): it mixes by tokens or its budget is in tokens."""
+        return self.unit == "TOKENS" or self.token_limit is not None

@@ -131,14 +131,16 @@ class Scheduling(_Base):
             if until is None:
                 if i != len(stages) - 1:
                     raise self.error(f"only the last {stage.name} may omit UNTIL", stage,
-                                     hint="give it UNTIL <n> SAMPLES or STEPS")
+                                     hint="give it UNTIL <n> TOKENS" if self._unit == "TOKENS"
+                                     else "give it UNTIL <n> SAMPLES or STEPS")
                 if stage.name == "RAMP":
                     raise self.error("a RAMP needs UNTIL: where it arrives at its weights", stage)
             else:
                 end = self._in_samples(until, stage.args["unit"], batch_size)
                 if end <= start:
                     raise self.error(f"stage points must increase: UNTIL {until.sql()} {stage.args['unit']} is "
-                                     f"at sample {end:,}, not after the previous point ({start:,})", until)
+                                     f"at {self._unit.lower()[:-1]} {end:,}, not after the previous point ({start:,})",
+                                     until)
             begin = previous if stage.name == "RAMP" else shares
             segments.append(Segment(start=start, end=end, begin=begin, finish=shares, kind=stage.name))
             if end is not None:
@@ -155,9 +157,17 @@ class Scheduling(_Base):
             hint="give at least one a positive weight"))
         return tuple(share[leaf] for leaf in leaves)
 
+    _unit = "SAMPLES"  # the statement's MIX BY unit: what its shares and schedule positions count
+
     def _in_samples(self, literal: exp.Expr, unit: str, batch_size: int | None) -> int:
-        """A point or budget (n SAMPLES or n STEPS) as a number of samples."""
+        """A schedule point (n SAMPLES, n STEPS or n TOKENS) in the stream's unit: samples, or tokens
+        for a mixture BY TOKENS."""
         value = int(literal.this)
+        if self._unit == "TOKENS":
+            if unit != "TOKENS":
+                raise self.error(f"this mixture is BY TOKENS, so its points are in TOKENS, not {unit}", literal,
+                                 hint="give UNTIL <n> TOKENS (steps x global batch x sequence length)")
+            return value
         if unit == "SAMPLES":
             return value
         if unit == "STEPS":
@@ -166,17 +176,28 @@ class Scheduling(_Base):
                                  hint="add BATCH SIZE <samples per global batch> to the statement")
             self._counts_steps = True
             return value * batch_size
-        raise self.error("TOKENS need token counts per sample, which this catalog does not have yet", literal,
-                         hint="use SAMPLES, or STEPS with BATCH SIZE")
+        raise self.error("a point in TOKENS needs a mixture whose shares are shares of tokens", literal,
+                         hint="write MIX BY TOKENS ..., or give the point in SAMPLES or STEPS")
 
-    def _limit(self, batch_size: int | None) -> int | None:
+    def _limit(self, batch_size: int | None) -> tuple[int | None, int | None]:
+        """The budget: (samples, None) for LIMIT n SAMPLES or STEPS, (None, tokens) for LIMIT n TOKENS."""
         budget = self.mix.args.get("limit")
         if budget is None:
-            return None
-        value = self._in_samples(budget.this, budget.args["unit"], batch_size)
+            return None, None
+        unit = budget.args["unit"]
+        value = int(budget.this.this)
         if value < 1:
             raise self.error("LIMIT must be at least 1", budget.this)
-        return value
+        if unit == "TOKENS":
+            return None, value
+        if self._unit == "TOKENS" and unit == "STEPS":
+            raise self.error("this mixture is BY TOKENS, so a budget in STEPS (of documents) means nothing to it",
+                             budget.this, hint="give LIMIT <n> TOKENS (steps x global batch x sequence length)")
+        unit_before, self._unit = self._unit, "SAMPLES"
+        try:
+            return self._in_samples(budget.this, unit, batch_size), None
+        finally:
+            self._unit = unit_before
 
     def _orderings(self, leaves: list[tuple[str, Component, list[Component]]],
                    datasets: list[str]) -> list[Ordering | None]:
@@ -221,10 +242,19 @@ class Scheduling(_Base):
         return out
 
     def _check_size(self, limit: int | None, components: list[BoundComponent],
-                    leaves: list[tuple[str, Component, list[Component]]]) -> None:
+                    leaves: list[tuple[str, Component, list[Component]]], token_limit: int | None = None) -> None:
         """The stream fits what this machine can compile (``limits.max_stream_samples``), checked
         before the planner allocates anything for it."""
         most = max_stream_samples()
+        if token_limit is not None:
+            per = [c.tokens / c.samples for c in components if c.tokens and c.samples]
+            estimate = token_limit / min(per) if per else float(token_limit)
+            if estimate > most:
+                raise self.error(f"LIMIT {token_limit:,} tokens is about {estimate:,.0f} samples, more than this "
+                                 f"machine can plan: a plan holds every sample of its stream, and at most {most:,} "
+                                 "fit in its memory", self.mix.args["limit"].this,
+                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
+            return
         if limit is not None:
             if limit > most:
                 raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan holds every "

@@ -37,18 +37,23 @@ class Weights(_Base):
         derived: dict[str, str | None] = {}
         first_child: dict[str, Component] = {}  # where an all-empty level is reported
 
-        def size(c: Component, prefix: str, by: str) -> int:
+        def size(c: Component, prefix: str, by: str, node: exp.Expr) -> int:
             path = prefix + c.name
             if c.children:
-                return sum(size(k, path + ".", by) for k in c.children)
+                return sum(size(k, path + ".", by, node) for k in c.children)
             s = sizes[path]
+            if by == "TOKENS":
+                if s[4] is None:
+                    raise self.error(f"BY TOKENS needs token counts, and component {path!r} has none",
+                                     node, hint="register its dataset with --tokenizer PATH")
+                return s[4]
             return s[0] if by == "SAMPLES" else s[1]
 
         def level(components: list[Component], weighting: exp.Expr | None, prefix: str) -> None:
             label = None
             weight_of: t.Callable[[Component], Fraction] = self._weight
             if weighting is not None:
-                by = weighting.args.get("by") or "SAMPLES"
+                by = weighting.args.get("by") or self._unit
                 temperature = Fraction(1)
                 if weighting.name == "TEMPERATURE":
                     temperature = self._number(weighting.args["temperature"], "TEMPERATURE", positive=True)
@@ -61,7 +66,7 @@ class Weights(_Base):
                 if weighting.name == "TEMPERATURE":
                     label = f"TEMPERATURE {_number_text(temperature)}"
                 label = f"{label} BY {by}"
-                weight_of = lambda c: _power(size(c, prefix, by), 1 / temperature)  # noqa: E731
+                weight_of = lambda c: _power(size(c, prefix, by, weighting), 1 / temperature)  # noqa: E731
             first_child[prefix.rstrip(".")] = components[0]
             for c in components:
                 path = prefix + c.name

@@ -8,11 +8,11 @@ from sqlglot import expressions as exp
 
 
 class MixStatement(exp.Expression):
-    """``[WITH name AS (predicate), ...] MIX [weighting] component, ... [FROM dataset] [WHERE predicate]
+    """``[WITH name AS (predicate), ...] MIX [BY SAMPLES|TOKENS] [weighting] component, ... [FROM dataset] [WHERE predicate]
     [ORDER BY CURRICULUM (...)] [LIMIT n SAMPLES] [options]``."""
 
-    arg_types = {"expressions": True, "weighting": False, "from_": False, "where": False, "curriculum": False,
-                 "limit": False, "seed": False, "chunk_size": False, "partitions": False, "batch_size": False,
+    arg_types = {"expressions": True, "unit": False, "weighting": False, "from_": False, "where": False,
+                 "curriculum": False, "limit": False, "seed": False, "chunk_size": False, "partitions": False, "batch_size": False,
                  "exhaustion": False, "overlap": False, "named": False}
 
     @property
@@ -26,7 +26,7 @@ class Component(exp.Expression):
     ``this`` is the name identifier; ``weight`` is absent when the enclosing MIX takes its weights from
     the data; ``expressions`` holds the children of a hierarchical component."""
 
-    arg_types = {"this": True, "weight": False, "from_": False, "where": False, "weighting": False,
+    arg_types = {"this": True, "weight": False, "from_": False, "where": False, "unit": False, "weighting": False,
                  "expressions": False, "max_epochs": False}
 
     @property
@@ -39,7 +39,7 @@ class Component(exp.Expression):
 
 
 class Weighting(exp.Expression):
-    """``NATURAL [BY SAMPLES|BYTES]`` or ``TEMPERATURE t [BY SAMPLES|BYTES]``: weights from the data."""
+    """``NATURAL [BY SAMPLES|BYTES|TOKENS]`` or ``TEMPERATURE t [BY ...]``: weights from the data."""
 
     arg_types = {"this": True, "temperature": False, "by": False}
 

@@ -70,6 +70,8 @@ def _mix_sql(self: t.Any, expression: MixStatement) -> str:
     parts = [(",\n    " if self.pretty else ", ").join(self.sql(c) for c in expression.expressions)]
     if expression.args.get("weighting"):
         parts[0] = f"{self.sql(expression, 'weighting')}{chr(10) + '    ' if self.pretty else ' '}{parts[0]}"
+    if expression.args.get("unit"):
+        parts[0] = f"BY {expression.args['unit']} {parts[0]}"
     if expression.args.get("from_"):
         parts.append(f"FROM {self.sql(expression, 'from_')}")
     where = expression.args.get("where")
@@ -96,6 +98,8 @@ def _component_sql(self: t.Any, expression: Component) -> str:
         out += f" WHERE {_flat(self, where.this)}"
     if expression.children:
         weighting = f"{self.sql(expression, 'weighting')} " if expression.args.get("weighting") else ""
+        if expression.args.get("unit"):
+            weighting = f"BY {expression.args['unit']} {weighting}"
         out += f" MIX {weighting}(" + ", ".join(self.sql(c) for c in expression.children) + ")"
     if expression.args.get("max_epochs") is not None:
         out += f" MAX EPOCHS {self.sql(expression, 'max_epochs')}"
@@ -190,6 +194,7 @@ class MixSQL(DuckDB):
             return self._parse_csv(one)
 
         def _parse_mix(self, start: t.Any, named: list[Named] | None = None) -> MixStatement:
+            unit = self._parse_mix_unit()
             weighting = self._parse_weighting()
             components = self._parse_csv(lambda: self._parse_component(weighting is not None))
             if not components or any(c is None for c in components):
@@ -197,6 +202,8 @@ class MixSQL(DuckDB):
             args: dict[str, t.Any] = {"expressions": components}
             if weighting is not None:
                 args["weighting"] = weighting
+            if unit is not None:
+                args["unit"] = unit
             if named:
                 args["named"] = named
             last = components[-1]
@@ -262,7 +269,7 @@ class MixSQL(DuckDB):
         def _parse_unit(self, clause: str, token: t.Any) -> str:
             unit = self._curr.text.upper() if self._curr else ""
             if unit not in UNITS or self._curr.token_type in self.TEXT_MATCH_EXCLUDED_TOKENS:
-                self.raise_error(f"expecting a unit after {clause}: SAMPLES or STEPS", self._curr or token)
+                self.raise_error(f"expecting a unit after {clause}: SAMPLES, STEPS or TOKENS", self._curr or token)
             self._advance()
             return unit
 
@@ -326,6 +333,18 @@ class MixSQL(DuckDB):
                     break
             return self.expression(Path(expressions=parts), token=token)
 
+        def _parse_mix_unit(self) -> str | None:
+            """``BY SAMPLES`` or ``BY TOKENS`` right after MIX: what the weights are shares of."""
+            if not self._curr or self._curr.text.upper() != "BY" or not self._next \
+                    or self._next.token_type == TokenType.ALIAS:  # a component named by
+                return None
+            self._advance()
+            unit = self._curr.text.upper() if self._curr else ""
+            if unit not in ("SAMPLES", "TOKENS") or self._curr.token_type in self.TEXT_MATCH_EXCLUDED_TOKENS:
+                self.raise_error("MIX BY takes SAMPLES or TOKENS: what the weights are shares of", self._curr)
+            self._advance()
+            return unit
+
         def _parse_weighting(self) -> Weighting | None:
             token = self._curr
             if not token or token.text.upper() not in ("NATURAL", "TEMPERATURE") or token.token_type in \
@@ -339,8 +358,8 @@ class MixSQL(DuckDB):
                 args["temperature"] = self._parse_weight()
             if self._match_text_seq("BY"):
                 by = self._curr.text.upper() if self._curr else ""
-                if by not in ("SAMPLES", "BYTES"):
-                    self.raise_error(f"{args['this']} BY takes SAMPLES or BYTES", self._curr)
+                if by not in ("SAMPLES", "BYTES", "TOKENS"):
+                    self.raise_error(f"{args['this']} BY takes SAMPLES, BYTES or TOKENS", self._curr)
                 self._advance()
                 args["by"] = by
             return self.expression(Weighting(**args), token=token)
@@ -379,6 +398,9 @@ class MixSQL(DuckDB):
             if where is not None:
                 args["where"] = where
             if self._match_text_seq("MIX"):
+                unit = self._parse_mix_unit()
+                if unit is not None:
+                    args["unit"] = unit
                 weighting = self._parse_weighting()
                 if weighting is not None:
                     args["weighting"] = weighting
