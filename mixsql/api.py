@@ -70,7 +70,7 @@ class Mix:
 
     def explanation(self) -> Explanation:
         """EXPLAIN as data (``.to_dict()`` for JSON)."""
-        return explain(self._bound)
+        return explain(self._bound, self._resolved())
 
     def explain(self) -> str:
         """EXPLAIN as text: counts, weights, stream length, overlaps and compiled SQL per component."""
@@ -83,10 +83,21 @@ class Mix:
     @property
     def spec(self) -> _plan.PlanSpec:
         """The plan's parameters (partitions resolved) and the stream's shape."""
+        spec = self._resolved()
+        if spec.error is not None:
+            raise spec.error
+        return spec
+
+    def _resolved(self) -> _plan.PlanSpec:
+        """The plan spec, with a budget error kept in it, not raised. A stream planned from token
+        counts is merged here (``tokenplan``), which reads the catalog's selections."""
         if self._spec is None:
-            self._spec = _plan.resolve(self._bound)
-        if self._spec.error is not None:
-            raise self._spec.error
+            if self._bound.in_tokens:
+                from mixsql import tokenplan
+
+                self._spec = tokenplan.resolve(self._bound, self._connection.catalog)
+            else:
+                self._spec = _plan.resolve(self._bound)
         return self._spec
 
     @property

@@ -35,10 +35,14 @@ class ComponentRow:
     sql: str
     overlaps: tuple[tuple[str, int], ...]
     tokens: int | None = None  # n_tokens of its samples (None: no token counts)
+    exact_tokens: int | None = None  # n_tokens the stream takes from it, when planned from token counts
 
     @property
     def tokens_taken(self) -> float | None:
-        """Tokens the stream takes from it, estimated from its mean document length (taken x tokens / samples)."""
+        """Tokens the stream takes from it: exact when the stream is planned from token counts, else
+        estimated from its mean document length (taken x tokens / samples)."""
+        if self.exact_tokens is not None:
+            return float(self.exact_tokens)
         if self.tokens is None:
             return None
         return self.taken * self.tokens / self.samples if self.samples else 0.0
@@ -60,13 +64,17 @@ class Explanation:
     tree: tuple[tuple[str, str, float, str | None], ...]  # (path, weight, effective share, derivation), inner nodes too
     schedule: tuple[tuple[int, str, tuple[float, ...]], ...]  # (plan position, kind, leaf shares) at each point
     error: str | None
+    unit: str = "SAMPLES"  # what the shares are shares of
+    token_limit: int | None = None
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
             "source": self.source, "seed": self.seed, "chunk_size": self.stream.chunk_size,
             "partitions": self.stream.partitions, "catalog_version": self.catalog_version,
-            "policy": self.policy, "limit": self.limit, "batch_size": self.batch_size,
-            "stream": {"samples": self.stream.samples, "limiting": self.stream.limiting},
+            "policy": self.policy, "limit": self.limit, "batch_size": self.batch_size, "unit": self.unit,
+            "token_limit": self.token_limit,
+            "stream": {"samples": self.stream.samples, "limiting": self.stream.limiting,
+                       "tokens": self.stream.tokens},
             "components": [dataclasses.asdict(c) for c in self.components],
             "tree": [{"path": p, "weight": w, "share": s, "derived": d} for p, w, s, d in self.tree],
             "schedule": [{"at": x, "kind": k, "shares": dict(zip([c.name for c in self.components], v))}
@@ -78,9 +86,13 @@ class Explanation:
         return render(self)
 
 
-def explain(bound: BoundMix) -> Explanation:
-    """Explain ``bound`` (reads only the counts binding computed; a budget that cannot be met is shown, not raised)."""
-    spec = resolve(bound)
+def explain(bound: BoundMix, spec: PlanSpec | None = None) -> Explanation:
+    """Explain ``bound`` (reads only the counts binding computed, or for a stream planned from token
+    counts the ``spec`` its merge gave; a budget that cannot be met is shown, not raised)."""
+    if spec is None:
+        if bound.in_tokens:
+            raise ValueError("a stream planned from token counts is explained from its spec (tokenplan.resolve)")
+        spec = resolve(bound)
     s = spec.shape
     rows = []
     for c in bound.components:
@@ -93,7 +105,8 @@ def explain(bound: BoundMix) -> Explanation:
             name=c.name, dataset=c.dataset, samples=c.samples, bytes=c.bytes, blocks=c.blocks,
             weight=_number(c.weight), share=float(c.share), taken=taken, epochs=epochs, max_epochs=c.max_epochs,
             exceeds=c.max_epochs is not None and taken > c.max_epochs * c.samples, left_at=s.left_at[c.index],
-            order=order, sql=c.sql, overlaps=c.overlaps, tokens=c.tokens))
+            order=order, sql=c.sql, overlaps=c.overlaps, tokens=c.tokens,
+            exact_tokens=s.tokens_taken[c.index] if s.tokens_taken is not None else None))
     tree = tuple((n.path, _number(n.weight), float(n.share), n.derived) for n in bound.nodes)
     schedule = []
     for seg in bound.schedule:
@@ -102,7 +115,8 @@ def explain(bound: BoundMix) -> Explanation:
         schedule.append((seg.start, seg.kind, tuple(float(v) for v in seg.begin)))
         if seg.end is not None and seg.kind == "RAMP":
             schedule.append((seg.end, "", tuple(float(v) for v in seg.finish)))
-    return Explanation(components=tuple(rows), stream=s, spec=spec, seed=bound.seed,
+    return Explanation(components=tuple(rows), stream=s, spec=spec, seed=bound.seed, unit=bound.unit,
+                       token_limit=bound.token_limit,
                        catalog_version=bound.catalog_version, source=bound.path, policy=bound.policy,
                        limit=bound.limit, batch_size=bound.batch_size, tree=tree, schedule=tuple(schedule),
                        error=spec.error.render() if spec.error else None)
@@ -112,14 +126,32 @@ def _tokens(e: Explanation) -> list[str]:
     """The mixture in tokens, when every component has token counts: what the model sees."""
     if not e.components or any(c.tokens is None for c in e.components):
         return []
+    exact = e.stream.tokens_taken is not None
     taken = [c.tokens_taken or 0.0 for c in e.components]
     total = sum(taken) or 1.0
+    mark = "" if exact else " (est.)"
     body = [[c.name, f"{c.tokens:,}", f"{c.tokens / c.samples:,.0f}" if c.samples else "-", f"{t:,.0f}",
-             f"{t / total:.1%}", f"{c.share:.1%}"] for c, t in zip(e.components, taken)]
-    out = ["tokens (the statement mixes samples; token shares follow from each component's mean length):"]
-    out += _table(["component", "tokens", "per sample", "taken (est.)", "token share (est.)", "sample share"],
-                  body, {1, 2, 3, 4, 5})
-    out.append(f"  about {total:,.0f} tokens in the stream; pack them with torch_dataset(seq_len=...)")
+             f"{t / c.tokens:.2f}" if c.tokens else "-", f"{t / total:.1%}", f"{c.share:.1%}"]
+            for c, t in zip(e.components, taken)]
+    if e.unit == "TOKENS":
+        out = ["tokens (the statement mixes BY TOKENS: shares are shares of n_tokens):"]
+        share_head = "target share"
+    elif exact:
+        out = ["tokens (the statement mixes samples, its budget is in tokens; token shares as realised):"]
+        share_head = "sample share"
+    else:
+        out = ["tokens (the statement mixes samples; token shares follow from each component's mean length):"]
+        share_head = "sample share"
+    out += _table(["component", "tokens", "per sample", f"taken{mark}", "epochs", f"token share{mark}", share_head],
+                  body, {1, 2, 3, 4, 5, 6})
+    if exact:
+        out.append(f"  {total:,.0f} tokens of content in the stream (EOS separators come on top when packed); "
+                   "pack them with torch_dataset(seq_len=...)")
+        if e.unit == "TOKENS":
+            out.append("  each partition merges its components by weighted fair queueing: at every chunk boundary "
+                       "each one is within one document of its share")
+    else:
+        out.append(f"  about {total:,.0f} tokens in the stream; pack them with torch_dataset(seq_len=...)")
     out.append("")
     return out
 
@@ -153,12 +185,15 @@ def render(e: Explanation) -> str:
         out.append(f"stream: EMPTY - {e.stream.limiting!r} cannot supply its first sample")
     else:
         why = "its LIMIT" if e.stream.limiting == "LIMIT" else f"{e.stream.limiting!r} runs out"
+        if e.stream.limiting == "LIMIT" and e.token_limit is not None:
+            why = f"its LIMIT of {e.token_limit:,} tokens"
         repeats = any(c.epochs > 1 for c in e.components)
         out.append(f"stream: {e.stream.samples:,} samples, until {why} (ON EXHAUSTION {e.policy}); "
                    + ("components over one epoch are reshuffled each epoch" if repeats else "no sample appears twice"))
         out.append(f"  {e.stream.partitions} canonical partition{'s' * (e.stream.partitions != 1)} of about "
                    f"{e.stream.samples // e.stream.partitions:,} samples, each an exactly mixed stream of "
-                   f"{e.stream.chunk_size:,}-sample chunks")
+                   f"{e.stream.chunk_size:,}-sample chunks"
+                   + (f" (mixed in {e.unit.lower()})" if e.unit == "TOKENS" else ""))
     if any("." in p for p, _, _, _ in e.tree) or any(d for _, _, _, d in e.tree):
         out += ["", "tree (weights relative to siblings; share = effective share of the stream):"]
         for path, weight, share, derived in e.tree:
@@ -167,15 +202,17 @@ def render(e: Explanation) -> str:
             out.append(f"  {label:<24} weight {weight:<10} share {share:6.1%}" + (f"  ({derived})" if derived else ""))
     if e.schedule:
         out += ["", "schedule (shares in force from each point; RAMP interpolates linearly to the next point):"]
-        unit = f" / steps of {e.batch_size:,}" if e.batch_size else ""
-        head = [f"from sample{unit}", "kind"] + [c.name for c in e.components]
+        unit = f" / steps of {e.batch_size:,}" if e.batch_size and e.unit == "SAMPLES" else ""
+        head = [f"from {e.unit.lower()[:-1]}{unit}", "kind"] + [c.name for c in e.components]
         body = []
         for x, kind, shares in e.schedule:
-            at = f"{x:,}" + (f" / {x / e.batch_size:,.6g}" if e.batch_size else "")
+            at = f"{x:,}" + (f" / {x / e.batch_size:,.6g}" if unit else "")
             body.append([at, kind] + [f"{v:.1%}" for v in shares])
         out += ["  " + line for line in _table(head, body, set(range(2, len(head))) | {0})]
         row = e.stream.chunk_size * e.stream.partitions
-        if any(x % row for x, _, _ in e.schedule):
+        if e.unit == "TOKENS":
+            out.append("  a partition reaches a point when its own tokens x partitions pass it")
+        elif any(x % row for x, _, _ in e.schedule):
             out.append(f"  resolution: chunk rows of {row:,} samples (chunk size x partitions); a chunk row that a "
                        "point falls inside follows the schedule's average over it")
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]

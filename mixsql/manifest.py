@@ -480,7 +480,12 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     """Compile and write the plan into ``directory`` (which must not exist)."""
     bound = spec.bound
     directory.mkdir(parents=True)
-    layout = _write_samples(spec, catalog, directory, progress)
+    if spec.layout is not None:
+        from mixsql import tokenplan
+
+        layout = tokenplan.write_samples(spec, catalog, directory, progress)
+    else:
+        layout = _write_samples(spec, catalog, directory, progress)
     shape = spec.shape
     meta = {
         "format": PLAN_FORMAT,
@@ -493,9 +498,12 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         "datasets": [list(d) for d in bound.dataset_versions],
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
         "stream_samples": shape.samples, "limiting": shape.limiting, "policy": bound.policy, "limit": bound.limit,
+        "unit": bound.unit, "token_limit": bound.token_limit, "stream_content_tokens": shape.tokens,
         "steps_batch_size": bound.batch_size if bound.counts_steps else None,
         "components": [{"name": c.name, "dataset": c.dataset, "share": str(c.share), "weight": str(c.weight),
                         "samples": c.samples, "taken": shape.taken[c.index], "left_at": shape.left_at[c.index],
+                        "tokens": c.tokens,
+                        "tokens_taken": shape.tokens_taken[c.index] if shape.tokens_taken else None,
                         "max_epochs": c.max_epochs, "buckets": spec.buckets[c.index]}
                        for c in bound.components],
         **layout,

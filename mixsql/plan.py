@@ -149,6 +149,8 @@ class StreamShape:
     taken: tuple[int, ...]  # samples each component gives the stream
     left_at: tuple[int | None, ...]  # plan position where a component left (REDISTRIBUTE), None if it stayed
     table: np.ndarray  # cumulative counts: row k holds each component's samples in chunks 0..k-1
+    tokens_taken: tuple[int, ...] | None = None  # n_tokens each component gives (planned from token counts)
+    tokens: int | None = None  # n_tokens of the whole stream (planned from token counts)
 
     @property
     def chunks(self) -> int:
@@ -321,6 +323,7 @@ class PlanSpec:
     window: int  # blocks whose samples are shuffled together
     shape: StreamShape  # when the budget cannot be met (``error``): what meeting it would take
     error: PlanError | None = None
+    layout: t.Any = None  # ``tokenplan.TokenLayout`` for a stream planned from token counts
 
     @property
     def table(self) -> np.ndarray:

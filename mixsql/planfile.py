@@ -5,7 +5,8 @@ A plan is a directory that every rank and DataLoader worker memory-maps (``manif
 ``file``, ``row``, and ``offset``/``length`` for JSONL byte ranges; one entry per sample of the
 stream, by component, partition and visiting order), ``chunks.npy`` (cumulative counts per chunk),
 ``windows.npy`` (where each shuffle window starts) and ``window_blocks.npy`` (the blocks each window
-reads); when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy`` (the
+reads); a stream planned from token counts also has ``stream_rows.npy`` (each partition's stream as
+plan rows, partitions one after another: ``tokenplan``), which replaces the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy`` (the
 packing layout, see ``packing``) and ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
 This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, catalog).
 """
@@ -26,7 +27,7 @@ from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
 from mixsql.world import partition_indices
 
-PLAN_FORMAT = 7  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 8  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
@@ -78,6 +79,9 @@ class CompiledPlan:
         self.byte_length = columns.get("length")
         self.tokens = columns.get("tokens")  # n_tokens of each sample, when the datasets have them
         self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
+        # a stream planned from token counts stores each partition's order (``tokenplan``)
+        self.stream_rows = np.load(self.directory / "stream_rows.npy", mmap_mode="r") \
+            if self.meta.get("order") == "merged" else None
         self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
         blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
@@ -111,8 +115,14 @@ class CompiledPlan:
         """Samples partition q contributes to the stream."""
         return partition_length(self.samples, self.partitions, q)
 
+    @functools.cached_property
+    def _partition_offsets(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum([self.partition_length(q) for q in range(self.partitions)])))
+
     def chunk_rows(self, q: int, k: int) -> np.ndarray:
         """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
+        if self.stream_rows is not None:
+            return self.partition_rows(q, k * self.chunk_size, (k + 1) * self.chunk_size)
         before = self.table[k]
         order, occurrence = _order_and_occurrence(tuple((self.table[k + 1] - before).tolist()),
                                                   rotation(q, self.partitions, self.chunk_size))
@@ -124,6 +134,9 @@ class CompiledPlan:
         stop = min(stop, self.partition_length(q))
         if stop <= start:
             return np.zeros(0, dtype=np.int64)
+        if self.stream_rows is not None:
+            at = int(self._partition_offsets[q])
+            return np.asarray(self.stream_rows[at + start: at + stop], dtype=np.int64)
         size = self.chunk_size
         parts = []
         for k in range(start // size, (stop - 1) // size + 1):

@@ -49,7 +49,7 @@ CHAIN = "WITH " + ", ".join(["p0 AS (quality > 0.5)"] + [f"p{i} AS (p{i - 1} AND
     ("MIX 1 AS a WHERE current_date > DATE '2020-01-01', 1 AS b FROM corpus", {}, "current_date() gives", True),
     ("MIX 1 AS a, 1 AS b WHERE quality > 0.5 FROM corpus ORDER BY CURRICULUM (a BY random())", {}, "random()", True),
     ("MIX 1 AS a FROM corpus ORDER BY CURRICULUM (a BY quality BUCKETS 5000)", {}, "BUCKETS must be from", True),
-    ("MIX 1 AS a FROM corpus LIMIT 10 TOKENS", {}, "TOKENS need token counts", True),
+    ("MIX 1 AS a FROM corpus LIMIT 10 TOKENS", {}, "TOKENS needs token counts", True),
 ])
 def test_bad_statements_fail_fast_with_a_position(con: mixsql.Connection, text: str, params: dict, message: str,
                                                   positioned: bool) -> None:

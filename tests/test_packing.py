@@ -16,12 +16,16 @@ from mixsql.errors import MixSQLError
 from mixsql.state import StateError
 from tests.conftest import TOKENIZER
 
-MIX = ("MIX 0.4 AS code WHERE domain = 'code', 0.35 AS manual WHERE domain = 'manual', "
+MIX = ("MIX {by}0.4 AS code WHERE domain = 'code', 0.35 AS manual WHERE domain = 'manual', "
        "0.25 AS rest WHERE TRUE FROM {dataset} SEED 3 CHUNK SIZE 64 PARTITIONS {p}")
 
 
-def _mix(con: mixsql.Connection, p: int, dataset: str = "corpus") -> mixsql.api.Mix:
-    return con.mix(MIX.format(p=p, dataset=dataset))
+def _mix(con: mixsql.Connection, p: int, dataset: str = "corpus", unit: str = "SAMPLES") -> mixsql.api.Mix:
+    """The test mixture by samples, or BY TOKENS (planned by ``tokenplan``: the same contract)."""
+    return con.mix(MIX.format(p=p, dataset=dataset, by="BY TOKENS " if unit == "TOKENS" else ""))
+
+
+UNITS = pytest.mark.parametrize("unit", ["SAMPLES", "TOKENS"])
 
 
 def _encode(texts: list[str]) -> list[list[int]]:
@@ -29,9 +33,10 @@ def _encode(texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
+@UNITS
 @pytest.mark.parametrize("dataset", ["corpus", "corpus_jsonl"])
-def test_one_partition_packs_exactly_the_sample_stream(tcon: mixsql.Connection, dataset: str) -> None:
-    mix = _mix(tcon, 1, dataset)
+def test_one_partition_packs_exactly_the_sample_stream(tcon: mixsql.Connection, dataset: str, unit: str) -> None:
+    mix = _mix(tcon, 1, dataset, unit)
     docs = list(mix.samples(columns=["text"]))
     stream = np.asarray(list(itertools.chain.from_iterable(ids + [0] for ids in _encode([d["text"] for d in docs]))))
     L = 96
@@ -52,9 +57,10 @@ def test_one_partition_packs_exactly_the_sample_stream(tcon: mixsql.Connection, 
         assert all(v.dtype == np.int64 and v.shape == (L,) for v in s.values())
 
 
+@UNITS
 @pytest.mark.parametrize("p", [2, 4])
-def test_every_document_appears_exactly_once(tcon: mixsql.Connection, p: int) -> None:
-    mix = _mix(tcon, p)
+def test_every_document_appears_exactly_once(tcon: mixsql.Connection, p: int, unit: str) -> None:
+    mix = _mix(tcon, p, unit=unit)
     L = 128
     packed = mix.packed(L)
     seqs = list(mix.sequences(L))
@@ -131,8 +137,10 @@ def _rank_batches(mix: mixsql.api.Mix, L: int, g: int, w: int, workers: int, sta
     return [sorted(tuple(x.tolist()) for r in range(w) for x in per_rank[r][k]) for k in range(len(per_rank[0]))]
 
 
-def test_global_batches_are_the_same_for_every_world_size_and_resume_anywhere(tcon: mixsql.Connection) -> None:
-    mix = _mix(tcon, 4)
+@UNITS
+def test_global_batches_are_the_same_for_every_world_size_and_resume_anywhere(tcon: mixsql.Connection,
+                                                                              unit: str) -> None:
+    mix = _mix(tcon, 4, unit=unit)
     L, g = 64, 8
     ref = [s["input_ids"] for s in mix.sequences(L)]
     batches = len(ref) // g
