@@ -167,7 +167,7 @@ class Mix:
 
         _check_limit(limit)
         packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
-        reader = Reader(packed.plan, [packed.field])
+        reader = Reader(packed.plan, list(packed.fields))
         end = len(packed) if limit is None else min(limit, len(packed))
         step = max(1, READ_TOKENS // packed.seq_len)
         for start in range(0, end, step):
@@ -227,15 +227,16 @@ class Connection:
         return self.catalog.version
 
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
-                 content: t.Sequence[str] | None = None, tokenizer: t.Any = None,
+                 content: t.Sequence[str] | None = None, tokenizer: t.Any = None, tokens: str | None = None,
                  progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
         ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
-        tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``."""
+        tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``; with
+        ``tokens`` too, that field holds the samples' token ids, used without tokenizing."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
-                                     tokenizer=tokenizer, progress=progress)
+                                     tokenizer=tokenizer, tokens=tokens, progress=progress)
 
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""

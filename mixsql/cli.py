@@ -83,22 +83,25 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--replace", is_flag=True, help="Replace the dataset if it is already registered.")
-@click.option("--content", default="text", show_default=True,
-              help="Comma-separated fields that stay in the files (the rest become properties).")
+@click.option("--content", default=None,
+              help="Comma-separated fields that stay in the files (the rest become properties) [default: text, "
+                   "or the --tokens column].")
 @click.option("--tokenizer", "tokenizer", metavar="PATH", default=None,
               help="A Hugging Face tokenizer.json: store each sample's token count as n_tokens.")
+@click.option("--tokens", "tokens", metavar="COLUMN", default=None,
+              help="A column of token ids (list of integers) to use as they are; needs --tokenizer.")
 @click.pass_context
-def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str,
-             tokenizer: str | None) -> None:
+def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str | None,
+             tokenizer: str | None, tokens: str | None) -> None:
     """Index JSONL (.jsonl, .gz, .zst) and Parquet files as dataset NAME.
 
     PATHS are files, quoted globs, directories or fsspec URLs (file://...). The catalog keeps
     pointers and properties, never the content; a failed registration changes nothing.
     """
     con = _connect(ctx, create=True)
-    fields = [c.strip() for c in content.split(",") if c.strip()]
+    fields = [c.strip() for c in content.split(",") if c.strip()] if content is not None else None
     with _bar(ctx, f"registering {name}") as progress:
-        info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer,
+        info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
                             progress=progress)
     import pyarrow.parquet as pq
 

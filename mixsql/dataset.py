@@ -62,7 +62,7 @@ class MixDataset(torch.utils.data.IterableDataset):
             raise MixSQLError(f"the stream has {length:,} {unit}, fewer than one global batch of "
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
-        reader_columns = self.columns if packed is None else [packed.field]
+        reader_columns = self.columns if packed is None else list(packed.fields)
         Reader(plan, reader_columns).verify()  # columns, and every file unchanged since registration: now, not later
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         if packed is not None:
@@ -118,7 +118,7 @@ class MixDataset(torch.utils.data.IterableDataset):
     def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
         packed = self._packed(plan)
-        reader = Reader(plan, self.columns if packed is None else [packed.field])
+        reader = Reader(plan, self.columns if packed is None else list(packed.fields))
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         at, step = 0, 1  # the first read is one batch, then they double: a quick first batch

@@ -313,8 +313,19 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     np.save(directory / "chunks.npy", spec.table)
     return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
             "tokens_missing": tokens_missing,
-            "dataset_info": {d: {"content": list(engine.dataset(d).content),
-                                 "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
+            "dataset_info": dataset_info(engine, datasets)}
+
+
+def dataset_info(engine: Engine, datasets: t.Sequence[str]) -> dict[str, dict[str, t.Any]]:
+    """What a run needs of each dataset: its content fields, record schema and token field (and
+    whether it holds text to tokenize or token ids)."""
+    out = {}
+    for d in datasets:
+        info = engine.dataset(d)
+        tok = info.tokenizer or {}
+        out[d] = {"content": list(info.content), "record_schema": info.record_schema_b64,
+                  "token_field": tok.get("field"), "token_kind": tok.get("kind", "text") if tok else None}
+    return out
 
 
 def plan_files(engine: Engine, datasets: t.Sequence[str]) -> tuple[list[dict[str, t.Any]], dict[str, int],

@@ -33,6 +33,7 @@ import typing as t
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mixsql import tokens as _tokens
 from mixsql import world
@@ -68,7 +69,13 @@ class PackedPlan:
                 f"the tokenizer {self.tokenizer.source} (fingerprint {self.tokenizer.fingerprint}) is not the one "
                 f"the data was counted with, {info['source']} (fingerprint {info['fingerprint']})",
                 hint="pack with the tokenizer the datasets were registered with, or register them again with this one")
-        self.field: str = info["field"]
+        # where each dataset's tokens come from: (field, "text" to tokenize or "ids" stored)
+        self.sources = sorted({(i.get("token_field") or info["field"], i.get("token_kind") or "text")
+                               for i in plan.dataset_info.values()})
+        self.fields = sorted({f for f, _ in self.sources})
+        by_dataset = {d: self.sources.index((i.get("token_field") or info["field"], i.get("token_kind") or "text"))
+                      for d, i in plan.dataset_info.items()}
+        self._file_source = np.asarray([by_dataset[f.dataset] for f in plan.files], dtype=np.int16)
         self.eos = self.tokenizer.eos_id(eos)
         self.bos = None if bos is None else self.tokenizer.token_id(bos, "the BOS token")
         self.separators = 1 + (self.bos is not None)
@@ -152,22 +159,45 @@ class PackedPlan:
         return {name: np.concatenate(values) for name, values in out.items()}
 
     def _token_ids(self, reader: t.Any, rows: np.ndarray) -> list[np.ndarray]:
-        """Token ids of the documents at plan ``rows``, checked against the counts the plan holds."""
+        """Token ids of the documents at plan ``rows``: stored ids as they are (no Python object per
+        token), text tokenized; checked against the counts the plan holds."""
         table = reader.read(rows)
-        texts = table.column(self.field).to_pylist()
-        encoded = self.tokenizer.encode(texts)
+        source = self._file_source[np.asarray(self.plan.file[rows], dtype=np.int64)]
+        got = np.zeros(len(rows), dtype=np.int64)
+        flats: list[np.ndarray] = []
+        where = np.zeros(len(rows), dtype=np.int64)  # each row's first id in the concatenation of flats
+        at = 0
+        for s, (field, kind) in enumerate(self.sources):
+            mine = np.flatnonzero(source == s)
+            if not len(mine):
+                continue
+            column = table.column(field)
+            if len(mine) != len(rows):
+                column = column.take(pa.array(mine))
+            if kind == "ids":
+                array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+                lengths = np.asarray(pc.fill_null(pc.list_value_length(array), 0), dtype=np.int64)
+                flat = np.asarray(array.flatten(), dtype=np.int64)
+            else:
+                encoded = self.tokenizer.encode(column.to_pylist())
+                lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+                flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
+            got[mine] = lengths
+            where[mine] = at + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            flats.append(flat)
+            at += len(flat)
         expected = self.plan.tokens[rows]
-        got = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
         bad = np.flatnonzero(got != expected)
         if len(bad):
             i = int(bad[0])
             f = self.plan.files[int(self.plan.file[rows[i]])]
-            raise DataError(f"{f.url}, row {int(self.plan.row[rows[i]])}: {self.field!r} has {got[i]} tokens now, but "
+            field, kind = self.sources[int(source[i])]
+            raise DataError(f"{f.url}, row {int(self.plan.row[rows[i]])}: {field!r} has {got[i]} tokens now, but "
                             f"{expected[i]} when it was registered", file=f.url, row=int(self.plan.row[rows[i]]),
-                            hint="the tokenizer's behaviour changed (another tokenizers version?); register again")
-        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(got.sum()))
-        bounds = np.concatenate(([0], np.cumsum(got))).tolist()
-        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]  # views of one array
+                            hint="the file changed since it was registered; register it again" if kind == "ids" else
+                            "the tokenizer's behaviour changed (another tokenizers version?); register again")
+        flat = np.concatenate(flats) if len(flats) > 1 else flats[0] if flats else np.zeros(0, dtype=np.int64)
+        return [flat[a: a + n] for a, n in zip(where.tolist(), got.tolist())]  # views of one array
 
     def _pack(self, q: int, j0: int, j1: int, m0: int, rows: np.ndarray,
               ids: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -415,5 +415,4 @@ def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     np.save(directory / "chunks.npy", spec.table)
     return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
             "tokens_missing": tokens_missing, "order": "merged",
-            "dataset_info": {d: {"content": list(engine.dataset(d).content),
-                                 "record_schema": engine.dataset(d).record_schema_b64} for d in datasets}}
+            "dataset_info": _manifest.dataset_info(engine, datasets)}

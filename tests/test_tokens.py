@@ -100,3 +100,71 @@ def test_eos_comes_from_the_tokenizer_or_the_option(tmp_path) -> None:
     with pytest.raises(tokens.TokenizerError, match="no special token"):
         tokens.load(bare).eos_id()
     assert tokens.load(bare).eos_id("b") == 1
+
+
+# -- stored token ids -----------------------------------------------------------------------------
+
+
+def _with_ids(tmp_path, kind=None, row_group_size=64):
+    """The sample Parquet files rewritten with their token ids in a column ``ids`` (and without, for comparison)."""
+    import glob
+    import os
+
+    import pyarrow as pa
+
+    tok = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    ids_dir, text_dir = tmp_path / "ids", tmp_path / "text"
+    ids_dir.mkdir()
+    text_dir.mkdir()
+    for f in sorted(glob.glob(PARQUET_GLOB)):
+        table = pq.read_table(f)
+        pq.write_table(table, text_dir / os.path.basename(f), row_group_size=row_group_size)
+        ids = [e.ids for e in tok.encode_batch(table.column("text").to_pylist(), add_special_tokens=False)]
+        table = table.append_column("ids", pa.array(ids, kind or pa.list_(pa.uint16())))
+        pq.write_table(table, ids_dir / os.path.basename(f), row_group_size=row_group_size)
+    return ids_dir, text_dir
+
+
+@pytest.mark.parametrize("width", ["uint16", "int32", "int64"])
+def test_a_column_of_token_ids_packs_exactly_as_the_text_does(tmp_path, width: str) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    ids_dir, text_dir = _with_ids(tmp_path, pa.list_(getattr(pa, width)()))
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("text", [str(text_dir / "*.parquet")], tokenizer=TOKENIZER)
+    info = con.register("ids", [str(ids_dir / "*.parquet")], tokenizer=TOKENIZER, tokens="ids", content=["text"])
+    assert info.content == ("text", "ids") and info.tokenizer["kind"] == "ids"
+    n = con.sql("SELECT sum(n_tokens)::BIGINT AS a, sum(_bytes)::BIGINT AS b FROM ids").to_pylist()[0]
+    text = con.sql("SELECT sum(n_tokens)::BIGINT AS a, sum(_bytes)::BIGINT AS b FROM text").to_pylist()[0]
+    assert n["a"] == text["a"]
+    assert n["b"] == text["b"] + n["a"] * np.dtype(width).itemsize  # the ids' real size, not their JSON's
+    for p in (1, 3):
+        q = "MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS rest FROM {} PARTITIONS " + str(p)
+        a = list(con.mix(q.format("text")).sequences(96))
+        b = list(con.mix(q.format("ids")).sequences(96))
+        assert len(a) == len(b) > 0
+        assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_token_id_columns_are_checked(tmp_path) -> None:
+    import pyarrow as pa
+
+    ids_dir, _ = _with_ids(tmp_path)
+    cat = tmp_path / "cat"
+    con = mixsql.connect(cat)
+    with pytest.raises(CatalogError, match="needs the tokenizer"):
+        con.register("x", [str(ids_dir / "*.parquet")], tokens="ids")
+    with pytest.raises(DataError, match="'domain' is string, not a list of integer token ids"):
+        con.register("x", [str(ids_dir / "*.parquet")], tokenizer=TOKENIZER, tokens="domain")
+    bad = tmp_path / "bad.parquet"
+    table = pq.read_table(sorted(ids_dir.glob("*.parquet"))[0])
+    ids = table.column("ids").to_pylist()
+    ids[5] = ids[5] + [4096]  # beyond the sample tokenizer's 4,096 ids
+    pq.write_table(table.set_column(table.column_names.index("ids"), "ids", pa.array(ids, pa.list_(pa.uint16()))),
+                   bad)
+    with pytest.raises(DataError, match=r"bad.parquet, row 5: token id 4096 in 'ids' is outside the tokenizer's "
+                                        r"vocabulary of 4,096"):
+        con.register("x", [str(bad)], tokenizer=TOKENIZER, tokens="ids")
+    assert con.datasets() == []
+    assert not any((cat / "datasets").glob("*")) if (cat / "datasets").exists() else True

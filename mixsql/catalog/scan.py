@@ -84,7 +84,10 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type) \
                 or pa.types.is_large_binary(col.type):
             n = pc.fill_null(pc.binary_length(col), 0).cast(pa.int64())
-        else:  # non-string content (e.g. a list of strings): its JSON size is a fair measure
+        elif _is_id_list(col.type):  # token ids: their real size, not the size of their JSON
+            width = col.type.value_type.bit_width // 8
+            n = pc.multiply(pc.fill_null(pc.list_value_length(col), 0).cast(pa.int64()), width)
+        else:  # other non-string content (e.g. a list of strings): its JSON size is a fair measure
             n = pa.array([len(json.dumps(v, ensure_ascii=False).encode()) for v in col.to_pylist()], pa.int64())
         total = n if total is None else pc.add(total, n)
     if total is None:
@@ -92,7 +95,17 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
     return total.combine_chunks() if isinstance(total, pa.ChunkedArray) else total
 
 
-Counter = t.Callable[[pa.Array, str, int], np.ndarray]  # (content column, url, first row) -> tokens per record
+def _is_id_list(kind: pa.DataType) -> bool:
+    """A list of integers: a column of token ids."""
+    return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
+
+
+class Counter(t.Protocol):
+    """Tokens per record of the field ``field`` (content text to tokenize, or a column of token ids)."""
+
+    field: str
+
+    def __call__(self, column: pa.Array, url: str, start: int) -> np.ndarray: ...
 
 
 def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
@@ -121,7 +134,7 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
             for name in props:
                 cols[name] = batch.column(name)
             if count is not None:
-                cols[N_TOKENS] = pa.array(count(batch.column(content[0]), src.url, start))
+                cols[N_TOKENS] = pa.array(count(batch.column(count.field), src.url, start))
             for name in utf8:
                 _valid_text(batch.column(name), name, src.url, start)
             batches.append(pa.table(cols))
@@ -244,7 +257,7 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
                         if name not in content:
                             cols[name] = table.column(name)
                     if count is not None:
-                        cols[N_TOKENS] = pa.array(count(table.column(content[0]), src.url, row))
+                        cols[N_TOKENS] = pa.array(count(table.column(count.field), src.url, row))
                     tables.append(pa.table(cols))
                     row += table.num_rows
             line_no += int(np.count_nonzero(arr == 10))

@@ -36,10 +36,13 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mixsql import atomic, tokens
+from mixsql import atomic
+from mixsql import tokens as tokens_
 from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.catalog.duck import ident
@@ -190,6 +193,7 @@ class Catalog:
         replace: bool = False,
         content: t.Sequence[str] | None = None,
         tokenizer: t.Any = None,
+        tokens: str | None = None,
         progress: t.Callable[[int, int, str], None] | None = None,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
@@ -199,16 +203,28 @@ class Catalog:
         other field becomes a property with its own type. With ``tokenizer`` (a tokenizer.json path
         or a ``tokenizers.Tokenizer``), every sample also gets ``n_tokens``, the tokens of its
         content field, and the dataset records the tokenizer (a copy is kept in ``tokenizers/``).
+        With ``tokens`` (and the ``tokenizer`` the ids belong to), that field holds each sample's
+        token ids (a list of integers), used as they are: ``n_tokens`` is its length, and it is a
+        content field (the default content is then that field alone).
         All or nothing: on any error the catalog is exactly as it was.
         """
         _check_name(name)
+        if tokens is not None:
+            if tokenizer is None:
+                raise CatalogError(f"--tokens {tokens} needs the tokenizer the ids belong to (its vocabulary and "
+                                   "end-of-text token)", hint="add --tokenizer PATH (API: tokenizer=...)")
+            content = tuple(content) if content else (tokens,)
+            if tokens not in content:
+                content = content + (tokens,)
         content = tuple(content) if content else DEFAULT_CONTENT
         tok = None
         if tokenizer is not None:
-            tok = tokens.load(tokenizer)
-            if len(content) != 1:
+            tok = tokens_.load(tokenizer)
+            if tokens is None and len(content) != 1:
                 raise CatalogError(f"a tokenizer counts the tokens of one content field, and {name!r} has "
-                                   f"{len(content)} ({', '.join(content)})", hint="register with one --content field")
+                                   f"{len(content)} ({', '.join(content)})",
+                                   hint="register with one --content field, or name a column of token ids "
+                                        "with --tokens")
         with self._write_lock():
             self._stamp = None
             self._load()
@@ -220,9 +236,10 @@ class Catalog:
             tmp = self.path / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
             try:
-                entry = _build(tmp, paths, content, progress, tok)
+                field = tokens if tokens is not None else content[0]
+                entry = _build(tmp, paths, content, progress, tok, field, tokens is not None)
                 if tok is not None:
-                    entry["tokenizer"] = self._keep_tokenizer(tok, content[0])
+                    entry["tokenizer"] = self._keep_tokenizer(tok, field, "ids" if tokens is not None else "text")
                 final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp, final)
@@ -242,7 +259,7 @@ class Catalog:
             self._load()
             return self.dataset(name)
 
-    def _keep_tokenizer(self, tok: tokens.Tokenizer, field: str) -> dict[str, t.Any]:
+    def _keep_tokenizer(self, tok: tokens_.Tokenizer, field: str, kind: str) -> dict[str, t.Any]:
         """Store the tokenizer's JSON under its fingerprint (immutable, shared by datasets) and
         return the dataset's record of it."""
         path = self.path / "tokenizers" / f"{tok.fingerprint}.json"
@@ -250,7 +267,7 @@ class Catalog:
             path.parent.mkdir(exist_ok=True)
             atomic.write_text(path, tok.json)
         return {"fingerprint": tok.fingerprint, "path": str(path.relative_to(self.path)), "field": field,
-                "source": tok.source, "vocab_size": tok.vocab_size}
+                "kind": kind, "source": tok.source, "vocab_size": tok.vocab_size}
 
     def drop(self, name: str) -> None:
         """Remove dataset ``name`` from the catalog (its source files are untouched)."""
@@ -272,23 +289,56 @@ class Catalog:
         self._engine = None
 
 
-def _counter(tok: tokens.Tokenizer, field: str) -> scan.Counter:
-    """Tokens per record of a content column (text only)."""
-    def count(column: pa.Array, url: str, start: int) -> t.Any:
+class _TextCounter:
+    """Tokens per record of a content column of text, tokenized."""
+
+    def __init__(self, tok: tokens_.Tokenizer, field: str) -> None:
+        self.tok, self.field = tok, field
+
+    def __call__(self, column: pa.Array, url: str, start: int) -> t.Any:
         kind = column.type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
-            raise DataError(f"{url}: content field {field!r} is {kind}, not text, so it cannot be tokenized",
+            raise DataError(f"{url}: content field {self.field!r} is {kind}, not text, so it cannot be tokenized",
                             file=url, hint="register text, or name a column of token ids with --tokens COLUMN")
-        return tok.counts(column.to_pylist())
-    return count
+        return self.tok.counts(column.to_pylist())
+
+
+class _IdCounter:
+    """Tokens per record of a column of token ids: its lengths, each id checked against the vocabulary."""
+
+    def __init__(self, tok: tokens_.Tokenizer, field: str) -> None:
+        self.vocab, self.field = tok.vocab_size, field
+
+    def __call__(self, column: pa.Array, url: str, start: int) -> t.Any:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        kind = column.type
+        if not scan._is_id_list(kind):
+            raise DataError(f"{url}: --tokens column {self.field!r} is {kind}, not a list of integer token ids",
+                            file=url, hint="name a column of type list<int32>, list<uint32>, list<int64> or "
+                                           "list<uint16>, or register the text with --tokenizer alone")
+        values = column.flatten()
+        if len(values):
+            bounds = pc.min_max(values).as_py()
+            if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] >= self.vocab):
+                bad = bounds["min"] if bounds["min"] < 0 else bounds["max"]
+                lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0))
+                owner = np.searchsorted(np.cumsum(lengths), int(np.flatnonzero(
+                    np.asarray(values.fill_null(0)) == bad)[0]), side="right")
+                raise DataError(f"{url}, row {start + int(owner)}: token id {bad} in {self.field!r} is outside the "
+                                f"tokenizer's vocabulary of {self.vocab:,}", file=url, row=start + int(owner),
+                                hint="register with the tokenizer these ids come from")
+        return np.asarray(pc.fill_null(pc.list_value_length(column), 0), dtype=np.int64)
 
 
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
            progress: t.Callable[[int, int, str], None] | None = None,
-           tok: tokens.Tokenizer | None = None) -> dict[str, t.Any]:
+           tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False) -> dict[str, t.Any]:
     """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
     urls = mfs.expand(paths)
-    count = _counter(tok, content[0]) if tok is not None else None
+    count: scan.Counter | None = None
+    if tok is not None:
+        count = _IdCounter(tok, field) if ids else _TextCounter(tok, field)
     parts: list[tuple[str, Path, pa.Schema]] = []
     records: list[tuple[str, pa.Schema]] = []
     file_rows: list[dict[str, t.Any]] = []
@@ -339,7 +389,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
         "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
-        "tokenizer": tok.fingerprint if tok is not None else None,
+        "tokenizer": tok.fingerprint if tok is not None else None, "token_ids": field if ids else None,
     }, sort_keys=True)
     return {
         "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
