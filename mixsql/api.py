@@ -238,6 +238,15 @@ class Connection:
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
                                      tokenizer=tokenizer, tokens=tokens, progress=progress)
 
+    def tokenize(self, dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *, column: str = "token_ids",
+                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+        """Write ``dataset``'s token ids once, as Parquet shards in ``output`` (row groups aligned to the
+        source's blocks), and register the dataset again from them with the ids as its token source:
+        the same statements give the same streams, and packing reads the ids instead of tokenizing."""
+        from mixsql.tokenize import tokenize
+
+        return tokenize(self, dataset, tokenizer, output, column=column, progress=progress)
+
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""
         self.catalog.drop(name)

@@ -146,6 +146,27 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int, plan_dir: str |
 
 
 @main.command()
+@click.argument("dataset")
+@click.option("--tokenizer", "tokenizer", metavar="PATH", required=True, help="A Hugging Face tokenizer.json.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory for the token shards (one Parquet file per source file).")
+@click.option("--column", default="token_ids", show_default=True, help="Name of the column of token ids.")
+@click.pass_context
+def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, column: str) -> None:
+    """Write DATASET's token ids once into OUTPUT and register it again from them.
+
+    The shards hold the records and their ids, one row group per block of the source, so every
+    statement gives the same stream as before; packed runs then read ids and never tokenize.
+    """
+    con = _connect(ctx)
+    with _bar(ctx, f"tokenizing {dataset}") as progress:
+        info = con.tokenize(dataset, tokenizer, output, column=column, progress=progress)
+    total = con.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM {ident(dataset)}").column("n")[0].as_py() or 0
+    click.echo(f"tokenized {dataset}: {total:,} tokens of {info.samples:,} samples in {output}; the dataset now reads "
+               f"its token ids from column {column!r} (version {info.version})")
+
+
+@main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),

@@ -134,3 +134,22 @@ def test_tokens_from_the_command_line(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no tokenizer file" in bad.stderr
     bad = run("head", "sample_data/pretrain.mixsql", "--seq-len", "1", catalog=cat, ok=False)
     assert bad.returncode == 2 and "seq_len must be an integer from 2" in bad.stderr
+
+
+def test_tokenize_from_the_command_line(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from mixsql.cli import main
+    from tests.conftest import PARQUET_GLOB, TOKENIZER
+
+    cat = str(tmp_path / "cat")
+    runner = CliRunner()
+    r = runner.invoke(main, ["--catalog", cat, "register", "d", PARQUET_GLOB, "--tokenizer", str(TOKENIZER)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["--catalog", cat, "tokenize", "d", "--tokenizer", str(TOKENIZER), "-o",
+                             str(tmp_path / "shards")])
+    assert r.exit_code == 0, r.output
+    assert "tokenized d: 627,400 tokens of 4,200 samples" in r.output
+    r = runner.invoke(main, ["--catalog", cat, "register", "ids", str(tmp_path / "shards"), "--tokenizer",
+                             str(TOKENIZER), "--tokens", "token_ids", "--content", "text"])
+    assert r.exit_code == 0 and "627,400 tokens" in r.output, r.output

@@ -168,3 +168,30 @@ def test_token_id_columns_are_checked(tmp_path) -> None:
         con.register("x", [str(bad)], tokenizer=TOKENIZER, tokens="ids")
     assert con.datasets() == []
     assert not any((cat / "datasets").glob("*")) if (cat / "datasets").exists() else True
+
+
+@pytest.mark.parametrize("glob", [PARQUET_GLOB, JSONL_GLOB])
+def test_tokenize_writes_ids_once_and_keeps_every_stream(tmp_path, glob: str) -> None:
+    import numpy as np
+
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("d", [glob], tokenizer=TOKENIZER)
+    q = ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.3 AS m WHERE domain = 'manual', 0.2 AS rest FROM d "
+         "PARTITIONS 3 SEED 2")
+    before = list(con.mix(q).sequences(100))
+    lineage = con.mix(q).lineage(0, 40).to_pylist()
+    info = con.tokenize("d", TOKENIZER, tmp_path / "shards")
+    assert info.content == ("text", "token_ids") and info.tokenizer["kind"] == "ids"
+    shards = sorted((tmp_path / "shards").glob("*.parquet"))
+    assert len(shards) == len(list(con.catalog.dataset("d").files())) and not list((tmp_path / "shards").glob(".tmp*"))
+    after = list(con.mix(q).sequences(100))
+    assert len(after) == len(before) > 0
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(before, after) for k in x)
+    assert [r["row"] for r in con.mix(q).lineage(0, 40).to_pylist()] == [r["row"] for r in lineage]
+    # the shards' row groups are the source's blocks
+    rows = con.sql("SELECT _file_id, _block, count(*) AS n FROM d GROUP BY ALL ORDER BY ALL").to_pylist()
+    groups = [(i, g, pq.ParquetFile(s).metadata.row_group(g).num_rows)
+              for i, s in enumerate(shards) for g in range(pq.ParquetFile(s).metadata.num_row_groups)]
+    assert [(r["_file_id"], r["_block"], r["n"]) for r in rows] == [g for g in groups if g[2]]
+    with pytest.raises(CatalogError, match="already reads its token ids from 'token_ids'"):
+        con.tokenize("d", TOKENIZER, tmp_path / "again")
