@@ -228,15 +228,16 @@ class Connection:
 
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
                  content: t.Sequence[str] | None = None, tokenizer: t.Any = None, tokens: str | None = None,
-                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+                 eos: str | int | None = None, progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
         ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
         tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``; with
-        ``tokens`` too, that field holds the samples' token ids, used without tokenizing."""
+        ``tokens`` too, that field holds the samples' token ids, used without tokenizing. Flat token
+        arrays (``.npy``) register one sample per document (split at the tokenizer's EOS, or ``eos``)."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
-                                     tokenizer=tokenizer, tokens=tokens, progress=progress)
+                                     tokenizer=tokenizer, tokens=tokens, eos=eos, progress=progress)
 
     def tokenize(self, dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *, column: str = "token_ids",
                  progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:

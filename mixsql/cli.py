@@ -90,10 +90,12 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
               help="A Hugging Face tokenizer.json: store each sample's token count as n_tokens.")
 @click.option("--tokens", "tokens", metavar="COLUMN", default=None,
               help="A column of token ids (list of integers) to use as they are; needs --tokenizer.")
+@click.option("--eos", default=None, metavar="TOKEN",
+              help="The separator of documents in .npy token arrays (default: the tokenizer's end-of-text token).")
 @click.pass_context
 def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str | None,
-             tokenizer: str | None, tokens: str | None) -> None:
-    """Index JSONL (.jsonl, .gz, .zst) and Parquet files as dataset NAME.
+             tokenizer: str | None, tokens: str | None, eos: str | None) -> None:
+    """Index JSONL (.jsonl, .gz, .zst), Parquet and flat token array (.npy) files as dataset NAME.
 
     PATHS are files, quoted globs, directories or fsspec URLs (file://...). The catalog keeps
     pointers and properties, never the content; a failed registration changes nothing.
@@ -102,7 +104,7 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     fields = [c.strip() for c in content.split(",") if c.strip()] if content is not None else None
     with _bar(ctx, f"registering {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
-                            progress=progress)
+                            eos=_token(eos), progress=progress)
     import pyarrow.parquet as pq
 
     rows = pq.read_table(info.files_path, columns=["rows"]).column("rows").to_pylist()

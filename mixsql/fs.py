@@ -11,6 +11,7 @@ import os
 import typing as t
 
 import fsspec
+import numpy as np
 import fsspec.implementations.local
 import pyarrow as pa
 
@@ -26,7 +27,7 @@ class SourceFile:
     """One data file as registered: canonical URL, format and the fingerprint used to detect change."""
 
     url: str
-    format: str  # "parquet" | "jsonl"
+    format: str  # "parquet" | "jsonl" | "npy"
     compression: str | None  # None | "gzip" | "zstd"
     size: int
     mtime: float | None
@@ -42,11 +43,14 @@ def file_format(url: str) -> tuple[str, str | None]:
             break
     if name.endswith(PARQUET_SUFFIXES) and compression is None:
         return "parquet", None
+    if name.endswith(".npy") and compression is None:
+        return "npy", None
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl", compression
     raise CatalogError(
         f"cannot tell the format of {url!r}",
-        hint="mixsql reads Parquet (.parquet) and JSON lines (.jsonl, .ndjson, .json, optionally .gz or .zst)",
+        hint="mixsql reads Parquet (.parquet), JSON lines (.jsonl, .ndjson, .json, optionally .gz or .zst) and "
+             "flat token arrays (.npy)",
     )
 
 
@@ -130,6 +134,12 @@ def _is_data_file(path: str) -> bool:
     return True
 
 
+def exists(url: str) -> bool:
+    """Whether a file exists at ``url``."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.isfile(path))
+
+
 def open_binary(url: str) -> t.Any:
     """Open a file for reading (no decompression). fsspec resolves every URL; a local file is then
     opened with Arrow's native reader, which Parquet decodes from without Python calls per read."""
@@ -170,3 +180,21 @@ def read_ranges(url: str, starts: t.Sequence[int], ends: t.Sequence[int]) -> lis
         return fs.cat_ranges([path] * len(starts), list(starts), list(ends))
     except FileNotFoundError:
         raise DataError(f"data file {url} is missing", file=url) from None
+
+
+NPY_FIELD = "token_ids"  # the content field of a flat token array's documents
+NPY_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32))
+
+
+def npy_header(fh: t.BinaryIO, url: str) -> tuple[int, np.dtype, int]:
+    """(bytes before the data, dtype, length) of a ``.npy`` of token ids, or a DataError saying why not."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0)(fh)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{url} is not a readable .npy file: {e}", file=url) from None
+    if dtype.newbyteorder("=") not in NPY_DTYPES or len(shape) != 1 or not dtype.isnative:
+        raise DataError(f"{url} holds {dtype} of shape {shape}, not a flat array of uint16 or uint32 token ids",
+                        file=url, hint="flat token arrays (as OLMo/Dolma ship them) are 1-D uint16 or uint32")
+    return fh.tell(), dtype, int(shape[0])

@@ -238,7 +238,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         length = spec.shape.partition_length(q)
         used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C))
     files, base, registered = plan_files(engine, datasets)
-    byte_ranges = any(f["format"] == "jsonl" for f in files)
+    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
     token_info, tokens_missing = token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
              and (token_info is not None or n != "tokens")]

@@ -31,6 +31,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
+from mixsql.fs import NPY_FIELD, npy_header
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan, PlanFile
 
@@ -85,6 +86,7 @@ class Reader:
         self._source_bytes = 0
         self._parquet: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()
         self._available: dict[int, list[str]] = {}
+        self._npy_headers: dict[int, tuple[int, np.dtype]] = {}
         self._inflated: collections.OrderedDict[int, tuple[np.ndarray, list[bytes], int]] = collections.OrderedDict()
         self._checked: set[int] = set()
         self._keys: list[tuple] = []
@@ -219,12 +221,13 @@ class Reader:
                     members = self._group_members(f, g)
                     ids[sel] = self._key_id(("rg", f, g))
                     locs[sel] = np.searchsorted(members, rows[sel])
-            else:  # a JSONL source is this window's records of the file, parsed together
-                key = ("jsonl", f, w)
+            else:  # a JSONL (or token array) source is this window's records of the file, read together
+                key = (info.format, f, w)
                 ids[mine] = self._key_id(key)
                 locs[mine] = np.arange(len(mine))
-                self._store(key, self._jsonl_rows(info, self.plan.row[rows[mine]], self.plan.byte_offset[rows[mine]],
-                                                  self.plan.byte_length[rows[mine]]))
+                read = self._npy_rows if info.format == "npy" else self._jsonl_rows
+                self._store(key, read(info, self.plan.row[rows[mine]], self.plan.byte_offset[rows[mine]],
+                                      self.plan.byte_length[rows[mine]]))
         for key_id, at in _by_value(ids):
             self._pending[key_id] += len(at)
             self._probation.pop(key_id, None)
@@ -346,6 +349,35 @@ class Reader:
         self.stats.row_group_rows += table.num_rows
         self.stats.bytes_decoded += table.nbytes
         return self._conform(table, info.dataset)
+
+    # -- flat token arrays ---------------------------------------------------------------------------
+
+    def _npy_rows(self, info: PlanFile, rows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> pa.Table:
+        """Documents of a token array by token range: one read of the bytes they span (or one per
+        range when sparse), as a list column without a Python object per token."""
+        header = self._npy_headers.get(info.index)
+        if header is None:
+            with mfs.open_binary(info.url) as fh:
+                header = self._npy_headers[info.index] = npy_header(fh, info.url)[:2]
+        base, dtype = header
+        size = dtype.itemsize
+        order = np.argsort(offsets, kind="stable")
+        starts = base + offsets[order].astype(np.int64) * size
+        ends = starts + lengths[order].astype(np.int64) * size
+        chunks = self._plain_ranges(info, starts, ends)
+        values = np.frombuffer(b"".join(chunks), dtype=dtype)
+        if len(values) * size != int((ends - starts).sum()):
+            self._check(info, again=True)
+            raise DataError(f"{info.url} is shorter than when it was registered", file=info.url)
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        sizes = lengths[order].astype(np.int64)[back]
+        # documents back in the requested order: gather their ranges of the read values
+        first = np.concatenate(([0], np.cumsum(lengths[order].astype(np.int64))))[:-1][back]
+        index = np.repeat(first - np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes) + np.arange(int(sizes.sum()))
+        column = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)),
+                                          pa.array(values[index]))
+        return self._conform(pa.table({NPY_FIELD: column}), info.dataset)
 
     # -- JSONL -------------------------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WI
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     files, base, registered = _manifest.plan_files(engine, datasets)
-    byte_ranges = any(f["format"] == "jsonl" for f in files)
+    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
     names = tuple(c.name for c in bound.components)
     buckets = tuple(min(c.ordering.buckets, c.samples) if c.ordering else 1 for c in bound.components)
     C = bound.chunk_size
@@ -359,7 +359,7 @@ def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     engine = catalog.engine()
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     files, base, _ = _manifest.plan_files(engine, datasets)
-    byte_ranges = any(f["format"] == "jsonl" for f in files)
+    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
     token_info, tokens_missing = _manifest.token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
              and (token_info is not None or n != "tokens")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pyarrow.parquet as pq
@@ -195,3 +196,71 @@ def test_tokenize_writes_ids_once_and_keeps_every_stream(tmp_path, glob: str) ->
     assert [(r["_file_id"], r["_block"], r["n"]) for r in rows] == [g for g in groups if g[2]]
     with pytest.raises(CatalogError, match="already reads its token ids from 'token_ids'"):
         con.tokenize("d", TOKENIZER, tmp_path / "again")
+
+
+def _flat_arrays(tmp_path, sidecar: bool = True):
+    """The sample corpus as OLMo-style flat token arrays (uint16, EOS-separated), properties beside them."""
+    import glob
+
+    import numpy as np
+
+    tok = tokenizers.Tokenizer.from_file(str(TOKENIZER))
+    out = tmp_path / "flat"
+    out.mkdir()
+    texts = []
+    for i, f in enumerate(sorted(glob.glob(PARQUET_GLOB))):
+        table = pq.read_table(f)
+        ids = [e.ids for e in tok.encode_batch(table.column("text").to_pylist(), add_special_tokens=False)]
+        np.save(out / f"part-{i}.npy", np.concatenate([np.asarray(x + [0], dtype=np.uint16) for x in ids]))
+        if sidecar:
+            pq.write_table(table.drop_columns(["text"]), out / f"part-{i}.parquet")
+        texts.append(ids)
+    return out, texts
+
+
+def test_flat_token_arrays_register_one_sample_per_document(tmp_path) -> None:
+    import numpy as np
+
+    out, ids = _flat_arrays(tmp_path)
+    con = mixsql.connect(tmp_path / "cat")
+    info = con.register("flat", [str(out)], tokenizer=TOKENIZER)  # the directory: the sidecars are not data
+    assert info.samples == sum(len(x) for x in ids) and info.content == ("token_ids",)
+    rows = con.sql("SELECT _file_id, _row, n_tokens, domain FROM flat ORDER BY _file_id, _row").to_pylist()
+    assert [r["n_tokens"] for r in rows] == [len(x) for f in ids for x in f]
+    assert {r["domain"] for r in rows} == {"code", "docs", "manual", "messages"}
+    mix = con.mix("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS rest FROM flat PARTITIONS 2")
+    lineage = mix.lineage(0, 200).to_pylist()
+    for r, s in zip(lineage, mix.samples(limit=200)):
+        i = int(r["file"].rsplit("-", 1)[1].split(".")[0])
+        assert s["token_ids"] == ids[i][r["row"]]
+    stream = list(itertools.chain.from_iterable(s["token_ids"] + [0] for s in con.mix(
+        "MIX BY TOKENS 1 AS all_docs FROM flat PARTITIONS 1").samples()))
+    seqs = list(con.mix("MIX BY TOKENS 1 AS all_docs FROM flat PARTITIONS 1").sequences(64))
+    assert np.concatenate([s["input_ids"] for s in seqs]).tolist() == stream[: 64 * len(seqs)]
+
+
+def test_bad_flat_token_arrays_are_clear_errors(tmp_path) -> None:
+    import numpy as np
+
+    out, _ = _flat_arrays(tmp_path, sidecar=False)
+    con = mixsql.connect(tmp_path / "cat")
+    with pytest.raises(CatalogError, match="need the tokenizer"):
+        con.register("x", [str(out / "part-0.npy")])
+    np.save(tmp_path / "wide.npy", np.arange(10, dtype=np.int64))
+    with pytest.raises(DataError, match="holds int64 of shape .10,., not a flat array of uint16 or uint32"):
+        con.register("x", [str(tmp_path / "wide.npy")], tokenizer=TOKENIZER)
+    np.save(tmp_path / "big.npy", np.asarray([1, 2, 0, 5000, 0], dtype=np.uint16))
+    with pytest.raises(DataError, match="token id 5000 at position 3 is outside the tokenizer's vocabulary"):
+        con.register("x", [str(tmp_path / "big.npy")], tokenizer=TOKENIZER)
+    np.save(tmp_path / "two.npy", np.asarray([1, 2, 0, 3, 0], dtype=np.uint16))
+    pq.write_table(pq.read_table(sorted(PARQUET_GLOB_FILES())[0]).slice(0, 5).drop_columns(["text"]),
+                   tmp_path / "two.parquet")
+    with pytest.raises(DataError, match="have 5 rows, but it holds 2 documents"):
+        con.register("x", [str(tmp_path / "two.npy")], tokenizer=TOKENIZER)
+    assert con.datasets() == []
+
+
+def PARQUET_GLOB_FILES() -> list[str]:
+    import glob
+
+    return glob.glob(PARQUET_GLOB)

@@ -409,3 +409,64 @@ def unify(schemas: t.Sequence[tuple[str, pa.Schema]]) -> pa.Schema:
                     hint="make the field's type consistent, or register the files as separate datasets",
                 ) from None
     raise CatalogError("the files' schemas cannot be unified")
+
+
+NPY_FIELD = mfs.NPY_FIELD
+NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
+npy_header = mfs.npy_header
+
+
+def _sidecar(url: str) -> pa.Table | None:
+    """Per-document properties beside a token array: ``<stem>.parquet``, ``.jsonl`` or ``.json``, one row each."""
+    stem = url[: -len(".npy")]
+    for suffix in (".parquet", ".jsonl", ".json"):
+        candidate = stem + suffix
+        if mfs.exists(candidate):
+            with mfs.open_binary(candidate) as fh:
+                try:
+                    return pq.read_table(fh) if suffix == ".parquet" else pajson.read_json(fh)
+                except (pa.ArrowInvalid, OSError) as e:
+                    raise DataError(f"{candidate} (the properties of {url}) cannot be read: {e}",
+                                    file=candidate) from None
+    return None
+
+
+def scan_npy(src: mfs.SourceFile, file_id: int, eos: int, vocab: int) -> tuple[pa.Table, pa.Schema]:
+    """Index a flat array of token ids: one sample per document (the ids between EOS separators, the
+    EOS not included), with ``n_tokens``, its token range as ``_offset``/``_length``, and the sidecar's
+    properties if one sits beside it (queryable in the catalog; a record is its ``token_ids``)."""
+    with mfs.open_binary(src.url) as fh:
+        _, dtype, n = npy_header(fh, src.url)
+        data = np.frombuffer(fh.read(n * dtype.itemsize), dtype=dtype)
+    if len(data) != n:
+        raise DataError(f"{src.url} is cut short: its header says {n:,} ids, it holds {len(data):,}", file=src.url)
+    if n and int(data.max()) >= vocab:
+        at = int(np.flatnonzero(data >= vocab)[0])
+        raise DataError(f"{src.url}: token id {int(data[at])} at position {at:,} is outside the tokenizer's "
+                        f"vocabulary of {vocab:,}", file=src.url, hint="register with the tokenizer these ids come from")
+    ends = np.flatnonzero(data == eos)
+    starts = np.concatenate(([0], ends + 1))
+    ends = np.append(ends, n)
+    if starts[-1] == n:  # the array ends with an EOS: no document after it
+        starts, ends = starts[:-1], ends[:-1]
+    lengths = (ends - starts).astype(np.int64)
+    docs = len(starts)
+    cols = _pointer_columns(file_id, docs, 0, (starts >> NPY_BLOCK_SHIFT).astype(np.int32))
+    cols["_offset"] = pa.array(starts.astype(np.int64))
+    cols["_length"] = pa.array(lengths)
+    cols["_bytes"] = pa.array(lengths * dtype.itemsize)
+    table = pa.table(cols)
+    record = pa.schema([(NPY_FIELD, pa.list_(pa.from_numpy_dtype(dtype)))])
+    side = _sidecar(src.url)
+    if side is not None:
+        if side.num_rows != docs:
+            raise DataError(f"the properties beside {src.url} have {side.num_rows:,} rows, but it holds {docs:,} "
+                            "documents", file=src.url, hint="one row of properties per document, in order")
+        check_names(side.column_names, src.url)
+        for name in side.column_names:
+            if name in RESERVED or name in (N_TOKENS, NPY_FIELD):
+                raise DataError(f"the properties beside {src.url} have a field {name!r}, which mixsql adds",
+                                file=src.url, hint="rename it")
+            table = table.append_column(name, side.column(name))  # properties: in the catalog, not the record
+    table = table.append_column(N_TOKENS, pa.array(lengths))
+    return table, record

@@ -194,6 +194,7 @@ class Catalog:
         content: t.Sequence[str] | None = None,
         tokenizer: t.Any = None,
         tokens: str | None = None,
+        eos: str | int | None = None,
         progress: t.Callable[[int, int, str], None] | None = None,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
@@ -206,9 +207,26 @@ class Catalog:
         With ``tokens`` (and the ``tokenizer`` the ids belong to), that field holds each sample's
         token ids (a list of integers), used as they are: ``n_tokens`` is its length, and it is a
         content field (the default content is then that field alone).
+        Flat token arrays (``.npy`` of uint16/uint32, documents separated by the tokenizer's EOS or
+        ``eos``) register as one sample per document, with the properties of a ``.parquet``/``.jsonl``
+        file of the same stem beside each, if any; their content is the field ``token_ids``.
         All or nothing: on any error the catalog is exactly as it was.
         """
         _check_name(name)
+        urls = mfs.expand(paths)
+        arrays = [u for u in urls if mfs.file_format(u)[0] == "npy"]
+        npy_eos = None
+        if arrays:
+            stems = {u[: -len(".npy")] for u in arrays}
+            urls = [u for u in urls if u in arrays or u.rsplit(".", 1)[0] not in stems]  # sidecars are not data
+            if len(urls) != len(arrays):
+                other = next(u for u in urls if u not in arrays)
+                raise CatalogError(f"{other} is not a flat token array, and a dataset of .npy token arrays holds "
+                                   "nothing else", hint="register the other files as another dataset")
+            if tokenizer is None:
+                raise CatalogError(f"{arrays[0]} holds token ids, which need the tokenizer they belong to",
+                                   hint="add --tokenizer PATH (API: tokenizer=...)")
+            tokens, content = scan.NPY_FIELD, (scan.NPY_FIELD,)
         if tokens is not None:
             if tokenizer is None:
                 raise CatalogError(f"--tokens {tokens} needs the tokenizer the ids belong to (its vocabulary and "
@@ -220,6 +238,8 @@ class Catalog:
         tok = None
         if tokenizer is not None:
             tok = tokens_.load(tokenizer)
+            if arrays:
+                npy_eos = tok.eos_id(eos)
             if tokens is None and len(content) != 1:
                 raise CatalogError(f"a tokenizer counts the tokens of one content field, and {name!r} has "
                                    f"{len(content)} ({', '.join(content)})",
@@ -237,9 +257,12 @@ class Catalog:
             tmp.mkdir(parents=True)
             try:
                 field = tokens if tokens is not None else content[0]
-                entry = _build(tmp, paths, content, progress, tok, field, tokens is not None)
+                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos)
+                entry["sources"] = [str(p) for p in paths]
                 if tok is not None:
                     entry["tokenizer"] = self._keep_tokenizer(tok, field, "ids" if tokens is not None else "text")
+                    if npy_eos is not None:
+                        entry["tokenizer"]["separator"] = npy_eos
                 final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp, final)
@@ -333,9 +356,10 @@ class _IdCounter:
 
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
            progress: t.Callable[[int, int, str], None] | None = None,
-           tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False) -> dict[str, t.Any]:
-    """Scan every file into a part, unify the schemas, and write the dataset's two tables."""
-    urls = mfs.expand(paths)
+           tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False,
+           npy_eos: int | None = None) -> dict[str, t.Any]:
+    """Scan every file (``paths``: expanded URLs) into a part, unify the schemas, and write the dataset's two tables."""
+    urls = list(paths)
     count: scan.Counter | None = None
     if tok is not None:
         count = _IdCounter(tok, field) if ids else _TextCounter(tok, field)
@@ -349,9 +373,12 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         row_groups: list[int] | None = None
         if src.format == "parquet":
             table, row_groups, record = scan.scan_parquet(src, file_id, content, count)
+        elif src.format == "npy":
+            assert tok is not None and npy_eos is not None
+            table, record = scan.scan_npy(src, file_id, npy_eos, tok.vocab_size)
         else:
             table, record = scan.scan_jsonl(src, file_id, content, count)
-        if count is not None and scan.N_TOKENS in record.names:
+        if count is not None and scan.N_TOKENS in record.names and src.format != "npy":
             raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
                             file=url, hint="rename the field in the data, or register without --tokenizer")
         records.append((url, record))
@@ -390,6 +417,7 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
         "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
         "tokenizer": tok.fingerprint if tok is not None else None, "token_ids": field if ids else None,
+        "separator": npy_eos,
     }, sort_keys=True)
     return {
         "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
