@@ -1,6 +1,8 @@
 """Packed-sequence throughput: tokens/s of ``torch_dataset(seq_len=2048)`` against a hand-written
 baseline doing the same work in one process (pyarrow read of the same documents in stream order,
-``encode_batch``, numpy concatenation with EOS into sequences of L + 1 tokens).
+``encode_batch``, numpy concatenation with EOS into sequences of L + 1 tokens); the same stream from
+stored token ids (``con.tokenize``), and a stored ``list<uint16>`` column served by ``Mix.samples``
+against a plain pyarrow read of that column.
 
 Arms run interleaved, 5 repetitions, medians and spread (max - min over median); read the ratios.
 
@@ -50,9 +52,38 @@ def ensure(docs: int) -> mixsql.Mix:
     return con.mix(STATEMENT)
 
 
-def arm_mixsql(mix: mixsql.Mix, workers: int) -> float:
-    ds = mix.torch_dataset(seq_len=L, batch_size=8, world_size=1, rank=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers)
+def ensure_ids(docs: int) -> mixsql.Mix:
+    """The same corpus in another catalog, tokenized once into shards of token ids."""
+    con = mixsql.connect(DATA / f"catalog-{docs}-ids")
+    if "bench" not in con.datasets():
+        con.register("bench", [str(DATA / f"corpus-{docs}")], tokenizer=TOKENIZER)
+        t = time.perf_counter()
+        shards = DATA / f"shards-{docs}"
+        import shutil
+
+        shutil.rmtree(shards, ignore_errors=True)
+        con.tokenize("bench", TOKENIZER, shards)
+        print(f"tokenized {docs:,} documents into {shards} in {time.perf_counter() - t:.1f} s", flush=True)
+    return con.mix(STATEMENT)
+
+
+def arm_column(mix: mixsql.Mix) -> float:
+    """The stored ids as samples: NumPy arrays per sample."""
+    return float(sum(len(s["token_ids"]) for s in mix.samples(columns=["token_ids"])))
+
+
+def arm_column_pyarrow(plan: mixsql.CompiledPlan) -> float:
+    """The same column read by plain pyarrow, file by file, flattened to NumPy."""
+    n = 0
+    for f in plan.files:
+        column = pq.read_table(f.url.removeprefix("file://"), columns=["token_ids"]).column(0).combine_chunks()
+        n += len(np.asarray(column.flatten()))
+    return float(n)
+
+
+def arm_mixsql(mix: mixsql.Mix, workers: int, batched: bool = False) -> float:
+    ds = mix.torch_dataset(seq_len=L, batch_size=8, world_size=1, rank=0, batched=batched)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None if batched else 8, num_workers=workers)
     n = 0
     for batch in loader:
         n += batch["input_ids"].numel()
@@ -92,11 +123,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     mix = ensure(args.docs)
+    ids = ensure_ids(args.docs)
     plan = mix.plan()
     packed = mix.packed(L)
     tok = packed.tokenizer
+    ids_plan = ids.plan()
+    full = ids._connection.mix("MIX 1 AS all_docs FROM bench")  # every sample once: the column arms
+    full_plan = full.plan()
     arms = {"baseline": lambda: arm_baseline(plan, tok, packed.eos), "mixsql-0": lambda: arm_mixsql(mix, 0),
-            "mixsql-2": lambda: arm_mixsql(mix, 2)}
+            "mixsql-2": lambda: arm_mixsql(mix, 2), "stored-0": lambda: arm_mixsql(ids, 0),
+            "stored-2": lambda: arm_mixsql(ids, 2), "mixsql-2-batched": lambda: arm_mixsql(mix, 2, True),
+            "stored-0-batched": lambda: arm_mixsql(ids, 0, True), "stored-2-batched": lambda: arm_mixsql(ids, 2, True),
+            "column-pyarrow": lambda: arm_column_pyarrow(full_plan),
+            "column-samples": lambda: arm_column(full)}
     times: dict[str, list[float]] = {k: [] for k in arms}
     tokens_done: dict[str, float] = {}
     for _ in range(args.reps):
@@ -108,7 +147,11 @@ def main() -> None:
     rate = {k: tokens_done[k] / med[k] for k in arms}
     result = {"seq_len": L, "sequences": len(packed), "tokens": packed.tokens, "dropped_tokens": packed.dropped_tokens,
               "tokens_per_s": rate, "spread": {k: (max(v) - min(v)) / med[k] for k, v in times.items()},
-              "ratio_vs_baseline": {k: rate[k] / rate["baseline"] for k in arms if k != "baseline"},
+              "ratio_vs_baseline": {k: rate[k] / rate["baseline"] for k in arms if not k.startswith(("baseline", "column"))},
+              "stored_vs_on_the_fly": {w: rate[f"stored-{w}"] / rate[f"mixsql-{w}"]
+                                       for w in ("0", "2", "2-batched") if f"mixsql-{w}" in rate},
+              "column_samples_vs_pyarrow": rate["column-samples"] / rate["column-pyarrow"],
+              "same_stream": len(ids.packed(L)) == len(packed) and ids_plan.samples == plan.samples,
               "engine_us_per_sequence": (med["mixsql-0"] / (tokens_done["mixsql-0"] / L)
                                          - med["baseline"] / (tokens_done["baseline"] / L)) * 1e6}
     print(json.dumps(result, indent=1))

@@ -134,20 +134,24 @@ class Mix:
     def torch_dataset(self, batch_size: int | None = None, rank: int | None = None, world_size: int | None = None,
                       columns: t.Sequence[str] | None = None, *, component: str = "name",
                       start_step: int = 0, seq_len: int | None = None, tokenizer: t.Any = None,
-                      eos: str | int | None = None, bos: str | int | None = None) -> "MixDataset":
+                      eos: str | int | None = None, bos: str | int | None = None,
+                      batched: bool = False) -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
         size default to torch.distributed, then RANK/WORLD_SIZE; they are data-parallel coordinates.
         ``start_step`` starts at that global batch, in O(1); ``load_state_dict`` resumes from a saved state.
         With ``seq_len``, the items are packed sequences (``sequences``) as int64 tensors, batched by
-        torch's default collate; ``batch_size`` and steps then count sequences.
+        torch's default collate; ``batch_size`` and steps then count sequences. With ``batched=True``
+        the dataset yields whole batches itself (pass ``batch_size=None`` to the DataLoader): no
+        DataLoader batch size can then disagree with the dataset's, and a batch crosses the worker
+        queue as one item.
         """
         from mixsql.dataset import MixDataset
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
                           columns=columns, component=component, start_step=start_step, seq_len=seq_len,
-                          tokenizer=tokenizer, eos=eos, bos=bos)
+                          tokenizer=tokenizer, eos=eos, bos=bos, batched=batched)
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
                bos: str | int | None = None) -> "PackedPlan":

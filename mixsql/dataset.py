@@ -36,8 +36,12 @@ class MixDataset(torch.utils.data.IterableDataset):
     def __init__(self, plan_dir: str, *, batch_size: int | None = None, rank: int | None = None,
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
                  component: str = "name", start_step: int = 0, seq_len: int | None = None,
-                 tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None) -> None:
+                 tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None,
+                 batched: bool = False) -> None:
         super().__init__()
+        if not isinstance(batched, bool):
+            raise MixSQLError(f"batched must be True or False, not {batched!r}")
+        self.batched = batched
         if component not in ("name", "id"):
             raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
         self.plan_dir = str(plan_dir)
@@ -84,8 +88,9 @@ class MixDataset(torch.utils.data.IterableDataset):
         return int(step)
 
     def __len__(self) -> int:
-        """Items (samples or sequences) this rank yields from its start to the end (all its workers together)."""
-        return (self.batches - self.start) * self.batch_size
+        """Items this rank yields from its start to the end (all its workers together): samples or
+        sequences, or with ``batched`` whole batches."""
+        return (self.batches - self.start) * (1 if self.batched else self.batch_size)
 
     @property
     def step(self) -> int:
@@ -129,12 +134,32 @@ class MixDataset(torch.utils.data.IterableDataset):
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(
                     np.concatenate([self.batch_rows(plan, b) for b in batches]), component=self.component)
             else:
-                samples = _rows_of(packed.build([piece for b in batches for piece in packed.slices(
-                    b, self.global_batch_size, self.world_size, self.rank)], reader))
+                built = packed.build([piece for b in batches for piece in packed.slices(
+                    b, self.global_batch_size, self.world_size, self.rank)], reader)
+                if self.batched:
+                    yield from self._batches(origin, workers, worker_id, batches, _tensors(built))
+                    continue
+                samples = _rows_of(built)
+            if self.batched:
+                rows = list(samples)
+                yield from self._batches(origin, workers, worker_id, batches, None, rows)
+                continue
             for k, sample in enumerate(samples):
                 if k % size == size - 1:  # the batch is complete once this sample is taken
                     self._progress = (origin, workers, worker_id, batches[k // size] + workers)
                 yield sample
+
+    def _batches(self, origin: int, workers: int, worker_id: int, batches: range,
+                 tensors: dict[str, torch.Tensor] | None, rows: list[dict[str, t.Any]] | None = None
+                 ) -> t.Iterator[dict[str, t.Any]]:
+        """Whole batches: (batch_size, seq_len) tensors of packed sequences, or ``collate``'d samples."""
+        size = self.batch_size
+        for k, b in enumerate(batches):
+            self._progress = (origin, workers, worker_id, b + workers)
+            if tensors is not None:
+                yield {name: v[k * size: (k + 1) * size] for name, v in tensors.items()}
+            else:
+                yield collate(rows[k * size: (k + 1) * size])  # type: ignore[index]
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -181,9 +206,13 @@ class MixDataset(torch.utils.data.IterableDataset):
         self._progress = (self.start, 1, 0, self.start)
 
 
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
+
+
 def _rows_of(arrays: dict[str, np.ndarray]) -> t.Iterator[dict[str, torch.Tensor]]:
     """One dict of int64 tensors of length seq_len per sequence (rows of the built arrays)."""
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
+    tensors = _tensors(arrays)
     n = len(next(iter(tensors.values())))
     for i in range(n):
         yield {name: v[i] for name, v in tensors.items()}

@@ -149,14 +149,15 @@ class PackedPlan:
         rows = [self.plan.partition_rows(q, m0, m1) for q, _, _, m0, m1 in spans]
         unique, inverse = np.unique(np.concatenate(rows), return_inverse=True)
         ids = self._token_ids(reader, unique)
-        out: dict[str, list[np.ndarray]] = {name: [] for name in FIELDS}
-        at = 0
+        total = sum(j1 - j0 for _, j0, j1, _, _ in spans)
+        out = {name: np.empty((total, self.seq_len), dtype=np.int64) for name in FIELDS}  # filled in place
+        at, n = 0, 0
         for (q, j0, j1, m0, m1), r in zip(spans, rows):
             mine = inverse[at: at + len(r)]
             at += len(r)
-            for name, value in self._pack(q, j0, j1, m0, r, [ids[i] for i in mine]).items():
-                out[name].append(value)
-        return {name: np.concatenate(values) for name, values in out.items()}
+            self._pack(q, j0, j1, m0, r, [ids[i] for i in mine], {k: v[n: n + j1 - j0] for k, v in out.items()})
+            n += j1 - j0
+        return out
 
     def _token_ids(self, reader: t.Any, rows: np.ndarray) -> list[np.ndarray]:
         """Token ids of the documents at plan ``rows``: stored ids as they are (no Python object per
@@ -199,31 +200,38 @@ class PackedPlan:
         flat = np.concatenate(flats) if len(flats) > 1 else flats[0] if flats else np.zeros(0, dtype=np.int64)
         return [flat[a: a + n] for a, n in zip(where.tolist(), got.tolist())]  # views of one array
 
-    def _pack(self, q: int, j0: int, j1: int, m0: int, rows: np.ndarray,
-              ids: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def _pack(self, q: int, j0: int, j1: int, m0: int, rows: np.ndarray, ids: list[np.ndarray],
+              out: dict[str, np.ndarray]) -> None:
+        """Sequences [j0, j1) of partition q into ``out`` (views of shape (j1 - j0, L)), from the
+        documents from m0 on (their plan ``rows`` and token ``ids``)."""
         L, s = self.seq_len, self.separators
         sizes = np.fromiter((len(x) + s for x in ids), dtype=np.int64, count=len(ids))
         ends = np.cumsum(sizes)
         starts = ends - sizes
+        offset = j0 * L - int(self.doc_start(q, np.asarray(m0)))
+        n = (j1 - j0) * L
         buf = np.empty(int(ends[-1]), dtype=np.int64)
-        is_token = np.ones(len(buf), dtype=bool)
-        is_token[ends - 1] = False
-        if self.bos is not None:
+        if s == 1:  # tokens then EOS: the documents' ids fill the gaps between the separators
+            buf[ends - 1] = self.eos
+            flat = np.concatenate(ids) if len(ids) > 1 else ids[0]
+            mask = np.ones(len(buf), dtype=bool)
+            mask[ends - 1] = False
+            buf[mask] = flat
+        else:
+            is_token = np.ones(len(buf), dtype=bool)
+            is_token[ends - 1] = False
             is_token[starts] = False
             buf[starts] = self.bos
-        buf[is_token] = np.concatenate(ids)
-        buf[ends - 1] = self.eos
-        doc = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)
-        position = np.arange(len(buf), dtype=np.int64) - np.repeat(starts, sizes)
-        component = np.repeat(self.plan.component[rows].astype(np.int64), sizes)
-        offset = j0 * L - int(self.doc_start(q, np.asarray(m0)))
-        n = j1 - j0
-        take = slice(offset, offset + n * L)
-        out = {"input_ids": buf[take].reshape(n, L), "labels": buf[offset + 1: offset + 1 + n * L].reshape(n, L),
-               "position_ids": position[take].reshape(n, L), "component_ids": component[take].reshape(n, L)}
-        local = doc[take].reshape(n, L)
-        out["document_ids"] = local - local[:, :1]
-        return out
+            buf[is_token] = np.concatenate(ids)
+            buf[ends - 1] = self.eos
+        out["input_ids"].reshape(-1)[:] = buf[offset: offset + n]
+        out["labels"].reshape(-1)[:] = buf[offset + 1: offset + 1 + n]
+        # per-token ids only over the taken range: which document each token is in, and where it starts
+        doc = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)[offset: offset + n]
+        out["position_ids"].reshape(-1)[:] = np.arange(offset, offset + n, dtype=np.int64) - starts[doc]
+        out["component_ids"].reshape(-1)[:] = self.plan.component[rows].astype(np.int64)[doc]
+        local = doc.reshape(j1 - j0, L)
+        out["document_ids"][:] = local - local[:, :1]
 
 
 def lineage(packed: PackedPlan, start: int, stop: int) -> pa.Table:

@@ -27,6 +27,7 @@ import typing as t
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -52,6 +53,23 @@ class ReadStats:
     bytes_decoded: int = 0
     samples: int = 0
     decode_seconds: float = 0.0  # inside the Parquet decoder: what is left is the engine's own cost
+
+
+def _is_id_list(kind: pa.DataType) -> bool:
+    return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
+
+
+def _id_arrays(column: t.Any) -> list[np.ndarray | None]:
+    """A list<integer> column as one NumPy view per row (None for a null row)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = np.asarray(array.flatten())
+    lengths = np.asarray(pa.compute.fill_null(pa.compute.list_value_length(array), 0), dtype=np.int64)
+    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    valid = np.asarray(array.is_valid()).tolist() if array.null_count else None
+    out: list[np.ndarray | None] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if valid is not None:
+        out = [v if ok else None for v, ok in zip(out, valid)]
+    return out
 
 
 def _by_value(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -143,7 +161,12 @@ class Reader:
         out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
         at = 0
         for piece in pieces:  # records become Python objects here, once, each put in its place
-            for record, slot in zip(piece.to_pylist(), order[at: at + piece.num_rows].tolist()):
+            ids = [n for n, f in zip(piece.column_names, piece.schema) if _is_id_list(f.type)]
+            records = piece.drop_columns(ids).to_pylist() if ids else piece.to_pylist()
+            for name in ids:  # token ids: NumPy views of one array per piece, not a Python int per token
+                for record, value in zip(records, _id_arrays(piece.column(name))):
+                    record[name] = value
+            for record, slot in zip(records, order[at: at + piece.num_rows].tolist()):
                 out[slot] = record
             at += piece.num_rows
         names = self.plan.names if component == "name" else range(len(self.plan.names))

@@ -176,3 +176,26 @@ def test_a_statement_counting_steps_needs_its_global_batch(con) -> None:
     assert len(mix.torch_dataset(batch_size=8, rank=1, world_size=4)) > 0  # 4 x 8 = 32
     plain = con.mix("MIX 1 AS a FROM corpus BATCH SIZE 32 LIMIT 64 SAMPLES")
     assert not plain.bound.counts_steps and len(plain.torch_dataset(batch_size=8, rank=0, world_size=1)) > 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_datasets_yield_the_same_batches_as_a_dataloader_would(tcon, workers: int) -> None:
+    """batched=True: the dataset batches itself (DataLoader batch_size=None), so no DataLoader batch
+    size can reorder the stream; the batches are those of the unbatched dataset, packed or not."""
+    import torch
+
+    mix = tcon.mix("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 4")
+    for kwargs, key in (({"seq_len": 64}, "input_ids"), ({"columns": ["id"]}, "id")):
+        plain = torch.utils.data.DataLoader(mix.torch_dataset(batch_size=4, **kwargs), batch_size=4,
+                                            num_workers=workers, **({} if "seq_len" in kwargs else
+                                                                    {"collate_fn": mixsql.collate}))
+        ds = mix.torch_dataset(batch_size=4, batched=True, **kwargs)
+        batched = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+        a = [b[key] for b in plain]
+        b = [b[key] for b in batched]
+        assert len(a) == len(b) == len(ds) > 0
+        for x, y in zip(a, b):
+            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
+        resumed = mix.torch_dataset(batch_size=4, batched=True, start_step=3, **kwargs)
+        first = next(iter(resumed))[key]
+        assert torch.equal(first, b[3]) if isinstance(first, torch.Tensor) else first == b[3]

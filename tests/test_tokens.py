@@ -232,8 +232,8 @@ def test_flat_token_arrays_register_one_sample_per_document(tmp_path) -> None:
     lineage = mix.lineage(0, 200).to_pylist()
     for r, s in zip(lineage, mix.samples(limit=200)):
         i = int(r["file"].rsplit("-", 1)[1].split(".")[0])
-        assert s["token_ids"] == ids[i][r["row"]]
-    stream = list(itertools.chain.from_iterable(s["token_ids"] + [0] for s in con.mix(
+        assert s["token_ids"].tolist() == ids[i][r["row"]]
+    stream = list(itertools.chain.from_iterable(s["token_ids"].tolist() + [0] for s in con.mix(
         "MIX BY TOKENS 1 AS all_docs FROM flat PARTITIONS 1").samples()))
     seqs = list(con.mix("MIX BY TOKENS 1 AS all_docs FROM flat PARTITIONS 1").sequences(64))
     assert np.concatenate([s["input_ids"] for s in seqs]).tolist() == stream[: 64 * len(seqs)]
