@@ -185,7 +185,8 @@ class Mix:
         """The samples of global batch ``step`` (``batch_size`` is the global batch size), in plan order:
         position, partition, component, dataset, file, row, and the requested properties from the
         catalog. Nothing before the batch is computed or read. With ``seq_len``, the batch is of
-        packed sequences: one row per (sequence, document piece), with the token range it holds."""
+        packed sequences: one row per (sequence, document piece), with the token range it holds (and
+        the requested properties of its document)."""
         plan = self.plan()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -197,16 +198,21 @@ class Mix:
         if packed is not None:
             from mixsql.packing import lineage as packed_lineage
 
-            return packed_lineage(packed, start, start + batch_size)
-        lineage = _planfile.lineage(plan, start, start + batch_size)
-        files = lineage.column("file").combine_chunks().indices.to_pylist()  # plan file of each sample
-        table = lineage.select(["position", "partition", "component", "dataset", "file", "row"])
-        table = pa.table({n: c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
-                          for n, c in zip(table.column_names, table.columns)})
+            table = packed_lineage(packed, start, start + batch_size)
+            by_url = {(f.dataset, f.url): f.file_id for f in plan.files}
+            file_ids = [by_url[(d, u)] for d, u in zip(table.column("dataset").to_pylist(),
+                                                       table.column("file").to_pylist())]
+        else:
+            lineage = _planfile.lineage(plan, start, start + batch_size)
+            files = lineage.column("file").combine_chunks().indices.to_pylist()  # plan file of each sample
+            file_ids = [plan.files[f].file_id for f in files]
+            table = lineage.select(["position", "partition", "component", "dataset", "file", "row"])
+            table = pa.table({n: c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
+                              for n, c in zip(table.column_names, table.columns)})
         if not columns:
             return table
-        return self._connection.catalog.engine().properties(
-            table, [plan.files[f].file_id for f in files], list(columns), dict(plan.meta["datasets"]))
+        return self._connection.catalog.engine().properties(table, file_ids, list(columns),
+                                                             dict(plan.meta["datasets"]))
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)

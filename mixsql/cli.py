@@ -243,9 +243,7 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
     mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
     if seq_len is not None:
-        if fields:
-            raise MixSQLError("--columns is not available with --seq-len yet", hint="join on file and row with `sql`")
-        table = mix.lineage(step, batch_size, seq_len=seq_len, eos=_token(eos), bos=_token(bos))
+        table = mix.lineage(step, batch_size, fields, seq_len=seq_len, eos=_token(eos), bos=_token(bos))
     else:
         table = mix.lineage(step, batch_size, fields)
     click.echo(_format(table, fmt, None), nl=False)

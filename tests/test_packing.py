@@ -223,3 +223,11 @@ def test_explain_shows_the_mixture_in_tokens(tcon: mixsql.Connection, con: mixsq
     assert "token share (est.)" in text and f"{e.components[0].tokens:,}" in text
     assert "token share" not in _mix(con, 1).explain()  # no token counts: no token table
     assert all(c["tokens"] is None for c in _mix(con, 1).explanation().to_dict()["components"])
+
+
+def test_packed_lineage_joins_the_documents_properties(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 2, unit="TOKENS")
+    table = mix.lineage(3, 4, ["domain", "quality"], seq_len=128).to_pylist()
+    assert table and all({"domain", "quality", "token_start"} <= set(r) for r in table)
+    assert all((r["domain"] == "code") == (r["component"] == "code") for r in table)
+    assert all(r["domain"] == "manual" for r in table if r["component"] == "manual")
