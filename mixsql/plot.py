@@ -35,11 +35,24 @@ def plot(mix: "Mix", path: str | os.PathLike[str], *, points: int = 400) -> None
     if mix.bound.batch_size:
         unit, scale = f"steps of {mix.bound.batch_size:,}", float(mix.bound.batch_size)
     schedule = Schedule(spec.shares, mix.bound.schedule)
-    xs = np.linspace(0, length, points)
-    declared = np.array([[float(v) for v in schedule.at(int(x))] for x in xs]).T
     C, P = spec.chunk_size, spec.partitions
     counts = np.diff(spec.table, axis=0).astype(float)
     rows = np.arange(len(counts)) * C * P
+    what = f"shares of each chunk row ({C:,} samples x {P} partitions)"
+    if mix.bound.unit == "TOKENS":  # progress and shares in tokens, from the compiled plan
+        plan = mix.plan()
+        order = plan.positions_rows(0, len(plan))
+        tokens = np.asarray(plan.tokens[order], dtype=np.float64)
+        before = np.concatenate(([0.0], np.cumsum(tokens)))[:-1]
+        length, unit, scale = max(float(tokens.sum()), 1.0), "tokens", 1.0
+        edges = np.linspace(0, length, points + 1)
+        bins = np.clip(np.searchsorted(edges, before, side="right") - 1, 0, points - 1)
+        counts = np.zeros((points, len(names)))
+        np.add.at(counts, (bins, np.asarray(plan.component[order], dtype=np.int64)), tokens)
+        rows = edges[:-1]
+        what = f"token shares of {points} equal stretches of the stream"
+    xs = np.linspace(0, length, points)
+    declared = np.array([[float(v) for v in schedule.at(int(x))] for x in xs]).T
     keep = rows < length
     realised = (counts[keep] / np.maximum(counts[keep].sum(axis=1, keepdims=True), 1)).T
     colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(names))]
@@ -49,13 +62,14 @@ def plot(mix: "Mix", path: str | os.PathLike[str], *, points: int = 400) -> None
     if keep.any():
         bottom.stackplot(np.append(rows[keep], length) / scale, np.hstack([realised, realised[:, -1:]]),
                          colors=colors, step="post", alpha=0.9)
-    bottom.set_title(f"realised: shares of each chunk row ({C:,} samples x {P} partitions)")
+    bottom.set_title(f"realised: {what}")
     for axis in (top, bottom):
         axis.set_ylim(0, 1)
         axis.set_xlim(0, length / scale)
         axis.set_ylabel("share")
     bottom.set_xlabel(f"training progress ({unit})")
     top.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
-    fig.suptitle(f"{mix.bound.path or 'MIX statement'}: {len(mix):,} samples")
+    fig.suptitle(f"{mix.bound.path or 'MIX statement'}: {len(mix):,} samples"
+                 + (f", {int(length):,} tokens" if unit == "tokens" else ""))
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)

@@ -33,3 +33,14 @@ def test_plot_is_a_png_that_changes_with_the_schedule(sample_catalog: Path, tmp_
     a, b = matplotlib.image.imread(early), matplotlib.image.imread(late)
     assert a.shape == b.shape and a.shape[0] > 400 and a.shape[1] > 600
     assert (np.abs(a - b).sum(axis=2) > 0.1).mean() > 0.02  # the pictures differ where the stage ends
+
+
+def test_a_token_mixture_is_plotted_in_tokens(token_catalog: Path, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    text = ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS docs WHERE domain <> 'code' FROM corpus "
+            "ORDER BY CURRICULUM (STAGE UNTIL {until} TOKENS (docs = 0)) LIMIT 400000 TOKENS")
+    early = _plot(token_catalog, tmp_path, text.format(until=50000), "early")
+    late = _plot(token_catalog, tmp_path, text.format(until=300000), "late")
+    a, b = matplotlib.image.imread(early), matplotlib.image.imread(late)
+    assert a.shape == b.shape and not np.array_equal(a, b)
