@@ -39,8 +39,8 @@ def test_a_token_mixture_is_plotted_in_tokens(token_catalog: Path, tmp_path: Pat
     import matplotlib.image
 
     text = ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS docs WHERE domain <> 'code' FROM corpus "
-            "ORDER BY CURRICULUM (STAGE UNTIL {until} TOKENS (docs = 0)) LIMIT 400000 TOKENS")
+            "ORDER BY CURRICULUM (STAGE UNTIL {until} TOKENS (docs = 0)) LIMIT 300000 TOKENS")
     early = _plot(token_catalog, tmp_path, text.format(until=50000), "early")
-    late = _plot(token_catalog, tmp_path, text.format(until=200000), "late")
+    late = _plot(token_catalog, tmp_path, text.format(until=120000), "late")
     a, b = matplotlib.image.imread(early), matplotlib.image.imread(late)
     assert a.shape == b.shape and not np.array_equal(a, b)
