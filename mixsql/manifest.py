@@ -303,6 +303,16 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     out.close()
     if progress is not None:
         progress(len(bound.components), len(bound.components), "")
+    save_windows(directory, spec, window_starts, window_keys, window_blocks)
+    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
+            "tokens_missing": tokens_missing,
+            "dataset_info": dataset_info(engine, datasets)}
+
+
+def save_windows(directory: Path, spec: _plan.PlanSpec, window_starts: list[np.ndarray], window_keys: list[np.ndarray],
+                 window_blocks: list[np.ndarray]) -> None:
+    """``windows.npy`` (each window's first plan row), ``window_blocks.npy`` (every window's blocks,
+    sorted by block key) and ``chunks.npy`` (the chunk table)."""
     starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
     keys = np.concatenate(window_keys) if window_keys else np.zeros(0, dtype=np.int64)
     owners = np.concatenate(window_blocks) if window_blocks else np.zeros(0, dtype=np.int64)
@@ -311,9 +321,6 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     np.save(directory / "windows.npy", starts)
     np.save(directory / "window_blocks.npy", blocks)
     np.save(directory / "chunks.npy", spec.table)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
-            "tokens_missing": tokens_missing,
-            "dataset_info": dataset_info(engine, datasets)}
 
 
 def dataset_info(engine: Engine, datasets: t.Sequence[str]) -> dict[str, dict[str, t.Any]]:

@@ -380,15 +380,24 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
 
 
 def _budget_error(bound: BoundMix, e: _BudgetError) -> PlanError:
+    return budget_error(bound, e.component, e.samples)
+
+
+def budget_error(bound: BoundMix, component: str, samples: int, tokens: int | None = None) -> PlanError:
+    """The error of a budget (LIMIT) that cannot be met: which component runs out, where, and what to do."""
     node = bound.tree.args.get("limit")
     where = span(node)
     line, col = position(bound.text, where[0]) if where else (None, None)
-    component = next(c for c in bound.components if c.name == e.component)
-    limit = "unlimited" if component.max_epochs is None else f"MAX EPOCHS {component.max_epochs}"
+    c = next(c for c in bound.components if c.name == component)
+    limit = "unlimited" if c.max_epochs is None else f"MAX EPOCHS {c.max_epochs}"
     hint = {"STOP": "raise its MAX EPOCHS, lower the LIMIT, or use ON EXHAUSTION REDISTRIBUTE or REPEAT",
             "REDISTRIBUTE": "the remaining components ran out too: lower the LIMIT or allow more epochs",
             "REPEAT": "raise its MAX EPOCHS or lower the LIMIT"}[bound.policy]
-    return PlanError(f"the budget of {bound.limit:,} samples cannot be met under ON EXHAUSTION {bound.policy}: "
-                     f"component {e.component!r} ({component.samples:,} samples, {limit}) runs out at sample "
-                     f"{e.samples:,}", hint=hint, line=line, col=col,
+    if tokens is None:
+        budget, size, at = f"{bound.limit:,} samples", f"{c.samples:,} samples", f"{samples:,}"
+    else:
+        budget = f"{bound.token_limit:,} tokens" if bound.token_limit is not None else f"{bound.limit:,} samples"
+        size, at = f"{c.samples:,} samples, {c.tokens or 0:,} tokens", f"{samples:,} ({tokens:,} tokens)"
+    return PlanError(f"the budget of {budget} cannot be met under ON EXHAUSTION {bound.policy}: component "
+                     f"{component!r} ({size}, {limit}) runs out at sample {at}", hint=hint, line=line, col=col,
                      length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)

@@ -268,7 +268,7 @@ def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WI
     limiting = "LIMIT" if met and (bound.limit is not None or bound.token_limit is not None) else names[enders[first]]
     error = None
     if not met:
-        error = _budget_error(bound, limiting, samples, _stream_tokens_at(cum_tokens, samples, P))
+        error = _plan.budget_error(bound, limiting, samples, _stream_tokens_at(cum_tokens, samples, P))
     if error is None and samples == 0:
         error = PlanError(f"the stream is empty: some partition of the {P:,} cannot take a first sample",
                           hint="lower PARTITIONS, or give the components more samples",
@@ -332,22 +332,6 @@ def _too_long(bound: BoundMix, most: int) -> PlanError:
                      length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)
 
 
-def _budget_error(bound: BoundMix, component: str, samples: int, tokens: int) -> PlanError:
-    node = bound.tree.args.get("limit")
-    where = span(node) if node is not None else None
-    line, col = position(bound.text, where[0]) if where else (None, None)
-    c = next((c for c in bound.components if c.name == component), bound.components[0])
-    limit = "unlimited" if c.max_epochs is None else f"MAX EPOCHS {c.max_epochs}"
-    budget = f"{bound.token_limit:,} tokens" if bound.token_limit is not None else f"{bound.limit:,} samples"
-    hint = {"STOP": "raise its MAX EPOCHS, lower the LIMIT, or use ON EXHAUSTION REDISTRIBUTE or REPEAT",
-            "REDISTRIBUTE": "the remaining components ran out too: lower the LIMIT or allow more epochs",
-            "REPEAT": "raise its MAX EPOCHS or lower the LIMIT"}[bound.policy]
-    return PlanError(f"the budget of {budget} cannot be met under ON EXHAUSTION {bound.policy}: component "
-                     f"{component!r} ({c.samples:,} samples, {c.tokens or 0:,} tokens, {limit}) runs out at sample "
-                     f"{samples:,} ({tokens:,} tokens)", hint=hint, line=line, col=col,
-                     length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)
-
-
 def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                   progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
     """Write the merged stream's samples (by component, partition and visiting order, as ``manifest``
@@ -405,14 +389,7 @@ def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         at += len(comp)
     rows.flush()
     del rows
-    starts = np.concatenate(window_starts).astype(np.int64) if window_starts else np.zeros(0, dtype=np.int64)
-    keys = np.concatenate(window_keys) if window_keys else np.zeros(0, dtype=np.int64)
-    owners = np.concatenate(window_blocks) if window_blocks else np.zeros(0, dtype=np.int64)
-    by_key = np.argsort(keys, kind="stable")
-    blocks = np.stack([keys[by_key], owners[by_key]]) if len(keys) else np.zeros((2, 0), dtype=np.int64)
-    np.save(directory / "windows.npy", starts)
-    np.save(directory / "window_blocks.npy", blocks)
-    np.save(directory / "chunks.npy", spec.table)
+    _manifest.save_windows(directory, spec, window_starts, window_keys, window_blocks)
     return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
             "tokens_missing": tokens_missing, "order": "merged",
             "dataset_info": _manifest.dataset_info(engine, datasets)}
