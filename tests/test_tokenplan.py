@@ -172,3 +172,12 @@ def test_natural_by_tokens_is_full_coverage_in_tokens(tcon: mixsql.Connection) -
     assert [c.weight for c in e.components] == [str(t) for t in tokens]
     assert sum(c.exact_tokens for c in e.components) >= 0.99 * sum(tokens)
     assert "shares are shares of n_tokens" in str(e)
+
+
+def test_the_sample_token_mixture_explains_exact_shares(tcon: mixsql.Connection) -> None:
+    from tests.conftest import SAMPLE
+
+    e = tcon.load(SAMPLE / "tokens.mixsql").explanation()
+    assert e.stream.limiting == "LIMIT" and e.stream.tokens >= 400_000
+    shares = [c.exact_tokens / e.stream.tokens for c in e.components]
+    assert abs(shares[0] - 0.3) < 0.01 and abs(shares[1] - 0.7) < 0.01
