@@ -285,7 +285,7 @@ def _head_sequences(mix: t.Any, limit: int, seq_len: int, eos: str | int | None,
                     as_json: bool, full: bool) -> None:
     packed = mix.packed(seq_len, eos=eos, bos=bos)
     decode = packed.tokenizer.tokenizer.decode
-    for i, seq in enumerate(mix.sequences(seq_len, limit=limit, eos=eos, bos=bos)):
+    for i, seq in enumerate(mix.sequences(seq_len, limit=limit, tokenizer=packed.tokenizer, eos=eos, bos=bos)):
         if as_json:
             click.echo(json.dumps({k: v.tolist() for k, v in seq.items()}))
             continue
