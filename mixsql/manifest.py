@@ -248,23 +248,8 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
-    pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges, token_info is not None) for d in datasets}
-    for c in bound.components:
-        if progress is not None:
-            progress(c.index, len(bound.components), c.name)
-        while c.index not in pending:
-            try:
-                index, arrays = next(sources[c.dataset])
-            except duckdb.IOException as e:  # a dataset replaced and removed meanwhile
-                raise PlanError(f"cannot read the catalog's table of dataset {c.dataset!r}: {e}",
-                                hint="the catalog changed while compiling; load the statement again") from None
-            pending[index] = arrays
-        sel = pending.pop(c.index)
+    for c, sel in component_selections(engine, bound, registered, byte_ranges, token_info is not None, progress):
         n = len(sel["_row"])
-        if n != c.samples:
-            raise PlanError(f"component {c.name!r} selected {n} samples, not the {c.samples} counted "
-                            "when binding; the catalog changed", hint="load the statement again")
         buckets = spec.buckets[c.index]
         sel, run_key = component_runs(sel, buckets, base[c.dataset])
         sizes = _plan.pool_sizes(n, buckets, P)
@@ -333,6 +318,32 @@ def dataset_info(engine: Engine, datasets: t.Sequence[str]) -> dict[str, dict[st
         out[d] = {"content": list(info.content), "record_schema": info.record_schema_b64,
                   "token_field": tok.get("field"), "token_kind": tok.get("kind", "text") if tok else None}
     return out
+
+
+def component_selections(engine: Engine, bound: BoundMix, registered: dict[str, list[dict[str, t.Any]]],
+                         byte_ranges: bool, with_tokens: bool,
+                         progress: t.Callable[[int, int, str], None] | None = None
+                         ) -> t.Iterator[tuple[t.Any, dict[str, np.ndarray]]]:
+    """(component, its selected samples) in statement order, each checked against the count binding
+    made; a dataset's components come from its scans (``_selections``) as they are needed."""
+    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
+    pending: dict[int, dict[str, np.ndarray]] = {}
+    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges, with_tokens) for d in datasets}
+    for c in bound.components:
+        if progress is not None:
+            progress(c.index, len(bound.components), c.name)
+        while c.index not in pending:
+            try:
+                index, arrays = next(sources[c.dataset])
+            except duckdb.IOException as e:  # a dataset replaced and removed meanwhile
+                raise PlanError(f"cannot read the catalog's table of dataset {c.dataset!r}: {e}",
+                                hint="the catalog changed while compiling; load the statement again") from None
+            pending[index] = arrays
+        sel = pending.pop(c.index)
+        if len(sel["_row"]) != c.samples:
+            raise PlanError(f"component {c.name!r} selected {len(sel['_row'])} samples, not the {c.samples} counted "
+                            "when binding; the catalog changed", hint="load the statement again")
+        yield c, sel
 
 
 def plan_files(engine: Engine, datasets: t.Sequence[str]) -> tuple[list[dict[str, t.Any]], dict[str, int],

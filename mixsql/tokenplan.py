@@ -49,7 +49,6 @@ import typing as t
 from fractions import Fraction
 from pathlib import Path
 
-import duckdb
 import numpy as np
 
 from mixsql import manifest as _manifest
@@ -214,20 +213,7 @@ def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WI
         [c.blocks for c in bound.components], limit_estimate)
     P = partitions
     members: list[_Component] = []
-    pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _manifest._selections(engine, bound, d, registered[d], byte_ranges, True) for d in datasets}
-    for c in bound.components:
-        while c.index not in pending:
-            try:
-                index, arrays = next(sources[c.dataset])
-            except duckdb.IOException as e:  # a dataset replaced and removed meanwhile
-                raise PlanError(f"cannot read the catalog's table of dataset {c.dataset!r}: {e}",
-                                hint="the catalog changed while compiling; load the statement again") from None
-            pending[index] = arrays
-        sel = pending.pop(c.index)
-        if len(sel["_row"]) != c.samples:
-            raise PlanError(f"component {c.name!r} selected {len(sel['_row'])} samples, not the {c.samples} counted "
-                            "when binding; the catalog changed", hint="load the statement again")
+    for c, sel in _manifest.component_selections(engine, bound, registered, byte_ranges, True):
         sel, run_key = _manifest.component_runs(sel, buckets[c.index], base[c.dataset])
         members.append(_Component(index=c.index, sel=sel, run_key=run_key, dataset=datasets.index(c.dataset),
                                   buckets=buckets[c.index], epochs_allowed=c.max_epochs))
