@@ -72,9 +72,18 @@ class Mix:
         """EXPLAIN as data (``.to_dict()`` for JSON)."""
         return explain(self._bound, self._resolved())
 
-    def explain(self) -> str:
-        """EXPLAIN as text: counts, weights, stream length, overlaps and compiled SQL per component."""
-        return str(self.explanation())
+    def explain(self, seq_len: int | None = None, *, pack: str = "mixed", eos: str | int | None = None,
+                bos: str | int | None = None) -> str:
+        """EXPLAIN as text: counts, weights, stream length, overlaps and compiled SQL per component;
+        with ``seq_len``, also the packed stream (it compiles the plan): sequences and dropped tokens."""
+        text = str(self.explanation())
+        if seq_len is None:
+            return text
+        from mixsql.explain import render_packing
+
+        e = self.explanation()
+        summary = self.packed(seq_len, eos=eos, bos=bos, pack=pack).summary()
+        return text + render_packing(summary, e.components)
 
     def __len__(self) -> int:
         """Samples in the stream (its LIMIT, or where it runs out under its exhaustion policy)."""
@@ -135,14 +144,15 @@ class Mix:
                       columns: t.Sequence[str] | None = None, *, component: str = "name",
                       start_step: int = 0, seq_len: int | None = None, tokenizer: t.Any = None,
                       eos: str | int | None = None, bos: str | int | None = None,
-                      batched: bool = False) -> "MixDataset":
+                      pack: str = "mixed", batched: bool = False) -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
         size default to torch.distributed, then RANK/WORLD_SIZE; they are data-parallel coordinates.
         ``start_step`` starts at that global batch, in O(1); ``load_state_dict`` resumes from a saved state.
         With ``seq_len``, the items are packed sequences (``sequences``) as int64 tensors, batched by
-        torch's default collate; ``batch_size`` and steps then count sequences. With ``batched=True``
+        torch's default collate; ``batch_size`` and steps then count sequences; ``pack="component"``
+        fills every sequence from one component (``packing``). With ``batched=True``
         the dataset yields whole batches itself (pass ``batch_size=None`` to the DataLoader): no
         DataLoader batch size can then disagree with the dataset's, and a batch crosses the worker
         queue as one item.
@@ -151,26 +161,29 @@ class Mix:
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
                           columns=columns, component=component, start_step=start_step, seq_len=seq_len,
-                          tokenizer=tokenizer, eos=eos, bos=bos, batched=batched)
+                          tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched)
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
-               bos: str | int | None = None) -> "PackedPlan":
+               bos: str | int | None = None, pack: str = "mixed") -> "PackedPlan":
         """The stream as packed sequences of ``seq_len`` tokens (``mixsql.packing``): how many there
-        are, the tokens dropped at the end of each partition, and where each one starts."""
+        are, the tokens dropped at the end of each partition (``pack="component"``: of each
+        component's stream in it), and where each one starts."""
         from mixsql.packing import PackedPlan
 
-        return PackedPlan(self.plan(), seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+        return PackedPlan(self.plan(), seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
 
     def sequences(self, seq_len: int, limit: int | None = None, *, tokenizer: t.Any = None,
-                  eos: str | int | None = None, bos: str | int | None = None) -> t.Iterator[dict[str, np.ndarray]]:
+                  eos: str | int | None = None, bos: str | int | None = None,
+                  pack: str = "mixed") -> t.Iterator[dict[str, np.ndarray]]:
         """The packed stream in this process, in order: one dict per sequence of int64 arrays of length
         ``seq_len``: ``input_ids``, ``labels`` (the next token of the packed stream), ``position_ids``
         (restarting at each document), ``document_ids`` and ``component_ids`` (``mixsql.packing``).
-        Documents are joined by the tokenizer's end-of-text token (``eos``), after an optional ``bos``."""
+        Documents are joined by the tokenizer's end-of-text token (``eos``), after an optional ``bos``.
+        ``pack="component"`` fills every sequence from one component's documents."""
         from mixsql.packing import READ_TOKENS, in_order
 
         _check_limit(limit)
-        packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+        packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
         reader = Reader(packed.plan, list(packed.fields))
         end = len(packed) if limit is None else min(limit, len(packed))
         step = max(1, READ_TOKENS // packed.seq_len)
@@ -181,7 +194,7 @@ class Mix:
 
     def lineage(self, step: int, batch_size: int, columns: t.Sequence[str] | None = None, *,
                 seq_len: int | None = None, tokenizer: t.Any = None, eos: str | int | None = None,
-                bos: str | int | None = None) -> pa.Table:
+                bos: str | int | None = None, pack: str = "mixed") -> pa.Table:
         """The samples of global batch ``step`` (``batch_size`` is the global batch size), in plan order:
         position, partition, component, dataset, file, row, and the requested properties from the
         catalog. Nothing before the batch is computed or read. With ``seq_len``, the batch is of
@@ -190,7 +203,7 @@ class Mix:
         plan = self.plan()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
-        packed = None if seq_len is None else self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos)
+        packed = None if seq_len is None else self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
         steps = (len(plan) if packed is None else len(packed)) // batch_size
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
             raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")

@@ -58,6 +58,22 @@ def _planned(ctx: click.Context, mix: t.Any) -> t.Any:
     return mix
 
 
+def _packing(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Options of a packed stream: --seq-len, --pack, and the tokenizer's --eos/--bos."""
+    f = click.option("--pack", type=click.Choice(["mixed", "component"]), default="mixed", show_default=True,
+                     help="mixed: pack each partition's stream as it is; component: every sequence from one "
+                          "component.")(f)
+    f = click.option("--bos", default=None, metavar="TOKEN", help="Start every document with this token.")(f)
+    f = click.option("--eos", default=None, metavar="TOKEN",
+                     help="The end-of-document token (default: the tokenizer's end-of-text token).")(f)
+    return click.option("--seq-len", "seq_len", type=int, default=None, metavar="L",
+                        help="Packed sequences of L tokens instead of samples (needs --tokenizer at registration).")(f)
+
+
+def _token(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
 def _bar(ctx: click.Context, description: str) -> t.Any:
     """A progress bar on a terminal for work that takes more than a second; nothing in a pipe or with -q."""
     from mixsql.progress import bar
@@ -173,15 +189,26 @@ def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, colu
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Also draw the schedule and the realised shares into this PNG file.")
+@_packing
 @_overrides
 @click.pass_context
-def explain(ctx: click.Context, file: str, as_json: bool, plot_path: str | None, **opts: t.Any) -> None:
-    """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL."""
+def explain(ctx: click.Context, file: str, as_json: bool, plot_path: str | None, seq_len: int | None,
+            eos: str | None, bos: str | None, pack: str, **opts: t.Any) -> None:
+    """Show what the mixture in FILE will do: counts, shares, stream length, overlaps, compiled SQL.
+    With --seq-len, also the packed stream: sequences, and the tokens dropped (compiles the plan)."""
     mix = _load(ctx, file, {**opts, "check": False})
     e = mix.explanation()
-    click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
     if e.spec.error is not None:
+        click.echo(json.dumps(e.to_dict(), indent=2) if as_json else str(e))
         raise e.spec.error
+    summary = None if seq_len is None else _planned(ctx, mix).packed(
+        seq_len, eos=_token(eos), bos=_token(bos), pack=pack).summary()
+    if as_json:
+        click.echo(json.dumps({**e.to_dict(), **({"packing": summary} if summary else {})}, indent=2))
+    else:
+        from mixsql.explain import render_packing
+
+        click.echo(str(e) + (render_packing(summary, e.components) if summary else ""))
     if plot_path:
         from mixsql.plot import plot
 
@@ -211,19 +238,6 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
                f"of {mix.chunk_size:,}-sample chunks: {rows:,} manifest rows in {manifest}")
 
 
-def _packing(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    """Options of a packed stream: --seq-len, and the tokenizer's --eos/--bos."""
-    f = click.option("--bos", default=None, metavar="TOKEN", help="Start every document with this token.")(f)
-    f = click.option("--eos", default=None, metavar="TOKEN",
-                     help="The end-of-document token (default: the tokenizer's end-of-text token).")(f)
-    return click.option("--seq-len", "seq_len", type=int, default=None, metavar="L",
-                        help="Packed sequences of L tokens instead of samples (needs --tokenizer at registration).")(f)
-
-
-def _token(value: str | None) -> str | int | None:
-    return int(value) if value is not None and value.isdigit() else value
-
-
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--step", type=int, required=True, help="The global batch (optimizer step), from 0.")
@@ -234,7 +248,7 @@ def _token(value: str | None) -> str | int | None:
 @_overrides
 @click.pass_context
 def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: str | None, fmt: str,
-            seq_len: int | None, eos: str | None, bos: str | None, **opts: t.Any) -> None:
+            seq_len: int | None, eos: str | None, bos: str | None, pack: str, **opts: t.Any) -> None:
     """Which samples made up global batch STEP of the run: dataset, file, row, component (and properties).
 
     Computed directly from the plan, without streaming the run up to STEP. With --seq-len, the batch
@@ -243,7 +257,7 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
     mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
     if seq_len is not None:
-        table = mix.lineage(step, batch_size, fields, seq_len=seq_len, eos=_token(eos), bos=_token(bos))
+        table = mix.lineage(step, batch_size, fields, seq_len=seq_len, eos=_token(eos), bos=_token(bos), pack=pack)
     else:
         table = mix.lineage(step, batch_size, fields)
     click.echo(_format(table, fmt, None), nl=False)
@@ -259,12 +273,12 @@ def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: 
 @_overrides
 @click.pass_context
 def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, columns: str | None,
-         seq_len: int | None, eos: str | None, bos: str | None, **opts: t.Any) -> None:
+         seq_len: int | None, eos: str | None, bos: str | None, pack: str, **opts: t.Any) -> None:
     """Print the first samples of the mixture in FILE, in stream order (with --seq-len, the first
     packed sequences, decoded)."""
     mix = _planned(ctx, _load(ctx, file, opts))
     if seq_len is not None:
-        _head_sequences(mix, limit, seq_len, _token(eos), _token(bos), as_json, full)
+        _head_sequences(mix, limit, seq_len, _token(eos), _token(bos), pack, as_json, full)
         return
     fields = [c.strip() for c in columns.split(",")] if columns else None
     for i, sample in enumerate(mix.samples(limit=limit, columns=fields)):
@@ -282,10 +296,10 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
 
 
 def _head_sequences(mix: t.Any, limit: int, seq_len: int, eos: str | int | None, bos: str | int | None,
-                    as_json: bool, full: bool) -> None:
-    packed = mix.packed(seq_len, eos=eos, bos=bos)
+                    pack: str, as_json: bool, full: bool) -> None:
+    packed = mix.packed(seq_len, eos=eos, bos=bos, pack=pack)
     decode = packed.tokenizer.tokenizer.decode
-    for i, seq in enumerate(mix.sequences(seq_len, limit=limit, tokenizer=packed.tokenizer, eos=eos, bos=bos)):
+    for i, seq in enumerate(mix.sequences(seq_len, limit=limit, tokenizer=packed.tokenizer, eos=eos, bos=bos, pack=pack)):
         if as_json:
             click.echo(json.dumps({k: v.tolist() for k, v in seq.items()}))
             continue

@@ -37,7 +37,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
                  component: str = "name", start_step: int = 0, seq_len: int | None = None,
                  tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None,
-                 batched: bool = False) -> None:
+                 pack: str = "mixed", batched: bool = False) -> None:
         super().__init__()
         if not isinstance(batched, bool):
             raise MixSQLError(f"batched must be True or False, not {batched!r}")
@@ -49,7 +49,8 @@ class MixDataset(torch.utils.data.IterableDataset):
         self.columns = list(columns) if columns is not None else None
         self.component = component
         plan = self._plan()
-        self.packing = None if seq_len is None else {"seq_len": seq_len, "tokenizer": tokenizer, "eos": eos, "bos": bos}
+        self.packing = None if seq_len is None else {"seq_len": seq_len, "tokenizer": tokenizer, "eos": eos, "bos": bos,
+                                                    "pack": pack}
         packed = self._packed(plan)
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
         steps = plan.meta.get("steps_batch_size")

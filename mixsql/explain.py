@@ -235,3 +235,25 @@ def _number(value: t.Any) -> str:
         return str(value.numerator)
     f = float(value)
     return f"{f:.6g}"
+
+
+def render_packing(summary: dict[str, t.Any], components: t.Sequence[ComponentRow] = ()) -> str:
+    """The packed stream (``PackedPlan.summary``) as text: what a trainer gets and what is dropped."""
+    L, n = summary["seq_len"], summary["sequences"]
+    sep = "BOS + EOS" if summary["bos"] is not None else "EOS"
+    out = ["", "", f"packed ({summary['pack']}): {n:,} sequences of {L:,} tokens (+1 label each, shared with the next) "
+           f"from {summary['tokens']:,} tokens with {sep} per document"]
+    if summary["pack"] == "mixed":
+        out.append(f"  dropped: {summary['dropped_tokens']:,} tokens, the incomplete tail of each of "
+                   f"{summary['partitions']} partition(s)")
+        return "\n".join(out)
+    targets = {c.name: c.share for c in components}
+    body = [[c["name"], f"{c['sequences']:,}", f"{c['share']:.1%}",
+             f"{targets[c['name']]:.1%}" if c["name"] in targets else "-", f"{c['dropped_tokens']:,}"]
+            for c in summary["components"]]
+    out += ["  every sequence holds one component's documents; a document longer than what is left of a "
+            "sequence carries over into that component's next one (no padding)"]
+    out += _table(["component", "sequences", "sequence share", "target share", "dropped tokens"], body, {1, 2, 3, 4})
+    out.append(f"  dropped: {summary['dropped_tokens']:,} tokens, the incomplete tail of each component in each of "
+               f"{summary['partitions']} partition(s) (at most {L:,} each)")
+    return "\n".join(out)

@@ -418,24 +418,47 @@ def token_source(engine: Engine, datasets: t.Sequence[str]) -> tuple[dict[str, t
 
 
 def _stream_tokens(directory: Path) -> None:
-    """``stream_tokens.npy``: for each partition q, the cumulative token counts of its documents in
-    stream order (len_q + 1 values from 0), partitions one after another: the packing layout."""
+    """The packing layout of a plan with token counts (``packing``), for each partition q:
+
+    - ``stream_tokens.npy``: the cumulative token counts of its documents in stream order (len_q + 1
+      values from 0), partitions one after another;
+    - ``row_tokens.npy``: the cumulative token counts over plan rows (rows + 1 values from 0), so a
+      component's documents in a partition, contiguous rows in visiting order, are a difference;
+    - ``row_index.npy``: each plan row's index in its partition's stream (increasing along a pool);
+    - ``pool_lengths.npy``: [component, partition] the documents of each pool in the stream.
+    """
     plan = CompiledPlan(directory)
+    rows_total = len(plan.component)
     out = np.lib.format.open_memmap(directory / "stream_tokens.npy", mode="w+", dtype=np.int64,
                                     shape=(plan.samples + plan.partitions,))
+    index = np.lib.format.open_memmap(directory / "row_index.npy", mode="w+", shape=(rows_total,),
+                                      dtype=np.int32 if max((plan.partition_length(q) for q in range(plan.partitions)),
+                                                            default=0) < 1 << 31 else np.int64)
+    pools = np.zeros((len(plan.names), plan.partitions), dtype=np.int64)
     at = 0
     step = max(plan.chunk_size, (1 << 20) // plan.chunk_size * plan.chunk_size)
     for q in range(plan.partitions):
         length = plan.partition_length(q)
         out[at] = total = 0
         for start in range(0, length, step):
-            counts = plan.tokens[plan.partition_rows(q, start, min(start + step, length))].astype(np.int64)
-            cum = np.cumsum(counts) + total
+            rows = plan.partition_rows(q, start, min(start + step, length))
+            cum = np.cumsum(plan.tokens[rows].astype(np.int64)) + total
             out[at + 1 + start: at + 1 + start + len(cum)] = cum
             total = int(cum[-1]) if len(cum) else total
+            index[rows] = np.arange(start, start + len(rows))
+            pools[:, q] += np.bincount(plan.component[rows], minlength=len(plan.names))
         at += length + 1
-    out.flush()
-    del out
+    cumulative = np.lib.format.open_memmap(directory / "row_tokens.npy", mode="w+", dtype=np.int64,
+                                           shape=(rows_total + 1,))
+    cumulative[0] = total = 0
+    for start in range(0, rows_total, 1 << 20):
+        cum = np.cumsum(plan.tokens[start: start + (1 << 20)].astype(np.int64)) + total
+        cumulative[start + 1: start + 1 + len(cum)] = cum
+        total = int(cum[-1])
+    np.save(directory / "pool_lengths.npy", pools)
+    for array in (out, index, cumulative):
+        array.flush()
+    del out, index, cumulative
 
 
 def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:

@@ -19,6 +19,21 @@ The math (every quantity comes from the plan's ``stream_tokens``, computed when 
 - **Seek**: the document holding token t of partition q is one binary search over ``t_q`` in the
   memory-mapped plan; nothing before it is computed or read, so any step starts at once.
 
+**Per-component packing** (``pack="component"``: every sequence holds one component's tokens, as
+per-domain losses and some curricula need). Component c's documents in partition q, contiguous plan
+rows in visiting order, form their own packed stream: with ``u_cq(k)`` the tokens of its first k
+documents with separators (a difference of ``row_tokens``), it has ``S_cq = max(0, (u_cq(n_cq) - 1)
+// L)`` sequences, by the same rule as above; the ``u_cq(n_cq) - S_cq*L`` tokens after them are
+dropped and reported per component (at most L per component and partition). A document longer than
+what is left of a sequence goes on in that component's next sequence (carry-over); no padding.
+Partition q's sequences are ordered by **completion**: sequence j of c is complete at the stream
+document ``x_c(j)`` that holds its last label (token ``j*L + L`` of c's stream), and the partition
+lists its sequences by (x, j), as a packer with one buffer per component would emit them. That order
+depends on the stream up to x only, so it is prefix stable. Seek: the number of sequences complete
+before stream document X is ``sum_c max(0, (u_cq(n_c(X)) - 1) // L)`` with n_c(X) the number of c's
+documents before X (a binary search in ``row_index``), so sequence i of partition q is one binary
+search over X: O(C log^2 n), nothing before it computed or read.
+
 Per token, a sequence also carries ``position_ids`` (the token's offset in its document: 0 at each
 document's first token, continuing in a sequence that a document runs on into), ``document_ids``
 (0, 1, ... for the documents of the sequence, in order, for masking attention across documents)
@@ -41,6 +56,7 @@ from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan
 
 FIELDS = ("input_ids", "labels", "position_ids", "document_ids", "component_ids")
+PACK_MODES = ("mixed", "component")
 READ_TOKENS = 1 << 20  # tokens of sequences assembled per read: amortises the per-call work, bounds memory
 
 
@@ -51,13 +67,35 @@ def check_seq_len(seq_len: t.Any) -> int:
     return int(seq_len)
 
 
+def check_pack(pack: t.Any) -> str:
+    if pack not in PACK_MODES:
+        raise MixSQLError(f"pack must be one of {', '.join(map(repr, PACK_MODES))}, not {pack!r}",
+                          hint="'mixed' packs each partition's stream as it is; 'component' fills every sequence "
+                               "from one component")
+    return str(pack)
+
+
+def _last_at_most(start: t.Callable[[np.ndarray], np.ndarray], n: int, token: np.ndarray) -> np.ndarray:
+    """For each token offset, the largest k in [0, n) with start(k) <= token (start increasing,
+    start(0) = 0): a vectorised binary search, each step one gather from the memory map."""
+    token = np.asarray(token, dtype=np.int64)
+    lo = np.zeros(token.shape, dtype=np.int64)
+    hi = np.full(token.shape, n - 1, dtype=np.int64)
+    while bool((lo < hi).any()):
+        mid = (lo + hi + 1) // 2
+        right = start(mid) <= token
+        lo, hi = np.where(right, mid, lo), np.where(right, hi, mid - 1)
+    return lo
+
+
 class PackedPlan:
     """A compiled plan seen as packed sequences of ``seq_len`` tokens (module docstring)."""
 
     def __init__(self, plan: CompiledPlan, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
-                 bos: str | int | None = None) -> None:
+                 bos: str | int | None = None, pack: str = "mixed") -> None:
         self.plan = plan
         self.seq_len = check_seq_len(seq_len)
+        self.pack = check_pack(pack)
         info = plan.meta.get("tokens")
         if not info:
             raise MixSQLError(f"cannot pack: {plan.meta.get('tokens_missing') or 'the plan has no token counts'}",
@@ -79,15 +117,30 @@ class PackedPlan:
         self.eos = self.tokenizer.eos_id(eos)
         self.bos = None if bos is None else self.tokenizer.token_id(bos, "the BOS token")
         self.separators = 1 + (self.bos is not None)
-        P = plan.partitions
+        P, L, s = plan.partitions, self.seq_len, self.separators
         self.lengths = np.asarray([plan.partition_length(q) for q in range(P)], dtype=np.int64)
         self.bases = np.concatenate(([0], np.cumsum(self.lengths + 1)[:-1])).astype(np.int64)
         cum = plan.stream_tokens
-        self.stream_tokens = np.asarray([int(cum[b + n]) + int(n) * self.separators
+        self.stream_tokens = np.asarray([int(cum[b + n]) + int(n) * s
                                          for b, n in zip(self.bases, self.lengths)], dtype=np.int64)
-        self.partition_sequences = np.maximum(0, (self.stream_tokens - 1) // self.seq_len)
+        if self.pack == "mixed":
+            self.partition_sequences = np.maximum(0, (self.stream_tokens - 1) // L)
+            self.dropped_tokens = int((self.stream_tokens - self.partition_sequences * L).sum())
+            self.component_sequences = None
+        else:
+            self.pool_start = plan.pool_start
+            self.pool_length = np.asarray(plan.pool_lengths, dtype=np.int64)
+            rt = plan.row_tokens
+            ends = self.pool_start + self.pool_length
+            pool_tokens = (np.asarray(rt[ends.reshape(-1)], dtype=np.int64).reshape(ends.shape)
+                           - np.asarray(rt[self.pool_start.reshape(-1)], dtype=np.int64).reshape(ends.shape)
+                           + self.pool_length * s)  # u_cq(n_cq)
+            self.pool_sequences = np.maximum(0, (pool_tokens - 1) // L)  # S_cq, [component, partition]
+            self.pool_dropped = pool_tokens - self.pool_sequences * L
+            self.partition_sequences = self.pool_sequences.sum(axis=0)
+            self.dropped_tokens = int(self.pool_dropped.sum())
+            self.component_sequences = self.pool_sequences.sum(axis=1)
         self.sequences = int(self.partition_sequences.sum())
-        self.dropped_tokens = int((self.stream_tokens - self.partition_sequences * self.seq_len).sum())
 
     def __len__(self) -> int:
         return self.sequences
@@ -99,8 +152,26 @@ class PackedPlan:
 
     def identity(self) -> dict[str, t.Any]:
         """What, beyond the plan, a state of this stream must match."""
-        return {"seq_len": self.seq_len, "eos": self.eos, "bos": self.bos,
+        return {"seq_len": self.seq_len, "eos": self.eos, "bos": self.bos, "pack": self.pack,
                 "tokenizer": self.tokenizer.fingerprint}
+
+    def summary(self) -> dict[str, t.Any]:
+        """The packed stream in numbers (EXPLAIN --seq-len): sequences, tokens, what is dropped and
+        why, and with ``pack="component"`` each component's sequences, share and dropped tail."""
+        out: dict[str, t.Any] = {
+            "seq_len": self.seq_len, "pack": self.pack, "eos": self.eos, "bos": self.bos,
+            "sequences": self.sequences, "tokens": self.tokens, "dropped_tokens": self.dropped_tokens,
+            "partitions": len(self.lengths), "separators_per_document": self.separators}
+        if self.component_sequences is not None:
+            dropped = self.component_dropped()
+            out["components"] = [{"name": name, "sequences": int(n), "share": int(n) / max(self.sequences, 1),
+                                  "dropped_tokens": int(d)}
+                                 for name, n, d in zip(self.plan.names, self.component_sequences, dropped)]
+        return out
+
+    def component_dropped(self) -> np.ndarray | None:
+        """Tokens dropped per component (``pack="component"``: the tail of each of its pools)."""
+        return None if self.component_sequences is None else self.pool_dropped.sum(axis=1)
 
     # -- arithmetic ------------------------------------------------------------------------------
 
@@ -111,14 +182,56 @@ class PackedPlan:
 
     def doc_at(self, q: int, token: np.ndarray) -> np.ndarray:
         """The document holding each token offset of partition q: the largest m with t_q(m) <= token."""
-        token = np.asarray(token, dtype=np.int64)
-        lo = np.zeros(token.shape, dtype=np.int64)
-        hi = np.full(token.shape, int(self.lengths[q]) - 1, dtype=np.int64)
-        while bool((lo < hi).any()):  # about log2(len_q) steps, each a gather from the memory map
-            mid = (lo + hi + 1) // 2
-            right = self.doc_start(q, mid) <= token
-            lo, hi = np.where(right, mid, lo), np.where(right, hi, mid - 1)
-        return lo
+        return _last_at_most(lambda m: self.doc_start(q, m), int(self.lengths[q]), token)
+
+    def pool_doc_start(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
+        """u_cq(k): token offset of document(s) k of component c's packed stream in partition q."""
+        k = np.asarray(k, dtype=np.int64)
+        p0 = int(self.pool_start[c, q])
+        rt = self.plan.row_tokens
+        return np.asarray(rt[p0 + k], dtype=np.int64) - int(rt[p0]) + k * self.separators
+
+    def pool_doc_at(self, c: int, q: int, token: np.ndarray) -> np.ndarray:
+        """The document of component c's stream in partition q holding each token offset."""
+        return _last_at_most(lambda k: self.pool_doc_start(c, q, k), int(self.pool_length[c, q]), token)
+
+    def _complete_before(self, q: int, x: np.ndarray) -> np.ndarray:
+        """[component, len(x)]: the sequences of each component complete before stream document x."""
+        x = np.asarray(x, dtype=np.int64)
+        out = np.zeros((len(self.pool_length), len(x)), dtype=np.int64)
+        index = self.plan.row_index
+        for c in np.flatnonzero(self.pool_sequences[:, q]).tolist():
+            p0, n = int(self.pool_start[c, q]), int(self.pool_length[c, q])
+            seen = np.searchsorted(index[p0: p0 + n], x.astype(index.dtype))  # same dtype: no copy of the map
+            out[c] = np.maximum(0, (self.pool_doc_start(c, q, seen) - 1) // self.seq_len)
+        return out
+
+    def component_locate(self, q: int, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(component, its sequence index j) of partition q's sequences i (``pack="component"``): the
+        stream document completing sequence i is the smallest x with more than i sequences complete
+        by x (one binary search over x), and the sequence is the one of x's component due there."""
+        i = np.asarray(i, dtype=np.int64)
+        lo = np.zeros(i.shape, dtype=np.int64)
+        hi = np.full(i.shape, int(self.lengths[q]) - 1, dtype=np.int64)
+        while bool((lo < hi).any()):
+            mid = (lo + hi) // 2
+            done = self._complete_before(q, mid + 1).sum(axis=0) > i
+            lo, hi = np.where(done, lo, mid + 1), np.where(done, mid, hi)
+        before = self._complete_before(q, lo)
+        comp = np.asarray([int(self.plan.component[self.plan.partition_rows(q, x, x + 1)[0]]) for x in lo.tolist()],
+                          dtype=np.int64)
+        return comp, i - before.sum(axis=0) + before[comp, np.arange(len(i))]
+
+    def _firsts(self, q: int, i: int) -> np.ndarray:
+        """[component]: the first sequence of each component at or after partition q's sequence i."""
+        if i >= int(self.partition_sequences[q]):
+            return self.pool_sequences[:, q].copy()
+        comp, j = self.component_locate(q, np.asarray([i]))
+        x = self.plan.row_index[int(self.pool_start[comp[0], q]) + self.pool_doc_at(int(comp[0]), q, (j + 1) *
+                                                                                      self.seq_len)[0]]
+        out = self._complete_before(q, np.asarray([x]))[:, 0]
+        out[comp[0]] = j[0]
+        return out
 
     def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(partition, sequence index in it) of global sequence positions."""
@@ -128,35 +241,81 @@ class PackedPlan:
         """Rank ``rank``'s share of global batch ``batch``: (partition, first sequence, stop)."""
         return world.ragged_slices(batch, global_batch_size, self.partition_sequences.tolist(), world_size, rank)
 
-    def documents(self, q: int, j0: int, j1: int) -> tuple[int, int]:
-        """Documents [m0, m1) of partition q that sequences [j0, j1) (with their last label) touch."""
-        m0, m1 = self.doc_at(q, np.asarray([j0 * self.seq_len, j1 * self.seq_len]))
-        return int(m0), int(m1) + 1
+    def sequence_documents(self, q: int, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Partition q's sequence i: the plan rows of the documents it touches (with its last label),
+        their token offsets in the packed stream they are in, and the sequence's first offset."""
+        L = self.seq_len
+        if self.pack == "mixed":
+            m0, m1 = self.doc_at(q, np.asarray([i * L, i * L + L]))
+            ms = np.arange(m0, m1 + 1, dtype=np.int64)
+            return self.plan.partition_rows(q, int(m0), int(m1) + 1), self.doc_start(q, ms), i * L
+        comp, j = self.component_locate(q, np.asarray([i]))
+        c, j0 = int(comp[0]), int(j[0])
+        k0, k1 = self.pool_doc_at(c, q, np.asarray([j0 * L, j0 * L + L]))
+        ks = np.arange(k0, k1 + 1, dtype=np.int64)
+        return int(self.pool_start[c, q]) + ks, self.pool_doc_start(c, q, ks), j0 * L
 
     # -- assembling ------------------------------------------------------------------------------
 
     def build(self, pieces: t.Sequence[tuple[int, int, int]], reader: t.Any) -> dict[str, np.ndarray]:
         """Sequences of ``pieces`` ((partition, first, stop), in that order) as int64 arrays of shape
         (sequences, seq_len), their documents read and tokenized in one pass."""
+        L = self.seq_len
         pieces = [p for p in pieces if p[2] > p[1]]
-        docs: dict[int, t.Iterator[list[int]]] = {}
-        for q in {p[0] for p in pieces}:  # one search per partition for all its pieces
-            ends = np.asarray([(j0 * self.seq_len, j1 * self.seq_len) for p, j0, j1 in pieces if p == q])
-            docs[q] = iter(self.doc_at(q, ends).tolist())
-        spans = [(q, j0, j1, m[0], m[1] + 1) for q, j0, j1 in pieces for m in [next(docs[q])]]
-        if not spans:
-            return {name: np.zeros((0, self.seq_len), dtype=np.int64) for name in FIELDS}
-        rows = [self.plan.partition_rows(q, m0, m1) for q, _, _, m0, m1 in spans]
-        unique, inverse = np.unique(np.concatenate(rows), return_inverse=True)
+        # runs: (rows, first document's offset in its packed stream, first sequence's offset, output positions)
+        runs: list[tuple[np.ndarray, int, int, np.ndarray]] = []
+        at = 0
+        if self.pack == "mixed":
+            docs: dict[int, t.Iterator[list[int]]] = {}
+            for q in {p[0] for p in pieces}:  # one search per partition for all its pieces
+                ends = np.asarray([(j0 * L, j1 * L) for p, j0, j1 in pieces if p == q])
+                docs[q] = iter(self.doc_at(q, ends).tolist())
+            for q, j0, j1 in pieces:
+                m0, m1 = next(docs[q])
+                runs.append((self.plan.partition_rows(q, m0, m1 + 1), int(self.doc_start(q, np.asarray(m0))), j0 * L,
+                             np.arange(at, at + j1 - j0)))
+                at += j1 - j0
+        else:
+            for q, i0, i1 in pieces:
+                first, stop = self._firsts(q, i0), self._firsts(q, i1)
+                keys, owners = [], []
+                for c in np.flatnonzero(stop > first).tolist():
+                    js = np.arange(first[c], stop[c], dtype=np.int64)
+                    p0 = int(self.pool_start[c, q])
+                    k = self.pool_doc_at(c, q, np.concatenate(([js[0] * L], (js + 1) * L)))
+                    keys.append(np.asarray(self.plan.row_index[p0 + k[1:]], dtype=np.int64))
+                    owners.append((c, js, p0, k))
+                if int(sum(len(o[1]) for o in owners)) != i1 - i0:  # pragma: no cover - the counts disagree
+                    raise MixSQLError(f"internal: partition {q} sequences [{i0}, {i1}) map to "
+                                      f"{sum(len(o[1]) for o in owners)} component sequences")
+                # completion order: by the stream document completing each sequence, then j
+                x = np.concatenate(keys)
+                j_all = np.concatenate([o[1] for o in owners])
+                rank = np.empty(len(x), dtype=np.int64)
+                rank[np.lexsort((j_all, x))] = np.arange(len(x))
+                done = 0
+                for c, js, p0, k in owners:
+                    runs.append((p0 + np.arange(k[0], k[-1] + 1, dtype=np.int64),
+                                 int(self.pool_doc_start(c, q, k[:1])[0]), int(js[0]) * L,
+                                 at + rank[done: done + len(js)]))
+                    done += len(js)
+                at += i1 - i0
+        if not runs:
+            return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
+        unique, inverse = np.unique(np.concatenate([r[0] for r in runs]), return_inverse=True)
         ids = self._token_ids(reader, unique)
-        total = sum(j1 - j0 for _, j0, j1, _, _ in spans)
-        out = {name: np.empty((total, self.seq_len), dtype=np.int64) for name in FIELDS}  # filled in place
-        at, n = 0, 0
-        for (q, j0, j1, m0, m1), r in zip(spans, rows):
-            mine = inverse[at: at + len(r)]
-            at += len(r)
-            self._pack(q, j0, j1, m0, r, [ids[i] for i in mine], {k: v[n: n + j1 - j0] for k, v in out.items()})
-            n += j1 - j0
+        out = {name: np.empty((at, L), dtype=np.int64) for name in FIELDS}  # filled in place
+        done = 0
+        for rows, doc0, seq0, where in runs:
+            mine = inverse[done: done + len(rows)]
+            done += len(rows)
+            contiguous = len(where) and int(where[-1]) - int(where[0]) == len(where) - 1
+            target = {k: v[int(where[0]): int(where[0]) + len(where)] for k, v in out.items()} if contiguous else \
+                {k: np.empty((len(where), L), dtype=np.int64) for k in out}
+            self._pack(seq0 - doc0, rows, [ids[i] for i in mine], target)
+            if not contiguous:
+                for k, v in target.items():
+                    out[k][where] = v
         return out
 
     def _token_ids(self, reader: t.Any, rows: np.ndarray) -> list[np.ndarray]:
@@ -200,16 +359,14 @@ class PackedPlan:
         flat = np.concatenate(flats) if len(flats) > 1 else flats[0] if flats else np.zeros(0, dtype=np.int64)
         return [flat[a: a + n] for a, n in zip(where.tolist(), got.tolist())]  # views of one array
 
-    def _pack(self, q: int, j0: int, j1: int, m0: int, rows: np.ndarray, ids: list[np.ndarray],
-              out: dict[str, np.ndarray]) -> None:
-        """Sequences [j0, j1) of partition q into ``out`` (views of shape (j1 - j0, L)), from the
-        documents from m0 on (their plan ``rows`` and token ``ids``)."""
+    def _pack(self, offset: int, rows: np.ndarray, ids: list[np.ndarray], out: dict[str, np.ndarray]) -> None:
+        """Consecutive sequences of one packed stream into ``out`` (arrays of shape (n, L)), from its
+        documents at plan ``rows`` (token ``ids``), the first sequence ``offset`` tokens into the first."""
         L, s = self.seq_len, self.separators
         sizes = np.fromiter((len(x) + s for x in ids), dtype=np.int64, count=len(ids))
         ends = np.cumsum(sizes)
         starts = ends - sizes
-        offset = j0 * L - int(self.doc_start(q, np.asarray(m0)))
-        n = (j1 - j0) * L
+        n = len(out["input_ids"]) * L
         buf = np.empty(int(ends[-1]), dtype=np.int64)
         if s == 1:  # tokens then EOS: the documents' ids fill the gaps between the separators
             buf[ends - 1] = self.eos
@@ -230,7 +387,7 @@ class PackedPlan:
         doc = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)[offset: offset + n]
         out["position_ids"].reshape(-1)[:] = np.arange(offset, offset + n, dtype=np.int64) - starts[doc]
         out["component_ids"].reshape(-1)[:] = self.plan.component[rows].astype(np.int64)[doc]
-        local = doc.reshape(j1 - j0, L)
+        local = doc.reshape(-1, L)
         out["document_ids"][:] = local - local[:, :1]
 
 
@@ -245,13 +402,10 @@ def lineage(packed: PackedPlan, start: int, stop: int) -> pa.Table:
     if stop > start:
         qs, js = packed.locate(np.arange(start, stop, dtype=np.int64))
         for n, q, j in zip(range(start, stop), qs.tolist(), js.tolist()):
-            m0, m1 = packed.documents(q, j, j + 1)
-            ms = np.arange(m0, m1, dtype=np.int64)
-            doc_starts = packed.doc_start(q, ms)
-            rows = plan.partition_rows(q, m0, m1)
+            rows, doc_starts, first = packed.sequence_documents(q, j)
             sizes = plan.tokens[rows].astype(np.int64) + packed.separators
-            lo = np.maximum(j * L - doc_starts, 0)
-            hi = np.minimum(j * L + L - doc_starts, sizes)
+            lo = np.maximum(first - doc_starts, 0)
+            hi = np.minimum(first + L - doc_starts, sizes)
             keep = hi > lo  # the last document may be there only for the last label
             for r, a, b, size in zip(rows[keep].tolist(), lo[keep].tolist(), hi[keep].tolist(), sizes[keep].tolist()):
                 f = plan.files[int(plan.file[r])]

@@ -6,8 +6,9 @@ A plan is a directory that every rank and DataLoader worker memory-maps (``manif
 stream, by component, partition and visiting order), ``chunks.npy`` (cumulative counts per chunk),
 ``windows.npy`` (where each shuffle window starts) and ``window_blocks.npy`` (the blocks each window
 reads); a stream planned from token counts also has ``stream_rows.npy`` (each partition's stream as
-plan rows, partitions one after another: ``tokenplan``), which replaces the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy`` (the
-packing layout, see ``packing``) and ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
+plan rows, partitions one after another: ``tokenplan``), which replaces the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy``, ``row_tokens.npy``,
+``row_index.npy`` and ``pool_lengths.npy`` (the packing layout, see ``packing`` and
+``manifest._stream_tokens``) and ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
 This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, catalog).
 """
 
@@ -27,7 +28,7 @@ from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
 from mixsql.world import partition_indices
 
-PLAN_FORMAT = 8  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 9  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
@@ -110,6 +111,24 @@ class CompiledPlan:
             raise PlanError(f"the plan has no token counts: {self.meta.get('tokens_missing') or 'its datasets have none'}",
                             hint="register the datasets with --tokenizer, then compile again")
         return np.load(self.directory / "stream_tokens.npy", mmap_mode="r")
+
+    @functools.cached_property
+    def row_tokens(self) -> np.ndarray:
+        """Cumulative tokens over plan rows (rows + 1 values from 0): a pool's tokens are a difference."""
+        self.stream_tokens  # the same error when the plan has no token counts
+        return np.load(self.directory / "row_tokens.npy", mmap_mode="r")
+
+    @functools.cached_property
+    def row_index(self) -> np.ndarray:
+        """Each plan row's index in its partition's stream (increasing along a pool)."""
+        self.stream_tokens
+        return np.load(self.directory / "row_index.npy", mmap_mode="r")
+
+    @functools.cached_property
+    def pool_lengths(self) -> np.ndarray:
+        """[component, partition]: documents of each pool in the stream (plan rows from ``pool_start``)."""
+        self.stream_tokens
+        return np.load(self.directory / "pool_lengths.npy")
 
     def partition_length(self, q: int) -> int:
         """Samples partition q contributes to the stream."""

@@ -70,7 +70,7 @@ def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> lis
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "plan": str, "statement": (str, type(None)), "params": dict, "datasets": dict, "seed": int, "chunk_size": int,
     "partitions": int, "global_batch_size": int, "origin": int, "workers": int, "worker": int, "next": int}
-PACKING = ("seq_len", "eos", "bos", "tokenizer")  # in the state of a packed stream (``packing``), else absent
+PACKING = ("seq_len", "eos", "bos", "pack", "tokenizer")  # in the state of a packed stream (``packing``), else absent
 MAX_DEPTH = 32  # how deep a loader's state may hide ours
 
 

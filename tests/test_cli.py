@@ -130,6 +130,15 @@ def test_tokens_from_the_command_line(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in out.splitlines()]
     assert {r["sequence"] for r in rows} == {2, 3}
     assert sum(r["token_stop"] - r["token_start"] for r in rows) == 2 * 64
+    out = run("head", "sample_data/tokens.mixsql", "-n", "4", "--seq-len", "64", "--pack", "component",
+              catalog=cat).stdout
+    assert out.count("tokens: ") == 4 and all(line.count("=") == 1 for line in out.splitlines() if "tokens: " in line)
+    out = run("explain", "sample_data/tokens.mixsql", "--seq-len", "512", "--pack", "component", catalog=cat).stdout
+    assert "packed (component):" in out and "sequence share" in out and "dropped:" in out
+    report = json.loads(run("explain", "sample_data/tokens.mixsql", "--seq-len", "512", "--json",
+                            catalog=cat).stdout)["packing"]
+    mix = mixsql.connect(cat).load("sample_data/tokens.mixsql")
+    assert report["sequences"] == len(mix.packed(512)) and report["dropped_tokens"] == mix.packed(512).dropped_tokens
     bad = run("register", "x", PARQUET_GLOB, "--tokenizer", str(tmp_path / "none.json"), catalog=cat, ok=False)
     assert bad.returncode == 2 and "no tokenizer file" in bad.stderr
     bad = run("head", "sample_data/pretrain.mixsql", "--seq-len", "1", catalog=cat, ok=False)

@@ -231,3 +231,127 @@ def test_packed_lineage_joins_the_documents_properties(tcon: mixsql.Connection) 
     assert table and all({"domain", "quality", "token_start"} <= set(r) for r in table)
     assert all((r["domain"] == "code") == (r["component"] == "code") for r in table)
     assert all(r["domain"] == "manual" for r in table if r["component"] == "manual")
+
+
+# -- pack="component": every sequence from one component ------------------------------------------
+
+
+def _component_reference(mix: mixsql.api.Mix, L: int) -> tuple[list[dict[str, list[int]]], int]:
+    """The per-component packing written out from the sample stream, independently of ``packing``:
+    each partition's documents (plan positions q, q+P, ...), each component's own packed stream in
+    it, its sequences ordered by the stream document holding their last label, partitions
+    round-robin; and the tokens dropped."""
+    P, names = mix.partitions, mix.components
+    docs = list(mix.samples(columns=["text"]))
+    ids = _encode([d["text"] for d in docs])
+    per_partition, dropped = [], 0
+    for q in range(P):
+        mine = [(names.index(docs[p]["component"]), ids[p]) for p in range(q, len(docs), P)]
+        seqs = []
+        for c in range(len(names)):
+            stream, owner, position, doc_no = [], [], [], []
+            for x, (cc, tokens) in enumerate(mine):
+                if cc == c:
+                    stream += tokens + [0]
+                    owner += [x] * (len(tokens) + 1)
+                    position += list(range(len(tokens) + 1))
+                    doc_no += [x] * (len(tokens) + 1)
+            n = max(0, (len(stream) - 1) // L)
+            dropped += len(stream) - n * L
+            for j in range(n):
+                d = doc_no[j * L: j * L + L]
+                seqs.append(((owner[j * L + L], j), {
+                    "input_ids": stream[j * L: j * L + L], "labels": stream[j * L + 1: j * L + L + 1],
+                    "position_ids": position[j * L: j * L + L], "component_ids": [c] * L,
+                    "document_ids": list(np.cumsum([0] + [int(a != b) for a, b in zip(d, d[1:])]))}))
+        per_partition.append([s for _, s in sorted(seqs, key=lambda s: s[0])])
+    out = [part[j] for j in range(max(map(len, per_partition), default=0)) for part in per_partition if j < len(part)]
+    return out, dropped
+
+
+@UNITS
+@pytest.mark.parametrize("p", [1, 3])
+def test_component_packing_matches_an_independent_packer(tcon: mixsql.Connection, p: int, unit: str) -> None:
+    mix = _mix(tcon, p, unit=unit)
+    L = 80
+    expected, dropped = _component_reference(mix, L)
+    packed = mix.packed(L, pack="component")
+    got = list(mix.sequences(L, pack="component"))
+    assert len(got) == len(packed) == len(expected) > 0
+    assert packed.dropped_tokens == dropped
+    assert int(packed.component_dropped().sum()) == dropped and (packed.component_dropped() < p * (L + 1)).all()
+    assert packed.component_sequences.tolist() == [sum(s["component_ids"][0] == c for s in expected)
+                                                   for c in range(len(mix.components))]
+    for a, b in zip(got, expected):
+        assert {k: v.tolist() for k, v in a.items()} == b
+    # seeking anywhere gives the same sequences as streaming from the start
+    from mixsql.read import Reader
+
+    reader = Reader(packed.plan, ["text"])
+    for start in (1, len(packed) // 2, len(packed) - 3):
+        part = packing.in_order(packed, reader, start, start + 3)
+        assert [part["input_ids"][i].tolist() for i in range(len(part["input_ids"]))] == \
+            [s["input_ids"] for s in expected[start: start + 3]]
+
+
+@pytest.mark.parametrize("p", [1, 4])
+def test_component_packing_covers_every_document_once(tcon: mixsql.Connection, p: int) -> None:
+    mix = _mix(tcon, p, unit="TOKENS")
+    L = 128
+    packed = mix.packed(L, pack="component")
+    lineage = mix.lineage(0, len(packed), seq_len=L, pack="component").to_pylist()
+    texts = {(r["file"], r["row"]): r["text"] for r in _texts(mix)}
+    ids = dict(zip(texts, _encode(list(texts.values()))))
+    covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    by_sequence: dict[int, set[str]] = {}
+    for r in lineage:
+        covered.setdefault((r["file"], r["row"]), []).append((r["token_start"], r["token_stop"]))
+        by_sequence.setdefault(r["sequence"], set()).add(r["component"])
+    assert all(len(v) == 1 for v in by_sequence.values()) and len(by_sequence) == len(packed)
+    tails = 0
+    for key, spans in covered.items():
+        spans.sort()
+        assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # carried over, no gap
+        tails += len(ids[key]) + 1 - spans[-1][1]
+    untouched = sum(len(ids[k]) + 1 for k in set(texts) - set(covered))
+    assert tails + untouched == packed.dropped_tokens
+
+
+def test_component_packing_serves_ranks_and_resumes(tcon: mixsql.Connection) -> None:
+    mix = _mix(tcon, 4, unit="TOKENS")
+    L, g = 64, 8
+    ref = [s["input_ids"] for s in mix.sequences(L, pack="component")]
+    batches = len(ref) // g
+    expected = [sorted(tuple(x.tolist()) for x in ref[k * g:(k + 1) * g]) for k in range(batches)]
+
+    def run(w: int, workers: int, start: int) -> list[list[tuple]]:
+        per_rank = []
+        for r in range(w):
+            ds = mix.torch_dataset(batch_size=g // w, rank=r, world_size=w, seq_len=L, start_step=start,
+                                   pack="component", batched=True)
+            per_rank.append([b["input_ids"] for b in torch.utils.data.DataLoader(ds, batch_size=None,
+                                                                                 num_workers=workers)])
+        return [sorted(tuple(x.tolist()) for r in range(w) for x in per_rank[r][k]) for k in range(len(per_rank[0]))]
+
+    assert run(1, 0, 0) == expected
+    assert run(2, 2, 0) == expected
+    assert run(8, 0, batches - 3) == expected[batches - 3:]
+    state = mix.torch_dataset(batch_size=g, seq_len=L, pack="component").state_dict()
+    assert state["pack"] == "component"
+    with pytest.raises(StateError, match="pack: mixed -> component"):
+        mix.torch_dataset(batch_size=g, seq_len=L, pack="component").load_state_dict(
+            mix.torch_dataset(batch_size=g, seq_len=L).state_dict())
+    with pytest.raises(MixSQLError, match="pack must be one of"):
+        mix.packed(L, pack="domain")
+    text = mix.explain(L, pack="component")
+    assert "packed (component)" in text and all(f"{n:,}" in text for n in mix.packed(L, pack="component")
+                                                 .component_sequences.tolist())
+
+
+def test_component_packing_is_prefix_stable(tcon: mixsql.Connection) -> None:
+    """A larger token budget only appends sequences (one partition: the global order is the partition's)."""
+    small, large = (tcon.mix("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS rest WHERE TRUE FROM corpus "
+                             f"SEED 1 PARTITIONS 1 LIMIT {n} TOKENS") for n in (20000, 60000))
+    a = [s["input_ids"].tolist() for s in small.sequences(100, pack="component")]
+    b = [s["input_ids"].tolist() for s in large.sequences(100, pack="component")]
+    assert len(b) > len(a) > 0 and b[: len(a)] == a
