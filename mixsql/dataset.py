@@ -135,8 +135,8 @@ class MixDataset(torch.utils.data.IterableDataset):
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(
                     np.concatenate([self.batch_rows(plan, b) for b in batches]), component=self.component)
             else:
-                built = packed.build([piece for b in batches for piece in packed.slices(
-                    b, self.global_batch_size, self.world_size, self.rank)], reader)
+                built = packed.build(packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank),
+                                     reader)
                 if self.batched:
                     yield from self._batches(origin, workers, worker_id, batches, _tensors(built))
                     continue
@@ -158,7 +158,12 @@ class MixDataset(torch.utils.data.IterableDataset):
         for k, b in enumerate(batches):
             self._progress = (origin, workers, worker_id, b + workers)
             if tensors is not None:
-                yield {name: v[k * size: (k + 1) * size] for name, v in tensors.items()}
+                if torch.utils.data.get_worker_info() is not None:
+                    # to the main process: the batch in one shared-memory block, not a storage per field
+                    yield dict(zip(tensors, _shared_stack([v[k * size: (k + 1) * size]
+                                                           for v in tensors.values()]).unbind(0)))
+                else:
+                    yield {name: v[k * size: (k + 1) * size] for name, v in tensors.items()}
             else:
                 yield collate(rows[k * size: (k + 1) * size])  # type: ignore[index]
 
@@ -209,6 +214,14 @@ class MixDataset(torch.utils.data.IterableDataset):
 
 def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
+
+
+def _shared_stack(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(parts)`` into shared memory, as torch's default_collate does in a worker: the
+    batch then crosses to the main process as one block, without another copy."""
+    first = parts[0]
+    storage = first._typed_storage()._new_shared(len(parts) * first.numel(), device=first.device)
+    return torch.stack(parts, out=first.new(storage).resize_(len(parts), *first.shape))
 
 
 def _rows_of(arrays: dict[str, np.ndarray]) -> t.Iterator[dict[str, torch.Tensor]]:

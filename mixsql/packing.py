@@ -48,7 +48,6 @@ import typing as t
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mixsql import tokens as _tokens
 from mixsql import world
@@ -241,6 +240,13 @@ class PackedPlan:
         """Rank ``rank``'s share of global batch ``batch``: (partition, first sequence, stop)."""
         return world.ragged_slices(batch, global_batch_size, self.partition_sequences.tolist(), world_size, rank)
 
+    def slices_many(self, batches: t.Sequence[int], global_batch_size: int, world_size: int,
+                    rank: int) -> list[tuple[int, int, int]]:
+        """``slices`` of several global batches, one after another."""
+        return [piece for pieces in world.ragged_slices_many(batches, global_batch_size,
+                                                             self.partition_sequences.tolist(), world_size, rank)
+                for piece in pieces]
+
     def sequence_documents(self, q: int, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Partition q's sequence i: the plan rows of the documents it touches (with its last label),
         their token offsets in the packed stream they are in, and the sequence's first offset."""
@@ -262,90 +268,94 @@ class PackedPlan:
         (sequences, seq_len), their documents read and tokenized in one pass."""
         L = self.seq_len
         pieces = [p for p in pieces if p[2] > p[1]]
-        # runs: (rows, first document's offset in its packed stream, first sequence's offset, output positions)
-        runs: list[tuple[np.ndarray, int, int, np.ndarray]] = []
+        # runs of one packed stream: key (partition, or (component, partition)) -> [first, stop, output rows]
+        runs: dict[t.Any, list[list[t.Any]]] = {}
         at = 0
-        if self.pack == "mixed":
-            docs: dict[int, t.Iterator[list[int]]] = {}
-            for q in {p[0] for p in pieces}:  # one search per partition for all its pieces
-                ends = np.asarray([(j0 * L, j1 * L) for p, j0, j1 in pieces if p == q])
-                docs[q] = iter(self.doc_at(q, ends).tolist())
-            for q, j0, j1 in pieces:
-                m0, m1 = next(docs[q])
-                runs.append((self.plan.partition_rows(q, m0, m1 + 1), int(self.doc_start(q, np.asarray(m0))), j0 * L,
-                             np.arange(at, at + j1 - j0)))
-                at += j1 - j0
-        else:
-            for q, i0, i1 in pieces:
-                first, stop = self._firsts(q, i0), self._firsts(q, i1)
-                keys, owners = [], []
-                for c in np.flatnonzero(stop > first).tolist():
-                    js = np.arange(first[c], stop[c], dtype=np.int64)
-                    p0 = int(self.pool_start[c, q])
-                    k = self.pool_doc_at(c, q, np.concatenate(([js[0] * L], (js + 1) * L)))
-                    keys.append(np.asarray(self.plan.row_index[p0 + k[1:]], dtype=np.int64))
-                    owners.append((c, js, p0, k))
-                if int(sum(len(o[1]) for o in owners)) != i1 - i0:  # pragma: no cover - the counts disagree
-                    raise MixSQLError(f"internal: partition {q} sequences [{i0}, {i1}) map to "
-                                      f"{sum(len(o[1]) for o in owners)} component sequences")
-                # completion order: by the stream document completing each sequence, then j
-                x = np.concatenate(keys)
-                j_all = np.concatenate([o[1] for o in owners])
-                rank = np.empty(len(x), dtype=np.int64)
-                rank[np.lexsort((j_all, x))] = np.arange(len(x))
-                done = 0
-                for c, js, p0, k in owners:
-                    runs.append((p0 + np.arange(k[0], k[-1] + 1, dtype=np.int64),
-                                 int(self.pool_doc_start(c, q, k[:1])[0]), int(js[0]) * L,
-                                 at + rank[done: done + len(js)]))
-                    done += len(js)
-                at += i1 - i0
-        if not runs:
+        for q, i0, i1 in pieces:
+            if self.pack == "mixed":
+                runs.setdefault(q, []).append([i0, i1, np.arange(at, at + i1 - i0)])
+            else:
+                for c, j0, j1, where in self._component_runs(q, i0, i1):
+                    runs.setdefault((c, q), []).append([j0, j1, at + where])
+            at += i1 - i0
+        if not at:
             return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
-        unique, inverse = np.unique(np.concatenate([r[0] for r in runs]), return_inverse=True)
+        segments = []  # (key, first, stop, output rows): adjacent runs of a stream packed together
+        for key, parts in runs.items():
+            parts.sort(key=lambda r: r[0])
+            merged = [parts[0]]
+            for r in parts[1:]:
+                if r[0] == merged[-1][1]:
+                    merged[-1] = [merged[-1][0], r[1], np.concatenate((merged[-1][2], r[2]))]
+                else:
+                    merged.append(r)
+            segments += [(key, *m) for m in merged]
+        spans = []  # (plan rows of the segment's documents, token offset of its first sequence in them)
+        for key, first, stop, _ in segments:
+            if self.pack == "mixed":
+                m0, m1 = self.doc_at(key, np.asarray([first * L, stop * L])).tolist()
+                spans.append((self.plan.partition_rows(key, m0, m1 + 1),
+                              first * L - int(self.doc_start(key, np.asarray(m0)))))
+            else:
+                c, q = key
+                k0, k1 = self.pool_doc_at(c, q, np.asarray([first * L, stop * L])).tolist()
+                spans.append((int(self.pool_start[c, q]) + np.arange(k0, k1 + 1, dtype=np.int64),
+                              first * L - int(self.pool_doc_start(c, q, np.asarray(k0)))))
+        unique, inverse = np.unique(np.concatenate([rows for rows, _ in spans]), return_inverse=True)
         ids = self._token_ids(reader, unique)
         out = {name: np.empty((at, L), dtype=np.int64) for name in FIELDS}  # filled in place
         done = 0
-        for rows, doc0, seq0, where in runs:
+        for (_, first, stop, where), (rows, offset) in zip(segments, spans):
             mine = inverse[done: done + len(rows)]
             done += len(rows)
-            contiguous = len(where) and int(where[-1]) - int(where[0]) == len(where) - 1
-            target = {k: v[int(where[0]): int(where[0]) + len(where)] for k, v in out.items()} if contiguous else \
-                {k: np.empty((len(where), L), dtype=np.int64) for k in out}
-            self._pack(seq0 - doc0, rows, [ids[i] for i in mine], target)
-            if not contiguous:
-                for k, v in target.items():
-                    out[k][where] = v
+            self._pack(offset, rows, [ids[i] for i in mine], stop - first, where, out)
+        return out
+
+    def _component_runs(self, q: int, i0: int, i1: int) -> list[tuple[int, int, int, np.ndarray]]:
+        """Partition q's sequences [i0, i1) (``pack="component"``) as (component, first j, stop j,
+        the position of each of them among the i1 - i0): each component's are consecutive, and they
+        interleave by completion (the stream document holding the last label, then j)."""
+        L = self.seq_len
+        first, stop = self._firsts(q, i0), self._firsts(q, i1)
+        keys, owners = [], []
+        for c in np.flatnonzero(stop > first).tolist():
+            js = np.arange(first[c], stop[c], dtype=np.int64)
+            k = self.pool_doc_at(c, q, (js + 1) * L)
+            keys.append(np.asarray(self.plan.row_index[int(self.pool_start[c, q]) + k], dtype=np.int64))
+            owners.append((c, js))
+        if int(sum(len(js) for _, js in owners)) != i1 - i0:  # pragma: no cover - the counts disagree
+            raise MixSQLError(f"internal: partition {q} sequences [{i0}, {i1}) map to "
+                              f"{sum(len(js) for _, js in owners)} component sequences")
+        x = np.concatenate(keys)
+        j_all = np.concatenate([js for _, js in owners])
+        rank = np.empty(len(x), dtype=np.int64)
+        rank[np.lexsort((j_all, x))] = np.arange(len(x))
+        out, done = [], 0
+        for c, js in owners:
+            out.append((c, int(js[0]), int(js[-1]) + 1, rank[done: done + len(js)]))
+            done += len(js)
         return out
 
     def _token_ids(self, reader: t.Any, rows: np.ndarray) -> list[np.ndarray]:
         """Token ids of the documents at plan ``rows``: stored ids as they are (no Python object per
         token), text tokenized; checked against the counts the plan holds."""
-        table = reader.read(rows)
         source = self._file_source[np.asarray(self.plan.file[rows], dtype=np.int64)]
-        got = np.zeros(len(rows), dtype=np.int64)
-        flats: list[np.ndarray] = []
-        where = np.zeros(len(rows), dtype=np.int64)  # each row's first id in the concatenation of flats
-        at = 0
+        out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
         for s, (field, kind) in enumerate(self.sources):
-            mine = np.flatnonzero(source == s)
+            mine = np.flatnonzero(source == s) if len(self.sources) > 1 else np.arange(len(rows))
             if not len(mine):
                 continue
-            column = table.column(field)
-            if len(mine) != len(rows):
-                column = column.take(pa.array(mine))
-            if kind == "ids":
-                array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-                lengths = np.asarray(pc.fill_null(pc.list_value_length(array), 0), dtype=np.int64)
-                flat = np.asarray(array.flatten(), dtype=np.int64)
+            if kind == "ids":  # views of the decoded column, in its own integer type
+                got = reader.id_views(rows[mine], field)
             else:
-                encoded = self.tokenizer.encode(column.to_pylist())
+                encoded = self.tokenizer.encode(reader.read(rows[mine]).column(field).to_pylist())
                 lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
                 flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
-            got[mine] = lengths
-            where[mine] = at + np.concatenate(([0], np.cumsum(lengths)[:-1]))
-            flats.append(flat)
-            at += len(flat)
+                bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+                got = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            for slot, ids in zip(mine.tolist(), got):
+                out[slot] = ids
+        got = np.fromiter((len(x) for x in out), dtype=np.int64, count=len(out))
         expected = self.plan.tokens[rows]
         bad = np.flatnonzero(got != expected)
         if len(bad):
@@ -356,39 +366,46 @@ class PackedPlan:
                             f"{expected[i]} when it was registered", file=f.url, row=int(self.plan.row[rows[i]]),
                             hint="the file changed since it was registered; register it again" if kind == "ids" else
                             "the tokenizer's behaviour changed (another tokenizers version?); register again")
-        flat = np.concatenate(flats) if len(flats) > 1 else flats[0] if flats else np.zeros(0, dtype=np.int64)
-        return [flat[a: a + n] for a, n in zip(where.tolist(), got.tolist())]  # views of one array
+        return out
 
-    def _pack(self, offset: int, rows: np.ndarray, ids: list[np.ndarray], out: dict[str, np.ndarray]) -> None:
-        """Consecutive sequences of one packed stream into ``out`` (arrays of shape (n, L)), from its
+    def _pack(self, offset: int, rows: np.ndarray, ids: list[np.ndarray], count: int, where: np.ndarray,
+              out: dict[str, np.ndarray]) -> None:
+        """``count`` consecutive sequences of one packed stream into rows ``where`` of ``out``, from its
         documents at plan ``rows`` (token ``ids``), the first sequence ``offset`` tokens into the first."""
         L, s = self.seq_len, self.separators
-        sizes = np.fromiter((len(x) + s for x in ids), dtype=np.int64, count=len(ids))
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
-        n = len(out["input_ids"]) * L
-        buf = np.empty(int(ends[-1]), dtype=np.int64)
-        if s == 1:  # tokens then EOS: the documents' ids fill the gaps between the separators
-            buf[ends - 1] = self.eos
-            flat = np.concatenate(ids) if len(ids) > 1 else ids[0]
-            mask = np.ones(len(buf), dtype=bool)
-            mask[ends - 1] = False
-            buf[mask] = flat
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        sizes = lengths + s
+        n = count * L
+        # the stream in narrow integers (ids are checked against the vocabulary, < 2**31), widened to
+        # int64 by the copies into ``out``: less memory traffic than int64 throughout
+        eos = np.full(1, self.eos, dtype=np.int32)
+        if s == 1:  # one copy: each document's ids, then its EOS
+            buf = np.concatenate([a for x in ids for a in (x, eos)], dtype=np.int32, casting="unsafe")
         else:
-            is_token = np.ones(len(buf), dtype=bool)
-            is_token[ends - 1] = False
-            is_token[starts] = False
-            buf[starts] = self.bos
-            buf[is_token] = np.concatenate(ids)
-            buf[ends - 1] = self.eos
-        out["input_ids"].reshape(-1)[:] = buf[offset: offset + n]
-        out["labels"].reshape(-1)[:] = buf[offset + 1: offset + 1 + n]
-        # per-token ids only over the taken range: which document each token is in, and where it starts
-        doc = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)[offset: offset + n]
-        out["position_ids"].reshape(-1)[:] = np.arange(offset, offset + n, dtype=np.int64) - starts[doc]
-        out["component_ids"].reshape(-1)[:] = self.plan.component[rows].astype(np.int64)[doc]
-        local = doc.reshape(-1, L)
-        out["document_ids"][:] = local - local[:, :1]
+            bos = np.full(1, self.bos, dtype=np.int32)
+            buf = np.concatenate([a for x in ids for a in (bos, x, eos)], dtype=np.int32, casting="unsafe")
+        doc = np.repeat(np.arange(len(ids), dtype=np.int32), sizes)[offset: offset + n]
+        position = np.concatenate([_arange(int(z)) for z in sizes])[offset: offset + n]
+        component = np.repeat(self.plan.component[rows], sizes)[offset: offset + n]
+        contiguous = int(where[-1]) - int(where[0]) == len(where) - 1
+        dest: t.Any = slice(int(where[0]), int(where[0]) + len(where)) if contiguous else where
+        out["input_ids"][dest] = buf[offset: offset + n].reshape(count, L)
+        out["labels"][dest] = buf[offset + 1: offset + 1 + n].reshape(count, L)
+        out["position_ids"][dest] = position.reshape(count, L)
+        out["component_ids"][dest] = component.reshape(count, L)
+        local = doc.reshape(count, L)
+        out["document_ids"][dest] = local - local[:, :1]  # a sequence spans far fewer than 2**31 documents
+
+
+_ARANGE = np.arange(1 << 16, dtype=np.int32)
+
+
+def _arange(n: int) -> np.ndarray:
+    """0..n-1 as a view of one shared array (grown when a document is longer than any before)."""
+    global _ARANGE
+    if n > len(_ARANGE):
+        _ARANGE = np.arange(max(n, 2 * len(_ARANGE)), dtype=np.int64 if n >= 1 << 31 else np.int32)
+    return _ARANGE[:n]
 
 
 def lineage(packed: PackedPlan, start: int, stop: int) -> pa.Table:

@@ -10,6 +10,7 @@ separators itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -124,7 +125,12 @@ def load(tokenizer: "str | os.PathLike[str] | Tokenizer | t.Any") -> Tokenizer:
 
 
 def from_json(text: str, source: str) -> Tokenizer:
-    """A tokenizer from its JSON text (as a plan or the catalog stores it)."""
+    """A tokenizer from its JSON text (as a plan or the catalog stores it); parsed once per process."""
+    return _from_json(text, source)
+
+
+@functools.lru_cache(maxsize=8)
+def _from_json(text: str, source: str) -> Tokenizer:
     import tokenizers
 
     return Tokenizer(tokenizers.Tokenizer.from_str(text), source)

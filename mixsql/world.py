@@ -138,11 +138,29 @@ def ragged_slices(batch: int, g: int, lengths: t.Sequence[int], world_size: int,
                   rank: int) -> list[tuple[int, int, int]]:
     """``rank_slices`` for partitions of unequal lengths (``ragged_locate``): rank ``rank``'s share of
     global batch ``batch`` as (partition, start, stop), the batch listed partition-major."""
-    first, last = batch_positions(batch, g)
-    q, j = ragged_locate(np.arange(first, min(last, int(sum(lengths))), dtype=np.int64), lengths)
-    # a partition's indices in a run of positions are contiguous
-    runs = ((p, int(j[q == p].min()), int((q == p).sum())) for p in np.unique(q).tolist())
-    return _share(runs, g, world_size, rank)
+    return ragged_slices_many([batch], g, lengths, world_size, rank)[0]
+
+
+def ragged_slices_many(batches: t.Sequence[int], g: int, lengths: t.Sequence[int], world_size: int,
+                       rank: int) -> list[list[tuple[int, int, int]]]:
+    """``ragged_slices`` for several global batches at once (one vectorised locate for all)."""
+    total = int(sum(lengths))
+    starts = np.asarray(batches, dtype=np.int64) * g
+    positions = (starts[:, None] + np.arange(g, dtype=np.int64)[None, :]).reshape(-1)
+    keep = positions < total
+    q, j = ragged_locate(positions[keep], lengths)
+    which = np.repeat(np.arange(len(starts), dtype=np.int64), g)[keep]
+    # a partition's indices in a run of positions are contiguous and increasing: (batch, partition)
+    # groups, in partition order, start at their smallest index
+    key = which * len(lengths) + q
+    unique, first, counts = np.unique(key, return_index=True, return_counts=True)
+    out: list[list[tuple[int, int, int]]] = [[] for _ in batches]
+    runs: list[list[tuple[int, int, int]]] = [[] for _ in batches]
+    for k, a, n in zip(unique.tolist(), j[first].tolist(), counts.tolist()):
+        runs[k // len(lengths)].append((k % len(lengths), a, n))
+    for b, mine in enumerate(runs):
+        out[b] = _share(mine, g, world_size, rank)
+    return out
 
 
 def worker() -> tuple[int, int]:
@@ -154,4 +172,5 @@ def worker() -> tuple[int, int]:
 
 
 __all__: t.Sequence[str] = ["batch_positions", "global_batch", "partition_indices", "ragged_locate", "ragged_slices",
+                            "ragged_slices_many",
                             "rank_slices", "topology", "worker"]
