@@ -1,8 +1,9 @@
 """Packed-sequence throughput: tokens/s of ``torch_dataset(seq_len=2048)`` against a hand-written
 baseline doing the same work in one process (pyarrow read of the same documents in stream order,
 ``encode_batch``, numpy concatenation with EOS into sequences of L + 1 tokens); the same stream from
-stored token ids (``con.tokenize``), and a stored ``list<uint16>`` column served by ``Mix.samples``
-against a plain pyarrow read of that column.
+stored token ids (``con.tokenize``), per-component packing, what torch's DataLoader costs by itself
+with 2 workers (the floor for those arms), the time to the first batch, and a stored
+``list<uint16>`` column served by ``Mix.samples`` against a plain pyarrow read of that column.
 
 Arms run interleaved, 5 repetitions, medians and spread (max - min over median); read the ratios.
 
@@ -81,11 +82,39 @@ def arm_column_pyarrow(plan: mixsql.CompiledPlan) -> float:
     return float(n)
 
 
-def arm_mixsql(mix: mixsql.Mix, workers: int, batched: bool = False) -> float:
-    ds = mix.torch_dataset(seq_len=L, batch_size=8, world_size=1, rank=0, batched=batched)
+FIRST: dict[str, list[float]] = {}  # seconds to the first batch (a cold start), per arm
+
+
+def arm_mixsql(mix: mixsql.Mix, workers: int, batched: bool = False, pack: str = "mixed", name: str = "") -> float:
+    t = time.perf_counter()
+    ds = mix.torch_dataset(seq_len=L, batch_size=8, world_size=1, rank=0, batched=batched, pack=pack)
     loader = torch.utils.data.DataLoader(ds, batch_size=None if batched else 8, num_workers=workers)
     n = 0
     for batch in loader:
+        if not n:
+            FIRST.setdefault(name, []).append(time.perf_counter() - t)
+        n += batch["input_ids"].numel()
+    return n
+
+
+class _Floor(torch.utils.data.IterableDataset):
+    """What torch's DataLoader costs by itself: ready (8, L) int64 batches of five fields, each batch
+    built and handed over as ``batched=True`` does, nothing read or packed."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        for _ in range(start, self.batches, step):
+            block = torch.zeros((5, 8, L), dtype=torch.int64)
+            yield dict(zip(("input_ids", "labels", "position_ids", "document_ids", "component_ids"), block.unbind(0)))
+
+
+def arm_floor(batches: int, workers: int) -> float:
+    n = 0
+    for batch in torch.utils.data.DataLoader(_Floor(batches), batch_size=None, num_workers=workers):
         n += batch["input_ids"].numel()
     return n
 
@@ -130,10 +159,17 @@ def main() -> None:
     ids_plan = ids.plan()
     full = ids._connection.mix("MIX 1 AS all_docs FROM bench")  # every sample once: the column arms
     full_plan = full.plan()
-    arms = {"baseline": lambda: arm_baseline(plan, tok, packed.eos), "mixsql-0": lambda: arm_mixsql(mix, 0),
-            "mixsql-2": lambda: arm_mixsql(mix, 2), "stored-0": lambda: arm_mixsql(ids, 0),
-            "stored-2": lambda: arm_mixsql(ids, 2), "mixsql-2-batched": lambda: arm_mixsql(mix, 2, True),
-            "stored-0-batched": lambda: arm_mixsql(ids, 0, True), "stored-2-batched": lambda: arm_mixsql(ids, 2, True),
+    batches = len(packed) // 8
+    arms = {"baseline": lambda: arm_baseline(plan, tok, packed.eos),
+            "mixsql-0": lambda: arm_mixsql(mix, 0, name="mixsql-0"),
+            "mixsql-2": lambda: arm_mixsql(mix, 2, name="mixsql-2"),
+            "stored-0": lambda: arm_mixsql(ids, 0, name="stored-0"),
+            "stored-2": lambda: arm_mixsql(ids, 2, name="stored-2"),
+            "mixsql-2-batched": lambda: arm_mixsql(mix, 2, True, name="mixsql-2-batched"),
+            "stored-0-batched": lambda: arm_mixsql(ids, 0, True, name="stored-0-batched"),
+            "stored-2-batched": lambda: arm_mixsql(ids, 2, True, name="stored-2-batched"),
+            "stored-0-component": lambda: arm_mixsql(ids, 0, True, "component", name="stored-0-component"),
+            "floor-2": lambda: arm_floor(batches, 2),
             "column-pyarrow": lambda: arm_column_pyarrow(full_plan),
             "column-samples": lambda: arm_column(full)}
     times: dict[str, list[float]] = {k: [] for k in arms}
@@ -147,9 +183,14 @@ def main() -> None:
     rate = {k: tokens_done[k] / med[k] for k in arms}
     result = {"seq_len": L, "sequences": len(packed), "tokens": packed.tokens, "dropped_tokens": packed.dropped_tokens,
               "tokens_per_s": rate, "spread": {k: (max(v) - min(v)) / med[k] for k, v in times.items()},
-              "ratio_vs_baseline": {k: rate[k] / rate["baseline"] for k in arms if not k.startswith(("baseline", "column"))},
+              "ratio_vs_baseline": {k: rate[k] / rate["baseline"] for k in arms
+                                    if not k.startswith(("baseline", "column", "floor"))},
+              "ratio_vs_dataloader_floor_2_workers": {k: rate[k] / rate["floor-2"] for k in arms if k.endswith("-2")
+                                                      or k.endswith("-2-batched")},
+              "first_batch_s": {k: statistics.median(v) for k, v in FIRST.items()},
               "stored_vs_on_the_fly": {w: rate[f"stored-{w}"] / rate[f"mixsql-{w}"]
                                        for w in ("0", "2", "2-batched") if f"mixsql-{w}" in rate},
+              "component_vs_mixed_stored_0": rate["stored-0-component"] / rate["stored-0-batched"],
               "column_samples_vs_pyarrow": rate["column-samples"] / rate["column-pyarrow"],
               "same_stream": len(ids.packed(L)) == len(packed) and ids_plan.samples == plan.samples,
               "engine_us_per_sequence": (med["mixsql-0"] / (tokens_done["mixsql-0"] / L)

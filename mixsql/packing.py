@@ -247,16 +247,20 @@ class PackedPlan:
                                                              self.partition_sequences.tolist(), world_size, rank)
                 for piece in pieces]
 
-    def sequence_documents(self, q: int, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def sequence_documents(self, q: int, i: int, located: tuple[int, int] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, int]:
         """Partition q's sequence i: the plan rows of the documents it touches (with its last label),
-        their token offsets in the packed stream they are in, and the sequence's first offset."""
+        their token offsets in the packed stream they are in, and the sequence's first offset.
+        ``located``: its (component, j) when already known (``component_locate``)."""
         L = self.seq_len
         if self.pack == "mixed":
             m0, m1 = self.doc_at(q, np.asarray([i * L, i * L + L]))
             ms = np.arange(m0, m1 + 1, dtype=np.int64)
             return self.plan.partition_rows(q, int(m0), int(m1) + 1), self.doc_start(q, ms), i * L
-        comp, j = self.component_locate(q, np.asarray([i]))
-        c, j0 = int(comp[0]), int(j[0])
+        if located is None:
+            comp, j = self.component_locate(q, np.asarray([i]))
+            located = int(comp[0]), int(j[0])
+        c, j0 = located
         k0, k1 = self.pool_doc_at(c, q, np.asarray([j0 * L, j0 * L + L]))
         ks = np.arange(k0, k1 + 1, dtype=np.int64)
         return int(self.pool_start[c, q]) + ks, self.pool_doc_start(c, q, ks), j0 * L
@@ -271,13 +275,23 @@ class PackedPlan:
         # runs of one packed stream: key (partition, or (component, partition)) -> [first, stop, output rows]
         runs: dict[t.Any, list[list[t.Any]]] = {}
         at = 0
+        asked: dict[int, list[tuple[int, int, int]]] = {}  # partition -> (first, stop, output row of first)
         for q, i0, i1 in pieces:
             if self.pack == "mixed":
                 runs.setdefault(q, []).append([i0, i1, np.arange(at, at + i1 - i0)])
             else:
-                for c, j0, j1, where in self._component_runs(q, i0, i1):
-                    runs.setdefault((c, q), []).append([j0, j1, at + where])
+                asked.setdefault(q, []).append((i0, i1, at))
             at += i1 - i0
+        for q, parts in asked.items():  # one mapping to components for the hull of a partition's pieces
+            lo, hi = min(p[0] for p in parts), max(p[1] for p in parts)
+            dest = np.full(hi - lo, -1, dtype=np.int64)
+            for i0, i1, o in parts:
+                dest[i0 - lo: i1 - lo] = np.arange(o, o + i1 - i0)
+            for c, j0, _, rank in self._component_runs(q, lo, hi):
+                where = dest[rank]  # output rows of c's sequences from j0 on (-1: not asked for)
+                need = np.flatnonzero(where >= 0)
+                for run in np.split(need, np.flatnonzero(np.diff(need) != 1) + 1) if len(need) else []:
+                    runs.setdefault((c, q), []).append([j0 + int(run[0]), j0 + int(run[-1]) + 1, where[run]])
         if not at:
             return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
         segments = []  # (key, first, stop, output rows): adjacent runs of a stream packed together
@@ -418,8 +432,14 @@ def lineage(packed: PackedPlan, start: int, stop: int) -> pa.Table:
                                                     "row", "document_tokens", "token_start", "token_stop")}
     if stop > start:
         qs, js = packed.locate(np.arange(start, stop, dtype=np.int64))
+        located: dict[tuple[int, int], tuple[int, int]] = {}
+        if packed.pack == "component":  # one search per partition for all its sequences
+            for q in np.unique(qs).tolist():
+                mine = js[qs == q]
+                comp, j = packed.component_locate(q, mine)
+                located.update(((q, i), (c, k)) for i, c, k in zip(mine.tolist(), comp.tolist(), j.tolist()))
         for n, q, j in zip(range(start, stop), qs.tolist(), js.tolist()):
-            rows, doc_starts, first = packed.sequence_documents(q, j)
+            rows, doc_starts, first = packed.sequence_documents(q, j, located.get((q, j)))
             sizes = plan.tokens[rows].astype(np.int64) + packed.separators
             lo = np.maximum(first - doc_starts, 0)
             hi = np.minimum(first + L - doc_starts, sizes)
