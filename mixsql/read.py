@@ -59,15 +59,13 @@ def _is_id_list(kind: pa.DataType) -> bool:
     return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
 
 
-def _id_arrays(column: t.Any) -> list[np.ndarray | None]:
-    """A list<integer> column as one NumPy view per row (None for a null row)."""
+def _id_views(column: t.Any, rows: np.ndarray) -> list[np.ndarray | None]:
+    """Rows ``rows`` of a list<integer> column as NumPy views of its values (None for a null row)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    values = np.asarray(array.flatten())
-    lengths = np.asarray(pa.compute.fill_null(pa.compute.list_value_length(array), 0), dtype=np.int64)
-    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    valid = np.asarray(array.is_valid()).tolist() if array.null_count else None
-    out: list[np.ndarray | None] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    if valid is not None:
+    offsets, values = np.asarray(array.offsets), np.asarray(array.values)
+    out: list[np.ndarray | None] = [values[a:b] for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
+    if array.null_count:
+        valid = np.asarray(array.is_valid())[rows].tolist()
         out = [v if ok else None for v, ok in zip(out, valid)]
     return out
 
@@ -158,18 +156,23 @@ class Reader:
         if not self.columns:  # only the component: the plan alone says it, no file is read
             names = self.plan.names if component == "name" else range(len(self.plan.names))
             return [{"component": names[cid]} for cid in self.plan.component[rows].tolist()]
-        pieces, order = self._gather(rows)
+        source, local, order, bounds = self._locate(rows)
         out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
-        at = 0
-        for piece in pieces:  # records become Python objects here, once, each put in its place
-            ids = [n for n, f in zip(piece.column_names, piece.schema) if _is_id_list(f.type)]
-            records = piece.drop_columns(ids).to_pylist() if ids else piece.to_pylist()
-            for name in ids:  # token ids: NumPy views of one array per piece, not a Python int per token
-                for record, value in zip(records, _id_arrays(piece.column(name))):
+        for group in np.split(order, bounds):  # records become Python objects here, once, each in its place
+            key_id = int(source[group[0]])
+            table = self._source(key_id)
+            at = self._rows_in(key_id, local[group])
+            ids = [n for n, f in zip(table.column_names, table.schema) if _is_id_list(f.type)]
+            rest = table.drop_columns(ids) if ids else table
+            records = rest.take(pa.array(at)).to_pylist() if rest.num_columns else [{} for _ in range(len(at))]
+            for name in ids:  # token ids: NumPy views of the decoded column, not a Python int per token
+                views = _id_views(table.column(name), at)
+                for record, value in zip(records, views):
                     record[name] = value
-            for record, slot in zip(records, order[at: at + piece.num_rows].tolist()):
+            for record, slot in zip(records, group.tolist()):
                 out[slot] = record
-            at += piece.num_rows
+            self._release(key_id, len(group))
+        self.stats.samples += len(rows)
         names = self.plan.names if component == "name" else range(len(self.plan.names))
         for record, cid in zip(out, self.plan.component[rows].tolist()):
             record["component"] = names[cid]
@@ -185,12 +188,9 @@ class Reader:
         source, local, order, bounds = self._locate(rows)
         for group in np.split(order, bounds):
             key_id = int(source[group[0]])
-            column = self._source(key_id).column(field)
-            array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-            offsets, values = np.asarray(array.offsets), np.asarray(array.values)
-            at = self._rows_in(key_id, local[group])
-            for slot, a, b in zip(group.tolist(), offsets[at].tolist(), offsets[at + 1].tolist()):
-                out[slot] = values[a:b]
+            views = _id_views(self._source(key_id).column(field), self._rows_in(key_id, local[group]))
+            for slot, value in zip(group.tolist(), views):
+                out[slot] = value if value is not None else np.zeros(0, dtype=np.int64)
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
         return out
