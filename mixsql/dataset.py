@@ -127,16 +127,25 @@ class MixDataset(torch.utils.data.IterableDataset):
         reader = Reader(plan, self.columns if packed is None else list(packed.fields))
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
-        at, step = 0, 1  # the first read is one batch, then they double: a quick first batch
+        reads, at, step = [], 0, 1  # the first read is one batch, then they double: a quick first batch
         while at < len(mine):
-            batches = mine[at: at + step]
+            reads.append(mine[at: at + step])
             at, step = at + step, min(step * 2, group)
+        pieces = None
+        for k, batches in enumerate(reads):
+            if packed is not None:
+                pieces = pieces or packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)
+                if k + 1 < len(reads):  # the next read's row groups decode while this one is packed
+                    ahead = packed.slices_many(reads[k + 1], self.global_batch_size, self.world_size, self.rank)
+                    reader.prefetch(packed.rows_of(ahead))
             if packed is None:
-                samples: t.Iterable[dict[str, t.Any]] = reader.samples(
-                    np.concatenate([self.batch_rows(plan, b) for b in batches]), component=self.component)
+                rows_now = np.concatenate([self.batch_rows(plan, b) for b in batches])
+                if k + 1 < len(reads):
+                    reader.prefetch(np.concatenate([self.batch_rows(plan, b) for b in reads[k + 1]]))
+                samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
-                built = packed.build(packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank),
-                                     reader)
+                built = packed.build(pieces, reader)
+                pieces = ahead if k + 1 < len(reads) else None
                 if self.batched:
                     yield from self._batches(origin, workers, worker_id, batches, _tensors(built))
                     continue
@@ -145,9 +154,9 @@ class MixDataset(torch.utils.data.IterableDataset):
                 rows = list(samples)
                 yield from self._batches(origin, workers, worker_id, batches, None, rows)
                 continue
-            for k, sample in enumerate(samples):
-                if k % size == size - 1:  # the batch is complete once this sample is taken
-                    self._progress = (origin, workers, worker_id, batches[k // size] + workers)
+            for i, sample in enumerate(samples):
+                if i % size == size - 1:  # the batch is complete once this sample is taken
+                    self._progress = (origin, workers, worker_id, batches[i // size] + workers)
                 yield sample
 
     def _batches(self, origin: int, workers: int, worker_id: int, batches: range,

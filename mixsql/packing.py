@@ -271,6 +271,30 @@ class PackedPlan:
         """Sequences of ``pieces`` ((partition, first, stop), in that order) as int64 arrays of shape
         (sequences, seq_len), their documents read and tokenized in one pass."""
         L = self.seq_len
+        segments, spans, at = self._segments(pieces)
+        if not at:
+            return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
+        unique, inverse = np.unique(np.concatenate([rows for rows, _ in spans]), return_inverse=True)
+        ids = self._token_ids(reader, unique)
+        out = {name: np.empty((at, L), dtype=np.int64) for name in FIELDS}  # filled in place
+        done = 0
+        for (_, first, stop, where), (rows, offset) in zip(segments, spans):
+            mine = inverse[done: done + len(rows)]
+            done += len(rows)
+            self._pack(offset, rows, [ids[i] for i in mine], stop - first, where, out)
+        return out
+
+    def rows_of(self, pieces: t.Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """The plan rows whose documents ``build(pieces)`` reads (for a read-ahead)."""
+        spans = self._segments(pieces)[1]
+        return np.unique(np.concatenate([rows for rows, _ in spans])) if spans else np.zeros(0, dtype=np.int64)
+
+    def _segments(self, pieces: t.Sequence[tuple[int, int, int]]) -> tuple[list[tuple[t.Any, int, int, np.ndarray]],
+                                                                           list[tuple[np.ndarray, int]], int]:
+        """The packed streams' segments that ``pieces`` cover, (key, first, stop, output rows) each,
+        adjacent runs of one stream merged; for each the plan rows of its documents and the offset
+        of its first sequence in them; and the number of sequences."""
+        L = self.seq_len
         pieces = [p for p in pieces if p[2] > p[1]]
         # runs of one packed stream: key (partition, or (component, partition)) -> [first, stop, output rows]
         runs: dict[t.Any, list[list[t.Any]]] = {}
@@ -292,8 +316,6 @@ class PackedPlan:
                 need = np.flatnonzero(where >= 0)
                 for run in np.split(need, np.flatnonzero(np.diff(need) != 1) + 1) if len(need) else []:
                     runs.setdefault((c, q), []).append([j0 + int(run[0]), j0 + int(run[-1]) + 1, where[run]])
-        if not at:
-            return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
         segments = []  # (key, first, stop, output rows): adjacent runs of a stream packed together
         for key, parts in runs.items():
             parts.sort(key=lambda r: r[0])
@@ -315,15 +337,7 @@ class PackedPlan:
                 k0, k1 = self.pool_doc_at(c, q, np.asarray([first * L, stop * L])).tolist()
                 spans.append((int(self.pool_start[c, q]) + np.arange(k0, k1 + 1, dtype=np.int64),
                               first * L - int(self.pool_doc_start(c, q, np.asarray(k0)))))
-        unique, inverse = np.unique(np.concatenate([rows for rows, _ in spans]), return_inverse=True)
-        ids = self._token_ids(reader, unique)
-        out = {name: np.empty((at, L), dtype=np.int64) for name in FIELDS}  # filled in place
-        done = 0
-        for (_, first, stop, where), (rows, offset) in zip(segments, spans):
-            mine = inverse[done: done + len(rows)]
-            done += len(rows)
-            self._pack(offset, rows, [ids[i] for i in mine], stop - first, where, out)
-        return out
+        return segments, spans, at
 
     def _component_runs(self, q: int, i0: int, i1: int) -> list[tuple[int, int, int, np.ndarray]]:
         """Partition q's sequences [i0, i1) (``pack="component"``) as (component, first j, stop j,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import concurrent.futures
 import dataclasses
 import io
 import time
@@ -112,6 +113,9 @@ class Reader:
         self._probation: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._probation_size = max(64, 4 * plan.partitions * len(plan.names))
         self._members: dict[tuple[int, int], np.ndarray] = {}
+        self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
+        self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ahead_files: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()  # its own
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -194,6 +198,36 @@ class Reader:
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
         return out
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        """Start decoding, in one background thread, the Parquet row groups that plan ``rows`` will
+        need and that are not held: the next read's decoding (which releases the GIL) overlaps
+        this one's work. Nothing else changes; a read that needs a row group waits for it."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return
+        for f, mine in _by_value(self.plan.file[rows]):
+            info = self.plan.files[f]
+            if info.format != "parquet":
+                continue
+            for g in np.unique(info.row_group_of(self.plan.row[rows[mine]])).tolist():
+                key = ("rg", f, g)
+                if key in self._sources or key in self._ahead:
+                    continue
+                if self._ahead_pool is None:
+                    self._ahead_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mixsql-read")
+                self._ahead[key] = self._ahead_pool.submit(self._read_ahead, info, g, self._group_columns(info))
+        while len(self._ahead) > 256:  # bounded: the oldest read-ahead is dropped (read again if needed)
+            self._ahead.pop(next(iter(self._ahead))).cancel()
+
+    def _read_ahead(self, info: PlanFile, g: int, columns: list[str]) -> pa.Table:
+        """Runs in the read-ahead thread, on its own open files."""
+        pf = self._ahead_files.get(info.index)
+        if pf is None:
+            pf = self._ahead_files[info.index] = pq.ParquetFile(mfs.open_binary(info.url))
+            if len(self._ahead_files) > 16:
+                self._ahead_files.popitem(last=False)[1].close()
+        return pf.read_row_group(g, columns=columns, use_threads=False)
 
     def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(source id, row within the source) of each of ``rows``, and the rows grouped by source
@@ -390,15 +424,23 @@ class Reader:
                 self._members.pop(next(iter(self._members)))
         return members
 
-    def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
-        pf = self._parquet_file(info)
+    def _group_columns(self, info: PlanFile) -> list[str]:
+        """The requested columns that file ``info`` has."""
         columns = self._available.get(info.index)
         if columns is None:
-            available = set(pf.schema_arrow.names)
+            available = set(self._parquet_file(info).schema_arrow.names)
             columns = self._available[info.index] = [c for c in self.columns if c in available]
+        return columns
+
+    def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
+        columns = self._group_columns(info)
+        ahead = self._ahead.pop(("rg", info.index, g), None)
         began = time.perf_counter()
         try:
-            table = pf.read_row_group(g, columns=columns, use_threads=False)
+            if ahead is not None and not ahead.cancelled():
+                table = ahead.result()
+            else:
+                table = self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True)  # a file that changed says so, rather than "cannot decode"
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,

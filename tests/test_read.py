@@ -70,6 +70,22 @@ def test_each_row_group_is_decoded_once(con: mixsql.Connection, partitions: int)
         assert len(touched) <= reader.stats.row_groups <= len(touched) + extra
 
 
+def test_read_ahead_changes_nothing_but_when_row_groups_decode(con: mixsql.Connection) -> None:
+    """``prefetch`` decodes the next read's row groups in a thread; the reads give the same records
+    and decode each row group once, as without it."""
+    p = con.mix(STATEMENT.format(dataset="corpus"), partitions=2).plan()
+    rows = p.positions_rows(0, len(p))
+    plain, ahead = Reader(p, ["id", "text"]), Reader(p, ["id", "text"])
+    reads = [rows[a: a + 300] for a in range(0, len(rows), 300)]
+    for k, part in enumerate(reads):
+        if k + 1 < len(reads):
+            ahead.prefetch(reads[k + 1])
+        assert ahead.read(part).equals(plain.read(part))
+    assert ahead.stats.row_groups == plain.stats.row_groups and not ahead._ahead
+    ahead.prefetch(rows[:10])  # a read-ahead never used is harmless
+    assert ahead.read(rows[:10]).equals(plain.read(rows[:10]))
+
+
 def test_compressed_jsonl_is_decompressed_once(con: mixsql.Connection) -> None:
     mix = con.mix(STATEMENT.format(dataset="corpus_jsonl"), partitions=4)
     p = mix.plan()

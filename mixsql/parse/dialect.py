@@ -177,6 +177,16 @@ class MixSQL(DuckDB):
                 return mix
             return super()._parse_statement()
 
+        def _parse_primary(self) -> exp.Expr | None:
+            # SQL joins adjacent string literals ('a' 'b' is 'ab'): in a predicate that is almost always
+            # a missing comma (IN ('docs' 'manual')), which would silently match neither
+            if self._curr and self._next and self._curr.token_type == TokenType.STRING \
+                    and self._next.token_type == TokenType.STRING:
+                self.raise_error(f"two strings in a row ('{self._curr.text}' '{self._next.text}'), which SQL "
+                                 "would join into one: separate list items with a comma, or join strings with ||",
+                                 self._next)
+            return super()._parse_primary()
+
         def _parse_named(self) -> list[Named]:
             def one() -> Named:
                 token = self._curr

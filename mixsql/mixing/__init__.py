@@ -1,0 +1,1 @@
+"""Mixture optimisers: pure, deterministic functions of their inputs (``ado``: online, from losses)."""
