@@ -58,6 +58,22 @@ def _chunk_order(counts: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def apportion(total: int, owed: t.Sequence[int], unit: int) -> list[int]:
+    """Largest-remainder (Hamilton) apportionment of ``total`` by the non-negative quotas ``owed / unit``,
+    normalised to ``total`` when they do not sum to it; ties go to the earlier component. Integers only."""
+    weight = sum(owed)
+    if weight == 0:
+        return [0] * len(owed)
+    if weight == total * unit:
+        floors, remainders = [o // unit for o in owed], [o % unit for o in owed]
+    else:
+        floors, remainders = [o * total // weight for o in owed], [o * total % weight for o in owed]
+    extra = total - sum(floors)
+    for i in sorted(range(len(owed)), key=lambda i: (-remainders[i], i))[:extra]:
+        floors[i] += 1
+    return floors
+
+
 def partition_length(samples: int, partitions: int, q: int) -> int:
     """Samples partition q contributes to a plan-order stream of ``samples`` (positions q, q+P, ...)."""
     return partition_indices(0, samples, q, partitions)[1]

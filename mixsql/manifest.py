@@ -223,9 +223,9 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     the curriculum key (one bucket when unordered); in each bucket the blocks go in the dataset's
     seeded order for that epoch (shared by all its components, so they move through the same
     blocks in lockstep), and each bucket is cut into P pools. Partition q's sequence is its pools
-    epoch after epoch; it takes what the chunk table says it consumes, the last epoch's part spread
-    evenly over the pool (unordered) or from its start (ordered: the curriculum's order), and each
-    window of blocks is shuffled.
+    epoch after epoch, each window of blocks shuffled over the whole epoch; it takes what the chunk
+    table says it consumes from the start of that sequence, so a stream that goes on longer (a
+    larger budget, a later STAGE) only appends: every sample before is unchanged.
     """
     bound = spec.bound
     engine = catalog.engine()
@@ -254,25 +254,24 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         sel, run_key = component_runs(sel, buckets, base[c.dataset])
         sizes = _plan.pool_sizes(n, buckets, P)
         epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
-        taken: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(P)]
+        taken: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[] for _ in range(P)]
         for e in range(epochs):
             pools = epoch_pools(sel, run_key, buckets, P, spec.seed, datasets.index(c.dataset), e)
             for q, (pool, cuts) in enumerate(pools):
                 want = min(int(used[c.index, q]) - e * sizes[q], len(pool))
-                if want <= 0:
-                    continue
-                if want < len(pool):  # the last epoch, in part
-                    pick = (np.arange(want, dtype=np.int64) * 2 + 1) * len(pool) // (2 * want) if buckets == 1 \
-                        else np.arange(want, dtype=np.int64)
-                    pool = pool[pick]
-                taken[q].append((pool, cuts[cuts < len(pool)]))
+                if want > 0:
+                    taken[q].append((pool, cuts, want))
             del pools
         for q in range(P):
             pool_starts[c.index, q] = out.at
-            for e, (chosen, cuts) in enumerate(taken[q]):
-                order, starts, block_window, block_key = _window_shuffle(sel["_run"][chosen], run_key, spec,
+            for e, (pool, cuts, want) in enumerate(taken[q]):
+                # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
+                order, starts, block_window, block_key = _window_shuffle(sel["_run"][pool], run_key, spec,
                                                                          (c.index, q, e), cuts)
-                chosen = chosen[order]
+                chosen = pool[order][:want]
+                starts = starts[starts < want]
+                keep = block_window < len(starts)
+                block_window, block_key = block_window[keep], block_key[keep]
                 window_blocks.append(block_window + windows_so_far)
                 window_keys.append(block_key)
                 windows_so_far += len(starts)

@@ -9,8 +9,11 @@ partition covers the same plan positions ``[k*C*P, (k+1)*C*P)``, and all partiti
 table of chunk counts.
 
 **Counts.** Chunk k's *target shares* ``a(k)`` are the schedule's shares averaged over the chunk's
-plan positions (the declared shares when there is no schedule; a stage that changes inside a chunk
-gives that chunk a blend, so cumulative counts follow the integral of the schedule exactly). With
+plan positions (the declared shares when there is no schedule), as the schedule is known at the
+chunk row's first position: a stage that starts inside a chunk row takes effect from the next row,
+which catches up (its targets are the schedule's exact integral), so that appending a stage never
+changes a position before it (prefix stability) and cumulative counts follow the integral from the
+row after a change on. With
 chunk size C, the cumulative targets are ``E(k+1) = E(k) + C*a(k)`` and the counts of chunk k are the
 largest-remainder (Hamilton) apportionment of C among the components with ``a_i(k) > 0``, by the
 targets ``max(0, E_i(k+1) - D_i(k))`` (ties: the earlier component), where ``D(k)`` is the counts
@@ -49,7 +52,7 @@ from fractions import Fraction
 import numpy as np
 
 from mixsql.bind import BoundMix, Schedule
-from mixsql.chunks import chunk_order, partition_length, rotation  # noqa: F401 - part of the planner's rule
+from mixsql.chunks import apportion, chunk_order, partition_length, rotation  # noqa: F401 - the planner's rule
 from mixsql.errors import PlanError, position
 from mixsql.parse import span
 
@@ -57,22 +60,6 @@ from mixsql.parse import span
 def _integer_shares(shares: t.Sequence[Fraction]) -> tuple[list[int], int]:
     denominator = math.lcm(*(s.denominator for s in shares))
     return [s.numerator * (denominator // s.denominator) for s in shares], denominator
-
-
-def apportion(total: int, owed: t.Sequence[int], unit: int) -> list[int]:
-    """Largest-remainder (Hamilton) apportionment of ``total`` by the non-negative quotas ``owed / unit``,
-    normalised to ``total`` when they do not sum to it; ties go to the earlier component. Integers only."""
-    weight = sum(owed)
-    if weight == 0:
-        return [0] * len(owed)
-    if weight == total * unit:
-        floors, remainders = [o // unit for o in owed], [o % unit for o in owed]
-    else:
-        floors, remainders = [o * total // weight for o in owed], [o * total % weight for o in owed]
-    extra = total - sum(floors)
-    for i in sorted(range(len(owed)), key=lambda i: (-remainders[i], i))[:extra]:
-        floors[i] += 1
-    return floors
 
 
 def cumulative(shares: t.Sequence[Fraction], n: int) -> list[int]:
@@ -213,10 +200,15 @@ def _walk(names: t.Sequence[str], schedule: Schedule, supplies: t.Sequence[t.Seq
             # Integer arithmetic, equal to the general rule below: targets in units of 1 / (D * P).
             _, scaled_after = schedule.integral_scaled(x1)
             unit = D * P
-            owed = [max(g1 - d * unit, 0) if g1 > g0 else 0 for g1, g0, d in zip(scaled_after, scaled, done)]
-            counts = apportion(C, owed, unit)
+            if schedule.straddles(x0, x1):  # a segment starts inside the row: the row follows the one at x0
+                seen, now = schedule.integral_seen_from(x0, x1), schedule.integral(x0)
+                counts = hamilton(C, [max(Fraction(0), g / P - d) if g > g0 else Fraction(0)
+                                      for g, g0, d in zip(seen, now, done)])
+            else:
+                owed = [max(g1 - d * unit, 0) if g1 > g0 else 0 for g1, g0, d in zip(scaled_after, scaled, done)]
+                counts = apportion(C, owed, unit)
         else:
-            after = schedule.integral(x1)
+            after = schedule.integral_seen_from(x0, x1)
             a = [(b - c) / (C * P) if active[i] else Fraction(0) for i, (b, c) in enumerate(zip(after, at))]
             total = sum(a, Fraction(0))  # the ones left share the weight of those that ran out
             if total == 0:

@@ -89,6 +89,25 @@ class Schedule:
         d = max(x - start, 0)
         return D, [ai + d * bi + d * d * ri for ai, bi, ri in zip(a, b, r)]
 
+    def straddles(self, x0: int, x1: int) -> bool:
+        """Whether a segment starts inside (x0, x1)."""
+        return not self.static and any(x0 < seg.start < x1 for seg in self.segments)
+
+    def integral_seen_from(self, x0: int, x1: int) -> tuple[Fraction, ...]:
+        """``integral(x1)`` as known at x0: the segments that start after x0 replaced by the segment
+        in force at x0, continued (a ramp to its end, then its final shares). A chunk row's counts
+        use this, so nothing the schedule says after a chunk row's first position changes that row:
+        what is appended to a curriculum later never changes the positions before it."""
+        if not self.straddles(x0, x1):
+            return self.integral(x1)
+        seg = self.segments[max(i for i, s in enumerate(self.segments) if s.start <= x0 or i == 0)]
+        base, first = self.integral(x0), seg.at(x0)
+        if seg.end is None or seg.begin == seg.finish:
+            return tuple(b + v * (x1 - x0) for b, v in zip(base, first))
+        stop = min(x1, seg.end)
+        ramp = tuple((a + z) * (stop - x0) / 2 for a, z in zip(first, seg.at(stop)))
+        return tuple(b + r + f * (x1 - stop) for b, r, f in zip(base, ramp, seg.finish))
+
     def at(self, x: int) -> tuple[Fraction, ...]:
         """The shares in force at plan position x."""
         if self.static:
