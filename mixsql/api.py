@@ -20,6 +20,7 @@ import pyarrow as pa
 from mixsql import export as _export
 from mixsql import manifest as _manifest
 from mixsql import plan as _plan
+from mixsql import state as _state
 from mixsql.bind import BoundMix, bind
 from mixsql.catalog import Catalog, DatasetInfo
 from mixsql.errors import MixSQLError
@@ -125,15 +126,18 @@ class Mix:
         return _export.export(self.plan(), directory)
 
     def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
-                component: str = "name") -> t.Iterator[dict[str, t.Any]]:
+                component: str = "name", log: t.Any = None) -> t.Iterator[dict[str, t.Any]]:
         """The stream in plan order, in this process: dicts of the record's fields plus ``component``.
 
         ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
+        An adaptive mixture follows the weight log ``log`` (see ``lineage``); without one, its prior weights.
         """
         _check_limit(limit)
         if component not in ("name", "id"):
             raise MixSQLError(f"component must be 'name' or 'id', not {component!r}")
         plan = self.plan()
+        if log is not None or plan.adapt is not None:
+            plan = self._replayed(plan, log)
         reader = Reader(plan, columns)
         end = len(plan) if limit is None else min(limit, len(plan))
         step = READ_SAMPLES
@@ -194,13 +198,17 @@ class Mix:
 
     def lineage(self, step: int, batch_size: int, columns: t.Sequence[str] | None = None, *,
                 seq_len: int | None = None, tokenizer: t.Any = None, eos: str | int | None = None,
-                bos: str | int | None = None, pack: str = "mixed") -> pa.Table:
+                bos: str | int | None = None, pack: str = "mixed", log: t.Any = None) -> pa.Table:
         """The samples of global batch ``step`` (``batch_size`` is the global batch size), in plan order:
         position, partition, component, dataset, file, row, and the requested properties from the
         catalog. Nothing before the batch is computed or read. With ``seq_len``, the batch is of
         packed sequences: one row per (sequence, document piece), with the token range it holds (and
-        the requested properties of its document)."""
+        the requested properties of its document). For an adaptive mixture, ``log`` is the run's
+        weight log (``dataset.weight_log``, or a saved ``state_dict()``): the batch is replayed from
+        it without running the optimiser."""
         plan = self.plan()
+        if log is not None or plan.adapt is not None:
+            plan = self._replayed(plan, log)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
         packed = None if seq_len is None else self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
@@ -226,6 +234,20 @@ class Mix:
             return table
         return self._connection.catalog.engine().properties(table, file_ids, list(columns),
                                                              dict(plan.meta["datasets"]))
+
+    @staticmethod
+    def _replayed(plan: CompiledPlan, log: t.Any) -> CompiledPlan:
+        """A private copy of an adaptive plan following the weight log ``log``."""
+        if plan.adapt is None:
+            raise MixSQLError("a weight log replays an adaptive mixture; this statement has no ADAPT clause")
+        if isinstance(log, t.Mapping):
+            found = [s.get("adapt") for s in _state.states_in(log) if isinstance(s.get("adapt"), dict)]
+            if not found:
+                raise MixSQLError("the state holds no weight log", hint="pass dataset.state_dict() of the run")
+            log = found[0]["log"]
+        copy = CompiledPlan(plan.directory)
+        copy.follow([(r["row"], r["quotas"]) for r in (log or [])])
+        return copy
 
     def __str__(self) -> str:
         return to_sql(self._bound.tree)

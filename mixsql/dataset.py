@@ -20,6 +20,7 @@ import torch.utils.data
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
+from mixsql.feedback import Adaptive
 from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
 from mixsql.read import READ_SAMPLES, Reader
@@ -61,6 +62,8 @@ class MixDataset(torch.utils.data.IterableDataset):
                               hint=f"use batch_size={steps // self.world_size if steps % self.world_size == 0 else '?'}"
                                    f" per rank for world size {self.world_size}, or set BATCH SIZE "
                                    f"{self.global_batch_size} in the statement")
+        if plan.adapt is not None:
+            self._check_adaptive(plan, packed)
         length, unit = (len(plan), "samples") if packed is None else (len(packed), f"sequences of {packed.seq_len}")
         self.batches = length // self.global_batch_size
         if self.batches == 0:
@@ -73,11 +76,46 @@ class MixDataset(torch.utils.data.IterableDataset):
         if packed is not None:
             self._identity.update(packed.identity())
         self.start = self._checked_step(start_step)
+        self._adaptive: Adaptive | None = None if plan.adapt is None else \
+            Adaptive(plan, self.global_batch_size, self.batches, self.start)
         self._worker_resume: dict[str, t.Any] | None = None
         self._progress: tuple[int, int, int, int] = (self.start, 1, 0, self.start)  # origin, workers, worker, next
 
     def _plan(self) -> CompiledPlan:
-        return CompiledPlan(self.plan_dir)
+        plan = CompiledPlan(self.plan_dir)
+        if getattr(self, "_adaptive", None) is not None:
+            plan.table = self._adaptive.synced()  # the weight log as far as it goes
+        return plan
+
+    def _check_adaptive(self, plan: CompiledPlan, packed: PackedPlan | None) -> None:
+        if packed is not None:
+            raise MixSQLError("packed sequences of an adaptive mixture (ADAPT with seq_len) are not supported yet",
+                              hint="serve its samples (no seq_len), or drop ADAPT")
+        steps = plan.adapt["batch_size"]
+        if steps != self.global_batch_size:
+            raise MixSQLError(f"the statement adapts its weights per step of BATCH SIZE {steps:,} samples, but this "
+                              f"dataset's global batch is {self.global_batch_size:,} ({self.world_size} rank(s) x "
+                              f"{self.batch_size})", hint=f"use batch_size={steps // self.world_size if steps % self.world_size == 0 else '?'} "
+                              f"per rank for world size {self.world_size}, or set BATCH SIZE {self.global_batch_size}")
+
+    # -- adaptive mixtures -------------------------------------------------------------------------
+
+    def feedback(self, step: int, loss_sums: t.Any, token_counts: t.Any) -> list[float]:
+        """Report optimizer step ``step``'s per-component loss sums and token counts (all-reduced:
+        ``mixsql.component_losses``) to an adaptive mixture; returns the weights they give. Call it
+        on every rank after every step, in order from the step the run started at. The weights
+        govern the stream from the first chunk row after step ``step + LAG``, on every rank and
+        DataLoader worker alike (``adaptive``)."""
+        if self._adaptive is None:
+            raise MixSQLError("this mixture does not adapt its weights: feedback needs ADAPT USING ... in the "
+                              "statement")
+        return self._adaptive.feedback(step, loss_sums, token_counts)
+
+    @property
+    def weight_log(self) -> list[dict[str, t.Any]]:
+        """An adaptive mixture's weight changes so far: step, first chunk row and position governed,
+        weights, and the realised token counts of the steps since the change before."""
+        return [] if self._adaptive is None else [dict(r) for r in self._adaptive.log]
 
     def _packed(self, plan: CompiledPlan) -> PackedPlan | None:
         return None if self.packing is None else PackedPlan(plan, **self.packing)
@@ -127,6 +165,8 @@ class MixDataset(torch.utils.data.IterableDataset):
         reader = Reader(plan, self.columns if packed is None else list(packed.fields))
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
+        if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known
+            group = 1
         reads, at, step = [], 0, 1  # the first read is one batch, then they double: a quick first batch
         while at < len(mine):
             reads.append(mine[at: at + step])
@@ -138,9 +178,12 @@ class MixDataset(torch.utils.data.IterableDataset):
                 if k + 1 < len(reads):  # the next read's row groups decode while this one is packed
                     ahead = packed.slices_many(reads[k + 1], self.global_batch_size, self.world_size, self.rank)
                     reader.prefetch(packed.rows_of(ahead))
+            if self._adaptive is not None:
+                plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()
+                                                     is not None)
             if packed is None:
                 rows_now = np.concatenate([self.batch_rows(plan, b) for b in batches])
-                if k + 1 < len(reads):
+                if k + 1 < len(reads) and self._adaptive is None:
                     reader.prefetch(np.concatenate([self.batch_rows(plan, b) for b in reads[k + 1]]))
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
@@ -179,9 +222,16 @@ class MixDataset(torch.utils.data.IterableDataset):
     # -- state -------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, t.Any]:
-        """Where this iterator stands: a few numbers and the stream's identity (constant size)."""
+        """Where this iterator stands: a few numbers and the stream's identity (constant size). An
+        adaptive mixture's (in the process that gives feedback) stands at the steps fed back, and
+        carries its weight log and the algorithm's state."""
         origin, workers, worker_id, next_batch = self._progress
-        return _state.make(self._identity, self.global_batch_size, origin, workers, worker_id, next_batch)
+        if self._adaptive is not None and self._adaptive.fed:
+            origin, workers, worker_id, next_batch = self.start, 1, 0, self.start + self._adaptive.fed
+        state = _state.make(self._identity, self.global_batch_size, origin, workers, worker_id, next_batch)
+        if self._adaptive is not None and torch.utils.data.get_worker_info() is None:
+            state["adapt"] = self._adaptive.state_dict()  # the training process's log and algorithm
+        return state
 
     def load_state_dict(self, state: t.Mapping[str, t.Any], *, force: bool = False) -> None:
         """Resume from ``state``: this dataset's or a worker's state, or a whole (Stateful)DataLoader's
@@ -219,6 +269,8 @@ class MixDataset(torch.utils.data.IterableDataset):
         self._worker_resume = None
         self.start = self._checked_step(min(step, self.batches) if force else step)
         self._progress = (self.start, 1, 0, self.start)
+        if self._adaptive is not None:
+            self._adaptive.load(found, self.start)
 
 
 def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

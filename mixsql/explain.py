@@ -66,6 +66,7 @@ class Explanation:
     error: str | None
     unit: str = "SAMPLES"  # what the shares are shares of
     token_limit: int | None = None
+    adapt: dict[str, t.Any] | None = None  # ADAPT USING ...: the weights above are the prior
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
@@ -79,7 +80,7 @@ class Explanation:
             "tree": [{"path": p, "weight": w, "share": s, "derived": d} for p, w, s, d in self.tree],
             "schedule": [{"at": x, "kind": k, "shares": dict(zip([c.name for c in self.components], v))}
                          for x, k, v in self.schedule],
-            "error": self.error,
+            "error": self.error, "adapt": self.adapt,
         }
 
     def __str__(self) -> str:
@@ -119,6 +120,7 @@ def explain(bound: BoundMix, spec: PlanSpec | None = None) -> Explanation:
                        token_limit=bound.token_limit,
                        catalog_version=bound.catalog_version, source=bound.path, policy=bound.policy,
                        limit=bound.limit, batch_size=bound.batch_size, tree=tree, schedule=tuple(schedule),
+                       adapt=bound.adapt.to_dict() if bound.adapt is not None else None,
                        error=spec.error.render() if spec.error else None)
 
 
@@ -213,8 +215,15 @@ def render(e: Explanation) -> str:
         if e.unit == "TOKENS":
             out.append("  a partition reaches a point when its own tokens x partitions pass it")
         elif any(x % row for x, _, _ in e.schedule):
-            out.append(f"  resolution: chunk rows of {row:,} samples (chunk size x partitions); a chunk row that a "
-                       "point falls inside follows the schedule's average over it")
+            out.append(f"  resolution: chunk rows of {row:,} samples (chunk size x partitions); a point inside a "
+                       "chunk row takes effect from the next row, which catches up (prefix stable)")
+    if e.adapt is not None:
+        options = ", ".join(f"{k} = {v}" for k, v in e.adapt["options"].items()) or "defaults"
+        row = e.stream.chunk_size * e.stream.partitions
+        out += ["", f"adapts: {e.adapt['algorithm']} ({options}), LAG {e.adapt['lag']} steps of {e.batch_size:,}",
+                "  the weights above are the prior: each step's feedback (dataset.feedback) may change them from the "
+                f"first chunk row of {row:,} samples after step + LAG; taken and epochs are the prior's",
+                "  a component that runs out leaves and the others share its weight; the stream keeps its LIMIT"]
     overlaps = [(c.name, other, n) for c in e.components for other, n in c.overlaps]
     out.append("")
     if overlaps:

@@ -236,7 +236,8 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     used = np.zeros((len(bound.components), P), dtype=np.int64)  # samples partition q takes from component c
     for q in range(P):
         length = spec.shape.partition_length(q)
-        used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C))
+        used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C)) if spec.capacity is None \
+            else [per[q] for per in spec.capacity]  # ADAPT: whatever the weights will ask
     files, base, registered = plan_files(engine, datasets)
     byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
     token_info, tokens_missing = token_source(engine, datasets)
@@ -559,11 +560,18 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                        for c in bound.components],
         **layout,
     }
+    if spec.capacity is not None:
+        from mixsql.adaptive import quantize
+
+        meta["adapt"] = {**bound.adapt.to_dict(), "batch_size": bound.batch_size,
+                         "capacity": [min(per) for per in spec.capacity],
+                         "prior": list(quantize([float(c.share) for c in bound.components], spec.chunk_size))}
     tokenizer = meta["tokens"].pop("path") if meta["tokens"] else None
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if tokenizer is not None:
         shutil.copyfile(tokenizer, directory / "tokenizer.json")
-        _stream_tokens(directory)
+        if spec.capacity is None:  # an adaptive stream's packing layout depends on its weight log
+            _stream_tokens(directory)
 
 
 def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,

@@ -316,6 +316,7 @@ class PlanSpec:
     shape: StreamShape  # when the budget cannot be met (``error``): what meeting it would take
     error: PlanError | None = None
     layout: t.Any = None  # ``tokenplan.TokenLayout`` for a stream planned from token counts
+    capacity: tuple[tuple[int, ...], ...] | None = None  # ADAPT: [component][partition] samples each pool holds
 
     @property
     def table(self) -> np.ndarray:
@@ -356,8 +357,10 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
                 for n, b, e in zip(counts, buckets, epochs)]
     schedule = Schedule(shares, bound.schedule)
     error = None
+    # an adaptive stream has the length of its LIMIT: a component that runs out leaves, whatever the weights
+    policy = bound.policy if bound.adapt is None or bound.policy == "REPEAT" else "REDISTRIBUTE"
     try:
-        shape = _walk(names, schedule, supplies, bound.chunk_size, partitions, bound.limit, bound.policy)
+        shape = _walk(names, schedule, supplies, bound.chunk_size, partitions, bound.limit, policy)
     except _BudgetError as e:
         error = _budget_error(bound, e)
         unlimited = [[UNLIMITED] * partitions for _ in names]
@@ -368,7 +371,13 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
                           f"give each of the {partitions:,} partitions a sample of its first chunk",
                           hint="lower PARTITIONS (or CHUNK SIZE), or give the component more samples",
                           source=bound.text, path=bound.path)
-    return PlanSpec(bound=bound, partitions=partitions, buckets=buckets, window=window, shape=shape, error=error)
+    capacity = None
+    if bound.adapt is not None:  # every pool as large as any weights could ask of it, in whole chunk rows
+        C = bound.chunk_size
+        rows = -(-partition_length(shape.samples, partitions, 0) // C)
+        capacity = tuple(tuple(min(supply, rows * C) for supply in per) for per in supplies)
+    return PlanSpec(bound=bound, partitions=partitions, buckets=buckets, window=window, shape=shape, error=error,
+                    capacity=capacity)
 
 
 def _budget_error(bound: BoundMix, e: _BudgetError) -> PlanError:

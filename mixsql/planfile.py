@@ -79,7 +79,12 @@ class CompiledPlan:
         self.byte_offset = columns.get("offset")  # JSONL records: byte range in the decompressed file
         self.byte_length = columns.get("length")
         self.tokens = columns.get("tokens")  # n_tokens of each sample, when the datasets have them
-        self.table = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
+        self.table: t.Any = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
+        self.adapt: dict[str, t.Any] | None = self.meta.get("adapt")
+        if self.adapt is not None:  # ADAPT: the table follows the weight log (``adaptive``), the prior until then
+            from mixsql.adaptive import AdaptiveTable
+
+            self.table = AdaptiveTable(self.meta["chunk_size"], self.adapt["capacity"], self.adapt["prior"])
         # a stream planned from token counts stores each partition's order (``tokenplan``)
         self.stream_rows = np.load(self.directory / "stream_rows.npy", mmap_mode="r") \
             if self.meta.get("order") == "merged" else None
@@ -96,6 +101,17 @@ class CompiledPlan:
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
                       for f in self.meta["files"]]
+
+    def follow(self, log: t.Sequence[tuple[int, t.Sequence[int]]]) -> None:
+        """An adaptive plan's weight changes, (first chunk row, quotas) each, in order (``adaptive``)."""
+        if self.adapt is None:
+            raise PlanError("this plan does not adapt its weights (no ADAPT clause)")
+        from mixsql.adaptive import AdaptiveTable
+
+        table = AdaptiveTable(self.meta["chunk_size"], self.adapt["capacity"], self.adapt["prior"])
+        for row, quotas in log:
+            table.append(int(row), quotas)
+        self.table = table
 
     @property
     def key(self) -> str:

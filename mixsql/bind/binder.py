@@ -6,6 +6,7 @@ import typing as t
 
 from sqlglot import expressions as exp
 
+from mixsql.bind.adapt import Adapting
 from mixsql.bind.checks import Checks
 from mixsql.bind.counts import Counts, _conjunction, _selection_sql
 from mixsql.bind.model import BoundComponent, BoundMix, DEFAULT_CHUNK_SIZE, DEFAULT_SEED
@@ -35,7 +36,7 @@ def bind(
     return b.bind(seed=seed, chunk_size=chunk_size, partitions=partitions, params=dict(params or {}))
 
 
-class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
+class _Binder(Rewrite, Checks, Weights, Scheduling, Counts, Adapting):
     def _mix_unit(self) -> str:
         """The statement's MIX BY unit; a sub-mixture may repeat it but not change it."""
         unit = self.mix.args.get("unit") or "SAMPLES"
@@ -156,6 +157,7 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
                              self.mix.args["exhaustion"],
                              hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
         self._check_size(limit, bound, leaves, token_limit)
+        adapt = self._adapt(batch_size, limit, token_limit)
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
@@ -167,5 +169,5 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts):
             unit=self._unit, token_limit=token_limit,
             counts_steps=self._counts_steps, overlap=overlap, nodes=tuple(nodes),
             params=tuple(sorted(params.items(), key=lambda kv: kv[0])),
-            template=template,
+            template=template, adapt=adapt,
         )

@@ -58,6 +58,18 @@ class Node:
 
 
 @dataclasses.dataclass(frozen=True)
+class Adaptation:
+    """``ADAPT USING algorithm(options) LAG n STEPS``: weights learnt from the run's feedback."""
+
+    algorithm: str
+    options: tuple[tuple[str, t.Any], ...]
+    lag: int  # steps between the feedback of step s and the first chunk row its weights govern
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {"algorithm": self.algorithm, "options": dict(self.options), "lag": self.lag}
+
+
+@dataclasses.dataclass(frozen=True)
 class BoundMix:
     """A MIX statement bound to a catalog version: everything the planner needs."""
 
@@ -81,6 +93,7 @@ class BoundMix:
     nodes: tuple[Node, ...] = ()
     params: tuple[tuple[str, t.Any], ...] = ()
     template: str = ""  # the statement before parameters are bound, canonical: its identity across configs
+    adapt: Adaptation | None = None  # ADAPT USING ...: the weights come from the run
 
     @property
     def names(self) -> list[str]:

@@ -14,7 +14,7 @@ from mixsql.bind.base import _Base
 from mixsql.errors import BindError
 from mixsql.limits import MAX_EXPANDED_NODES, MAX_INTEGER_DIGITS, MAX_WITH_CHAIN
 from mixsql.parse import Component, MixStatement
-from mixsql.parse.ast import Assign, Budget, OrderKey, Stage, Weighting
+from mixsql.parse.ast import Adapt, Assign, Budget, OrderKey, Setting, Stage, Weighting
 from mixsql.parse.dialect import number_problem
 
 
@@ -70,9 +70,9 @@ class Rewrite(_Base):
 
     def _literal(self, name: str, value: t.Any, node: exp.Expr) -> exp.Expr:
         parent = node.parent
-        if isinstance(parent, (MixStatement, Component, Budget, Stage, Assign, Weighting, OrderKey)):
+        if isinstance(parent, (MixStatement, Component, Budget, Stage, Assign, Weighting, OrderKey, Adapt, Setting)):
             # a weight, a stage point or an option: a number, never text
-            integer = node.arg_key not in ("weight", "temperature")
+            integer = node.arg_key not in ("weight", "temperature") and not isinstance(parent, Setting)
             kind = "a non-negative integer" if integer else "a number"
             if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or \
                     (integer and not (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))):

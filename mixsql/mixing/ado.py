@@ -63,6 +63,7 @@ class AdoConfig:
     max_iter: int = 200
     tol: float = 1e-5
     count_unit: int = 1024
+    fit_lag: int = 20  # a refit after step s runs in the background and is used from step s + fit_lag on
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -77,7 +78,7 @@ class AdoConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise MixSQLError(f"ado: {name} must be positive, not {getattr(self, name)!r}")
-        for name in ("start_step", "ignore_steps", "order", "s", "slope_alpha_min"):
+        for name in ("start_step", "ignore_steps", "order", "s", "slope_alpha_min", "fit_lag"):
             if getattr(self, name) < 0:
                 raise MixSQLError(f"ado: {name} cannot be negative, not {getattr(self, name)!r}")
         for name in ("gamma1", "gamma2"):
@@ -207,6 +208,15 @@ def fit_inputs(n: np.ndarray, loss: np.ndarray, config: AdoConfig) -> tuple[np.n
     return np.asarray(n, dtype=np.float64)[first:][keep], series[keep]
 
 
+def fit_all(losses: np.ndarray, n: np.ndarray, config: AdoConfig) -> list[Fit | None]:
+    """Each component's law from its loss history (losses: [step, component]; n: the shared count)."""
+    out: list[Fit | None] = []
+    for k in range(losses.shape[1]):
+        x, y = fit_inputs(n, losses[:, k], config)
+        out.append(fit_power_law(x, y, config))
+    return out
+
+
 # -- the state machine -----------------------------------------------------------------------------
 
 class Ado:
@@ -256,12 +266,7 @@ class Ado:
 
     def fit(self) -> list[Fit | None]:
         """Fit every component's law on the history so far (pure: the state is unchanged)."""
-        losses, n = np.asarray(self.losses, dtype=np.float64), np.asarray(self.n)
-        out: list[Fit | None] = []
-        for k in range(self.components):
-            x, y = fit_inputs(n, losses[:, k], self.config)
-            out.append(fit_power_law(x, y, self.config))
-        return out
+        return fit_all(np.asarray(self.losses, dtype=np.float64), np.asarray(self.n, dtype=np.float64), self.config)
 
     def apply_fit(self, fits: t.Sequence[Fit | None]) -> None:
         """Use new fits (a component whose fit failed keeps its previous law)."""

@@ -13,7 +13,7 @@ class MixStatement(exp.Expression):
 
     arg_types = {"expressions": True, "unit": False, "weighting": False, "from_": False, "where": False,
                  "curriculum": False, "limit": False, "seed": False, "chunk_size": False, "partitions": False, "batch_size": False,
-                 "exhaustion": False, "overlap": False, "named": False}
+                 "exhaustion": False, "overlap": False, "named": False, "adapt": False}
 
     @property
     def components(self) -> list["Component"]:
@@ -92,6 +92,18 @@ class Budget(exp.Expression):
     """``LIMIT n SAMPLES``: the stream's length."""
 
     arg_types = {"this": True, "unit": True}
+
+
+class Adapt(exp.Expression):
+    """``ADAPT USING algorithm(name = value, ...) [LAG n STEPS]``: weights learnt during the run."""
+
+    arg_types = {"this": True, "expressions": False, "lag": False}
+
+
+class Setting(exp.Expression):
+    """``name = value``: one option of an ADAPT algorithm."""
+
+    arg_types = {"this": True, "expression": True}
 
 
 class Named(exp.Expression):

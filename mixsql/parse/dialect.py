@@ -17,8 +17,8 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.tokens import TokenType
 
 from mixsql.limits import MAX_INTEGER_DIGITS, MAX_WEIGHT_DIGITS, WEIGHT_EXPONENTS
-from mixsql.parse.ast import (Assign, Budget, Component, Curriculum, Dataset, MixStatement, Named, OrderKey, Path, Stage,
-                               Weighting)
+from mixsql.parse.ast import (Adapt, Assign, Budget, Component, Curriculum, Dataset, MixStatement, Named, OrderKey, Path,
+                               Setting, Stage, Weighting)
 
 if sqlglot_tokens.SQLGLOTC_INSTALLED:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -26,14 +26,14 @@ if sqlglot_tokens.SQLGLOTC_INSTALLED:  # pragma: no cover - depends on the envir
         "Run `pip uninstall sqlglotc` (or reinstall plain `sqlglot`)."
     )
 
-OPTION_CLAUSES = ("SEED", "CHUNK", "PARTITIONS", "BATCH", "ON", "OVERLAP", "LIMIT", "ORDER BY")
+OPTION_CLAUSES = ("SEED", "CHUNK", "PARTITIONS", "BATCH", "ON", "OVERLAP", "LIMIT", "ORDER BY", "ADAPT")
 EXHAUSTION_POLICIES = ("STOP", "REDISTRIBUTE", "REPEAT")
 OVERLAP_RULES = ("FIRST", "ERROR")
 UNITS = ("SAMPLES", "STEPS", "TOKENS")
 
 
 def number_problem(text: str) -> str | None:
-    """Why a weight (or temperature) literal is out of bounds, else None: it must be 0 or between
+    """Why a weight, temperature or option literal is out of bounds, else None: it must be 0 or between
     1e-18 and 1e18, with at most 30 significant digits, so exact arithmetic on it stays small."""
     try:
         value = Decimal(text)
@@ -85,6 +85,8 @@ def _mix_sql(self: t.Any, expression: MixStatement) -> str:
                        ("batch_size", "BATCH SIZE"), ("exhaustion", "ON EXHAUSTION"), ("overlap", "OVERLAP")):
         if expression.args.get(key) is not None:
             parts.append(f"{label} {self.sql(expression, key)}")
+    if expression.args.get("adapt") is not None:
+        parts.append(self.sql(expression, "adapt"))
     return head + "MIX " + ("\n" if self.pretty else " ").join(parts)
 
 
@@ -147,6 +149,14 @@ def _path_sql(self: t.Any, expression: Path) -> str:
 
 def _budget_sql(self: t.Any, expression: Budget) -> str:
     return f"LIMIT {self.sql(expression, 'this')} {expression.args['unit']}"
+
+
+def _adapt_sql(self: t.Any, expression: Adapt) -> str:
+    settings = ", ".join(f"{self.sql(x, 'this')} = {self.sql(x, 'expression')}" for x in expression.expressions)
+    out = f"ADAPT USING {self.sql(expression, 'this')}({settings})"
+    if expression.args.get("lag") is not None:
+        out += f" LAG {self.sql(expression, 'lag')} STEPS"
+    return out
 
 
 def _named_sql(self: t.Any, expression: Named) -> str:
@@ -262,12 +272,51 @@ class MixSQL(DuckDB):
                 if not self._match_text_seq("SIZE"):
                     self.raise_error("expecting SIZE after BATCH (BATCH SIZE <global batch size in samples>)")
                 return "batch_size", self._parse_integer("BATCH SIZE")
+            if self._match_text_seq("ADAPT"):
+                return "adapt", self._parse_adapt(self._prev)
             if self._match(TokenType.ON):
                 if not self._match_text_seq("EXHAUSTION"):
                     self.raise_error("expecting EXHAUSTION after ON (ON EXHAUSTION STOP | REDISTRIBUTE | REPEAT)")
                 return "exhaustion", self._parse_choice("ON EXHAUSTION", EXHAUSTION_POLICIES)
             self._advance()  # OVERLAP
             return "overlap", self._parse_choice("OVERLAP", OVERLAP_RULES)
+
+        def _parse_adapt(self, keyword: t.Any) -> Adapt:
+            if not self._match(TokenType.USING):
+                self.raise_error("expecting USING after ADAPT (ADAPT USING ado(...))", self._curr or keyword)
+            token = self._curr
+            name = self._parse_id_var(any_token=False)
+            if not isinstance(name, exp.Identifier):
+                self.raise_error("expecting the algorithm after ADAPT USING (ado)", token or keyword)
+            settings: list[Setting] = []
+            if self._match(TokenType.L_PAREN):
+                if not self._match(TokenType.R_PAREN):
+                    settings = self._parse_csv(self._parse_setting)
+                    if not self._match(TokenType.R_PAREN):
+                        self.raise_error("expecting , or ) in the algorithm's options", self._curr)
+            args: dict[str, t.Any] = {"this": name, "expressions": settings}
+            if self._match_text_seq("LAG"):
+                lag_token = self._curr
+                args["lag"] = self._parse_integer("LAG")
+                if not self._match_text_seq("STEPS"):
+                    self.raise_error("expecting STEPS after LAG n (LAG 8 STEPS)", self._curr or lag_token)
+            return self.expression(Adapt(**args), token=keyword)
+
+        def _parse_setting(self) -> Setting:
+            token = self._curr
+            name = self._parse_id_var(any_token=False)
+            if not isinstance(name, exp.Identifier) or not self._match(TokenType.EQ):
+                self.raise_error("expecting name = value (e.g. update_every = 100)", token)
+            value = self._parse_placeholder_value()
+            if value is None:
+                number = self._curr
+                if not self._match(TokenType.NUMBER):
+                    self.raise_error(f"expecting a number for {name.name}", number or token)
+                problem = number_problem(self._prev.text)
+                if problem:
+                    self.raise_error(f"{name.name}: {problem}", self._prev)
+                value = self.expression(exp.Literal.number(self._prev.text), token=self._prev)
+            return self.expression(Setting(this=name, expression=value), token=token)
 
         def _parse_choice(self, clause: str, choices: tuple[str, ...]) -> exp.Var:
             token = self._curr
@@ -493,5 +542,6 @@ class MixSQL(DuckDB):
             Path: _path_sql,
             Budget: _budget_sql,
             Named: _named_sql,
+            Adapt: _adapt_sql,
             exp.Placeholder: lambda self, e: f":{e.name}",
         }
