@@ -137,6 +137,11 @@ class AdaptiveTable:
         k = min(first.values())
         return k, {i for i, v in first.items() if v == k}
 
+    @property
+    def end_row(self) -> int | None:
+        """The row after which no component has samples left (no chunk row k >= it exists), or None."""
+        return None if any(self.quotas[-1]) else self.rows[-1]
+
     def segment_of(self, k: int) -> int:
         return bisect.bisect_right(self.rows, k) - 1
 

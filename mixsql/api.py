@@ -178,16 +178,20 @@ class Mix:
 
     def sequences(self, seq_len: int, limit: int | None = None, *, tokenizer: t.Any = None,
                   eos: str | int | None = None, bos: str | int | None = None,
-                  pack: str = "mixed") -> t.Iterator[dict[str, np.ndarray]]:
+                  pack: str = "mixed", log: t.Any = None) -> t.Iterator[dict[str, np.ndarray]]:
         """The packed stream in this process, in order: one dict per sequence of int64 arrays of length
         ``seq_len``: ``input_ids``, ``labels`` (the next token of the packed stream), ``position_ids``
         (restarting at each document), ``document_ids`` and ``component_ids`` (``mixsql.packing``).
         Documents are joined by the tokenizer's end-of-text token (``eos``), after an optional ``bos``.
-        ``pack="component"`` fills every sequence from one component's documents."""
-        from mixsql.packing import READ_TOKENS, in_order
+        ``pack="component"`` fills every sequence from one component's documents. An adaptive
+        mixture follows the weight log ``log`` (see ``lineage``)."""
+        from mixsql.packing import READ_TOKENS, PackedPlan, in_order
 
         _check_limit(limit)
-        packed = self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
+        plan = self.plan()
+        if log is not None or plan.adapt is not None:
+            plan = self._replayed(plan, log)
+        packed = PackedPlan(plan, seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
         reader = Reader(packed.plan, list(packed.fields))
         end = len(packed) if limit is None else min(limit, len(packed))
         step = max(1, READ_TOKENS // packed.seq_len)
@@ -211,7 +215,12 @@ class Mix:
             plan = self._replayed(plan, log)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MixSQLError(f"batch_size must be a positive integer, not {batch_size!r}")
-        packed = None if seq_len is None else self.packed(seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
+        if seq_len is None:
+            packed = None
+        else:
+            from mixsql.packing import PackedPlan
+
+            packed = PackedPlan(plan, seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
         steps = (len(plan) if packed is None else len(packed)) // batch_size
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
             raise MixSQLError(f"step {step!r} is outside the stream: it has {steps:,} global batches of {batch_size:,}")

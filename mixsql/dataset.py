@@ -78,6 +78,9 @@ class MixDataset(torch.utils.data.IterableDataset):
         self.start = self._checked_step(start_step)
         self._adaptive: Adaptive | None = None if plan.adapt is None else \
             Adaptive(plan, self.global_batch_size, self.batches, self.start)
+        if self._adaptive is not None and packed is not None:  # weight changes start after the rows batches read
+            packed.plan.table = self._adaptive.table
+            self._adaptive.packed = packed
         self._worker_resume: dict[str, t.Any] | None = None
         self._progress: tuple[int, int, int, int] = (self.start, 1, 0, self.start)  # origin, workers, worker, next
 
@@ -88,9 +91,6 @@ class MixDataset(torch.utils.data.IterableDataset):
         return plan
 
     def _check_adaptive(self, plan: CompiledPlan, packed: PackedPlan | None) -> None:
-        if packed is not None:
-            raise MixSQLError("packed sequences of an adaptive mixture (ADAPT with seq_len) are not supported yet",
-                              hint="serve its samples (no seq_len), or drop ADAPT")
         steps = plan.adapt["batch_size"]
         if steps != self.global_batch_size:
             raise MixSQLError(f"the statement adapts its weights per step of BATCH SIZE {steps:,} samples, but this "

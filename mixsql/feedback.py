@@ -62,6 +62,7 @@ class Adaptive:
         # row 0: [log records, steps fed back]; row i >= 1: [chunk row, step, quotas...] of record i - 1
         self.shared = torch.zeros((batches + 2, 2 + self.components), dtype=torch.int64).share_memory_()
         self._applied = 0  # records of the shared log this process's table has
+        self.packed: t.Any = None  # the PackedPlan, when the dataset serves packed sequences
         self.shared[0, 1] = start
 
     # -- the training process ----------------------------------------------------------------------
@@ -76,8 +77,7 @@ class Adaptive:
         self._since += counts_a
         quotas = quantize(weights, self.chunk_size)
         if quotas != self.current:
-            row = first_row_after((int(step) + 1 + self.lag) * self.global_batch_size, self.chunk_size,
-                                  self.partitions)
+            row = self.first_row_after_batch(int(step) + self.lag)
             self.table.append(row, quotas)
             if len(self.log) + 2 > len(self.shared):  # pragma: no cover - at most one change per step fits
                 raise MixSQLError("internal: the weight log is full")
@@ -94,6 +94,13 @@ class Adaptive:
         self.shared[0, 0] = len(self.log)  # the count after the record: a reader never sees half of one
         self.shared[0, 1] = self.start + self.fed
         return [float(w) for w in weights]
+
+    def first_row_after_batch(self, batch: int) -> int:
+        """The first chunk row after every row that global batches 0..``batch`` read: samples, or
+        for packed sequences the documents they are cut from (``PackedPlan.rows_after``)."""
+        if self.packed is not None:
+            return self.packed.rows_after(batch, self.global_batch_size)
+        return first_row_after((batch + 1) * self.global_batch_size, self.chunk_size, self.partitions)
 
     def state_dict(self) -> dict[str, t.Any]:
         return {"fed_to": self.start + self.fed, "log": [dict(r) for r in self.log],

@@ -448,6 +448,16 @@ def _stream_tokens(directory: Path) -> None:
             index[rows] = np.arange(start, start + len(rows))
             pools[:, q] += np.bincount(plan.component[rows], minlength=len(plan.names))
         at += length + 1
+    _row_tokens(plan, directory)
+    np.save(directory / "pool_lengths.npy", pools)
+    for array in (out, index):
+        array.flush()
+    del out, index
+
+
+def _row_tokens(plan: CompiledPlan, directory: Path) -> None:
+    """``row_tokens.npy``: cumulative token counts over plan rows (rows + 1 values from 0)."""
+    rows_total = len(plan.component)
     cumulative = np.lib.format.open_memmap(directory / "row_tokens.npy", mode="w+", dtype=np.int64,
                                            shape=(rows_total + 1,))
     cumulative[0] = total = 0
@@ -455,10 +465,8 @@ def _stream_tokens(directory: Path) -> None:
         cum = np.cumsum(plan.tokens[start: start + (1 << 20)].astype(np.int64)) + total
         cumulative[start + 1: start + 1 + len(cum)] = cum
         total = int(cum[-1])
-    np.save(directory / "pool_lengths.npy", pools)
-    for array in (out, index, cumulative):
-        array.flush()
-    del out, index, cumulative
+    cumulative.flush()
+    del cumulative
 
 
 def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
@@ -570,8 +578,10 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if tokenizer is not None:
         shutil.copyfile(tokenizer, directory / "tokenizer.json")
-        if spec.capacity is None:  # an adaptive stream's packing layout depends on its weight log
+        if spec.capacity is None:
             _stream_tokens(directory)
+        else:  # an adaptive stream's layout follows its weight log: only what does not depend on it
+            _row_tokens(CompiledPlan(directory), directory)
 
 
 def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,

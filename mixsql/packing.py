@@ -42,6 +42,7 @@ and ``component_ids`` (the document's component; its BOS and EOS belong to it).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 import typing as t
@@ -51,6 +52,7 @@ import pyarrow as pa
 
 from mixsql import tokens as _tokens
 from mixsql import world
+from mixsql.chunks import chunk_order, rotation
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan
 
@@ -117,6 +119,10 @@ class PackedPlan:
         self.bos = None if bos is None else self.tokenizer.token_id(bos, "the BOS token")
         self.separators = 1 + (self.bos is not None)
         P, L, s = plan.partitions, self.seq_len, self.separators
+        self.adaptive = plan.adapt is not None
+        if self.adaptive:
+            self._init_adaptive()
+            return
         self.lengths = np.asarray([plan.partition_length(q) for q in range(P)], dtype=np.int64)
         self.bases = np.concatenate(([0], np.cumsum(self.lengths + 1)[:-1])).astype(np.int64)
         cum = plan.stream_tokens
@@ -140,6 +146,65 @@ class PackedPlan:
             self.dropped_tokens = int(self.pool_dropped.sum())
             self.component_sequences = self.pool_sequences.sum(axis=1)
         self.sequences = int(self.partition_sequences.sum())
+
+    def _init_adaptive(self) -> None:
+        """An adaptive plan (``ADAPT``): its document streams follow the weight log as far as it goes,
+        so the layout is computed from the table (``adaptive_doc_start``), not stored. Its LIMIT counts
+        sequences: position n is sequence n // P of partition n % P, each partition's stream of
+        documents as long as its sequences need."""
+        if self.pack != "mixed":
+            raise MixSQLError("pack='component' of an adaptive mixture is not supported yet", hint="pack='mixed'")
+        plan, P = self.plan, self.plan.partitions
+        total = int(plan.meta["limit"])
+        self.partition_sequences = np.asarray([len(range(q, total, P)) for q in range(P)], dtype=np.int64)
+        self.sequences = total
+        self.dropped_tokens = 0
+        self.component_sequences = None
+        self.pool_start = plan.pool_start
+        most = int(sum(plan.adapt["capacity"]))  # documents a partition can have at most
+        self.lengths = np.full(P, most, dtype=np.int64)
+        self.stream_tokens = self.partition_sequences * self.seq_len + 1  # the tokens the sequences take
+
+    def adaptive_doc_start(self, q: int, m: np.ndarray) -> np.ndarray:
+        """t_q(m) of an adaptive plan: the tokens of each component's first n_c(m) documents of the
+        partition (a difference of ``row_tokens``), n_c read off the table and the chunk's order;
+        the largest int64 for a document beyond the end of the log's supply."""
+        plan, C, s = self.plan, self.plan.chunk_size, self.separators
+        table = plan.table
+        flat = np.asarray(m, dtype=np.int64).reshape(-1)
+        k, r = flat // C, flat % C
+        out = np.full(len(flat), np.iinfo(np.int64).max, dtype=np.int64)
+        end = table.end_row
+        rt = plan.row_tokens
+        starts = plan.pool_start[:, q]
+        base = np.asarray(rt[starts], dtype=np.int64)
+        rot = rotation(q, plan.partitions, C)
+        for kk in np.unique(k).tolist():
+            sel = np.flatnonzero(k == kk)
+            if end is not None and kk >= end:
+                sel = sel[(kk == end) & (r[sel] == 0)]  # only the stream's very end exists there
+                if not len(sel):
+                    continue
+            before = table[kk]
+            n = np.repeat(before[None, :], len(sel), axis=0)
+            if (r[sel] > 0).any():
+                n = n + _prefix_counts(tuple((table[kk + 1] - before).tolist()), rot)[r[sel]]
+            tokens = (np.asarray(rt[starts[None, :] + n], dtype=np.int64) - base[None, :]).sum(axis=1)
+            out[sel] = tokens + flat[sel] * s
+        return out.reshape(np.shape(m))
+
+    def rows_after(self, batch: int, global_batch_size: int) -> int:
+        """The first chunk row after every row that the sequences of global batches 0..``batch``
+        read (with their last labels): where a weight change may begin without touching them."""
+        L, C, P = self.seq_len, self.plan.chunk_size, self.plan.partitions
+        stop = (batch + 1) * global_batch_size
+        row = 0
+        for q in range(P):
+            count = min(len(range(q, stop, P)), int(self.partition_sequences[q]))
+            if count:
+                m = int(self.doc_at(q, np.asarray([count * L]))[0])
+                row = max(row, m // C + 1)
+        return row
 
     def __len__(self) -> int:
         return self.sequences
@@ -176,6 +241,8 @@ class PackedPlan:
 
     def doc_start(self, q: int, m: np.ndarray) -> np.ndarray:
         """Token offset of document(s) m in partition q's packed stream: t_q(m) = c_q(m) + m*s."""
+        if self.adaptive:
+            return self.adaptive_doc_start(q, m)
         m = np.asarray(m, dtype=np.int64)
         return np.asarray(self.plan.stream_tokens[self.bases[q] + m], dtype=np.int64) + m * self.separators
 
@@ -423,6 +490,17 @@ class PackedPlan:
         out["component_ids"][dest] = component.reshape(count, L)
         local = doc.reshape(count, L)
         out["document_ids"][dest] = local - local[:, :1]  # a sequence spans far fewer than 2**31 documents
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix_counts(counts: tuple[int, ...], rot: int) -> np.ndarray:
+    """[position + 1, component]: each component's samples among a chunk's first positions."""
+    order = chunk_order(counts, rot)
+    out = np.zeros((len(order) + 1, len(counts)), dtype=np.int64)
+    out[np.arange(1, len(order) + 1), order] = 1
+    out = np.cumsum(out, axis=0)
+    out.flags.writeable = False
+    return out
 
 
 _ARANGE = np.arange(1 << 16, dtype=np.int32)

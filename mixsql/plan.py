@@ -372,10 +372,12 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
                           hint="lower PARTITIONS (or CHUNK SIZE), or give the component more samples",
                           source=bound.text, path=bound.path)
     capacity = None
-    if bound.adapt is not None:  # every pool as large as any weights could ask of it, in whole chunk rows
+    if bound.adapt is not None:
+        # every pool as large as any weights could ask of it: its whole supply (a packed stream may need
+        # more documents than the LIMIT has samples), or for unlimited epochs what the sample stream could take
         C = bound.chunk_size
         rows = -(-partition_length(shape.samples, partitions, 0) // C)
-        capacity = tuple(tuple(min(supply, rows * C) for supply in per) for per in supplies)
+        capacity = tuple(tuple(supply if supply < UNLIMITED else rows * C for supply in per) for per in supplies)
     return PlanSpec(bound=bound, partitions=partitions, buckets=buckets, window=window, shape=shape, error=error,
                     capacity=capacity)
 

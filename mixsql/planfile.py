@@ -131,7 +131,8 @@ class CompiledPlan:
     @functools.cached_property
     def row_tokens(self) -> np.ndarray:
         """Cumulative tokens over plan rows (rows + 1 values from 0): a pool's tokens are a difference."""
-        self.stream_tokens  # the same error when the plan has no token counts
+        if self.tokens is None:
+            self.stream_tokens  # the error of a plan without token counts
         return np.load(self.directory / "row_tokens.npy", mmap_mode="r")
 
     @functools.cached_property

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -138,3 +139,55 @@ def test_a_rank_with_other_numbers_is_named(con: mixsql.Connection, tmp_path, sa
         assert results == ["ok", "ok"]
     else:
         assert all("rank(s) 1 reported other loss sums" in r for r in results)
+
+
+# -- packed sequences of an adaptive mixture ------------------------------------------------------
+
+PACKED = ("MIX 0.5 AS code WHERE domain = 'code', 0.5 AS rest FROM corpus LIMIT 30 STEPS BATCH SIZE 8 "
+          "PARTITIONS 2 CHUNK SIZE 8 SEED 4 " + ADAPT.format(lag=2))
+L = 64
+
+
+def _train_packed(mix: mixsql.api.Mix, *, workers: int = 0, stop: int | None = None, state: dict | None = None,
+                  rank: int = 0, world: int = 1) -> tuple[list[torch.Tensor], dict, t.Any]:
+    ds = mix.torch_dataset(batch_size=8 // world, rank=rank, world_size=world, seq_len=L, batched=True)
+    if state is not None:
+        ds.load_state_dict(state)
+    seen = []
+    for i, batch in enumerate(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)):
+        step = ds.start + i
+        seen.append(batch["input_ids"].clone())
+        comp = batch["component_ids"].reshape(-1)
+        per = torch.tensor([2.0 + 8 * (step + 1) ** -0.5, 1.9 + 0.2 * (step + 1) ** -0.1])
+        sums, counts = mixsql.component_losses(per[comp], comp, 2, all_reduce=False)
+        ds.feedback(step, sums * world, counts * world)  # as if all-reduced over the ranks
+        if stop is not None and step + 1 == stop:
+            break
+    return seen, ds.state_dict(), ds
+
+
+def _rows(batches: list[torch.Tensor]) -> list[list[tuple]]:
+    return [sorted(tuple(x) for x in b.tolist()) for b in batches]
+
+
+def test_packed_sequences_adapt_too(tcon: mixsql.Connection) -> None:
+    mix = tcon.mix(PACKED)
+    a, state, ds = _train_packed(mix)
+    assert len(a) == 30 and ds.weight_log and ds.weight_log[-1]["weights"][0] > 0.55
+    assert _rows(a) == _rows(_train_packed(mix, workers=2)[0])
+    first, saved, _ = _train_packed(mix, stop=13)
+    ranks = [_train_packed(mix, state=saved, rank=r, world=2)[0] for r in range(2)]
+    assert _rows(first) + [sorted(x + y) for x, y in zip(_rows(ranks[0]), _rows(ranks[1]))] == _rows(a)
+    # replayed from the log: each partition's sequences are its documents, in the replayed order, with EOS
+    from mixsql.read import Reader
+    from tests.test_packing import _encode
+
+    replayed = np.stack([s["input_ids"] for s in mix.sequences(L, log=state)])
+    assert _rows([torch.as_tensor(replayed[k * 8:(k + 1) * 8]) for k in range(30)]) == _rows(a)
+    plan = mix._replayed(mix.plan(), state)
+    reader = Reader(plan, ["text"])
+    for q in range(2):
+        mine = replayed[q::2].reshape(-1).tolist()
+        texts = reader.read(plan.partition_rows(q, 0, 120)).column("text").to_pylist()
+        stream = [i for ids in _encode(texts) for i in ids + [0]]
+        assert stream[: len(mine)] == mine
