@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CATALOG ?= .mixsql
 
-.PHONY: demo test install bench clean sample-data golden-update
+.PHONY: demo test install bench clean sample-data golden-update example
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo: $(STAMP)
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/tokens.mixsql --seq-len 512 --pack component
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/curriculum.mixsql --param min_quality=0.3
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/curriculum.mixsql --param min_quality=0.3 -n 4 --columns component,quality,text
+
+example: $(STAMP)
+	$(BIN)/torchrun --nproc-per-node 2 examples/train.py --config examples/configs/tiny_ado.yaml --out runs/ado --plot
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

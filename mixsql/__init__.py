@@ -21,6 +21,7 @@ _WHERE = {
     "StateError": "mixsql.state", "Catalog": "mixsql.catalog", "DatasetInfo": "mixsql.catalog",
     "CompiledPlan": "mixsql.planfile", "Connection": "mixsql.api", "Mix": "mixsql.api", "connect": "mixsql.api",
     "parse": "mixsql.parse", "collate": "mixsql.dataset", "component_losses": "mixsql.losses",
+    "from_config": "mixsql.config", "ConfigError": "mixsql.config",
 }
 
 __all__ = sorted(_WHERE)
@@ -43,6 +44,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from mixsql.catalog import Catalog, DatasetInfo
     from mixsql.dataset import collate
     from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
+    from mixsql.config import ConfigError, from_config
     from mixsql.losses import component_losses
     from mixsql.parse import parse
     from mixsql.planfile import CompiledPlan

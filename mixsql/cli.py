@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import typing as t
+from pathlib import Path
 
 import click
 
@@ -68,6 +69,19 @@ def _packing(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
                      help="The end-of-document token (default: the tokenizer's end-of-text token).")(f)
     return click.option("--seq-len", "seq_len", type=int, default=None, metavar="L",
                         help="Packed sequences of L tokens instead of samples (needs --tokenizer at registration).")(f)
+
+
+def _saved_state(path: str) -> t.Any:
+    """A saved state: JSON, or a torch checkpoint (loaded as data, on the CPU)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        import torch
+
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same mistake
+            raise MixSQLError(f"{path} is neither a JSON state nor a torch checkpoint: {e}") from None
 
 
 def _token(value: str | None) -> str | int | None:
@@ -244,22 +258,29 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
 @click.option("--batch-size", type=int, required=True, help="The GLOBAL batch size (world size x per-rank batch).")
 @click.option("--columns", help="Comma-separated properties to add from the catalog.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--log", "log_file", type=click.Path(dir_okay=False, exists=True),
+              help="An adaptive run's state (a JSON of dataset.state_dict(), or a torch checkpoint holding it): "
+                   "replay its weight log.")
 @_packing
 @_overrides
 @click.pass_context
 def lineage(ctx: click.Context, file: str, step: int, batch_size: int, columns: str | None, fmt: str,
-            seq_len: int | None, eos: str | None, bos: str | None, pack: str, **opts: t.Any) -> None:
+            log_file: str | None, seq_len: int | None, eos: str | None, bos: str | None, pack: str,
+            **opts: t.Any) -> None:
     """Which samples made up global batch STEP of the run: dataset, file, row, component (and properties).
 
     Computed directly from the plan, without streaming the run up to STEP. With --seq-len, the batch
-    is of packed sequences: one row per piece of a document, with the token range it holds.
+    is of packed sequences: one row per piece of a document, with the token range it holds. For an
+    adaptive mixture (ADAPT), --log replays the run's weight log: no optimiser runs.
     """
     mix = _planned(ctx, _load(ctx, file, opts))
     fields = [c.strip() for c in columns.split(",")] if columns else None
+    log = _saved_state(log_file) if log_file else None
     if seq_len is not None:
-        table = mix.lineage(step, batch_size, fields, seq_len=seq_len, eos=_token(eos), bos=_token(bos), pack=pack)
+        table = mix.lineage(step, batch_size, fields, seq_len=seq_len, eos=_token(eos), bos=_token(bos), pack=pack,
+                            log=log)
     else:
-        table = mix.lineage(step, batch_size, fields)
+        table = mix.lineage(step, batch_size, fields, log=log)
     click.echo(_format(table, fmt, None), nl=False)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 import typing as t
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -63,6 +64,7 @@ class Adaptive:
         self.shared = torch.zeros((batches + 2, 2 + self.components), dtype=torch.int64).share_memory_()
         self._applied = 0  # records of the shared log this process's table has
         self.packed: t.Any = None  # the PackedPlan, when the dataset serves packed sequences
+        self._warned = False
         self.shared[0, 1] = start
 
     # -- the training process ----------------------------------------------------------------------
@@ -151,6 +153,12 @@ class Adaptive:
                 raise MixSQLError(f"global batch {batch} of an adaptive mixture needs the feedback of step "
                                   f"{batch - self.lag - 1} first (LAG {self.lag})",
                                   hint="call dataset.feedback(step, loss_sums, token_counts) after every step")
+            if deadline is None and not self._warned:
+                self._warned = True
+                warnings.warn(f"a DataLoader worker waits for the feedback of step {batch - self.lag - 1} before "
+                              f"batch {batch}: LAG {self.lag} does not cover the loader's prefetch (num_workers x "
+                              "prefetch_factor batches); the stream is the same, the loader only slower: raise LAG",
+                              stacklevel=2)
             deadline = deadline or time.monotonic() + WORKER_WAIT_S
             if time.monotonic() > deadline:
                 raise MixSQLError(f"a DataLoader worker waited {WORKER_WAIT_S:.0f} s for the feedback of step "

@@ -362,7 +362,9 @@ def resolve(bound: BoundMix, *, window: int = DEFAULT_WINDOW) -> PlanSpec:
     try:
         shape = _walk(names, schedule, supplies, bound.chunk_size, partitions, bound.limit, policy)
     except _BudgetError as e:
-        error = _budget_error(bound, e)
+        # an adaptive stream's supply is decided in the run (its packed sequences may need more or
+        # fewer documents than LIMIT samples): running out is an error there, when it happens
+        error = _budget_error(bound, e) if bound.adapt is None else None
         unlimited = [[UNLIMITED] * partitions for _ in names]
         shape = _walk(names, schedule, unlimited, bound.chunk_size, partitions, bound.limit, "REPEAT")
     component = next((c for c in bound.components if c.name == shape.limiting), None)

@@ -191,3 +191,26 @@ def test_packed_sequences_adapt_too(tcon: mixsql.Connection) -> None:
         texts = reader.read(plan.partition_rows(q, 0, 120)).column("text").to_pylist()
         stream = [i for ids in _encode(texts) for i in ids + [0]]
         assert stream[: len(mine)] == mine
+
+
+def test_replay_from_the_command_line_and_another_statements_log(con: mixsql.Connection, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from mixsql.cli import main
+    from mixsql.state import StateError
+
+    mix = _mix(con)
+    served, state, _ = _train(mix, stop=20)
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    statement = tmp_path / "adapt.mixsql"
+    statement.write_text(BASE + " " + ADAPT.format(lag=2))
+    out = CliRunner().invoke(main, ["--catalog", str(con.catalog.path), "lineage", str(statement), "--step", "17",
+                                    "--batch-size", "16", "--columns", "id", "--format", "json", "--log", str(path)])
+    assert out.exit_code == 0, out.output
+    assert sorted(json.loads(line)["id"] for line in out.output.splitlines()) == served[17]
+    other = con.mix(BASE.replace("SEED 4", "SEED 5") + " " + ADAPT.format(lag=2))
+    with pytest.raises(StateError, match="another stream"):
+        other.torch_dataset(batch_size=16).load_state_dict(state)

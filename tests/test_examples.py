@@ -1,0 +1,90 @@
+"""The config-driven example trainer: 2 ranks on gloo, ADO adapting the mixture, a checkpoint and a
+resume on the same stream bit for bit; and the data config's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mixsql
+from mixsql.config import ConfigError, parse_config
+from tests.conftest import PARQUET_GLOB, ROOT, TOKENIZER
+
+STEPS = 24
+
+
+def _config(tmp_path: Path, catalog: Path) -> Path:
+    cfg = {"data": {"catalog": str(catalog), "mixture": str(ROOT / "examples/mixtures/pretrain_ado.mixsql"),
+                    "params": {"steps": STEPS, "start": 8, "every": 8}, "seq_len": 32, "batch_size": 8,
+                    "num_workers": 1,
+                    "datasets": {"corpus": {"paths": [PARQUET_GLOB], "tokenizer": str(TOKENIZER)}}},
+           "model": {"d_model": 32, "layers": 1, "heads": 2},
+           "train": {"lr": 0.003, "seed": 0, "checkpoint_every": 12, "log_every": 6}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _torchrun(config: Path, out: Path, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          str(ROOT / "examples/train.py"), "--config", str(config), "--out", str(out), *extra],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def _records(out: Path, rank: int) -> list[dict]:
+    return [json.loads(line) for line in (out / f"metrics.rank{rank}.jsonl").read_text().splitlines()]
+
+
+def test_two_ranks_adapt_checkpoint_and_resume_on_the_same_stream(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path / "cat")
+    full, part = tmp_path / "full", tmp_path / "part"
+    stdout = _torchrun(config, full, "--plot")
+    assert "tokens/s" in stdout and (full / "training.png").exists()
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["steps"] == STEPS and summary["weight_log"]  # ADO changed the weights
+    _torchrun(config, part, "--max-steps", "12")
+    _torchrun(config, part, "--resume")
+    for rank in range(2):
+        a, b = _records(full, rank), _records(part, rank)
+        assert [r["step"] for r in b] == list(range(STEPS))
+        assert [r["data"] for r in a] == [r["data"] for r in b]  # the same batches, before and after the resume
+        assert [r["weights"] for r in a] == [r["weights"] for r in b]
+    assert _records(full, 0)[5]["data"] != _records(full, 1)[5]["data"]  # ranks read different halves
+
+
+def test_the_data_config_is_checked(tmp_path: Path) -> None:
+    good = {"catalog": str(tmp_path / "cat"), "mixture": str(ROOT / "sample_data/pretrain.mixsql"), "batch_size": 4}
+    assert parse_config(good).batch_size == 4
+    for bad, message in [({"batch_sise": 4}, "data.batch_sise is not a data option.*did you mean batch_size"),
+                         ({"batch_size": "4"}, "data.batch_size must be int"),
+                         ({"batch_size": 0}, "at least 1"),
+                         ({"mixture": str(tmp_path / "none.mixsql")}, "data.mixture: no file"),
+                         ({"seq_len": 1}, "data.seq_len must be at least 2"),
+                         ({"pack": "domain"}, "data.pack must be")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**good, **bad})
+    with pytest.raises(ConfigError, match="data.catalog is missing"):
+        parse_config({"mixture": good["mixture"], "batch_size": 4})
+    relative = parse_config({**good, "mixture": "pretrain.mixsql"}, base=ROOT / "sample_data")
+    assert relative.mixture == ROOT / "sample_data" / "pretrain.mixsql"
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", [PARQUET_GLOB])
+    data = mixsql.from_config({**good, "params": {}}, base=ROOT)
+    with pytest.raises(ConfigError, match="not registered"):
+        mixsql.from_config({**good, "datasets": {"other": {"paths": [PARQUET_GLOB]}}}, register=False)
+    statement = con.mix("MIX 1 AS all_docs FROM corpus LIMIT 10 STEPS BATCH SIZE 8")
+    path = tmp_path / "b.mixsql"
+    path.write_text(statement.bound.text)
+    data = mixsql.from_config({**good, "mixture": str(path), "batch_size": 3})
+    with pytest.raises(ConfigError, match="data.batch_size 3 x world size 2 = 6, but b.mixsql says BATCH SIZE 8"):
+        data.dataset(rank=0, world_size=2)
+    assert len(data.components) == 1
