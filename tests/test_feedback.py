@@ -16,7 +16,7 @@ import mixsql
 from mixsql.errors import MixSQLError
 
 ADAPT = ("ADAPT USING ado(start_step = 10, update_every = 10, ignore_steps = 2, window = 5, subsample = 1, "
-         "count_unit = 1, "
+         "count_unit = 1, starts = 16, "
          "fit_lag = 3) LAG {lag} STEPS")
 BASE = ("MIX 0.5 AS code WHERE domain = 'code', 0.5 AS rest FROM corpus LIMIT 60 STEPS BATCH SIZE 16 "
         "PARTITIONS 2 CHUNK SIZE 8 SEED 4")

@@ -24,8 +24,10 @@ Faithful to the original (``yidingjiang/ado``, ``src/data_selectors/ado.py``; th
   fit the weights are the prior mu (the statement's weights).
 
 Deviation, stated: hard bounds instead of the reference's linear penalties (its penalty weight is 1,
-Mixtera's 1e3), and by default 16 refined starts instead of 512, so that a refit takes about a
-second per component instead of twenty.
+Mixtera's 1e3). ``starts`` defaults to the reference's 512; ``starts = 16`` (the best grid points
+of each alpha) reached the same optimum as 512 on every test curve, about 30 times faster. And
+``fit_lag`` (ours): the reference applies a refit at once; here it is applied that many steps
+after the refit was due, whatever the thread's timing.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class AdoConfig:
     log_beta_max: float = 6.5
     log_eps_min: float = 0.5
     huber_delta: float = 1e-3
-    starts: int = 16
+    starts: int = 512
     max_iter: int = 200
     tol: float = 1e-5
     count_unit: int = 1024

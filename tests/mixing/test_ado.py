@@ -30,7 +30,7 @@ def _curve(eps: float, beta: float, alpha: float, noise: float, seed: int, steps
 @pytest.mark.parametrize("noise,eps_tol,alpha_tol,slope_tol", [(0.0, 0.01, 0.01, 0.01), (0.005, 0.07, 0.11, 0.15)])
 def test_fits_recover_the_laws_of_noisy_power_law_curves(noise: float, eps_tol: float, alpha_tol: float,
                                                          slope_tol: float) -> None:
-    config = AdoConfig(ignore_steps=500, count_unit=1)
+    config = AdoConfig(ignore_steps=500, count_unit=1, starts=16)
     for seed, (eps, beta, alpha) in enumerate(TRUTH.values()):
         n, loss = _curve(eps, beta, alpha, noise, seed)
         x, y = fit_inputs(n, loss, config)
@@ -65,7 +65,8 @@ def _feedback(step: int, k: int = 3) -> tuple[list[float], list[int]]:
 
 
 def test_the_online_run_adapts_after_the_warm_up_and_is_deterministic_and_resumable() -> None:
-    config = AdoConfig(start_step=200, update_every=100, ignore_steps=50, window=21, count_unit=1)
+    config = AdoConfig(start_step=200, update_every=100, ignore_steps=50, window=21, count_unit=1,
+                       starts=16)
     a, b = Ado([0.5, 0.3, 0.2], config), Ado([0.5, 0.3, 0.2], config)
     weights_a = [a.observe(s, *_feedback(s)) for s in range(350)]
     assert all(np.array_equal(w, [0.5, 0.3, 0.2]) for w in weights_a[:199])  # the prior until the first fit
