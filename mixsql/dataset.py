@@ -64,6 +64,10 @@ class MixDataset(torch.utils.data.IterableDataset):
                                    f"{self.global_batch_size} in the statement")
         if plan.adapt is not None:
             self._check_adaptive(plan, packed)
+            if start_step:
+                raise MixSQLError(f"an adaptive mixture cannot start at step {start_step} from nothing: the weights "
+                                  "before it come from the run", hint="resume with load_state_dict(state) from "
+                                  "the dataset's state_dict(), which carries the weight log")
         length, unit = (len(plan), "samples") if packed is None else (len(packed), f"sequences of {packed.seq_len}")
         self.batches = length // self.global_batch_size
         if self.batches == 0:

@@ -114,6 +114,8 @@ def test_bad_feedback_is_refused_and_changes_nothing(con: mixsql.Connection) -> 
         con.mix(BASE).torch_dataset(batch_size=16).feedback(0, [1.0, 1.0], [1, 1])
     with pytest.raises(MixSQLError, match="BATCH SIZE 16"):
         mix.torch_dataset(batch_size=8)
+    with pytest.raises(MixSQLError, match="cannot start at step 5 from nothing"):
+        mix.torch_dataset(batch_size=16, start_step=5)
 
 
 def _rank(rank: int, path: str, catalog: str, same: bool, out: str) -> None:
