@@ -198,6 +198,76 @@ def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, colu
                f"its token ids from column {column!r} (version {info.version})")
 
 
+@main.group()
+def optimize() -> None:
+    """Offline mixture optimisers: weights from proxy runs, written as a .mixsql statement."""
+
+
+def _optimized(ctx: click.Context, statement: str, weights: dict[str, float], output: str, adapt: bool,
+               note: str) -> None:
+    """Write STATEMENT with ``weights`` to OUTPUT, once the result binds in the catalog."""
+    from mixsql.optimize import with_weights, write_statement
+
+    text = with_weights(Path(statement).read_text(encoding="utf-8"), weights, adapt=adapt, note=note)
+    _connect(ctx).mix(text, check=False)  # binds: a statement that does not is not written
+    write_statement(output, text)
+    click.echo(f"wrote {output}: " + ", ".join(f"{k} {v:.4f}" for k, v in weights.items())
+               + ("; ADAPT USING ado() starts from them" if adapt else ""))
+
+
+@optimize.command("mixmin")
+@click.argument("statement", type=click.Path(dir_okay=False, exists=True))
+@click.option("--predictions", required=True, type=click.Path(dir_okay=False),
+              help="Per-example log-probabilities of each component's proxy on the target set (.npz, .parquet, .csv).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .mixsql to write.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Most exponentiated-gradient steps.")
+@click.option("--eta", type=float, default=1.0, show_default=True, help="Step size.")
+@click.option("--adapt", is_flag=True, help="Add ADAPT USING ado(): the weights become ADO's prior and start.")
+@click.pass_context
+def optimize_mixmin(ctx: click.Context, statement: str, predictions: str, output: str, steps: int, eta: float,
+                    adapt: bool) -> None:
+    """MixMin: the mixture of STATEMENT's components minimising the target set's loss (convex)."""
+    from mixsql.mixing.mixmin import mixmin
+    from mixsql.optimize import read_predictions
+    from mixsql.parse import parse
+
+    components = [c.name for c in parse(Path(statement).read_text(encoding="utf-8")).components]
+    logprobs, lengths = read_predictions(predictions, components)
+    result = mixmin(logprobs, lengths, eta=eta, max_steps=steps)
+    click.echo(f"MixMin: loss {result.loss_before:.6f} (uniform) -> {result.loss_after:.6f} in {result.steps} steps"
+               + ("" if result.converged else " (stopped at --steps before the optimality test passed)"))
+    _optimized(ctx, statement, dict(zip(components, result.weights)), output, adapt,
+               f"weights from MixMin on {Path(predictions).name}: loss {result.loss_before:.6f} -> "
+               f"{result.loss_after:.6f}")
+
+
+@optimize.command("autoscale")
+@click.argument("statement", type=click.Path(dir_okay=False, exists=True))
+@click.option("--results", required=True, type=click.Path(dir_okay=False),
+              help="The proxy runs: budget, metric and each component's relative quantity (.csv or .json).")
+@click.option("--budget", required=True, type=float, help="The budget to find the composition for.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .mixsql to write.")
+@click.option("--adapt", is_flag=True, help="Add ADAPT USING ado(): the weights become ADO's prior and start.")
+@click.pass_context
+def optimize_autoscale(ctx: click.Context, statement: str, results: str, budget: float, output: str,
+                       adapt: bool) -> None:
+    """AutoScale: DDO at each budget of the runs, projected to --budget."""
+    from mixsql.optimize import autoscale_weights, read_runs
+    from mixsql.parse import parse
+
+    components = [c.name for c in parse(Path(statement).read_text(encoding="utf-8")).components]
+    weights, report = autoscale_weights(read_runs(results, components), components, budget)
+    for b, r in report["budgets"].items():
+        worst = max(f["residual"] for f in r["fits"])
+        click.echo(f"budget {b:g}: DDO quantities " + ", ".join(f"{c} {q:,.4g}" for c, q in zip(components,
+                                                                                              r["quantities"]))
+                   + f" (largest fit residual {worst:.2g})")
+    if report["projection"]:
+        click.echo(f"projected to {budget:g} (s = {report['projection']['s']:.4f})")
+    _optimized(ctx, statement, dict(zip(components, weights.tolist())), output, adapt,
+               f"weights from AutoScale on {Path(results).name}, for a budget of {budget:g}")
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
