@@ -241,6 +241,24 @@ def optimize_mixmin(ctx: click.Context, statement: str, predictions: str, output
                f"{result.loss_after:.6f}")
 
 
+@optimize.command("plan-autoscale")
+@click.argument("statement", type=click.Path(dir_okay=False, exists=True))
+@click.option("--budgets", required=True, help="Comma-separated budgets of the proxy runs, e.g. 3000,12000.")
+@click.option("--unit", type=click.Choice(["samples", "tokens"]), default="samples", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for the runs.")
+def optimize_plan_autoscale(statement: str, budgets: str, unit: str, output: str) -> None:
+    """Write AutoScale's 2K+1 proxy-run statements at each budget, and runs.json to fill with their metrics."""
+    from mixsql.optimize import write_ddo_plan
+
+    try:
+        values = [int(b) for b in budgets.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{budgets!r} is not a comma-separated list of integers", param_hint="--budgets")
+    listing = write_ddo_plan(Path(statement).read_text(encoding="utf-8"), values, output, unit.upper())
+    click.echo(f"wrote {len(json.loads(listing.read_text()))} proxy-run statements and {listing}: train each, put its "
+               "validation loss in 'metric', then run `mixsql optimize autoscale --results` on it")
+
+
 @optimize.command("autoscale")
 @click.argument("statement", type=click.Path(dir_okay=False, exists=True))
 @click.option("--results", required=True, type=click.Path(dir_okay=False),

@@ -27,7 +27,7 @@ from mixsql import atomic
 from mixsql.errors import MixSQLError
 from mixsql.mixing import autoscale as _autoscale
 from mixsql.parse import parse, to_sql
-from mixsql.parse.ast import Adapt
+from mixsql.parse.ast import Adapt, Budget
 
 
 class OptimizeError(MixSQLError):
@@ -132,7 +132,46 @@ def autoscale_weights(runs: t.Sequence[t.Mapping[str, float]], components: t.Seq
     return _autoscale.weights(quantities), report
 
 
-def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = False, note: str = "") -> str:
+def ddo_runs(components: t.Sequence[str], budget: int, multipliers: t.Sequence[float] = (3.0, 0.2)
+             ) -> list[dict[str, t.Any]]:
+    """AutoScale's 2K+1 proxy runs at ``budget``: the base run (every component at budget / K) and,
+    per component, one run per multiplier with only its quantity changed. Each run: name, budget
+    (its total), and each component's relative and absolute quantity."""
+    k = len(components)
+    runs = [{"name": "base", "x": {c: 1.0 for c in components}}]
+    for c in components:
+        for m in multipliers:
+            runs.append({"name": f"{c}_x{m:g}", "x": {o: (m if o == c else 1.0) for o in components}})
+    for run in runs:
+        quantities = {c: budget / k * x for c, x in run["x"].items()}
+        run["quantities"] = quantities
+        run["budget"] = int(round(sum(quantities.values())))
+    return runs
+
+
+def write_ddo_plan(text: str, budgets: t.Sequence[int], directory: str | Path, unit: str = "SAMPLES") -> Path:
+    """One ``.mixsql`` per AutoScale proxy run at each budget, and ``runs.json`` listing them (name,
+    budget, quantities, file): the table the runs' metrics are added to for ``optimize autoscale``."""
+    components = [c.name for c in parse(text).components]
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for budget in budgets:
+        for run in ddo_runs(components, int(budget)):
+            name = f"b{budget}_{run['name']}.mixsql"
+            weights = {c: q / run["budget"] for c, q in run["quantities"].items()}
+            body = with_weights(text, weights, limit=(run["budget"], unit),
+                                note=f"AutoScale proxy run {run['name']} at budget {budget}: quantities "
+                                     + ", ".join(f"{c} {q:g}" for c, q in run["quantities"].items()))
+            atomic.write_text(out / name, body)
+            listing.append({"file": name, "run": run["name"], "budget": budget, "unit": unit.lower(),
+                            **run["x"], "metric": None})
+    atomic.write_text(out / "runs.json", json.dumps(listing, indent=1) + "\n")
+    return out / "runs.json"
+
+
+def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = False, note: str = "",
+                 limit: tuple[int, str] | None = None) -> str:
     """The statement ``text`` with its components' weights replaced (a flat statement), and with
     ``adapt`` an ``ADAPT USING ado()`` clause (if it has none): the weights become ADO's prior and
     starting point."""
@@ -146,6 +185,8 @@ def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = Fal
     tree.set("weighting", None)
     for c in tree.components:
         c.set("weight", exp.Literal.number(f"{max(float(weights[c.name]), 0.0):.6g}"))
+    if limit is not None:
+        tree.set("limit", Budget(this=exp.Literal.number(str(int(limit[0]))), unit=limit[1].upper()))
     if adapt and tree.args.get("adapt") is None:
         tree.set("adapt", Adapt(this=exp.to_identifier("ado"), expressions=[]))
     head = "".join(f"-- {line}\n" for line in note.splitlines() if line.strip())

@@ -91,3 +91,25 @@ def test_autoscale_fits_projects_and_refuses_missing_runs(con: mixsql.Connection
     code, output = _run(con, "autoscale", str(statement), "--results", str(results), "--budget", "900",
                         "-o", str(tmp_path / "none.mixsql"))
     assert code != 0 and "needs DDO at two" in output
+
+
+def test_the_proxy_runs_are_written_then_their_metrics_fitted(con: mixsql.Connection, tmp_path: Path) -> None:
+    statement = tmp_path / "base.mixsql"
+    statement.write_text(BASE)
+    code, output = _run(con, "plan-autoscale", str(statement), "--budgets", "150,600", "-o", str(tmp_path / "runs"))
+    assert code == 0, output
+    listing = json.loads((tmp_path / "runs" / "runs.json").read_text())
+    assert len(listing) == 2 * (2 * 3 + 1)
+    for run in listing:  # each proxy statement binds, with its quantities as weights and its budget as LIMIT
+        mix = con.load(tmp_path / "runs" / run["file"])
+        x = np.array([run[c] for c in ("code", "docs", "manuals")])
+        assert [float(c.share) for c in mix.bound.components] == pytest.approx(x / x.sum(), abs=1e-5)
+        assert mix.bound.limit == round(run["budget"] / 3 * x.sum())
+        n = run["budget"] / 3 * x
+        run["metric"] = float((2.0 * n ** -np.array([0.3, 0.7, 0.3])).sum() + 1.0)  # "trained": its loss
+    (tmp_path / "runs" / "runs.json").write_text(json.dumps(listing))
+    code, output = _run(con, "autoscale", str(statement), "--results", str(tmp_path / "runs" / "runs.json"),
+                        "--budget", "5000", "-o", str(tmp_path / "out.mixsql"))
+    assert code == 0, output
+    shares = [float(c.share) for c in con.load(tmp_path / "out.mixsql").bound.components]
+    assert int(np.argmin(shares)) == 1
