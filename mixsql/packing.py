@@ -386,13 +386,15 @@ class PackedPlan:
         segments = []  # (key, first, stop, output rows): adjacent runs of a stream packed together
         for key, parts in runs.items():
             parts.sort(key=lambda r: r[0])
-            merged = [parts[0]]
-            for r in parts[1:]:
-                if r[0] == merged[-1][1]:
-                    merged[-1] = [merged[-1][0], r[1], np.concatenate((merged[-1][2], r[2]))]
+            merged = [[parts[0][0], parts[0][1], [parts[0][2]]]]
+            for first, stop, where in parts[1:]:
+                if first == merged[-1][1]:
+                    merged[-1][1] = stop
+                    merged[-1][2].append(where)
                 else:
-                    merged.append(r)
-            segments += [(key, *m) for m in merged]
+                    merged.append([first, stop, [where]])
+            segments += [(key, first, stop, np.concatenate(wheres) if len(wheres) > 1 else wheres[0])
+                         for first, stop, wheres in merged]
         spans = []  # (plan rows of the segment's documents, token offset of its first sequence in them)
         for key, first, stop, _ in segments:
             if self.pack == "mixed":
