@@ -178,7 +178,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         pieces = None
         for k, batches in enumerate(reads):
             if packed is not None:
-                pieces = pieces or packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)
+                if pieces is None:  # the first read: its own row groups decode side by side
+                    pieces = packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)
+                    if self._adaptive is None:
+                        reader.prefetch(packed.rows_of(pieces))
                 if k + 1 < len(reads):  # the next read's row groups decode while this one is packed
                     ahead = packed.slices_many(reads[k + 1], self.global_batch_size, self.world_size, self.rank)
                     reader.prefetch(packed.rows_of(ahead))
