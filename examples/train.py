@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import yaml
 
 import mixsql
+import mixsql.config
 
 
 class TinyLM(torch.nn.Module):
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (all of them)")
     parser.add_argument("--plot", action="store_true", help="draw losses and weights into --out/training.png")
+    parser.add_argument("--eval", type=Path, default=None,
+                        help="a .mixsql of the target set: its mean token loss after training goes to summary.json")
+    parser.add_argument("--eval-batches", type=int, default=20, help="batches of the target set to evaluate")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -142,6 +146,10 @@ def main() -> None:
     if rank == 0:
         summary = {"steps": stop - start, "tokens_per_s": tokens / elapsed if elapsed else None,
                    "data_wait_share": waited / elapsed if elapsed else None, "weight_log": ds.weight_log}
+        if args.eval is not None:
+            summary["eval_loss"] = evaluate(model.module if world > 1 else model, data, args.eval,
+                                            args.eval_batches, device)
+            print(f"eval loss {summary['eval_loss']:.4f} on {args.eval.name}", flush=True)
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"{stop - start} steps, {summary['tokens_per_s']:,.0f} tokens/s, waiting for data "
               f"{summary['data_wait_share']:.1%} of the time", flush=True)
@@ -149,6 +157,25 @@ def main() -> None:
             plot(args.out, components)
     if world > 1:
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: mixsql.config.Data, target: Path, batches: int,
+             device: torch.device) -> float:
+    """Mean token loss of the model on the first ``batches`` batches of the target set's packed stream."""
+    mix = data.connection.load(target)
+    ds = mix.torch_dataset(batch_size=data.config.batch_size, rank=0, world_size=1, seq_len=data.config.seq_len,
+                           batched=True)
+    total, count = 0.0, 0
+    model.eval()
+    for i, batch in enumerate(torch.utils.data.DataLoader(ds, batch_size=None)):
+        if i >= batches:
+            break
+        logits = model(batch["input_ids"].to(device))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].to(device).flatten(), reduction="sum")
+        total, count = total + float(loss), count + batch["labels"].numel()
+    model.train()
+    return total / max(count, 1)
 
 
 def plot(out: Path, components: list[str]) -> None:

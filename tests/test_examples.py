@@ -88,3 +88,48 @@ def test_the_data_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.batch_size 3 x world size 2 = 6, but b.mixsql says BATCH SIZE 8"):
         data.dataset(rank=0, world_size=2)
     assert len(data.components) == 1
+
+
+def test_the_autoscale_loop_generates_runs_trains_them_fits_and_resumes(tmp_path: Path) -> None:
+    """plan-autoscale -> sweep (each proxy trained and evaluated on the held-out set) -> autoscale ->
+    a .mixsql; the runs are a table; a sweep that stopped goes on where it stopped."""
+    catalog = tmp_path / "cat"
+    cfg = {"data": {"catalog": str(catalog), "mixture": str(ROOT / "examples/mixtures/autoscale_base.mixsql"),
+                    "seq_len": 32, "batch_size": 8,
+                    "datasets": {"corpus": {"paths": [PARQUET_GLOB], "tokenizer": str(TOKENIZER)}}},
+           "model": {"d_model": 16, "layers": 1, "heads": 2}, "train": {"lr": 0.01, "seed": 0}}
+    config = tmp_path / "proxy.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    mixsql.from_config(cfg["data"])  # the catalog, registered once
+
+    def cli(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    base = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
+    cli("optimize", "plan-autoscale", base, "--budgets", "30,120", "-o", str(tmp_path / "runs"))
+    runs = tmp_path / "runs" / "runs.json"
+
+    def sweep() -> str:
+        run = subprocess.run([sys.executable, str(ROOT / "examples/sweep.py"), "--runs", str(runs), "--config",
+                              str(config), "--eval", str(ROOT / "examples/mixtures/heldout.mixsql"), "--eval-batches",
+                              "2"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return run.stdout
+
+    sweep()
+    listing = json.loads(runs.read_text())
+    assert len(listing) == 14 and all(isinstance(r["metric"], float) and r["plan"] for r in listing)
+    listing[5]["metric"] = None  # as if interrupted before the sixth run's result
+    runs.write_text(json.dumps(listing))
+    assert "13 of 14 runs done; 1 to go" in sweep()
+    out = cli("optimize", "autoscale", base, "--results", str(runs), "--budget", "480", "-o",
+              str(tmp_path / "best.mixsql"))
+    assert "projected to 480" in out
+    best = mixsql.connect(catalog).load(tmp_path / "best.mixsql")
+    assert abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
+    cli("register", "proxy_runs", str(runs.with_suffix(".jsonl")), "--content", "plan")
+    assert "14 rows" in cli("sql", "SELECT run, budget, metric FROM proxy_runs")
