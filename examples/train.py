@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -60,6 +61,10 @@ def main() -> None:
     parser.add_argument("--eval", type=Path, default=None,
                         help="a .mixsql of the target set: its mean token loss after training goes to summary.json")
     parser.add_argument("--eval-batches", type=int, default=20, help="batches of the target set to evaluate")
+    parser.add_argument("--logprobs", type=Path, default=None,
+                        help="a .mixsql of the target set: each document's log-probability under the trained model "
+                             "goes to --out/logprobs.npz (MixMin's input)")
+    parser.add_argument("--logprobs-docs", type=int, default=200, help="documents of the target set to score")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -150,6 +155,11 @@ def main() -> None:
             summary["eval_loss"] = evaluate(model.module if world > 1 else model, data, args.eval,
                                             args.eval_batches, device)
             print(f"eval loss {summary['eval_loss']:.4f} on {args.eval.name}", flush=True)
+        if args.logprobs is not None:
+            logprobs, lengths = document_logprobs(model.module if world > 1 else model, data, args.logprobs,
+                                                  args.logprobs_docs, device)
+            np.savez(args.out / "logprobs.npz", logprobs=logprobs, lengths=lengths)
+            summary["logprobs"] = "logprobs.npz"
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"{stop - start} steps, {summary['tokens_per_s']:,.0f} tokens/s, waiting for data "
               f"{summary['data_wait_share']:.1%} of the time", flush=True)
@@ -176,6 +186,30 @@ def evaluate(model: torch.nn.Module, data: mixsql.config.Data, target: Path, bat
         total, count = total + float(loss), count + batch["labels"].numel()
     model.train()
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def document_logprobs(model: torch.nn.Module, data: mixsql.config.Data, target: Path, docs: int,
+                      device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the target set's first ``docs`` documents' total log-probability under the model (its
+    tokens predicted after an EOS, in windows of seq_len) and its length in tokens."""
+    mix = data.connection.load(target)
+    tokenizer = mix.packed(data.config.seq_len).tokenizer
+    eos, window = tokenizer.eos_id(data.config.eos), data.config.seq_len
+    texts = [s["text"] for s in mix.samples(limit=docs, columns=["text"])]
+    model.eval()
+    logprobs, lengths = [], []
+    for ids in tokenizer.encode(texts):
+        sequence = torch.tensor([eos] + ids, dtype=torch.int64, device=device)
+        total = 0.0
+        for start in range(0, len(sequence) - 1, window):
+            piece = sequence[start: start + window + 1]
+            logits = model(piece[None, :-1])[0]
+            total -= float(F.cross_entropy(logits.float(), piece[1:], reduction="sum"))
+        logprobs.append(total)
+        lengths.append(max(len(ids), 1))
+    model.train()
+    return np.asarray(logprobs), np.asarray(lengths, dtype=np.float64)
 
 
 def plot(out: Path, components: list[str]) -> None:

@@ -259,6 +259,20 @@ def optimize_plan_autoscale(statement: str, budgets: str, unit: str, output: str
                "validation loss in 'metric', then run `mixsql optimize autoscale --results` on it")
 
 
+@optimize.command("plan-mixmin")
+@click.argument("statement", type=click.Path(dir_okay=False, exists=True))
+@click.option("--budget", required=True, type=int, help="Each proxy run's budget.")
+@click.option("--unit", type=click.Choice(["samples", "tokens"]), default="samples", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for the runs.")
+def optimize_plan_mixmin(statement: str, budget: int, unit: str, output: str) -> None:
+    """Write MixMin's proxy-run statements (each component alone) and runs.json for the sweep."""
+    from mixsql.optimize import write_mixmin_plan
+
+    listing = write_mixmin_plan(Path(statement).read_text(encoding="utf-8"), budget, output, unit.upper())
+    click.echo(f"wrote {len(json.loads(listing.read_text()))} proxy-run statements and {listing}: the sweep "
+               "(examples/sweep.py) writes predictions.npz for `mixsql optimize mixmin --predictions`")
+
+
 @optimize.command("autoscale")
 @click.argument("statement", type=click.Path(dir_okay=False, exists=True))
 @click.option("--results", required=True, type=click.Path(dir_okay=False),

@@ -170,6 +170,31 @@ def write_ddo_plan(text: str, budgets: t.Sequence[int], directory: str | Path, u
     return out / "runs.json"
 
 
+def write_mixmin_plan(text: str, budget: int, directory: str | Path, unit: str = "SAMPLES") -> Path:
+    """MixMin's K proxy runs: one ``.mixsql`` per component, that component alone at ``budget``, and
+    ``runs.json`` listing them (the sweep fills in each one's log-probabilities on the target set)."""
+    tree = parse(text)
+    if any(c.children for c in tree.components):
+        raise OptimizeError("only a flat statement (no sub-mixtures) has one proxy per component for now")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for c in tree.components:
+        alone = tree.copy()
+        alone.set("expressions", [x for x in alone.components if x.name == c.name])
+        alone.set("weighting", None)
+        alone.components[0].set("weight", exp.Literal.number("1"))
+        alone.set("limit", Budget(this=exp.Literal.number(str(int(budget))), unit=unit.upper()))
+        alone.set("adapt", None)
+        name = f"{c.name}.mixsql"
+        atomic.write_text(out / name, f"-- MixMin proxy run: component {c.name} alone, budget {budget}\n"
+                          + to_sql(alone) + "\n")
+        listing.append({"file": name, "run": c.name, "method": "mixmin", "component": c.name, "budget": budget,
+                        "unit": unit.lower(), "logprobs": None})
+    atomic.write_text(out / "runs.json", json.dumps(listing, indent=1) + "\n")
+    return out / "runs.json"
+
+
 def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = False, note: str = "",
                  limit: tuple[int, str] | None = None) -> str:
     """The statement ``text`` with its components' weights replaced (a flat statement), and with

@@ -133,3 +133,34 @@ def test_the_autoscale_loop_generates_runs_trains_them_fits_and_resumes(tmp_path
     assert abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
     cli("register", "proxy_runs", str(runs.with_suffix(".jsonl")), "--content", "plan")
     assert "14 rows" in cli("sql", "SELECT run, budget, metric FROM proxy_runs")
+
+
+def test_the_mixmin_loop_scores_the_target_set_with_each_proxy(tmp_path: Path) -> None:
+    catalog = tmp_path / "cat"
+    cfg = {"data": {"catalog": str(catalog), "mixture": str(ROOT / "examples/mixtures/autoscale_base.mixsql"),
+                    "seq_len": 32, "batch_size": 8,
+                    "datasets": {"corpus": {"paths": [PARQUET_GLOB], "tokenizer": str(TOKENIZER)}}},
+           "model": {"d_model": 16, "layers": 1, "heads": 2}, "train": {"lr": 0.01, "seed": 0}}
+    config = tmp_path / "proxy.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    mixsql.from_config(cfg["data"])
+    base = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
+    for args in (["optimize", "plan-mixmin", base, "--budget", "60", "-o", str(tmp_path / "runs")],):
+        run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+    run = subprocess.run([sys.executable, str(ROOT / "examples/sweep.py"), "--runs", str(tmp_path / "runs/runs.json"),
+                          "--config", str(config), "--eval", str(ROOT / "examples/mixtures/heldout.mixsql"),
+                          "--eval-docs", "20"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    import numpy as np
+
+    with np.load(tmp_path / "runs" / "predictions.npz") as p:
+        assert p["logprobs"].shape == (20, 3) and (p["logprobs"] < 0).all() and (p["lengths"] > 0).all()
+        assert [str(s) for s in p["sources"]] == ["code", "docs", "manuals"]
+    run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), "optimize", "mixmin", base,
+                          "--predictions", str(tmp_path / "runs/predictions.npz"), "-o", str(tmp_path / "best.mixsql"),
+                          "--adapt"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "MixMin: loss" in run.stdout, run.stdout + run.stderr
+    best = mixsql.connect(catalog).load(tmp_path / "best.mixsql")
+    assert best.bound.adapt is not None and abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
