@@ -76,7 +76,8 @@ def main() -> None:
             run.update(logprobs=str((out / summary["logprobs"]).relative_to(args.runs.parent)))
         else:
             run.update(metric=summary["eval_loss"])
-        run.update(plan=mix.plan().key, seed=mix.bound.seed, steps=summary["steps"])
+        run.update(plan=mix.plan().key, seed=mix.bound.seed, steps=summary["steps"],
+                   datasets=dict(mix.bound.dataset_versions))
         atomic.write_text(args.runs, json.dumps(runs, indent=1) + "\n")  # after every run: resumable
         atomic.write_text(args.runs.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in runs
                                                                     if r.get(key) is not None))

@@ -203,6 +203,12 @@ def optimize() -> None:
     """Offline mixture optimisers: weights from proxy runs, written as a .mixsql statement."""
 
 
+def _dataset_version(ctx: click.Context) -> t.Callable[[str], str | None]:
+    con = _connect(ctx)
+    present = set(con.datasets())
+    return lambda name: con.dataset(name).version if name in present else None
+
+
 def _optimized(ctx: click.Context, statement: str, weights: dict[str, float], output: str, adapt: bool,
                note: str) -> None:
     """Write STATEMENT with ``weights`` to OUTPUT, once the result binds in the catalog."""
@@ -228,10 +234,13 @@ def optimize_mixmin(ctx: click.Context, statement: str, predictions: str, output
                     adapt: bool) -> None:
     """MixMin: the mixture of STATEMENT's components minimising the target set's loss (convex)."""
     from mixsql.mixing.mixmin import mixmin
-    from mixsql.optimize import read_predictions
+    from mixsql.optimize import check_versions, read_predictions
     from mixsql.parse import parse
 
     components = [c.name for c in parse(Path(statement).read_text(encoding="utf-8")).components]
+    listing = Path(predictions).with_name("runs.json")
+    if listing.is_file():  # written by the sweep: its runs must be of the data in the catalog now
+        check_versions(json.loads(listing.read_text(encoding="utf-8")), _dataset_version(ctx))
     logprobs, lengths = read_predictions(predictions, components)
     result = mixmin(logprobs, lengths, eta=eta, max_steps=steps)
     click.echo(f"MixMin: loss {result.loss_before:.6f} (uniform) -> {result.loss_after:.6f} in {result.steps} steps"
@@ -284,11 +293,13 @@ def optimize_plan_mixmin(statement: str, budget: int, unit: str, output: str) ->
 def optimize_autoscale(ctx: click.Context, statement: str, results: str, budget: float, output: str,
                        adapt: bool) -> None:
     """AutoScale: DDO at each budget of the runs, projected to --budget."""
-    from mixsql.optimize import autoscale_weights, read_runs
+    from mixsql.optimize import autoscale_weights, check_versions, read_runs
     from mixsql.parse import parse
 
     components = [c.name for c in parse(Path(statement).read_text(encoding="utf-8")).components]
-    weights, report = autoscale_weights(read_runs(results, components), components, budget)
+    runs = read_runs(results, components)
+    check_versions(runs, _dataset_version(ctx))
+    weights, report = autoscale_weights(runs, components, budget)
     for b, r in report["budgets"].items():
         worst = max(f["residual"] for f in r["fits"])
         click.echo(f"budget {b:g}: DDO quantities " + ", ".join(f"{c} {q:,.4g}" for c, q in zip(components,

@@ -87,8 +87,22 @@ def read_runs(path: str | Path, components: t.Sequence[str]) -> list[dict[str, f
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise OptimizeError(f"{p}, run {i}: {key} is {value!r}, not a finite number",
                                     hint="every run has budget, metric and one quantity per component")
-        out.append({k: float(row[k]) for k in ("budget", "metric", *components)})
+        out.append({**{k: float(row[k]) for k in ("budget", "metric", *components)},
+                    **({"run": row["run"]} if "run" in row else {}),
+                    **({"datasets": row["datasets"]} if isinstance(row.get("datasets"), dict) else {})})
     return out
+
+
+def check_versions(runs: t.Sequence[t.Mapping[str, t.Any]], versions: t.Callable[[str], str | None]) -> None:
+    """Every run that records the dataset versions it was trained on (``datasets``) must match the
+    catalog now: results of other data would steer the mixture of this one."""
+    for run in runs:
+        for name, version in (run.get("datasets") or {}).items():
+            now = versions(name)
+            if now != version:
+                raise OptimizeError(f"run {run.get('run', '?')!r} was trained on dataset {name!r} version {version}, "
+                                    f"but the catalog now has {now or 'no such dataset'}",
+                                    hint="run the proxies again on the current data (clear their results)")
 
 
 def autoscale_weights(runs: t.Sequence[t.Mapping[str, float]], components: t.Sequence[str], budget: float,

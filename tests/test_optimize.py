@@ -113,3 +113,19 @@ def test_the_proxy_runs_are_written_then_their_metrics_fitted(con: mixsql.Connec
     assert code == 0, output
     shares = [float(c.share) for c in con.load(tmp_path / "out.mixsql").bound.components]
     assert int(np.argmin(shares)) == 1
+
+
+def test_runs_of_other_data_are_refused(con: mixsql.Connection, tmp_path: Path) -> None:
+    statement = tmp_path / "base.mixsql"
+    statement.write_text(BASE)
+    runs = _runs([300.0], steep=0)
+    version = con.dataset("corpus").version
+    for run in runs:
+        run["datasets"] = {"corpus": version}
+    runs[2]["datasets"] = {"corpus": "0123456789abcdef"}
+    runs[2]["run"] = "code_x3"
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    code, output = _run(con, "autoscale", str(statement), "--results", str(tmp_path / "runs.json"), "--budget", "300",
+                        "-o", str(tmp_path / "none.mixsql"))
+    assert code != 0 and "run 'code_x3' was trained on dataset 'corpus' version 0123456789abcdef" in output
+    assert not (tmp_path / "none.mixsql").exists()
