@@ -210,11 +210,11 @@ def _dataset_version(ctx: click.Context) -> t.Callable[[str], str | None]:
 
 
 def _optimized(ctx: click.Context, statement: str, weights: dict[str, float], output: str, adapt: bool,
-               note: str) -> None:
-    """Write STATEMENT with ``weights`` to OUTPUT, once the result binds in the catalog."""
+               note: str, unit: str | None = None) -> None:
+    """Write STATEMENT with ``weights`` (shares of ``unit``) to OUTPUT, once the result binds in the catalog."""
     from mixsql.optimize import with_weights, write_statement
 
-    text = with_weights(Path(statement).read_text(encoding="utf-8"), weights, adapt=adapt, note=note)
+    text = with_weights(Path(statement).read_text(encoding="utf-8"), weights, adapt=adapt, note=note, unit=unit)
     _connect(ctx).mix(text, check=False)  # binds: a statement that does not is not written
     write_statement(output, text)
     click.echo(f"wrote {output}: " + ", ".join(f"{k} {v:.4f}" for k, v in weights.items())
@@ -247,7 +247,7 @@ def optimize_mixmin(ctx: click.Context, statement: str, predictions: str, output
                + ("" if result.converged else " (stopped at --steps before the optimality test passed)"))
     _optimized(ctx, statement, dict(zip(components, result.weights)), output, adapt,
                f"weights from MixMin on {Path(predictions).name}: loss {result.loss_before:.6f} -> "
-               f"{result.loss_after:.6f}")
+               f"{result.loss_after:.6f} (shares of documents, as the reference samples them)", unit="samples")
 
 
 @optimize.command("plan-autoscale")
@@ -307,8 +307,9 @@ def optimize_autoscale(ctx: click.Context, statement: str, results: str, budget:
                    + f" (largest fit residual {worst:.2g})")
     if report["projection"]:
         click.echo(f"projected to {budget:g} (s = {report['projection']['s']:.4f})")
+    unit = runs[0].get("unit", "samples")
     _optimized(ctx, statement, dict(zip(components, weights.tolist())), output, adapt,
-               f"weights from AutoScale on {Path(results).name}, for a budget of {budget:g}")
+               f"weights from AutoScale on {Path(results).name}, for a budget of {budget:g} {unit}", unit=unit)
 
 
 @main.command()

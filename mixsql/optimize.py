@@ -89,6 +89,7 @@ def read_runs(path: str | Path, components: t.Sequence[str]) -> list[dict[str, f
                                     hint="every run has budget, metric and one quantity per component")
         out.append({**{k: float(row[k]) for k in ("budget", "metric", *components)},
                     **({"run": row["run"]} if "run" in row else {}),
+                    **({"unit": str(row["unit"])} if row.get("unit") else {}),
                     **({"datasets": row["datasets"]} if isinstance(row.get("datasets"), dict) else {})})
     return out
 
@@ -174,7 +175,7 @@ def write_ddo_plan(text: str, budgets: t.Sequence[int], directory: str | Path, u
         for run in ddo_runs(components, int(budget)):
             name = f"b{budget}_{run['name']}.mixsql"
             weights = {c: q / run["budget"] for c, q in run["quantities"].items()}
-            body = with_weights(text, weights, limit=(run["budget"], unit),
+            body = with_weights(text, weights, limit=(run["budget"], unit), unit=unit,
                                 note=f"AutoScale proxy run {run['name']} at budget {budget}: quantities "
                                      + ", ".join(f"{c} {q:g}" for c, q in run["quantities"].items()))
             atomic.write_text(out / name, body)
@@ -210,10 +211,10 @@ def write_mixmin_plan(text: str, budget: int, directory: str | Path, unit: str =
 
 
 def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = False, note: str = "",
-                 limit: tuple[int, str] | None = None) -> str:
-    """The statement ``text`` with its components' weights replaced (a flat statement), and with
-    ``adapt`` an ``ADAPT USING ado()`` clause (if it has none): the weights become ADO's prior and
-    starting point."""
+                 limit: tuple[int, str] | None = None, unit: str | None = None) -> str:
+    """The statement ``text`` with its components' weights replaced (a flat statement; ``unit``
+    "tokens" makes it MIX BY TOKENS, "samples" by samples), and with ``adapt`` an ``ADAPT USING
+    ado()`` clause (if it has none): the weights become ADO's prior and starting point."""
     tree = parse(text)
     if any(c.children for c in tree.components):
         raise OptimizeError("only a flat statement (no sub-mixtures) takes optimised leaf weights for now",
@@ -224,6 +225,8 @@ def with_weights(text: str, weights: t.Mapping[str, float], *, adapt: bool = Fal
     tree.set("weighting", None)
     for c in tree.components:
         c.set("weight", exp.Literal.number(f"{max(float(weights[c.name]), 0.0):.6g}"))
+    if unit is not None:  # what the weights are shares of: the quantities' unit
+        tree.set("unit", "TOKENS" if unit.upper() == "TOKENS" else None)
     if limit is not None:
         tree.set("limit", Budget(this=exp.Literal.number(str(int(limit[0]))), unit=limit[1].upper()))
     if adapt and tree.args.get("adapt") is None:

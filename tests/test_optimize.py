@@ -129,3 +129,23 @@ def test_runs_of_other_data_are_refused(con: mixsql.Connection, tmp_path: Path) 
                         "-o", str(tmp_path / "none.mixsql"))
     assert code != 0 and "run 'code_x3' was trained on dataset 'corpus' version 0123456789abcdef" in output
     assert not (tmp_path / "none.mixsql").exists()
+
+
+def test_token_budgets_make_the_weights_token_shares(tcon: mixsql.Connection, tmp_path: Path) -> None:
+    statement = tmp_path / "base.mixsql"
+    statement.write_text(BASE.replace("LIMIT 10 STEPS BATCH SIZE 16", ""))
+    code, output = _run(tcon, "plan-autoscale", str(statement), "--budgets", "6000", "--unit", "tokens",
+                        "-o", str(tmp_path / "runs"))
+    assert code == 0, output
+    listing = json.loads((tmp_path / "runs" / "runs.json").read_text())
+    mix = tcon.load(tmp_path / "runs" / listing[1]["file"])
+    x = sum(listing[1][c] for c in ("code", "docs", "manuals"))
+    assert mix.bound.unit == "TOKENS" and mix.bound.token_limit == round(6000 / 3 * x)
+    for run in listing:
+        n = run["budget"] / 3 * np.array([run[c] for c in ("code", "docs", "manuals")])
+        run["metric"] = float((2.0 * n ** -0.4).sum() + 1.0)
+    (tmp_path / "runs" / "runs.json").write_text(json.dumps(listing))
+    code, output = _run(tcon, "autoscale", str(statement), "--results", str(tmp_path / "runs" / "runs.json"),
+                        "--budget", "6000", "-o", str(tmp_path / "out.mixsql"))
+    assert code == 0, output
+    assert tcon.load(tmp_path / "out.mixsql").bound.unit == "TOKENS"
