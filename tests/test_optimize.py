@@ -38,6 +38,8 @@ def test_mixmin_writes_the_planted_mixture_and_hands_it_to_ado(con: mixsql.Conne
     mix = con.load(tmp_path / "out.mixsql")
     shares = [float(c.share) for c in mix.bound.components]
     assert shares == pytest.approx([.6, .3, .1], abs=0.02) and mix.bound.adapt is not None
+    adaptive = mix.torch_dataset(batch_size=16)._adaptive  # the hand-off: ADO's prior and first weights
+    assert adaptive.prior == pytest.approx(shares) and list(adaptive.online.ado.pi) == pytest.approx(shares)
     # bad input: nothing written
     np.savez(tmp_path / "bad.npz", logprobs=np.log(P.T)[symbols][:, :2])
     code, output = _run(con, "mixmin", str(statement), "--predictions", str(tmp_path / "bad.npz"),
