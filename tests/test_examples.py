@@ -90,77 +90,69 @@ def test_the_data_config_is_checked(tmp_path: Path) -> None:
     assert len(data.components) == 1
 
 
-def test_the_autoscale_loop_generates_runs_trains_them_fits_and_resumes(tmp_path: Path) -> None:
-    """plan-autoscale -> sweep (each proxy trained and evaluated on the held-out set) -> autoscale ->
-    a .mixsql; the runs are a table; a sweep that stopped goes on where it stopped."""
+BASE = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
+HELDOUT = str(ROOT / "examples/mixtures/heldout.mixsql")
+
+
+def _proxies(tmp_path: Path) -> tuple[Path, Path]:
+    """(catalog, config) of tiny proxy runs over sample_data, the catalog registered once."""
     catalog = tmp_path / "cat"
-    cfg = {"data": {"catalog": str(catalog), "mixture": str(ROOT / "examples/mixtures/autoscale_base.mixsql"),
-                    "seq_len": 32, "batch_size": 8,
-                    "datasets": {"corpus": {"paths": [PARQUET_GLOB], "tokenizer": str(TOKENIZER)}}},
-           "model": {"d_model": 16, "layers": 1, "heads": 2}, "train": {"lr": 0.01, "seed": 0}}
-    config = tmp_path / "proxy.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    mixsql.from_config(cfg["data"])  # the catalog, registered once
-
-    def cli(*args: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), *args], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stdout + run.stderr
-        return run.stdout
-
-    base = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
-    cli("optimize", "plan-autoscale", base, "--budgets", "30,120", "-o", str(tmp_path / "runs"))
-    runs = tmp_path / "runs" / "runs.json"
-
-    def sweep() -> str:
-        run = subprocess.run([sys.executable, str(ROOT / "examples/sweep.py"), "--runs", str(runs), "--config",
-                              str(config), "--eval", str(ROOT / "examples/mixtures/heldout.mixsql"), "--eval-batches",
-                              "2"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        return run.stdout
-
-    sweep()
-    listing = json.loads(runs.read_text())
-    assert len(listing) == 14 and all(isinstance(r["metric"], float) and r["plan"] for r in listing)
-    listing[5]["metric"] = None  # as if interrupted before the sixth run's result
-    runs.write_text(json.dumps(listing))
-    assert "13 of 14 runs done; 1 to go" in sweep()
-    out = cli("optimize", "autoscale", base, "--results", str(runs), "--budget", "480", "-o",
-              str(tmp_path / "best.mixsql"))
-    assert "projected to 480" in out
-    best = mixsql.connect(catalog).load(tmp_path / "best.mixsql")
-    assert abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
-    cli("register", "proxy_runs", str(runs.with_suffix(".jsonl")), "--content", "plan")
-    assert "14 rows" in cli("sql", "SELECT run, budget, metric FROM proxy_runs")
-
-
-def test_the_mixmin_loop_scores_the_target_set_with_each_proxy(tmp_path: Path) -> None:
-    catalog = tmp_path / "cat"
-    cfg = {"data": {"catalog": str(catalog), "mixture": str(ROOT / "examples/mixtures/autoscale_base.mixsql"),
-                    "seq_len": 32, "batch_size": 8,
+    cfg = {"data": {"catalog": str(catalog), "mixture": BASE, "seq_len": 32, "batch_size": 8,
                     "datasets": {"corpus": {"paths": [PARQUET_GLOB], "tokenizer": str(TOKENIZER)}}},
            "model": {"d_model": 16, "layers": 1, "heads": 2}, "train": {"lr": 0.01, "seed": 0}}
     config = tmp_path / "proxy.yaml"
     config.write_text(yaml.safe_dump(cfg))
     mixsql.from_config(cfg["data"])
-    base = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
-    for args in (["optimize", "plan-mixmin", base, "--budget", "60", "-o", str(tmp_path / "runs")],):
-        run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), *args], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stdout + run.stderr
-    run = subprocess.run([sys.executable, str(ROOT / "examples/sweep.py"), "--runs", str(tmp_path / "runs/runs.json"),
-                          "--config", str(config), "--eval", str(ROOT / "examples/mixtures/heldout.mixsql"),
-                          "--eval-docs", "20"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return catalog, config
+
+
+def _cli(catalog: Path, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def _sweep(runs: Path, config: Path, *extra: str) -> str:
+    run = subprocess.run([sys.executable, str(ROOT / "examples/sweep.py"), "--runs", str(runs), "--config",
+                          str(config), "--eval", HELDOUT, *extra], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def test_the_autoscale_loop_generates_runs_trains_them_fits_and_resumes(tmp_path: Path) -> None:
+    """plan-autoscale -> sweep (each proxy trained and evaluated on the held-out set) -> autoscale ->
+    a .mixsql; the runs are a table; a sweep that stopped goes on where it stopped."""
+    catalog, config = _proxies(tmp_path)
+    _cli(catalog, "optimize", "plan-autoscale", BASE, "--budgets", "30,120", "-o", str(tmp_path / "runs"))
+    runs = tmp_path / "runs" / "runs.json"
+    _sweep(runs, config, "--eval-batches", "2")
+    listing = json.loads(runs.read_text())
+    assert len(listing) == 14 and all(isinstance(r["metric"], float) and r["plan"] for r in listing)
+    listing[5]["metric"] = None  # as if interrupted before the sixth run's result
+    runs.write_text(json.dumps(listing))
+    assert "13 of 14 runs done; 1 to go" in _sweep(runs, config, "--eval-batches", "2")
+    out = _cli(catalog, "optimize", "autoscale", BASE, "--results", str(runs), "--budget", "480", "-o",
+               str(tmp_path / "best.mixsql"))
+    assert "projected to 480" in out
+    best = mixsql.connect(catalog).load(tmp_path / "best.mixsql")
+    assert abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
+    _cli(catalog, "register", "proxy_runs", str(runs.with_suffix(".jsonl")), "--content", "plan")
+    assert "14 rows" in _cli(catalog, "sql", "SELECT run, budget, metric FROM proxy_runs")
+
+
+def test_the_mixmin_loop_scores_the_target_set_with_each_proxy(tmp_path: Path) -> None:
     import numpy as np
 
+    catalog, config = _proxies(tmp_path)
+    _cli(catalog, "optimize", "plan-mixmin", BASE, "--budget", "60", "-o", str(tmp_path / "runs"))
+    _sweep(tmp_path / "runs/runs.json", config, "--eval-docs", "20")
     with np.load(tmp_path / "runs" / "predictions.npz") as p:
         assert p["logprobs"].shape == (20, 3) and (p["logprobs"] < 0).all() and (p["lengths"] > 0).all()
         assert [str(s) for s in p["sources"]] == ["code", "docs", "manuals"]
-    run = subprocess.run([sys.executable, "-m", "mixsql", "--catalog", str(catalog), "optimize", "mixmin", base,
-                          "--predictions", str(tmp_path / "runs/predictions.npz"), "-o", str(tmp_path / "best.mixsql"),
-                          "--adapt"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and "MixMin: loss" in run.stdout, run.stdout + run.stderr
+    out = _cli(catalog, "optimize", "mixmin", BASE, "--predictions", str(tmp_path / "runs/predictions.npz"),
+               "-o", str(tmp_path / "best.mixsql"), "--adapt")
+    assert "MixMin: loss" in out
     best = mixsql.connect(catalog).load(tmp_path / "best.mixsql")
     assert best.bound.adapt is not None and abs(sum(float(c.share) for c in best.bound.components) - 1) < 1e-3
