@@ -55,15 +55,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         packed = self._packed(plan)
         self.global_batch_size, self.batch_size = world.global_batch(plan.partitions, self.world_size, batch_size)
         steps = plan.meta.get("steps_batch_size")
-        if packed is None and steps is not None and steps != self.global_batch_size:
-            raise MixSQLError(f"the statement counts STEPS of BATCH SIZE {steps:,} samples, but this dataset's global "
-                              f"batch is {self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size}): "
-                              "its schedule and budget would be off by that factor",
-                              hint=f"use batch_size={steps // self.world_size if steps % self.world_size == 0 else '?'}"
-                                   f" per rank for world size {self.world_size}, or set BATCH SIZE "
-                                   f"{self.global_batch_size} in the statement")
+        if packed is None and steps is not None:
+            self._check_batch(steps, "counts STEPS of", ": its schedule and budget would be off by that factor")
         if plan.adapt is not None:
-            self._check_adaptive(plan, packed)
+            self._check_batch(plan.adapt["batch_size"], "adapts its weights per step of", "")
             if start_step:
                 raise MixSQLError(f"an adaptive mixture cannot start at step {start_step} from nothing: the weights "
                                   "before it come from the run", hint="resume with load_state_dict(state) from "
@@ -94,13 +89,14 @@ class MixDataset(torch.utils.data.IterableDataset):
             plan.table = self._adaptive.synced()  # the weight log as far as it goes
         return plan
 
-    def _check_adaptive(self, plan: CompiledPlan, packed: PackedPlan | None) -> None:
-        steps = plan.adapt["batch_size"]
+    def _check_batch(self, steps: int, what: str, consequence: str) -> None:
+        """The statement's BATCH SIZE, which its steps count, must be this dataset's global batch."""
         if steps != self.global_batch_size:
-            raise MixSQLError(f"the statement adapts its weights per step of BATCH SIZE {steps:,} samples, but this "
-                              f"dataset's global batch is {self.global_batch_size:,} ({self.world_size} rank(s) x "
-                              f"{self.batch_size})", hint=f"use batch_size={steps // self.world_size if steps % self.world_size == 0 else '?'} "
-                              f"per rank for world size {self.world_size}, or set BATCH SIZE {self.global_batch_size}")
+            per_rank = steps // self.world_size if steps % self.world_size == 0 else "?"
+            raise MixSQLError(f"the statement {what} BATCH SIZE {steps:,} samples, but this dataset's global batch is "
+                              f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size}){consequence}",
+                              hint=f"use batch_size={per_rank} per rank for world size {self.world_size}, or set "
+                                   f"BATCH SIZE {self.global_batch_size} in the statement")
 
     # -- adaptive mixtures -------------------------------------------------------------------------
 
@@ -146,6 +142,13 @@ class MixDataset(torch.utils.data.IterableDataset):
         parts = [plan.partition_rows(q, a, b) for q, a, b in slices]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def _rows(self, plan: CompiledPlan, batches: t.Sequence[int]) -> np.ndarray:
+        """Plan rows of this rank's share of ``batches``, one after another."""
+        return np.concatenate([self.batch_rows(plan, b) for b in batches])
+
+    def _pieces(self, packed: PackedPlan, batches: t.Sequence[int]) -> list[tuple[int, int, int]]:
+        return packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)
+
     def __iter__(self) -> t.Iterator[dict[str, t.Any]]:
         # Not a generator: the worker's position is set the moment its iterator exists, so a state
         # taken before its first batch (StatefulDataLoader's initial snapshot) already says which it is.
@@ -175,27 +178,28 @@ class MixDataset(torch.utils.data.IterableDataset):
         while at < len(mine):
             reads.append(mine[at: at + step])
             at, step = at + step, min(step * 2, group)
-        pieces = None
+        ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
         for k, batches in enumerate(reads):
-            if packed is not None:
-                if pieces is None:  # the first read: its own row groups decode side by side
-                    pieces = packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)
-                    if self._adaptive is None:
-                        reader.prefetch(packed.rows_of(pieces))
-                if k + 1 < len(reads):  # the next read's row groups decode while this one is packed
-                    ahead = packed.slices_many(reads[k + 1], self.global_batch_size, self.world_size, self.rank)
-                    reader.prefetch(packed.rows_of(ahead))
             if self._adaptive is not None:
                 plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()
                                                      is not None)
+            after = reads[k + 1] if k + 1 < len(reads) else None
             if packed is None:
-                rows_now = np.concatenate([self.batch_rows(plan, b) for b in batches])
-                if k + 1 < len(reads) and self._adaptive is None:
-                    reader.prefetch(np.concatenate([self.batch_rows(plan, b) for b in reads[k + 1]]))
+                rows_now = ahead if ahead is not None else self._rows(plan, batches)
+                ahead = None
+                if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
+                    ahead = self._rows(plan, after)
+                    reader.prefetch(ahead)
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
-                built = packed.build(pieces, reader)
-                pieces = ahead if k + 1 < len(reads) else None
+                layout = ahead if ahead is not None else packed.layout(self._pieces(packed, batches))
+                ahead = None
+                if after is not None:  # the next read's row groups decode while this one is packed
+                    following = packed.layout(self._pieces(packed, after))
+                    reader.prefetch(following.rows)
+                    if self._adaptive is None:  # an adaptive one is laid out again once its weights are known
+                        ahead = following
+                built = packed.build(layout, reader)
                 if self.batched:
                     yield from self._batches(origin, workers, worker_id, batches, _tensors(built))
                     continue

@@ -89,6 +89,20 @@ def _last_at_most(start: t.Callable[[np.ndarray], np.ndarray], n: int, token: np
     return lo
 
 
+class Layout(t.NamedTuple):
+    """``PackedPlan.layout``: the packed streams' segments of some pieces, their documents' plan
+    rows, and the number of sequences."""
+
+    segments: list[tuple[t.Any, int, int, np.ndarray]]
+    spans: list[tuple[np.ndarray, int]]
+    sequences: int
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The plan rows whose documents ``build`` reads (what a read-ahead fetches)."""
+        return np.unique(np.concatenate([r for r, _ in self.spans])) if self.spans else np.zeros(0, dtype=np.int64)
+
+
 class PackedPlan:
     """A compiled plan seen as packed sequences of ``seq_len`` tokens (module docstring)."""
 
@@ -334,11 +348,11 @@ class PackedPlan:
 
     # -- assembling ------------------------------------------------------------------------------
 
-    def build(self, pieces: t.Sequence[tuple[int, int, int]], reader: t.Any) -> dict[str, np.ndarray]:
-        """Sequences of ``pieces`` ((partition, first, stop), in that order) as int64 arrays of shape
-        (sequences, seq_len), their documents read and tokenized in one pass."""
+    def build(self, pieces: t.Sequence[tuple[int, int, int]] | Layout, reader: t.Any) -> dict[str, np.ndarray]:
+        """Sequences of ``pieces`` ((partition, first, stop), in that order; or their ``layout``) as
+        int64 arrays of shape (sequences, seq_len), their documents read and tokenized in one pass."""
         L = self.seq_len
-        segments, spans, at = self._segments(pieces)
+        segments, spans, at = pieces if isinstance(pieces, Layout) else self.layout(pieces)
         if not at:
             return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
         unique, inverse = np.unique(np.concatenate([rows for rows, _ in spans]), return_inverse=True)
@@ -351,10 +365,10 @@ class PackedPlan:
             self._pack(offset, rows, [ids[i] for i in mine], stop - first, where, out)
         return out
 
-    def rows_of(self, pieces: t.Sequence[tuple[int, int, int]]) -> np.ndarray:
-        """The plan rows whose documents ``build(pieces)`` reads (for a read-ahead)."""
-        spans = self._segments(pieces)[1]
-        return np.unique(np.concatenate([rows for rows, _ in spans])) if spans else np.zeros(0, dtype=np.int64)
+    def layout(self, pieces: t.Sequence[tuple[int, int, int]]) -> Layout:
+        """Where the sequences of ``pieces`` come from (``build`` takes it, so a read-ahead that
+        computed it does not compute it again)."""
+        return Layout(*self._segments(pieces))
 
     def _segments(self, pieces: t.Sequence[tuple[int, int, int]]) -> tuple[list[tuple[t.Any, int, int, np.ndarray]],
                                                                            list[tuple[np.ndarray, int]], int]:

@@ -250,12 +250,12 @@ def _component_reference(mix: mixsql.api.Mix, L: int) -> tuple[list[dict[str, li
         seqs = []
         for c in range(len(names)):
             stream, owner, position, doc_no = [], [], [], []
-            for x, (cc, tokens) in enumerate(mine):
+            for x, (cc, doc) in enumerate(mine):
                 if cc == c:
-                    stream += tokens + [0]
-                    owner += [x] * (len(tokens) + 1)
-                    position += list(range(len(tokens) + 1))
-                    doc_no += [x] * (len(tokens) + 1)
+                    stream += doc + [0]
+                    owner += [x] * (len(doc) + 1)
+                    position += list(range(len(doc) + 1))
+                    doc_no += [x] * (len(doc) + 1)
             n = max(0, (len(stream) - 1) // L)
             dropped += len(stream) - n * L
             for j in range(n):
