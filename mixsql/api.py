@@ -28,7 +28,8 @@ from mixsql.explain import Explanation, explain
 from mixsql import planfile as _planfile
 from mixsql.planfile import CompiledPlan
 from mixsql.parse import parse, to_sql
-from mixsql.read import READ_SAMPLES, Reader
+from mixsql import remote as _remote
+from mixsql.read import READ_SAMPLES, Reader, verify_files
 
 if t.TYPE_CHECKING:
     from mixsql.packing import PackedPlan
@@ -118,7 +119,9 @@ class Mix:
         """The compiled plan (cached in the catalog by dataset versions, statement and parameters);
         ``progress(done, total, component)`` is called as components are laid out."""
         if self._compiled is None:
-            self._compiled = _manifest.cached_plan(self.spec, self._connection.catalog, progress=progress)
+            compiled = _manifest.cached_plan(self.spec, self._connection.catalog, progress=progress)
+            verify_files(compiled)  # every file as registered: once here, then as each reader opens it
+            self._compiled = compiled
         return self._compiled
 
     def write_plan(self, directory: str | os.PathLike[str]) -> Path:
@@ -268,7 +271,18 @@ class Mix:
 class Connection:
     """A handle on a catalog directory. Cheap to create; holds no lock."""
 
-    def __init__(self, path: str | os.PathLike[str] = ".mixsql", *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str] = ".mixsql", *, create: bool = True,
+                 storage_options: t.Mapping[str, t.Any] | None = None, cache_dir: t.Any = _remote.Settings,
+                 cache_bytes: int | None = None) -> None:
+        changes: dict[str, t.Any] = {}
+        if storage_options is not None:
+            changes["storage_options"] = storage_options
+        if cache_dir is not _remote.Settings:
+            changes["cache_dir"] = None if cache_dir is None else os.fspath(cache_dir)
+        if cache_bytes is not None:
+            changes["cache_bytes"] = cache_bytes
+        if changes:
+            _remote.configure(**changes)
         self.catalog = Catalog(path, create=create)
 
     @property
@@ -379,6 +393,17 @@ def parse_param(item: str) -> tuple[str, t.Any]:
         return name.strip(), value
 
 
-def connect(path: str | os.PathLike[str] = ".mixsql", *, create: bool = True) -> Connection:
-    """Open the catalog in directory ``path`` (created if missing unless ``create=False``)."""
-    return Connection(path, create=create)
+def connect(path: str | os.PathLike[str] = ".mixsql", *, create: bool = True,
+            storage_options: t.Mapping[str, t.Any] | None = None, cache_dir: t.Any = _remote.Settings,
+            cache_bytes: int | None = None) -> Connection:
+    """Open the catalog in directory ``path`` (created if missing unless ``create=False``).
+
+    Data files may live in object stores (fsspec URLs such as ``s3://bucket/shards/*.parquet``):
+    ``storage_options`` (credentials, ``endpoint_url`` ...) are given to their filesystem, in this
+    process and the DataLoader workers of its torch datasets, and are never written anywhere; the
+    usual environment variables work too. Remote blocks are cached on local disk in ``cache_dir``
+    (default ``$MIXSQL_CACHE_DIR``, else ``~/.cache/mixsql/blocks``; None: no cache) under
+    ``cache_bytes`` (default 16 GiB), shared by every process on the machine.
+    """
+    return Connection(path, create=create, storage_options=storage_options, cache_dir=cache_dir,
+                      cache_bytes=cache_bytes)

@@ -34,9 +34,16 @@ class _Group(click.Group):
 @click.option("--catalog", "catalog", default=".mixsql", show_default=True, envvar="MIXSQL_CATALOG",
               type=click.Path(file_okay=False), help="Catalog directory (env MIXSQL_CATALOG).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--storage-option", "storage", multiple=True, metavar="KEY=VALUE",
+              help="An fsspec storage option for remote data files, e.g. endpoint_url=http://... (repeatable; "
+                   "never stored). VALUE is text; true/false, numbers and JSON objects are read as such, except "
+                   "for credentials.")
+@click.option("--cache-dir", default=None, metavar="DIR",
+              help="Local disk cache of remote blocks (default $MIXSQL_CACHE_DIR or ~/.cache/mixsql/blocks; "
+                   "'' for none).")
 @click.version_option(package_name="mixsql")
 @click.pass_context
-def main(ctx: click.Context, catalog: str, quiet: bool) -> None:
+def main(ctx: click.Context, catalog: str, quiet: bool, storage: tuple[str, ...], cache_dir: str | None) -> None:
     """mixsql: declare pre-training data mixtures in SQL.
 
     \b
@@ -45,11 +52,38 @@ def main(ctx: click.Context, catalog: str, quiet: bool) -> None:
     mixsql explain pretrain.mixsql               what the mixture will do
     mixsql shell                                 explore and try mixtures interactively
     """
-    ctx.obj = {"catalog": catalog, "quiet": quiet}
+    ctx.obj = {"catalog": catalog, "quiet": quiet, "storage": dict(_storage_option(item) for item in storage),
+               "cache_dir": cache_dir}
+
+
+CREDENTIALS = ("key", "secret", "token", "password", "username", "account_key", "sas_token", "session_token",
+               "aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+
+
+def _storage_option(item: str) -> tuple[str, t.Any]:
+    """KEY=VALUE: VALUE as text, or JSON where it reads as a flag, number or object (not for credentials)."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise MixSQLError(f"--storage-option {item.split('=', 1)[0]!r} is not KEY=VALUE",
+                          hint="e.g. --storage-option endpoint_url=http://127.0.0.1:9000")
+    name = name.strip()
+    if name.lower() in CREDENTIALS:
+        return name, value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return name, value
+    return name, parsed if isinstance(parsed, (bool, int, float, dict, list)) or parsed is None else value
 
 
 def _connect(ctx: click.Context, create: bool = False) -> Connection:
-    return Connection(ctx.obj["catalog"], create=create)
+    cache_dir = ctx.obj.get("cache_dir")
+    extra: dict[str, t.Any] = {}
+    if ctx.obj.get("storage"):
+        extra["storage_options"] = ctx.obj["storage"]
+    if cache_dir is not None:
+        extra["cache_dir"] = cache_dir or None
+    return Connection(ctx.obj["catalog"], create=create, **extra)
 
 
 def _planned(ctx: click.Context, mix: t.Any) -> t.Any:

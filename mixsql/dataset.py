@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import torch.utils.data
 
+from mixsql import remote
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
@@ -70,7 +71,8 @@ class MixDataset(torch.utils.data.IterableDataset):
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
         reader_columns = self.columns if packed is None else list(packed.fields)
-        Reader(plan, reader_columns).verify()  # columns, and every file unchanged since registration: now, not later
+        Reader(plan, reader_columns)  # the columns, now; each file is checked as a reader first opens it
+        self._remote = remote.settings()  # storage options and cache, for the DataLoader workers (in memory only)
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         if packed is not None:
             self._identity.update(packed.identity())
@@ -153,6 +155,8 @@ class MixDataset(torch.utils.data.IterableDataset):
         # Not a generator: the worker's position is set the moment its iterator exists, so a state
         # taken before its first batch (StatefulDataLoader's initial snapshot) already says which it is.
         worker_id, workers = world.worker()
+        if remote.settings() != self._remote:  # a spawned worker starts from the environment's
+            remote.configure(self._remote)
         resume = self._worker_resume
         if resume is not None:  # a StatefulDataLoader restoring this very worker
             if (resume["workers"], resume["worker"]) != (workers, worker_id):

@@ -1,20 +1,29 @@
 """File access through fsspec: expanding user paths, fingerprints, and (decompressed) byte streams.
 
-Every byte mixsql reads from a data file goes through here, so local paths, ``file://`` URLs and
-object stores share one code path. Compressed JSONL is decompressed with Arrow's native codecs.
+Every byte mixsql reads from a data file goes through here, so local paths, ``file://`` URLs,
+object stores and fsspec chained URLs (``simplecache::s3://...``) share one code path. Storage
+options (credentials, endpoints) come from ``remote.settings()`` and are applied to the URL's
+target filesystem; they are never part of a URL mixsql stores. Remote byte ranges go through
+``remote`` (retries, the disk cache, counters); a remote Parquet file's footer is read once per
+process, then only the column chunks a row group read needs. Compressed JSONL is decompressed with
+Arrow's native codecs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import re
 import typing as t
 
 import fsspec
 import numpy as np
 import fsspec.implementations.local
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from mixsql import remote
 from mixsql.errors import CatalogError, DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -31,6 +40,60 @@ class SourceFile:
     compression: str | None  # None | "gzip" | "zstd"
     size: int
     mtime: float | None
+    etag: str | None = None  # an object store's entity tag: changes with the content
+
+    @property
+    def version(self) -> str:
+        """What identifies this content of the file: its entity tag, else size and modification time."""
+        return version_of(self.size, self.mtime, self.etag)
+
+
+def version_of(size: int, mtime: float | None, etag: str | None) -> str:
+    return etag if etag else f"{size}:{mtime}"
+
+
+_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", re.IGNORECASE)
+
+
+def filesystem(url: str) -> tuple[t.Any, str]:
+    """(fsspec filesystem, path) for a URL, with this process's storage options given to the
+    filesystem the URL targets (the last link of a chained URL)."""
+    options = dict(remote.settings().storage_options)
+    if "::" in url:
+        target = url.rsplit("::", 1)[-1]
+        protocol = fsspec.core.split_protocol(target)[0] or "file"
+        return fsspec.core.url_to_fs(url, **({protocol: options} if options else {}))
+    if options and fsspec.core.split_protocol(url)[0] not in (None, "file", "local"):
+        return fsspec.core.url_to_fs(url, **options)
+    return fsspec.core.url_to_fs(url)
+
+
+def is_remote(url: str) -> bool:
+    """Whether a URL names something other than a local file (an object store, HTTP, a chain)."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    return "::" in url or protocol not in (None, "file", "local")
+
+
+def _canonical(raw: str, fs: t.Any, path: str) -> str:
+    """The URL of ``path`` found through ``raw``: a chained URL keeps its chain."""
+    if "::" in raw:
+        head = raw.rsplit("::", 1)[0]
+        inner = getattr(fs, "fs", fs)
+        return f"{head}::{inner.unstrip_protocol(path)}"
+    return fs.unstrip_protocol(path)
+
+
+def check_url(raw: str) -> None:
+    """Refuse what cannot be a data file's URL: credentials inside it, or a path into an archive."""
+    if _CREDENTIALS.match(raw):
+        raise CatalogError(f"{raw.split('@', 1)[-1]!r}: the URL carries credentials, which mixsql would store in "
+                           "the catalog and plans", hint="give them as storage options (--storage-option KEY=VALUE, "
+                                                         "API storage_options=) or in the environment")
+    if raw.startswith(("tar://", "zip://")) or "::tar://" in raw or "::zip://" in raw:
+        kind = raw.split("://", 1)[0].rsplit("::", 1)[-1]
+        raise CatalogError(f"{raw!r}: files inside a {kind} archive are not registered one by one",
+                           hint="register WebDataset .tar shards themselves (one sample per key); unpack other "
+                                "archives first")
 
 
 def file_format(url: str) -> tuple[str, str | None]:
@@ -47,10 +110,12 @@ def file_format(url: str) -> tuple[str, str | None]:
         return "npy", None
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl", compression
+    if name.endswith(".tar") and compression is None:
+        return "tar", None
     raise CatalogError(
         f"cannot tell the format of {url!r}",
-        hint="mixsql reads Parquet (.parquet), JSON lines (.jsonl, .ndjson, .json, optionally .gz or .zst) and "
-             "flat token arrays (.npy)",
+        hint="mixsql reads Parquet (.parquet), JSON lines (.jsonl, .ndjson, .json, optionally .gz or .zst), "
+             "flat token arrays (.npy) and WebDataset image-text shards (.tar)",
     )
 
 
@@ -68,30 +133,86 @@ def _mtime(info: dict[str, t.Any]) -> float | None:
     return None
 
 
-def describe(url: str) -> SourceFile:
-    """Fingerprint one file (size and modification time) as it is now."""
-    fs, path = fsspec.core.url_to_fs(url)
+def _etag(info: dict[str, t.Any]) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "content_md5"):
+        value = info.get(key)
+        if value:
+            return str(value).strip('"')
+    return None
+
+
+def _info(url: str) -> dict[str, t.Any]:
+    fs, path = filesystem(url)
+    missing = DataError(f"data file {url} is missing", file=url,
+                        hint="restore it, or register the dataset again with --replace")
+    if not is_remote(url):
+        try:
+            return fs.info(path)
+        except FileNotFoundError:
+            raise missing from None
+    remote._count(metadata_requests=1)
     try:
-        info = fs.info(path)
+        return remote.retried("look up", url, lambda: fs.info(path))
     except FileNotFoundError:
-        raise DataError(f"data file {url} is missing", file=url,
-                        hint="restore it, or register the dataset again with --replace") from None
+        raise missing from None
+    except PermissionError as e:
+        raise DataError(f"access to {url} was refused: {e}", file=url,
+                        hint="check the credentials (storage options or the environment)") from None
+
+
+def describe(url: str) -> SourceFile:
+    """Fingerprint one file (size, modification time, entity tag) as it is now."""
+    info = _info(url)
+    if info.get("type") == "directory":
+        raise DataError(f"{url} is a directory, not a data file", file=url)
     fmt, compression = file_format(url)
-    return SourceFile(url=url, format=fmt, compression=compression, size=int(info["size"]), mtime=_mtime(info))
+    return SourceFile(url=url, format=fmt, compression=compression, size=int(info["size"]), mtime=_mtime(info),
+                      etag=_etag(info) if is_remote(url) else None)
 
 
-def fingerprint(url: str) -> tuple[int, float | None]:
-    """(size, modification time) of a file now, as ``describe`` gives them; a plain ``stat`` for a
-    local file, since readers ask after every block."""
+def fingerprint(url: str) -> tuple[int, float | None, str | None]:
+    """(size, modification time, entity tag) of a file now, as ``describe`` gives them; a plain
+    ``stat`` for a local file, since readers ask after every block."""
     if url.startswith("file://"):
         try:
             st = os.stat(url[len("file://"):])
         except FileNotFoundError:
             raise DataError(f"data file {url} is missing", file=url,
                             hint="restore it, or register the dataset again with --replace") from None
-        return st.st_size, st.st_mtime
+        return st.st_size, st.st_mtime, None
     now = describe(url)
-    return now.size, now.mtime
+    return now.size, now.mtime, now.etag
+
+
+def describe_many(urls: t.Sequence[str]) -> dict[str, SourceFile]:
+    """Fingerprints of many files: one listing per directory of an object store, not one request
+    per file (a file the listing lacks is looked up alone)."""
+    out: dict[str, SourceFile] = {}
+    by_dir: dict[str, list[str]] = {}
+    for url in urls:
+        if is_remote(url) and "::" not in url:
+            by_dir.setdefault(url.rsplit("/", 1)[0], []).append(url)
+        else:
+            out[url] = describe(url)
+    for directory, members in by_dir.items():
+        listed: dict[str, dict[str, t.Any]] = {}
+        if len(members) > 1:
+            fs, path = filesystem(directory)
+            remote._count(metadata_requests=1)
+            try:
+                for info in remote.retried("list", directory, lambda: fs.ls(path, detail=True, refresh=True)):
+                    listed[fs.unstrip_protocol(info["name"])] = info
+            except (FileNotFoundError, DataError):
+                listed = {}
+        for url in members:
+            info = listed.get(url)
+            if info is None or info.get("type", "file") != "file" or "size" not in info:
+                out[url] = describe(url)
+                continue
+            fmt, compression = file_format(url)
+            out[url] = SourceFile(url=url, format=fmt, compression=compression, size=int(info["size"]),
+                                  mtime=_mtime(info), etag=_etag(info))
+    return out
 
 
 def expand(paths: t.Sequence[str]) -> list[str]:
@@ -106,20 +227,33 @@ def expand(paths: t.Sequence[str]) -> list[str]:
     seen: set[str] = set()
     for raw in paths:
         raw = str(raw)
-        fs, path = fsspec.core.url_to_fs(raw)
-        if any(ch in path for ch in "*?["):
-            found = [p for p in fs.glob(path) if fs.isfile(p)]
-        elif fs.isdir(path):
-            found = [p for p in fs.find(path) if _is_data_file(p)]
-        elif fs.exists(path):
-            found = [path]
-        else:
-            raise CatalogError(f"no such file or directory: {raw}", hint="check the path; globs must be quoted in a shell")
+        check_url(raw)
+        fs, path = filesystem(raw)
+
+        def lookup() -> list[str]:
+            if any(ch in path for ch in "*?["):
+                return [p for p in fs.glob(path) if fs.isfile(p)]
+            if fs.isdir(path):
+                return [p for p in fs.find(path) if _is_data_file(p)]
+            if fs.exists(path):
+                return [path]
+            raise CatalogError(f"no such file or directory: {raw}",
+                               hint="check the path (and for an object store the bucket and key); globs must be "
+                                    "quoted in a shell")
+
+        try:
+            found = remote.retried("list", raw, lookup) if is_remote(raw) else lookup()
+        except PermissionError as e:
+            raise CatalogError(f"access to {raw} was refused: {e}",
+                               hint="check the credentials (storage options or the environment)") from None
+        except (OSError, ValueError) as e:
+            raise CatalogError(f"cannot list {raw}: {type(e).__name__}: {e}",
+                               hint="check the URL, the endpoint and the credentials") from None
         if not found:
             raise CatalogError(f"{raw!r} matches no data file",
                                hint="mixsql reads *.parquet and *.jsonl[.gz|.zst] files")
         for p in sorted(found):
-            url = fs.unstrip_protocol(p)
+            url = _canonical(raw, fs, p)
             if url not in seen:
                 seen.add(url)
                 urls.append(url)
@@ -136,20 +270,27 @@ def _is_data_file(path: str) -> bool:
 
 def exists(url: str) -> bool:
     """Whether a file exists at ``url``."""
-    fs, path = fsspec.core.url_to_fs(url)
-    return bool(fs.isfile(path))
+    fs, path = filesystem(url)
+    try:
+        return bool(fs.isfile(path))
+    except (OSError, ValueError):
+        return False
 
 
 def open_binary(url: str) -> t.Any:
     """Open a file for reading (no decompression). fsspec resolves every URL; a local file is then
     opened with Arrow's native reader, which Parquet decodes from without Python calls per read."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     try:
         if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
             return pa.OSFile(path, "rb")
+        if is_remote(url):
+            return remote.retried("open", url, lambda: fs.open(path, "rb"))
         return fs.open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"data file {url} is missing", file=url) from None
+    except IsADirectoryError:
+        raise DataError(f"{url} is a directory, not a data file", file=url) from None
 
 
 def open_stream(url: str, compression: str | None) -> pa.NativeFile:
@@ -162,24 +303,194 @@ def open_stream(url: str, compression: str | None) -> pa.NativeFile:
     return pa.CompressedInputStream(raw, compression)
 
 
-def read_range(url: str, start: int, end: int) -> bytes:
-    """Bytes [start, end) of a file."""
-    fs, path = fsspec.core.url_to_fs(url)
-    try:
-        with fs.open(path, "rb") as fh:
-            fh.seek(start)
-            return fh.read(end - start)
-    except FileNotFoundError:
-        raise DataError(f"data file {url} is missing", file=url) from None
+def read_range(url: str, start: int, end: int, version: str | None = None) -> bytes:
+    """Bytes [start, end) of a file (``version``: its registered version, which keys the cache)."""
+    return read_ranges(url, [start], [end], version)[0]
 
 
-def read_ranges(url: str, starts: t.Sequence[int], ends: t.Sequence[int]) -> list[bytes]:
-    """Bytes [starts[i], ends[i]) of a file, fetched together (concurrently on object stores)."""
-    fs, path = fsspec.core.url_to_fs(url)
+def read_ranges(url: str, starts: t.Sequence[int], ends: t.Sequence[int], version: str | None = None) -> list[bytes]:
+    """Bytes [starts[i], ends[i]) of a file, fetched together: concurrently on object stores,
+    through the disk cache when ``version`` is given, retried on transient errors."""
+    starts, ends = [int(s) for s in starts], [int(e) for e in ends]
+    if not is_remote(url):
+        with open_binary(url) as fh:
+            out = []
+            for s, e in zip(starts, ends):
+                fh.seek(s)
+                out.append(fh.read(e - s))
+            return out
+    store = remote.cache() if version is not None else None
+    if store is None:
+        return _fetch(url, starts, ends)
+    keys = [store.key(url, version, s, e) for s, e in zip(starts, ends)]  # type: ignore[arg-type]
+    got: list[bytes | None] = [store.get(k, e - s) for k, s, e in zip(keys, starts, ends)]
+    hits = [g for g in got if g is not None]
+    if hits:
+        remote._count(cache_hits=len(hits), cache_bytes=sum(len(g) for g in hits))
+    missing = [i for i, g in enumerate(got) if g is None]
+    if not missing:
+        return got  # type: ignore[return-value]
+    mine, theirs = store.claim([keys[i] for i in missing])
+    claimed = set(mine)
     try:
-        return fs.cat_ranges([path] * len(starts), list(starts), list(ends))
-    except FileNotFoundError:
-        raise DataError(f"data file {url} is missing", file=url) from None
+        fetch = [i for i in missing if keys[i] in claimed]
+        if fetch:
+            for i, blob in zip(fetch, _fetch(url, [starts[i] for i in fetch], [ends[i] for i in fetch])):
+                got[i] = blob
+                store.put(keys[i], blob)
+    finally:
+        store.release(mine)
+    for i in missing:
+        if got[i] is None:  # another process was fetching it
+            got[i] = store.wait(keys[i], ends[i] - starts[i])
+            if got[i] is None:
+                got[i] = _fetch(url, [starts[i]], [ends[i]])[0]
+            else:
+                remote._count(cache_hits=1, cache_bytes=len(got[i]))  # type: ignore[arg-type]
+    return got  # type: ignore[return-value]
+
+
+def _fetch(url: str, starts: list[int], ends: list[int]) -> list[bytes]:
+    """Ranges of a remote file over the network, concurrently; the failed ones retried."""
+    fs, path = filesystem(url)
+    out: list[t.Any] = [None] * len(starts)
+    todo = list(range(len(starts)))
+
+    def attempt() -> None:
+        nonlocal todo
+        remote._count(requests=len(todo))
+        try:
+            got = fs.cat_ranges([path] * len(todo), [starts[i] for i in todo], [ends[i] for i in todo])
+        except FileNotFoundError:
+            raise DataError(f"data file {url} is missing", file=url,
+                            hint="restore it, or register the dataset again with --replace") from None
+        failed = []
+        for i, blob in zip(todo, got):
+            if isinstance(blob, BaseException):
+                if isinstance(blob, FileNotFoundError):
+                    raise DataError(f"data file {url} is missing", file=url,
+                                    hint="restore it, or register the dataset again with --replace")
+                if not remote.transient(blob):
+                    raise blob
+                failed.append((i, blob))
+            else:
+                out[i] = blob
+                remote._count(bytes_fetched=len(blob))
+        todo = [i for i, _ in failed]
+        if failed:
+            raise failed[0][1]
+
+    try:
+        remote.retried("read", url, attempt)
+    except PermissionError as e:
+        raise DataError(f"access to {url} was refused: {e}", file=url,
+                        hint="check the credentials (storage options or the environment)") from None
+    for i, blob in enumerate(out):
+        if len(blob) != ends[i] - starts[i]:
+            raise DataError(f"{url} is shorter than when it was registered (bytes {starts[i]}-{ends[i]})", file=url,
+                            hint="register the dataset again with --replace")
+    return out
+
+
+class _Ranges(io.RawIOBase):
+    """A file of which only some byte ranges are known: what a Parquet read of known column chunks
+    is given instead of a network file, so it issues no request of its own."""
+
+    def __init__(self, url: str, size: int, parts: dict[int, bytes]) -> None:
+        self.url, self._size, self._pos = url, size, 0
+        self._starts = sorted(parts)
+        self._parts = parts
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._size + offset
+        return self._pos
+
+    def readinto(self, buffer: t.Any) -> int:
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        import bisect
+
+        i = bisect.bisect_right(self._starts, self._pos) - 1
+        if i >= 0:
+            start = self._starts[i]
+            part = self._parts[start]
+            if self._pos + want <= start + len(part):
+                buffer[:want] = part[self._pos - start: self._pos - start + want]
+                self._pos += want
+                return want
+        raise DataError(f"{self.url}: the Parquet reader asked for bytes {self._pos}-{self._pos + want}, outside the "
+                        "column chunks its footer names; the file is corrupt or changed", file=self.url)
+
+
+FOOTER_READ = 64 << 10  # the tail fetched first: the footer of most files in one request
+MAX_GAP = 4096  # column chunks this close are fetched as one range
+
+
+class RemoteParquet:
+    """A remote Parquet file: its footer fetched once, then a row group's needed column chunks in
+    one concurrent fetch (through the cache). Thread-safe; what ``pq.ParquetFile`` offers here."""
+
+    def __init__(self, url: str, size: int, version: str) -> None:
+        self.url, self.size, self.version = url, size, version
+        tail = read_range(url, max(0, size - FOOTER_READ), size, version)
+        if len(tail) < 8 or tail[-4:] != b"PAR1":
+            raise DataError(f"{url} is not a Parquet file (no footer)", file=url)
+        footer = int.from_bytes(tail[-8:-4], "little") + 8
+        if footer > len(tail):
+            tail = read_range(url, max(0, size - footer), size, version)
+        self._tail = {size - len(tail): tail}
+        try:
+            self.metadata = pq.read_metadata(_Ranges(url, size, self._tail))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{url} is not a readable Parquet file: {e}", file=url) from None
+        self.schema_arrow = self.metadata.schema.to_arrow_schema()
+        self._leaves = [self.metadata.schema.column(i).path.split(".")[0] for i in range(self.metadata.num_columns)]
+
+    def chunk_ranges(self, g: int, columns: t.Sequence[str]) -> list[tuple[int, int]]:
+        """Byte ranges of row group g's chunks of ``columns``, adjacent ones merged."""
+        rg = self.metadata.row_group(g)
+        wanted = set(columns)
+        spans = []
+        for i, top in enumerate(self._leaves):
+            if top not in wanted:
+                continue
+            col = rg.column(i)
+            start = col.data_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset is not None and 0 < col.dictionary_page_offset:
+                start = min(start, col.dictionary_page_offset)
+            spans.append((start, start + col.total_compressed_size))
+        spans.sort()
+        merged: list[list[int]] = []
+        for s, e in spans:
+            if merged and s - merged[-1][1] <= MAX_GAP:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        return [(s, e) for s, e in merged]
+
+    def read_row_group(self, g: int, columns: t.Sequence[str], use_threads: bool = False) -> pa.Table:
+        ranges = self.chunk_ranges(g, columns)
+        blobs = read_ranges(self.url, [s for s, _ in ranges], [e for _, e in ranges], self.version)
+        parts = dict(self._tail)
+        parts.update({s: b for (s, _), b in zip(ranges, blobs)})
+        pf = pq.ParquetFile(_Ranges(self.url, self.size, parts), metadata=self.metadata)
+        return pf.read_row_group(g, columns=list(columns), use_threads=use_threads)
+
+    def close(self) -> None:
+        pass
 
 
 NPY_FIELD = "token_ids"  # the content field of a flat token array's documents

@@ -358,7 +358,7 @@ def plan_files(engine: Engine, datasets: t.Sequence[str]) -> tuple[list[dict[str
         for r in registered[dataset]:
             files.append({"index": len(files), "dataset": dataset, "file_id": r["file_id"], "url": r["url"],
                           "format": r["format"], "compression": r["compression"], "size": r["size"],
-                          "mtime": r["mtime"], "row_groups": r["row_groups"]})
+                          "mtime": r["mtime"], "row_groups": r["row_groups"], "etag": r.get("etag")})
     return files, base, registered
 
 

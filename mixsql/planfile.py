@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
+from mixsql.fs import version_of
 from mixsql.world import partition_indices
 
 PLAN_FORMAT = 10  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
@@ -48,6 +49,12 @@ class PlanFile:
     size: int
     mtime: float | None
     row_groups: tuple[int, ...] | None
+    etag: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The registered version of the file's content (keys cached blocks of it)."""
+        return version_of(self.size, self.mtime, self.etag)
 
     @functools.cached_property
     def row_group_starts(self) -> np.ndarray:
@@ -99,7 +106,8 @@ class CompiledPlan:
         self.samples: int = self.meta["stream_samples"]
         self.pool_start = np.asarray(self.meta["pool_starts"], dtype=np.int64)  # [component, partition]
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
-        self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None})
+        self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None,
+                                  "etag": f.get("etag")})
                       for f in self.meta["files"]]
 
     def follow(self, log: t.Sequence[tuple[int, t.Sequence[int]]]) -> None:

@@ -10,10 +10,16 @@ once, and only the records the plan takes from it are kept until they have been 
   with the dataset's registered schema, which also restricts parsing to the requested fields.
 - Compressed JSONL: one sequential decompression per window, stopping after the last record needed.
 
-Files are checked against their registered size and modification time before first use and
-after every block read from them (a file edited while a run streams is caught at its next block); a
-changed or missing file, or a record that does not parse, is a ``DataError`` naming file and row.
-Records become Python objects only when ``Reader.read`` is asked for them.
+Files are checked against their registered size, modification time and (on object stores) entity
+tag before first use; a local file also after every block read from it (a file edited while a run
+streams is caught at its next block), a remote one again whenever a block of it fails to decode (a
+request per block would cost more than the block). A changed or missing file, or a record that does
+not parse, is a ``DataError`` naming file and row. Records become Python objects only when
+``Reader.read`` is asked for them.
+
+Remote files (``fs.is_remote``) are read in byte ranges through ``fs.read_ranges`` (retries, the
+shared disk cache); their next row groups are fetched by ``remote.settings().read_ahead`` threads
+while the current ones are used, so a request's latency is hidden behind the stream's own work.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
+from mixsql import remote
 from mixsql.fs import NPY_FIELD, npy_header
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan, PlanFile
@@ -118,6 +125,9 @@ class Reader:
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
+        self._remote = [mfs.is_remote(info.url) for info in plan.files]
+        self._remote_parquet: dict[int, mfs.RemoteParquet] = {}  # shared by the read-ahead threads
+        self._remote_lock = threading.Lock()
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -136,9 +146,9 @@ class Reader:
     # -- public ----------------------------------------------------------------------------------
 
     def verify(self) -> None:
-        """Check every file of the plan against its registration (size, modification time) now."""
-        for info in self.plan.files:
-            self._check(info)
+        """Check every file of the plan against its registration (size, modification time, entity tag) now."""
+        verify_files(self.plan)
+        self._checked.update(range(len(self.plan.files)))
 
     def read(self, rows: np.ndarray) -> pa.Table:
         """The records of plan ``rows`` in that order, with the requested columns and ``component_id``."""
@@ -218,14 +228,16 @@ class Reader:
                 if key in self._sources or key in self._ahead:
                     continue
                 if self._ahead_pool is None:
-                    self._ahead_pool = concurrent.futures.ThreadPoolExecutor(READ_AHEAD_THREADS,
-                                                                             thread_name_prefix="mixsql-read")
+                    threads = remote.settings().read_ahead if any(self._remote) else READ_AHEAD_THREADS
+                    self._ahead_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mixsql-read")
                 self._ahead[key] = self._ahead_pool.submit(self._read_ahead, info, g, self._group_columns(info))
         while len(self._ahead) > 256:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
 
     def _read_ahead(self, info: PlanFile, g: int, columns: list[str]) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""
+        if self._remote[info.index]:
+            return self._remote_file(info).read_row_group(g, columns=columns, use_threads=False)
         files = getattr(self._ahead_files, "files", None)
         if files is None:
             files = self._ahead_files.files = collections.OrderedDict()
@@ -375,22 +387,14 @@ class Reader:
         if table is not None:
             self._source_bytes -= table.nbytes
 
-    def _check(self, info: PlanFile, *, again: bool = False) -> None:
-        """The file is as registered (size, modification time): before its first use, and ``again``
-        after every block read from it, so a file edited while a run streams is an error, never
-        samples of other data under the registered labels."""
-        if info.index in self._checked and not again:
+    def _check(self, info: PlanFile, *, again: bool = False, failed: bool = False) -> None:
+        """The file is as registered (size, modification time, entity tag): before its first use,
+        and ``again`` after every block read from it (a local file; a remote one only when a block
+        ``failed``), so a file edited while a run streams is an error, never samples of other data
+        under the registered labels."""
+        if info.index in self._checked and not (again and (failed or not self._remote[info.index])):
             return
-        try:
-            size, mtime = mfs.fingerprint(info.url)
-        except DataError as e:
-            raise DataError(f"{e.message}; it was registered as part of dataset {info.dataset!r}", file=info.url,
-                            hint=f"restore it, or register dataset {info.dataset!r} again with --replace") from None
-        if size != info.size or (info.mtime is not None and mtime is not None and mtime != info.mtime):
-            raise DataError(
-                f"data file {info.url} changed since it was registered (size {info.size} -> {size}, "
-                f"modified {info.mtime} -> {mtime})", file=info.url,
-                hint=f"register dataset {info.dataset!r} again with --replace, then plan again")
+        check_file(info)
         self._checked.add(info.index)
 
     def _conform(self, table: pa.Table, dataset: str) -> pa.Table:
@@ -407,7 +411,17 @@ class Reader:
 
     # -- Parquet -----------------------------------------------------------------------------------
 
-    def _parquet_file(self, info: PlanFile) -> pq.ParquetFile:
+    def _remote_file(self, info: PlanFile) -> mfs.RemoteParquet:
+        """A remote Parquet file, its footer read once per process (threads share it)."""
+        with self._remote_lock:
+            pf = self._remote_parquet.get(info.index)
+            if pf is None:
+                pf = self._remote_parquet[info.index] = mfs.RemoteParquet(info.url, info.size, info.version)
+            return pf
+
+    def _parquet_file(self, info: PlanFile) -> t.Any:
+        if self._remote[info.index]:
+            return self._remote_file(info)
         pf = self._parquet.get(info.index)
         if pf is None:
             try:
@@ -449,7 +463,7 @@ class Reader:
             else:
                 table = self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
-            self._check(info, again=True)  # a file that changed says so, rather than "cannot decode"
+            self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
                             row=int(info.row_group_starts[g])) from None
         self.stats.decode_seconds += time.perf_counter() - began
@@ -466,8 +480,12 @@ class Reader:
         range when sparse), as a list column without a Python object per token."""
         header = self._npy_headers.get(info.index)
         if header is None:
-            with mfs.open_binary(info.url) as fh:
+            if self._remote[info.index]:
+                fh = io.BytesIO(mfs.read_range(info.url, 0, min(info.size, 4096), info.version))
                 header = self._npy_headers[info.index] = npy_header(fh, info.url)[:2]
+            else:
+                with mfs.open_binary(info.url) as fh:
+                    header = self._npy_headers[info.index] = npy_header(fh, info.url)[:2]
         base, dtype = header
         size = dtype.itemsize
         order = np.argsort(offsets, kind="stable")
@@ -476,7 +494,7 @@ class Reader:
         chunks = self._plain_ranges(info, starts, ends)
         values = np.frombuffer(b"".join(chunks), dtype=dtype)
         if len(values) * size != int((ends - starts).sum()):
-            self._check(info, again=True)
+            self._check(info, again=True, failed=True)
             raise DataError(f"{info.url} is shorter than when it was registered", file=info.url)
         back = np.empty(len(order), dtype=np.int64)
         back[order] = np.arange(len(order))
@@ -507,12 +525,12 @@ class Reader:
         span = int(ends[-1] - starts[0])
         if span <= DENSE_SPAN * needed:  # one read of the whole span beats many small ones
             base = int(starts[0])
-            blob = mfs.read_range(info.url, base, base + span)
+            blob = mfs.read_range(info.url, base, base + span, info.version)
             records = [blob[s - base: e - base] for s, e in zip(starts.tolist(), ends.tolist())]
             self.stats.jsonl_ranges += 1
             self.stats.bytes_decoded += span
         else:
-            records = mfs.read_ranges(info.url, starts.tolist(), ends.tolist())
+            records = mfs.read_ranges(info.url, starts.tolist(), ends.tolist(), info.version)
             self.stats.jsonl_ranges += len(starts)
             self.stats.bytes_decoded += needed
         self._check(info, again=True)
@@ -569,6 +587,7 @@ class Reader:
                                      parse_options=pajson.ParseOptions(explicit_schema=wanted,
                                                                        unexpected_field_behavior="ignore"))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            self._check(info, again=True, failed=True)
             raise self._bad_record(info, records, rows, str(e)) from None
         if table.num_rows != len(records):
             raise self._bad_record(info, records, rows, f"{table.num_rows} records parsed from {len(records)} lines")
@@ -587,3 +606,32 @@ class Reader:
                                  "registered or is corrupt", file=info.url, row=int(row),
                                  hint=f"register dataset {info.dataset!r} again with --replace")
         return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)
+
+
+def verify_files(plan: CompiledPlan) -> None:
+    """Every file of the plan as registered, now: once per compile in the process that compiles (one
+    listing per directory of an object store); readers then check each file as they first open it."""
+    urls = [info.url for info in plan.files]
+    try:
+        now = mfs.describe_many(urls)
+    except DataError:
+        now = {}
+    for info in plan.files:
+        check_file(info, now.get(info.url))
+
+
+def check_file(info: PlanFile, now: mfs.SourceFile | None = None) -> None:
+    """A DataError unless the file is now as it was registered (size, modification time, entity tag)."""
+    try:
+        if now is None and mfs.is_remote(info.url):
+            now = mfs.describe(info.url)
+        size, mtime, etag = (now.size, now.mtime, now.etag) if now is not None else mfs.fingerprint(info.url)
+    except DataError as e:
+        raise DataError(f"{e.message}; it was registered as part of dataset {info.dataset!r}", file=info.url,
+                        hint=f"restore it, or register dataset {info.dataset!r} again with --replace") from None
+    changed_tag = info.etag is not None and etag is not None and etag != info.etag
+    if size != info.size or changed_tag or (info.mtime is not None and mtime is not None and mtime != info.mtime):
+        what = f"entity tag {info.etag} -> {etag}" if changed_tag else f"modified {info.mtime} -> {mtime}"
+        raise DataError(
+            f"data file {info.url} changed since it was registered (size {info.size} -> {size}, {what})",
+            file=info.url, hint=f"register dataset {info.dataset!r} again with --replace, then plan again")

@@ -34,7 +34,7 @@ def test_describe_expand_and_read(tmp_path: Path) -> None:
         fs.expand([str(tmp_path / "nope.jsonl")])
     src = fs.describe(urls[0])
     assert (src.format, src.size, src.mtime) == ("jsonl", a.stat().st_size, a.stat().st_mtime)
-    assert fs.fingerprint(urls[0]) == (src.size, src.mtime)  # the local fast path agrees with fsspec
+    assert fs.fingerprint(urls[0]) == (src.size, src.mtime, None)  # the local fast path agrees with fsspec
     assert fs.read_range(urls[0], 10, 13) == b"one"
     assert fs.read_ranges(urls[0], [10, 26], [13, 29]) == [b"one", b"two"]
     with fs.open_stream(urls[1], "gzip") as stream:

@@ -202,8 +202,12 @@ def test_changed_data_is_detected_at_start_up(tmp_path: Path, data_copy: Path) -
     mix.plan()
     victim = sorted((data_copy / "parquet").glob("*.parquet"))[-1]
     victim.write_bytes(victim.read_bytes() + b"\0")
+    with pytest.raises(DataError) as e:  # planning checks every file, once
+        con.mix(STATEMENT).torch_dataset(batch_size=4, columns=["id"])
+    assert victim.name in e.value.message and "changed since it was registered" in e.value.message
+    dataset = mix.torch_dataset(batch_size=4, columns=["id"])  # planned before: each reader checks as it opens
     with pytest.raises(DataError) as e:
-        mix.torch_dataset(batch_size=4, columns=["id"])
+        list(dataset)
     assert victim.name in e.value.message and "changed since it was registered" in e.value.message
 
 

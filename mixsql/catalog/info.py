@@ -46,14 +46,15 @@ class DatasetInfo:
         table = pq.read_table(self.files_path)
         return [
             mfs.SourceFile(url=r["url"], format=r["format"], compression=r["compression"], size=r["size"],
-                           mtime=r["mtime"])
+                           mtime=r["mtime"], etag=r.get("etag"))
             for r in table.to_pylist()
         ]
 
 
 FILES_SCHEMA = pa.schema([("file_id", pa.int32()), ("url", pa.string()), ("format", pa.string()),
                           ("compression", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
-                          ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64()))])
+                          ("rows", pa.int64()), ("row_groups", pa.list_(pa.int64())),
+                          ("etag", pa.string())])
 
 
 def known(datasets: t.Mapping[str, t.Any]) -> str:

@@ -61,6 +61,10 @@ class Catalog:
     """Open (and create if missing) the catalog in ``path``."""
 
     def __init__(self, path: str | os.PathLike[str] = ".mixsql", *, create: bool = True) -> None:
+        if "://" in os.fspath(path) or "::" in os.fspath(path):
+            raise CatalogError(f"the catalog must be a local directory, not {os.fspath(path)!r}",
+                               hint="keep the catalog on a local (or shared POSIX) filesystem; the data files it "
+                                    "indexes may be in object stores (register s3://... URLs)")
         self.path = Path(path).expanduser().absolute()
         self._index_path = self.path / "catalog.json"
         if not self._index_path.exists():
@@ -388,7 +392,8 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         pq.write_table(table, part, compression="zstd")
         parts.append((url, part, table.schema))
         file_rows.append({"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
-                          "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups})
+                          "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
+                          "etag": src.etag})
     if progress is not None:
         progress(len(urls), len(urls), "writing the catalog tables")
     schema = scan.unify([(u, s) for u, _, s in parts])
@@ -415,7 +420,8 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     pq.write_table(pa.Table.from_pylist(file_rows, schema=FILES_SCHEMA), tmp / "files.parquet")
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
-        "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] for r in file_rows],
+        "files": [[r["url"], r["size"], r["mtime"], r["format"], r["compression"]] + ([r["etag"]] if r["etag"] else [])
+                  for r in file_rows],
         "tokenizer": tok.fingerprint if tok is not None else None, "token_ids": field if ids else None,
         "separator": npy_eos,
     }, sort_keys=True)
