@@ -23,6 +23,8 @@ demo: $(STAMP)
 	rm -rf $(CATALOG)
 	$(BIN)/mixsql --catalog $(CATALOG) register corpus 'sample_data/parquet/*.parquet' --tokenizer sample_data/tokenizer.json
 	$(BIN)/mixsql --catalog $(CATALOG) register corpus_jsonl 'sample_data/jsonl/*.jsonl*'
+	$(BIN)/mixsql --catalog $(CATALOG) register images sample_data/images/webdataset/
+	$(BIN)/mixsql --catalog $(CATALOG) register pairs sample_data/images/parquet/
 	$(BIN)/mixsql --catalog $(CATALOG) sql "SELECT domain, language, count(*) AS samples FROM corpus GROUP BY ALL ORDER BY samples DESC LIMIT 12"
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 6 --columns component,language,origin,text
@@ -30,6 +32,8 @@ demo: $(STAMP)
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/tokens.mixsql --seq-len 512 --pack component
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/curriculum.mixsql --param min_quality=0.3
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/curriculum.mixsql --param min_quality=0.3 -n 4 --columns component,quality,text
+	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/vlm.mixsql
+	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/vlm.mixsql -n 6 --columns component,key,image_format,image_bytes,aesthetic,caption,text
 
 example: $(STAMP)
 	$(BIN)/torchrun --nproc-per-node 2 examples/train.py --config examples/configs/tiny_ado.yaml --out runs/ado --plot
@@ -42,6 +46,7 @@ golden-update: $(STAMP)
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/build.py
+	$(BIN)/python sample_data/build_images.py
 
 clean:
 	rm -rf $(VENV) $(CATALOG) *.egg-info .pytest_cache

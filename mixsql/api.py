@@ -129,10 +129,11 @@ class Mix:
         return _export.export(self.plan(), directory)
 
     def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
-                component: str = "name", log: t.Any = None) -> t.Iterator[dict[str, t.Any]]:
+                component: str = "name", log: t.Any = None, images: str = "bytes") -> t.Iterator[dict[str, t.Any]]:
         """The stream in plan order, in this process: dicts of the record's fields plus ``component``.
 
         ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
+        Image fields are their encoded bytes, or with ``images="pil"`` / ``"tensor"`` decoded (Pillow).
         An adaptive mixture follows the weight log ``log`` (see ``lineage``); without one, its prior weights.
         """
         _check_limit(limit)
@@ -141,7 +142,7 @@ class Mix:
         plan = self.plan()
         if log is not None or plan.adapt is not None:
             plan = self._replayed(plan, log)
-        reader = Reader(plan, columns)
+        reader = Reader(plan, columns, images=images)
         end = len(plan) if limit is None else min(limit, len(plan))
         step = READ_SAMPLES
         for start in range(0, end, step):
@@ -151,7 +152,7 @@ class Mix:
                       columns: t.Sequence[str] | None = None, *, component: str = "name",
                       start_step: int = 0, seq_len: int | None = None, tokenizer: t.Any = None,
                       eos: str | int | None = None, bos: str | int | None = None,
-                      pack: str = "mixed", batched: bool = False) -> "MixDataset":
+                      pack: str = "mixed", batched: bool = False, images: str = "bytes") -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
@@ -162,13 +163,13 @@ class Mix:
         fills every sequence from one component (``packing``). With ``batched=True``
         the dataset yields whole batches itself (pass ``batch_size=None`` to the DataLoader): no
         DataLoader batch size can then disagree with the dataset's, and a batch crosses the worker
-        queue as one item.
+        queue as one item. ``images="pil"``/``"tensor"`` decodes image fields in the workers.
         """
         from mixsql.dataset import MixDataset
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
                           columns=columns, component=component, start_step=start_step, seq_len=seq_len,
-                          tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched)
+                          tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched, images=images)
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
                bos: str | int | None = None, pack: str = "mixed") -> "PackedPlan":
@@ -296,16 +297,19 @@ class Connection:
 
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
                  content: t.Sequence[str] | None = None, tokenizer: t.Any = None, tokens: str | None = None,
-                 eos: str | int | None = None, progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+                 eos: str | int | None = None, images: t.Sequence[str] | None = None,
+                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
         ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
         tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``; with
         ``tokens`` too, that field holds the samples' token ids, used without tokenizing. Flat token
-        arrays (``.npy``) register one sample per document (split at the tokenizer's EOS, or ``eos``)."""
+        arrays (``.npy``) register one sample per document (split at the tokenizer's EOS, or ``eos``).
+        WebDataset shards (``.tar``) register one image-text sample per key; in Parquet, ``images``
+        names the columns of encoded images (default: byte columns named image, jpg, png ...)."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
-                                     tokenizer=tokenizer, tokens=tokens, eos=eos, progress=progress)
+                                     tokenizer=tokenizer, tokens=tokens, eos=eos, images=images, progress=progress)
 
     def tokenize(self, dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *, column: str = "token_ids",
                  progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:

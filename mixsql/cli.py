@@ -156,19 +156,23 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
               help="A column of token ids (list of integers) to use as they are; needs --tokenizer.")
 @click.option("--eos", default=None, metavar="TOKEN",
               help="The separator of documents in .npy token arrays (default: the tokenizer's end-of-text token).")
+@click.option("--images", default=None, metavar="COLUMNS",
+              help="Comma-separated Parquet columns of encoded images [default: byte columns named image, jpg, png ...].")
 @click.pass_context
 def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str | None,
-             tokenizer: str | None, tokens: str | None, eos: str | None) -> None:
-    """Index JSONL (.jsonl, .gz, .zst), Parquet and flat token array (.npy) files as dataset NAME.
+             tokenizer: str | None, tokens: str | None, eos: str | None, images: str | None) -> None:
+    """Index JSONL (.jsonl, .gz, .zst), Parquet, flat token array (.npy) and WebDataset image-text
+    (.tar) files as dataset NAME.
 
-    PATHS are files, quoted globs, directories or fsspec URLs (file://...). The catalog keeps
-    pointers and properties, never the content; a failed registration changes nothing.
+    PATHS are files, quoted globs, directories or fsspec URLs (file://..., s3://...). The catalog
+    keeps pointers and properties, never the content; a failed registration changes nothing.
     """
     con = _connect(ctx, create=True)
     fields = [c.strip() for c in content.split(",") if c.strip()] if content is not None else None
+    image_columns = [c.strip() for c in images.split(",") if c.strip()] if images is not None else None
     with _bar(ctx, f"registering {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
-                            eos=_token(eos), progress=progress)
+                            eos=_token(eos), images=image_columns, progress=progress)
     import pyarrow.parquet as pq
 
     rows = pq.read_table(info.files_path, columns=["rows"]).column("rows").to_pylist()

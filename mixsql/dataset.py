@@ -39,8 +39,9 @@ class MixDataset(torch.utils.data.IterableDataset):
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
                  component: str = "name", start_step: int = 0, seq_len: int | None = None,
                  tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None,
-                 pack: str = "mixed", batched: bool = False) -> None:
+                 pack: str = "mixed", batched: bool = False, images: str = "bytes") -> None:
         super().__init__()
+        self.images = images
         if not isinstance(batched, bool):
             raise MixSQLError(f"batched must be True or False, not {batched!r}")
         self.batched = batched
@@ -71,7 +72,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
         reader_columns = self.columns if packed is None else list(packed.fields)
-        Reader(plan, reader_columns)  # the columns, now; each file is checked as a reader first opens it
+        Reader(plan, reader_columns, images=images)  # the columns, now; each file is checked as first opened
         self._remote = remote.settings()  # storage options and cache, for the DataLoader workers (in memory only)
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         if packed is not None:
@@ -173,7 +174,7 @@ class MixDataset(torch.utils.data.IterableDataset):
     def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
         packed = self._packed(plan)
-        reader = Reader(plan, self.columns if packed is None else list(packed.fields))
+        reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images)
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known

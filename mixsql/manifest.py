@@ -239,7 +239,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C)) if spec.capacity is None \
             else [per[q] for per in spec.capacity]  # ADAPT: whatever the weights will ask
     files, base, registered = plan_files(engine, datasets)
-    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
+    byte_ranges = any(f["format"] in ("jsonl", "npy", "tar") for f in files)
     token_info, tokens_missing = token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
              and (token_info is not None or n != "tokens")]
@@ -316,7 +316,8 @@ def dataset_info(engine: Engine, datasets: t.Sequence[str]) -> dict[str, dict[st
         info = engine.dataset(d)
         tok = info.tokenizer or {}
         out[d] = {"content": list(info.content), "record_schema": info.record_schema_b64,
-                  "token_field": tok.get("field"), "token_kind": tok.get("kind", "text") if tok else None}
+                  "token_field": tok.get("field"), "token_kind": tok.get("kind", "text") if tok else None,
+                  "images": list(info.images)}
     return out
 
 

@@ -100,7 +100,12 @@ class Reader:
     """
 
     def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, images: str = "bytes") -> None:
+        from mixsql.images import check_decoding
+
+        check_decoding(images)
+        self.images = images  # encoded image fields as bytes, or decoded ("pil", "tensor")
+        self._image_fields = {d: set(i.get("images", ())) for d, i in plan.dataset_info.items()}
         self.plan = plan
         self.schemas = {d: pa.ipc.read_schema(pa.py_buffer(base64.b64decode(i["record_schema"])))
                         for d, i in plan.dataset_info.items()}
@@ -189,10 +194,21 @@ class Reader:
                 out[slot] = record
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
+        if self.images != "bytes":
+            self._decode_images(out, rows)
         names = self.plan.names if component == "name" else range(len(self.plan.names))
         for record, cid in zip(out, self.plan.component[rows].tolist()):
             record["component"] = names[cid]
         return out
+
+    def _decode_images(self, records: list[dict[str, t.Any]], rows: np.ndarray) -> None:
+        from mixsql.images import decode
+
+        for record, f, row in zip(records, self.plan.file[rows].tolist(), self.plan.row[rows].tolist()):
+            info = self.plan.files[f]
+            for name in self._image_fields.get(info.dataset, ()):
+                if name in record:
+                    record[name] = decode(record[name], self.images, info.url, int(row), name)
 
     def id_views(self, rows: np.ndarray, field: str) -> list[np.ndarray]:
         """The token ids of a ``list<integer>`` column for plan ``rows``, in that order: NumPy views of
@@ -328,7 +344,7 @@ class Reader:
                 key = (info.format, f, w)
                 ids[mine] = self._key_id(key)
                 locs[mine] = np.arange(len(mine))
-                read = self._npy_rows if info.format == "npy" else self._jsonl_rows
+                read = {"npy": self._npy_rows, "tar": self._tar_rows}.get(info.format, self._jsonl_rows)
                 self._store(key, read(info, self.plan.row[rows[mine]], self.plan.byte_offset[rows[mine]],
                                       self.plan.byte_length[rows[mine]]))
         for key_id, at in _by_value(ids):
@@ -404,6 +420,8 @@ class Reader:
             field = self._field(name)
             if name in table.column_names:
                 col = table.column(name)
+                if pa.types.is_struct(col.type) and pa.types.is_binary(field.type):  # an image as {bytes, path}
+                    col = pa.compute.struct_field(col, "bytes")
                 cols.append(col if col.type == field.type else col.cast(field.type))
             else:
                 cols.append(pa.nulls(table.num_rows, field.type))
@@ -505,6 +523,31 @@ class Reader:
         column = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)),
                                           pa.array(values[index]))
         return self._conform(pa.table({NPY_FIELD: column}), info.dataset)
+
+    # -- WebDataset shards ---------------------------------------------------------------------------
+
+    def _tar_rows(self, info: PlanFile, rows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> pa.Table:
+        """Samples of a shard: each one's byte range (read together, as JSONL records are), its
+        members parsed from it."""
+        from mixsql import images
+
+        order = np.argsort(offsets, kind="stable")
+        blobs = self._plain_ranges(info, offsets[order], offsets[order] + lengths[order])
+        schema = self.schemas[info.dataset]
+        wanted = pa.schema([schema.field(c) for c in self.columns if c in schema.names])
+        records = []
+        for blob, row in zip(blobs, rows[order].tolist()):
+            key, members = images.sample_members(blob, info.url, row)
+            records.append(images.sample_record(key, members, info.url, row))
+        try:
+            table = pa.Table.from_pylist(records, schema=wanted)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            self._check(info, again=True, failed=True)
+            raise DataError(f"{info.url}: a sample's fields do not have their registered types ({e})",
+                            file=info.url, hint=f"register dataset {info.dataset!r} again with --replace") from None
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        return self._conform(table.take(pa.array(back)), info.dataset)
 
     # -- JSONL -------------------------------------------------------------------------------------
 

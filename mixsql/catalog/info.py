@@ -27,6 +27,7 @@ class DatasetInfo:
     directory: Path
     record_schema_b64: str = dataclasses.field(default="", repr=False)
     tokenizer: dict[str, t.Any] | None = None  # fingerprint, path (in the catalog), field, source, vocab_size
+    images: tuple[str, ...] = ()  # the fields holding encoded images
 
     @property
     def record_schema(self) -> pa.Schema:

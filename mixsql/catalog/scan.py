@@ -81,6 +81,8 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
     total = None
     for name in content:
         col = table_or_batch.column(name)
+        if image_struct(col.type):
+            col = pc.struct_field(col, "bytes")
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type) \
                 or pa.types.is_large_binary(col.type):
             n = pc.fill_null(pc.binary_length(col), 0).cast(pa.int64())
@@ -93,6 +95,21 @@ def _content_bytes(table_or_batch: t.Any, content: t.Sequence[str]) -> pa.Array:
     if total is None:
         return pa.array(np.zeros(table_or_batch.num_rows, dtype=np.int64))
     return total.combine_chunks() if isinstance(total, pa.ChunkedArray) else total
+
+
+IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
+
+
+def image_struct(kind: pa.DataType) -> bool:
+    """The Hugging Face image layout: a struct with the encoded bytes in a field ``bytes``."""
+    return pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0 and \
+        pa.types.is_binary(kind.field("bytes").type) or \
+        pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0 and pa.types.is_large_binary(kind.field("bytes").type)
+
+
+def blob_column(kind: pa.DataType) -> bool:
+    """Raw bytes (an image, audio ...): content, never a property in the catalog."""
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or image_struct(kind)
 
 
 def _is_id_list(kind: pa.DataType) -> bool:
@@ -469,4 +486,85 @@ def scan_npy(src: mfs.SourceFile, file_id: int, eos: int, vocab: int) -> tuple[p
                                 file=src.url, hint="rename it")
             table = table.append_column(name, side.column(name))  # properties: in the catalog, not the record
     table = table.append_column(N_TOKENS, pa.array(lengths))
+    return table, record
+
+
+def scan_tar(src: mfs.SourceFile, file_id: int) -> tuple[pa.Table, pa.Schema]:
+    """Index a WebDataset tar shard: one sample per key, its byte range (first member's header to
+    last member's end) as ``_offset``/``_length``, and as properties ``key``, ``image_format``,
+    ``image_bytes`` and the fields of its ``.json`` member. Images are not decoded here."""
+    import tarfile
+
+    from mixsql import images
+
+    samples: list[dict[str, t.Any]] = []
+    ranges: list[tuple[int, int]] = []
+    seen: set[str] = set()
+    current: str | None = None
+    members: dict[str, bytes] = {}
+    start = end = 0
+
+    def close() -> None:
+        if current is None:
+            return
+        record = images.sample_record(current, members, src.url)
+        record.pop("image")
+        samples.append(record)
+        ranges.append((start, end))
+
+    with mfs.open_binary(src.url) as fh:
+        try:
+            with tarfile.open(fileobj=fh, mode="r:") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, ext = images.split_name(member.name)
+                    if key != current:
+                        close()
+                        if key in seen:
+                            raise DataError(f"{src.url}: the members of sample {key!r} are not together (it "
+                                            f"appears again at {member.name!r})", file=src.url,
+                                            hint="write each key's members one after another, as WebDataset does")
+                        seen.add(key)
+                        current, members, start = key, {}, member.offset
+                    if ext in images.IMAGE_EXTENSIONS:
+                        members[ext] = b"\0" * member.size  # its bytes are not needed here, its size is
+                    else:
+                        handle = tar.extractfile(member)
+                        members[ext] = handle.read() if handle is not None else b""
+                    end = min(src.size, member.offset_data + -(-member.size // 512) * 512)  # with its padding
+                close()
+        except tarfile.TarError as e:
+            raise DataError(f"{src.url} is not a readable tar shard: {e}", file=src.url) from None
+    n = len(samples)
+    if n == 0:
+        schema = pa.schema([pa.field(c, pa.int32() if c in ("_file_id", "_block") else pa.int64()) for c in RESERVED])
+        return schema.empty_table(), pa.schema([])
+    extra = [{k: v for k, v in s.items() if k not in images.RECORD_FIELDS} for s in samples]
+    names = list(dict.fromkeys(k for e in extra for k in e))
+    check_names(list(images.RECORD_FIELDS) + names, src.url)
+    if names:
+        lines = b"\n".join(json.dumps(e, ensure_ascii=False).encode() for e in extra) + b"\n"
+        try:
+            fields = pajson.read_json(pa.py_buffer(lines), read_options=pajson.ReadOptions(
+                use_threads=False, block_size=len(lines) + 1))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise DataError(f"{src.url}: the samples' .json members do not agree on their fields' types ({e})",
+                            file=src.url, hint="give every sample's field one JSON type") from None
+    offsets = np.array([r[0] for r in ranges], dtype=np.int64)
+    lengths = np.array([r[1] - r[0] for r in ranges], dtype=np.int64)
+    cols = _pointer_columns(file_id, n, 0, offsets >> JSONL_BLOCK_SHIFT)
+    cols["_offset"] = pa.array(offsets)
+    cols["_length"] = pa.array(lengths)
+    cols["_bytes"] = pa.array([s["image_bytes"] + len(s["caption"].encode()) for s in samples], pa.int64())
+    cols["key"] = pa.array([s["key"] for s in samples], pa.string())
+    cols["image_format"] = pa.array([s["image_format"] for s in samples], pa.string())
+    cols["image_bytes"] = pa.array([s["image_bytes"] for s in samples], pa.int64())
+    if names:
+        for name in fields.column_names:
+            cols[name] = fields.column(name)
+    table = pa.table(cols)
+    record = pa.schema([("key", pa.string()), ("image", pa.binary()), ("image_format", pa.string()),
+                        ("image_bytes", pa.int64()), ("caption", pa.string())]
+                       + ([fields.schema.field(n) for n in fields.column_names] if names else []))
     return table, record

@@ -127,6 +127,7 @@ class Catalog:
             registered_at=entry["registered_at"], directory=self.path / entry["directory"],
             record_schema_b64=entry.get("record_schema", ""), tokenizer=({**entry["tokenizer"], "path": str(self.path / entry["tokenizer"]["path"])}
                        if entry.get("tokenizer") else None),
+            images=tuple(entry.get("images", ())),
         )
 
     @property
@@ -199,6 +200,7 @@ class Catalog:
         tokenizer: t.Any = None,
         tokens: str | None = None,
         eos: str | int | None = None,
+        images: t.Sequence[str] | None = None,
         progress: t.Callable[[int, int, str], None] | None = None,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
@@ -214,10 +216,29 @@ class Catalog:
         Flat token arrays (``.npy`` of uint16/uint32, documents separated by the tokenizer's EOS or
         ``eos``) register as one sample per document, with the properties of a ``.parquet``/``.jsonl``
         file of the same stem beside each, if any; their content is the field ``token_ids``.
+        WebDataset shards (``.tar``) register one sample per key (``images``): content ``image`` and
+        ``caption``, properties ``key``, ``image_format``, ``image_bytes`` and the ``.json`` fields.
+        In Parquet, columns of bytes (or the Hugging Face image struct) are content, never
+        properties; ``images`` names the image columns (default: such columns named image, jpg, png ...).
         All or nothing: on any error the catalog is exactly as it was.
         """
         _check_name(name)
         urls = mfs.expand(paths)
+        image_columns: list[str] = []
+        shards = [u for u in urls if mfs.file_format(u)[0] == "tar"]
+        if shards:
+            if len(shards) != len(urls):
+                other = next(u for u in urls if u not in shards)
+                raise CatalogError(f"{other} is not a WebDataset shard, and a dataset of .tar shards holds nothing "
+                                   "else", hint="register the other files as another dataset, and mix the two")
+            if tokenizer is not None or tokens is not None or images is not None or content:
+                raise CatalogError(f"{shards[0]}: WebDataset shards take no --content, --images, --tokenizer or "
+                                   "--tokens", hint="their content is each sample's image and caption")
+            content, image_columns = ("image", "caption"), ["image"]
+        elif all(mfs.file_format(u)[0] == "parquet" for u in urls):
+            content, image_columns = _parquet_content(urls[0], content, images)
+        elif images is not None:
+            raise CatalogError("images= names image columns of Parquet files", hint="JSONL holds no image bytes")
         arrays = [u for u in urls if mfs.file_format(u)[0] == "npy"]
         npy_eos = None
         if arrays:
@@ -261,8 +282,10 @@ class Catalog:
             tmp.mkdir(parents=True)
             try:
                 field = tokens if tokens is not None else content[0]
-                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos)
+                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos, image_columns)
                 entry["sources"] = [str(p) for p in paths]
+                if image_columns:
+                    entry["images"] = image_columns
                 if tok is not None:
                     entry["tokenizer"] = self._keep_tokenizer(tok, field, "ids" if tokens is not None else "text")
                     if npy_eos is not None:
@@ -361,7 +384,7 @@ class _IdCounter:
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
            progress: t.Callable[[int, int, str], None] | None = None,
            tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False,
-           npy_eos: int | None = None) -> dict[str, t.Any]:
+           npy_eos: int | None = None, image_columns: t.Sequence[str] = ()) -> dict[str, t.Any]:
     """Scan every file (``paths``: expanded URLs) into a part, unify the schemas, and write the dataset's two tables."""
     urls = list(paths)
     count: scan.Counter | None = None
@@ -380,11 +403,21 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         elif src.format == "npy":
             assert tok is not None and npy_eos is not None
             table, record = scan.scan_npy(src, file_id, npy_eos, tok.vocab_size)
+        elif src.format == "tar":
+            table, record = scan.scan_tar(src, file_id)
         else:
             table, record = scan.scan_jsonl(src, file_id, content, count)
         if count is not None and scan.N_TOKENS in record.names and src.format != "npy":
             raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
                             file=url, hint="rename the field in the data, or register without --tokenizer")
+        for column in image_columns:  # an image is its encoded bytes in every record, whatever the layout
+            at = record.get_field_index(column)
+            if at < 0 or not scan.blob_column(record.field(column).type):
+                kind = "missing" if at < 0 else f"of type {record.field(column).type}"
+                raise DataError(f"{url}: image column {column!r} is {kind}, not image bytes", file=url,
+                                hint="an image column holds binary, or a struct with a binary field 'bytes' (the "
+                                     "Hugging Face layout)")
+            record = record.set(at, pa.field(column, pa.binary()))
         records.append((url, record))
         if mfs.describe(url) != src:
             raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
@@ -435,6 +468,34 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         "sources": [str(p) for p in paths],
         "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _parquet_content(url: str, content: t.Sequence[str] | None,
+                     images: t.Sequence[str] | None) -> tuple[tuple[str, ...], list[str]]:
+    """Content and image columns of a Parquet dataset, from its first file's schema: columns of
+    bytes are content; the image columns are ``images``, or the byte columns named like images."""
+    with mfs.open_binary(url) as fh:
+        try:
+            schema = pq.read_schema(fh)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{url} is not a readable Parquet file: {e}", file=url) from None
+    blobs = [n for n in schema.names if scan.blob_column(schema.field(n).type)]
+    if images is not None:
+        if isinstance(images, str):
+            images = [images]
+        for column in images:
+            if column not in schema.names:
+                raise CatalogError(f"{url} has no column {column!r} to read images from",
+                                   hint=f"its columns are {', '.join(schema.names)}")
+            if column not in blobs:
+                raise DataError(f"{url}: image column {column!r} is of type {schema.field(column).type}, not image "
+                                "bytes", file=url, hint="an image column holds binary, or a struct with a binary "
+                                                        "field 'bytes' (the Hugging Face layout)")
+        image_columns = list(images)
+    else:
+        image_columns = [n for n in blobs if n.lower() in scan.IMAGE_NAMES]
+    given = tuple(content) if content else tuple(c for c in DEFAULT_CONTENT if c in schema.names or not blobs)
+    return given + tuple(b for b in blobs if b not in given), image_columns
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
