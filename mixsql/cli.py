@@ -15,7 +15,7 @@ import click
 from mixsql.api import Connection, parse_param
 from mixsql.catalog.duck import ident
 from mixsql.errors import MixSQLError
-from mixsql.output import cell, shorten
+from mixsql.output import cell, json_value, shorten
 from mixsql.output import format_table as _format
 
 EXIT_USER_ERROR = 2
@@ -458,7 +458,7 @@ def head(ctx: click.Context, file: str, limit: int, as_json: bool, full: bool, c
         if not full:
             sample = {k: _short(v) for k, v in sample.items()}
         if as_json:
-            click.echo(json.dumps(sample, ensure_ascii=False, default=str))
+            click.echo(json.dumps(sample, ensure_ascii=False, default=json_value))
         else:
             component = sample.pop("component")
             text = sample.pop("text", None)

@@ -192,6 +192,8 @@ class MixDataset(torch.utils.data.IterableDataset):
             if packed is None:
                 rows_now = ahead if ahead is not None else self._rows(plan, batches)
                 ahead = None
+                if k == 0 and reader.remote:  # remote blocks of the first read: fetched side by side
+                    reader.prefetch(rows_now)
                 if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
                     ahead = self._rows(plan, after)
                     reader.prefetch(ahead)
@@ -199,6 +201,8 @@ class MixDataset(torch.utils.data.IterableDataset):
             else:
                 layout = ahead if ahead is not None else packed.layout(self._pieces(packed, batches))
                 ahead = None
+                if k == 0 and reader.remote:
+                    reader.prefetch(layout.rows)
                 if after is not None:  # the next read's row groups decode while this one is packed
                     following = packed.layout(self._pieces(packed, after))
                     reader.prefetch(following.rows)

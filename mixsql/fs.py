@@ -48,6 +48,26 @@ class SourceFile:
         return version_of(self.size, self.mtime, self.etag)
 
 
+_INHERITED: list[t.Any] = []
+
+
+def _stash_filesystems() -> None:
+    """Before a fork: the filesystems fsspec caches, referenced, so that when the child (a DataLoader
+    worker) drops them from its cache (fsspec does, after a fork) they are not garbage-collected
+    there, which would close the parent's connections on an event loop the child does not have."""
+    _INHERITED[:] = [inst for cls in list(_fsspec_classes()) for inst in list(cls._cache.values())]
+
+
+def _fsspec_classes() -> t.Iterator[t.Any]:
+    import fsspec.spec
+
+    yield from getattr(fsspec.spec, "_registered_classes", ())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_stash_filesystems, after_in_parent=_INHERITED.clear)
+
+
 def version_of(size: int, mtime: float | None, etag: str | None) -> str:
     return etag if etag else f"{size}:{mtime}"
 

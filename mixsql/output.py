@@ -45,10 +45,21 @@ def cell(value: t.Any, limit: int | None = None) -> str:
         text = json.dumps(value, default=str, ensure_ascii=False)
     elif isinstance(value, float):
         text = f"{value:.6g}"
+    elif isinstance(value, (bytes, bytearray)):  # an image or other blob: its size, not its bytes
+        text = f"<{len(value):,} bytes>"
     else:
         text = str(value)
     text = text.replace("\n", "\\n")
     return clip(text, limit) if limit else text
+
+
+def json_value(value: t.Any) -> t.Any:
+    """What JSON output shows of a value JSON has no type for: bytes as base64, others as text."""
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
 
 
 def clip(text: str, limit: int) -> str:

@@ -131,7 +131,8 @@ class Reader:
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
-        self._remote_parquet: dict[int, mfs.RemoteParquet] = {}  # shared by the read-ahead threads
+        self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
+        self._remote_parquet: dict[int, concurrent.futures.Future[mfs.RemoteParquet]] = {}  # shared by threads
         self._remote_lock = threading.Lock()
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
@@ -233,27 +234,53 @@ class Reader:
         this one's work, and a read's own row groups decode side by side. Nothing else changes; a
         read that needs a row group waits for it."""
         rows = np.asarray(rows, dtype=np.int64)
-        if not len(rows):
+        if not len(rows) or not self.columns:
             return
         for f, mine in _by_value(self.plan.file[rows]):
             info = self.plan.files[f]
             if info.format != "parquet":
+                if self._remote[f] and info.format in ("jsonl", "tar") and info.compression is None:
+                    self._prefetch_ranges(info, rows[mine])  # a remote file's records: their bytes, meanwhile
                 continue
             for g in np.unique(info.row_group_of(self.plan.row[rows[mine]])).tolist():
                 key = ("rg", f, g)
                 if key in self._sources or key in self._ahead:
                     continue
-                if self._ahead_pool is None:
-                    threads = remote.settings().read_ahead if any(self._remote) else READ_AHEAD_THREADS
-                    self._ahead_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mixsql-read")
-                self._ahead[key] = self._ahead_pool.submit(self._read_ahead, info, g, self._group_columns(info))
+                columns = None if self._remote[f] else self._group_columns(info)  # a remote footer: in the thread
+                self._ahead[key] = self._pool().submit(self._read_ahead, info, g, columns)
         while len(self._ahead) > 256:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
 
-    def _read_ahead(self, info: PlanFile, g: int, columns: list[str]) -> pa.Table:
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._ahead_pool is None:
+            threads = remote.settings().read_ahead if any(self._remote) else READ_AHEAD_THREADS
+            self._ahead_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mixsql-read")
+        return self._ahead_pool
+
+    def _prefetch_ranges(self, info: PlanFile, rows: np.ndarray) -> None:
+        """Start fetching the byte ranges that resolving the windows of ``rows`` will read from a
+        remote JSONL file or shard (the same ranges ``_resolve`` asks ``_plain_ranges`` for)."""
+        for w in np.unique(self.plan.window_of(rows)).tolist():
+            if w in self._resolved:
+                continue
+            start, stop = self.plan.window_range(w)
+            window = np.arange(start, stop, dtype=np.int64)
+            window = window[self.plan.file[window] == info.index]
+            offsets = np.sort(self.plan.byte_offset[window].astype(np.int64))
+            lengths = self.plan.byte_length[window][np.argsort(self.plan.byte_offset[window], kind="stable")]
+            starts, ends = offsets, offsets + lengths.astype(np.int64)
+            key = ("bytes", info.index, int(starts[0]), int(ends[-1]), len(starts))
+            if key not in self._ahead:
+                self._ahead[key] = self._pool().submit(self._fetch_plain, info, starts, ends)
+
+    def _read_ahead(self, info: PlanFile, g: int, columns: list[str] | None) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""
         if self._remote[info.index]:
-            return self._remote_file(info).read_row_group(g, columns=columns, use_threads=False)
+            pf = self._remote_file(info)
+            if columns is None:
+                available = set(pf.schema_arrow.names)
+                columns = [c for c in self.columns if c in available]
+            return pf.read_row_group(g, columns=columns, use_threads=False)
         files = getattr(self._ahead_files, "files", None)
         if files is None:
             files = self._ahead_files.files = collections.OrderedDict()
@@ -410,6 +437,9 @@ class Reader:
         under the registered labels."""
         if info.index in self._checked and not (again and (failed or not self._remote[info.index])):
             return
+        if self._remote[info.index] and not failed and recently_verified(info):
+            self._checked.add(info.index)  # a request per file per worker saved: it was checked just now
+            return
         check_file(info)
         self._checked.add(info.index)
 
@@ -432,10 +462,19 @@ class Reader:
     def _remote_file(self, info: PlanFile) -> mfs.RemoteParquet:
         """A remote Parquet file, its footer read once per process (threads share it)."""
         with self._remote_lock:
-            pf = self._remote_parquet.get(info.index)
-            if pf is None:
-                pf = self._remote_parquet[info.index] = mfs.RemoteParquet(info.url, info.size, info.version)
-            return pf
+            entry = self._remote_parquet.get(info.index)
+            mine = entry is None
+            if mine:
+                entry = self._remote_parquet[info.index] = concurrent.futures.Future()
+        if mine:  # fetched outside the lock: footers of different files come side by side, each once
+            try:
+                entry.set_result(mfs.RemoteParquet(info.url, info.size, info.version))
+            except BaseException as e:
+                with self._remote_lock:
+                    self._remote_parquet.pop(info.index, None)
+                entry.set_exception(e)
+                raise
+        return entry.result()
 
     def _parquet_file(self, info: PlanFile) -> t.Any:
         if self._remote[info.index]:
@@ -472,14 +511,14 @@ class Reader:
         return columns
 
     def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
-        columns = self._group_columns(info)
         ahead = self._ahead.pop(("rg", info.index, g), None)
         began = time.perf_counter()
         try:
             if ahead is not None and not ahead.cancelled():
                 table = ahead.result()
             else:
-                table = self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)
+                table = self._parquet_file(info).read_row_group(g, columns=self._group_columns(info),
+                                                                use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
@@ -564,20 +603,28 @@ class Reader:
         return self._conform(table.take(pa.array(back)), info.dataset)
 
     def _plain_ranges(self, info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        """Records [starts[i], ends[i]) of an uncompressed file (``starts`` ascending): fetched by a
+        read-ahead thread meanwhile, or now."""
+        ahead = self._ahead.pop(("bytes", info.index, int(starts[0]), int(ends[-1]), len(starts)), None)
+        if ahead is not None and not ahead.cancelled():
+            records, ranges, fetched = ahead.result()
+        else:
+            records, ranges, fetched = self._fetch_plain(info, starts, ends)
+        self.stats.jsonl_ranges += ranges
+        self.stats.bytes_decoded += fetched
+        self._check(info, again=True)
+        return records
+
+    @staticmethod
+    def _fetch_plain(info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> tuple[list[bytes], int, int]:
+        """(records, requests, bytes): the whole span in one read when it is dense, else each range."""
         needed = int((ends - starts).sum())
         span = int(ends[-1] - starts[0])
         if span <= DENSE_SPAN * needed:  # one read of the whole span beats many small ones
             base = int(starts[0])
             blob = mfs.read_range(info.url, base, base + span, info.version)
-            records = [blob[s - base: e - base] for s, e in zip(starts.tolist(), ends.tolist())]
-            self.stats.jsonl_ranges += 1
-            self.stats.bytes_decoded += span
-        else:
-            records = mfs.read_ranges(info.url, starts.tolist(), ends.tolist(), info.version)
-            self.stats.jsonl_ranges += len(starts)
-            self.stats.bytes_decoded += needed
-        self._check(info, again=True)
-        return records
+            return [blob[s - base: e - base] for s, e in zip(starts.tolist(), ends.tolist())], 1, span
+        return mfs.read_ranges(info.url, starts.tolist(), ends.tolist(), info.version), len(starts), needed
 
     def _inflated_records(self, info: PlanFile, starts: np.ndarray) -> list[bytes]:
         """Records of a compressed file by decompressed offset. A compressed stream can only be read
@@ -651,9 +698,14 @@ class Reader:
         return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)
 
 
+VERIFIED_SECONDS = 60.0  # a file checked this recently (here or in the parent process) is not asked again
+_verified: dict[tuple[str, str], float] = {}
+
+
 def verify_files(plan: CompiledPlan) -> None:
     """Every file of the plan as registered, now: once per compile in the process that compiles (one
-    listing per directory of an object store); readers then check each file as they first open it."""
+    listing per directory of an object store); readers then check each file as they first open it,
+    unless this process (or the one it was forked from) checked it within ``VERIFIED_SECONDS``."""
     urls = [info.url for info in plan.files]
     try:
         now = mfs.describe_many(urls)
@@ -678,3 +730,9 @@ def check_file(info: PlanFile, now: mfs.SourceFile | None = None) -> None:
         raise DataError(
             f"data file {info.url} changed since it was registered (size {info.size} -> {size}, {what})",
             file=info.url, hint=f"register dataset {info.dataset!r} again with --replace, then plan again")
+    _verified[(info.url, info.version)] = time.monotonic()
+
+
+def recently_verified(info: PlanFile) -> bool:
+    checked = _verified.get((info.url, info.version))
+    return checked is not None and time.monotonic() - checked < VERIFIED_SECONDS

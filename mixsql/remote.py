@@ -246,27 +246,47 @@ class BlockCache:
         """Store an entry: written under a temporary name, then renamed into place."""
         path = self._path(key)
         partial = path.with_name(f"{path.name}.{os.getpid()}.{random.getrandbits(32):08x}.part")
-        try:
-            with open(partial, "wb") as fh:
-                fh.write(_MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest())
-                fh.write(payload)
-            os.replace(partial, path)
-        except OSError:
+        for attempt in range(2):
             try:
-                partial.unlink()
+                with open(partial, "wb") as fh:
+                    fh.write(_MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest())
+                    fh.write(payload)
+                os.replace(partial, path)
+                break
+            except FileNotFoundError:
+                if attempt == 0 and self._recreate():  # the directory was removed under us: made again
+                    continue
+                return
             except OSError:
-                pass
-            return  # a cache that cannot be written is only a slower read
+                try:
+                    partial.unlink()
+                except OSError:
+                    pass
+                return  # a cache that cannot be written is only a slower read
         self._written += len(payload) + len(_MAGIC) + _DIGEST
         if self._size is None or self._size + self._written > self.limit:
             self.evict()
+
+    def _recreate(self) -> bool:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        if self._fd is not None:  # the fill-lock file went with the directory: a new one
+            os.close(self._fd)
+            self._fd = None
+        return True
 
     def claim(self, keys: t.Sequence[str]) -> tuple[list[str], list[str]]:
         """Take the fill locks of missing entries without waiting: (claimed, held by another process).
         The claimer fetches and ``put``s, then ``release``s; the others ``wait`` for the entry."""
         if self._fd is None or self._fd_pid != os.getpid():  # lockf locks belong to a process
+            if self._fd is not None:  # inherited from the parent, which keeps its own
+                os.close(self._fd)
+                self._fd = None
             self._fd_pid = os.getpid()
             try:
+                self.root.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.root / ".fill.lock", os.O_RDWR | os.O_CREAT, 0o644)
             except OSError:
                 return list(keys), []

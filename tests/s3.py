@@ -115,7 +115,7 @@ class Proxy:
             self._proc.wait(10)
 
     def stats(self) -> dict[str, int]:
-        """Requests served and failed so far."""
+        """Requests served and failed, and body bytes sent, so far."""
         with urllib.request.urlopen(self.endpoint + "/__proxy__", timeout=5) as reply:
             return json.loads(reply.read())
 
@@ -124,7 +124,7 @@ def _serve(target: str, port: int, delay: float, fail: float, seed: int) -> None
     host, _, tport = target.split("://", 1)[1].partition(":")
     rng = random.Random(seed)
     lock = threading.Lock()
-    served, failed = [0], [0]
+    served, failed, sent = [0], [0], [0]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -135,7 +135,7 @@ def _serve(target: str, port: int, delay: float, fail: float, seed: int) -> None
         def _forward(self) -> None:
             if self.path == "/__proxy__":
                 with lock:
-                    payload = json.dumps({"served": served[0], "failed": failed[0]}).encode()
+                    payload = json.dumps({"served": served[0], "failed": failed[0], "bytes": sent[0]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -176,6 +176,8 @@ def _serve(target: str, port: int, delay: float, fail: float, seed: int) -> None
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+                with lock:
+                    sent[0] += len(data)
             conn.close()
 
         do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
