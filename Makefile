@@ -54,3 +54,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/packing.py
+	$(BIN)/python bench/remote.py

@@ -31,8 +31,6 @@ from mixsql.parse import parse, to_sql
 from mixsql import remote as _remote
 from mixsql.read import READ_SAMPLES, Reader, verify_files
 
-AHEAD = 2  # reads fetched ahead from object stores (one from local disk)
-
 if t.TYPE_CHECKING:
     from mixsql.packing import PackedPlan
     from mixsql.dataset import MixDataset
@@ -147,15 +145,16 @@ class Mix:
         reader = Reader(plan, columns, images=images)
         end = len(plan) if limit is None else min(limit, len(plan))
         step = READ_SAMPLES
-        reads = [plan.positions_rows(s, min(s + step, end)) for s in range(0, min(end, (AHEAD + 1) * step), step)]
+        ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
+        reads = [plan.positions_rows(s, min(s + step, end)) for s in range(0, min(end, (ahead + 1) * step), step)]
         if reader.remote:
             reader.prefetch(reads[0])  # a remote read's blocks are fetched side by side, not one by one
         for start in range(0, end, step):
             rows = reads.pop(0)
-            after = start + (AHEAD + 1) * step
+            after = start + (ahead + 1) * step
             if after < end:
                 reads.append(plan.positions_rows(after, min(after + step, end)))
-            for following in reads[:AHEAD if reader.remote else 1]:
+            for following in reads:
                 reader.prefetch(following)  # the next reads' blocks are fetched and decoded meanwhile
             yield from reader.samples(rows, component=component)
 

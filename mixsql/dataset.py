@@ -184,6 +184,8 @@ class MixDataset(torch.utils.data.IterableDataset):
             reads.append(mine[at: at + step])
             at, step = at + step, min(step * 2, group)
         ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
+        depth = remote.settings().depth if reader.remote else 1  # reads fetched ahead
+        planned: dict[int, np.ndarray] = {}  # rows of reads further ahead (remote data)
         for k, batches in enumerate(reads):
             if self._adaptive is not None:
                 plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()
@@ -195,8 +197,13 @@ class MixDataset(torch.utils.data.IterableDataset):
                 if k == 0 and reader.remote:  # remote blocks of the first read: fetched side by side
                     reader.prefetch(rows_now)
                 if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
-                    ahead = self._rows(plan, after)
+                    ahead = planned.pop(k + 1, None)
+                    ahead = self._rows(plan, after) if ahead is None else ahead
                     reader.prefetch(ahead)
+                    for j in range(k + 2, min(len(reads), k + 1 + depth)):  # remote: further reads too
+                        if j not in planned:
+                            planned[j] = self._rows(plan, reads[j])
+                        reader.prefetch(planned[j])
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
                 layout = ahead if ahead is not None else packed.layout(self._pieces(packed, batches))

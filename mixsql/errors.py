@@ -58,10 +58,11 @@ class MixSQLError(Exception):
     def render(self, color: bool = False) -> str:
         """``FILE:LINE:COL: error: message``, the source line and a caret under the position."""
         red, bold, reset = ("\x1b[31m", "\x1b[1m", "\x1b[0m") if color else ("", "", "")
-        where = self.path or "<statement>"
+        where = self.path or ("<statement>" if self.line is not None else "")
         if self.line is not None:
             where += f":{self.line}:{self.col}"
-        out = [f"{bold}{where}: {red}error:{reset}{bold} {self.message}{reset}"]
+        prefix = f"{where}: " if where else "mixsql: "  # not in a statement: no position to give
+        out = [f"{bold}{prefix}{red}error:{reset}{bold} {self.message}{reset}"]
         if self.line is not None and self.source is not None:
             lines = self.source.splitlines() or [""]
             if 1 <= self.line <= len(lines):

@@ -48,6 +48,7 @@ from mixsql.planfile import CompiledPlan, PlanFile
 DEFAULT_CACHE_BYTES = 1 << 30
 READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once
 READ_AHEAD_THREADS = 1  # decoding threads per reader: 2 measured no faster on 2 cores (they compete with the packer)
+MAX_AHEAD = 256  # blocks held read ahead at most (decoded row groups, fetched ranges)
 DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
 
 
@@ -248,7 +249,7 @@ class Reader:
                     continue
                 columns = None if self._remote[f] else self._group_columns(info)  # a remote footer: in the thread
                 self._ahead[key] = self._pool().submit(self._read_ahead, info, g, columns)
-        while len(self._ahead) > 256:  # bounded: the oldest read-ahead is dropped (read again if needed)
+        while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:

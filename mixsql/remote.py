@@ -31,6 +31,7 @@ from mixsql.errors import DataError, MixSQLError
 DEFAULT_CACHE_BYTES = 16 << 30
 DEFAULT_RETRIES = 5
 DEFAULT_READ_AHEAD = 8  # concurrent background fetches of the next blocks of a remote stream
+DEFAULT_DEPTH = 2  # how many reads ahead of the current one a remote stream fetches (memory: depth x a read)
 BACKOFF_SECONDS = 0.1  # first wait; doubles per attempt, with jitter, capped at BACKOFF_CAP
 BACKOFF_CAP = 4.0
 FILL_WAIT_SECONDS = 60.0  # waiting for another process's fetch of the same block, at most
@@ -48,12 +49,14 @@ class Settings:
     cache_dir: str | None = None  # None: no disk cache
     cache_bytes: int = DEFAULT_CACHE_BYTES
     retries: int = DEFAULT_RETRIES
-    read_ahead: int = DEFAULT_READ_AHEAD
+    read_ahead: int = DEFAULT_READ_AHEAD  # blocks fetched at once, in background threads
+    depth: int = DEFAULT_DEPTH  # reads (of READ_SAMPLES samples) fetched ahead of the one being used
 
     def __repr__(self) -> str:  # storage options may hold secrets: only their keys are shown
         keys = ", ".join(sorted(self.storage_options))
         return (f"Settings(storage_options=<{keys or 'none'}>, cache_dir={self.cache_dir!r}, "
-                f"cache_bytes={self.cache_bytes}, retries={self.retries}, read_ahead={self.read_ahead})")
+                f"cache_bytes={self.cache_bytes}, retries={self.retries}, read_ahead={self.read_ahead}, "
+                f"depth={self.depth})")
 
 
 def _default_cache_dir() -> str | None:
@@ -91,11 +94,11 @@ def configure(value: Settings | None = None, **changes: t.Any) -> Settings:
         current = dataclasses.replace(current, storage_options=dict(current.storage_options))
     else:
         raise DataError(f"storage options must be a mapping of option to value, not {type(current.storage_options).__name__}")
-    for name in ("cache_bytes", "retries", "read_ahead"):
+    for name in ("cache_bytes", "retries", "read_ahead", "depth"):
         value_ = getattr(current, name)
-        if not isinstance(value_, int) or isinstance(value_, bool) or value_ < (1 if name == "read_ahead" else 0):
-            raise DataError(f"{name} must be a non-negative integer{' (at least 1)' if name == 'read_ahead' else ''}, "
-                            f"not {value_!r}")
+        least = 1 if name in ("read_ahead", "depth") else 0
+        if not isinstance(value_, int) or isinstance(value_, bool) or value_ < least or value_ > (1 << 50):
+            raise DataError(f"{name} must be an integer of at least {least}, not {value_!r}")
     with _lock:
         _settings = current
         if _cache is not None and (_cache.root != _root(current.cache_dir) or _cache.limit != current.cache_bytes):

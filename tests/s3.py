@@ -53,13 +53,16 @@ def _wait(url: str, proc: subprocess.Popen, what: str) -> None:
 class S3Server:
     """moto's S3 server on 127.0.0.1 in a subprocess, for the duration of a ``with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, auth: bool = False) -> None:
+        self.auth = auth  # check credentials (moto then knows none: every request is refused)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "S3Server":
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        if self.auth:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
         self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         _wait(self.endpoint + "/moto-api/", self._proc, "moto's S3 server")

@@ -79,7 +79,7 @@ def test_transient_errors_are_retried_then_named() -> None:
 def test_settings_never_show_secrets() -> None:
     s = remote.configure(storage_options={"key": "AKIA", "secret": "hunter2-very-secret"})
     assert "hunter2" not in repr(s) and "hunter2" not in str(s) and "secret" in repr(s)
-    with pytest.raises(DataError, match="read_ahead must be"):
+    with pytest.raises(DataError, match="read_ahead must be an integer of at least 1"):
         remote.configure(read_ahead=0)
 
 
@@ -173,3 +173,41 @@ def test_a_writer_killed_mid_write_leaves_no_entry(tmp_path: Path) -> None:
         os.utime(part, (time.time() - 120, time.time() - 120))
     cache.evict()
     assert not list(tmp_path.glob("*.part"))  # partial writes of dead processes are swept
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3000)), min_size=1, max_size=30),
+       st.integers(1000, 20000))
+def test_cache_serves_exactly_what_was_put_within_its_limit(ops: list[tuple[int, int]], limit: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        cache = remote.BlockCache(root, limit)
+        last: dict[tuple[int, int], bytes] = {}
+        for key_no, size in ops:
+            key = cache.key("s3://b/k", "v", key_no, key_no + size)
+            got = cache.get(key, size)
+            assert got is None or got == last.get((key_no, size))  # never another block's bytes, never torn
+            payload = bytes([key_no]) * size
+            cache.put(key, payload)
+            last[(key_no, size)] = payload
+        cache.evict()
+        assert sum(size for _, size, _ in cache.entries()) <= max(limit, 0) or len(cache.entries()) <= 1
+
+
+def test_storage_options_on_the_command_line() -> None:
+    from mixsql.cli import _storage_option
+    from mixsql.errors import MixSQLError
+
+    assert _storage_option("endpoint_url=http://127.0.0.1:9000") == ("endpoint_url", "http://127.0.0.1:9000")
+    assert _storage_option("anon=true") == ("anon", True)
+    assert _storage_option("max_concurrency=20") == ("max_concurrency", 20)
+    assert _storage_option('client_kwargs={"region_name": "eu-west-1"}') == ("client_kwargs",
+                                                                            {"region_name": "eu-west-1"})
+    assert _storage_option("secret=12345") == ("secret", "12345")  # a credential stays text
+    assert _storage_option("key=a=b") == ("key", "a=b")
+    with pytest.raises(MixSQLError, match="is not KEY=VALUE"):
+        _storage_option("endpoint_url")

@@ -214,3 +214,32 @@ def test_remote_parquet_fetches_only_the_needed_chunks(tmp_path: Path, server: S
     assert 0 <= footers <= len(plan.files) * mfs.FOOTER_READ
     assert remote.counters.requests <= groups + 2 * len(plan.files)
     assert remote.counters.metadata_requests <= len(plan.files)
+
+
+def test_wrong_credentials_are_a_clear_error(tmp_path: Path, settings: remote.Settings) -> None:
+    with S3Server(auth=True) as strict:
+        con = mixsql.connect(tmp_path / "cat", storage_options=strict.options())
+        with pytest.raises(CatalogError) as err:
+            con.register("d", ["s3://bucket/parquet/*.parquet"])
+        text = f"{err.value.message} {err.value.hint}"
+        assert "s3://bucket/parquet/*.parquet" in text and "credentials" in text and SECRET not in text
+    assert con.datasets() == []
+
+
+def test_image_shards_from_s3_equal_local(tmp_path: Path, server: S3Server, settings: remote.Settings) -> None:
+    pytest.importorskip("PIL")
+    server.upload(SAMPLE / "images", "bucket", "images")
+    s3 = mixsql.connect(tmp_path / "s3", storage_options=server.options())
+    s3.register("images", ["s3://bucket/images/webdataset/"])
+    s3.register("pairs", ["s3://bucket/images/parquet/"])
+    s3.register("corpus", ["s3://bucket/parquet/*.parquet"])
+    local = mixsql.connect(tmp_path / "local")
+    local.register("images", [str(SAMPLE / "images" / "webdataset")])
+    local.register("pairs", [str(SAMPLE / "images" / "parquet")])
+    local.register("corpus", [PARQUET_GLOB])
+    statement = (SAMPLE / "vlm.mixsql").read_text()
+    remote.reset_counters()
+    got = list(s3.mix(statement).samples())
+    assert got == list(local.mix(statement).samples()) and any(s["image"] for s in got)
+    shard_samples = sum(1 for s in got if s["component"] == "shards")
+    assert remote.counters.requests <= shard_samples + 40  # a shard's samples: ranged reads, nothing whole
