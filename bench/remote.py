@@ -63,7 +63,8 @@ def needed_ranges(plan: mixsql.CompiledPlan, rows: np.ndarray, columns: list[str
         if not len(mine):
             continue
         pf = mfs.RemoteParquet(info.url, info.size, info.version)
-        ranges = [(max(0, info.size - mfs.FOOTER_READ), info.size)]
+        tail = max(min(info.size, mfs.FOOTER_READ), pf.metadata.serialized_size + 8)
+        ranges = [(max(0, info.size - tail), info.size)]
         for g in np.unique(info.row_group_of(mine)).tolist():
             ranges += pf.chunk_ranges(g, columns)
         out[info.url] = ranges

@@ -469,8 +469,8 @@ class RemoteParquet:
         if len(tail) < 8 or tail[-4:] != b"PAR1":
             raise DataError(f"{url} is not a Parquet file (no footer)", file=url)
         footer = int.from_bytes(tail[-8:-4], "little") + 8
-        if footer > len(tail):
-            tail = read_range(url, max(0, size - footer), size, version)
+        if footer > len(tail):  # a bigger footer: only the bytes still missing
+            tail = read_range(url, max(0, size - footer), size - len(tail), version) + tail
         self._tail = {size - len(tail): tail}
         try:
             self.metadata = pq.read_metadata(_Ranges(url, size, self._tail))

@@ -133,6 +133,7 @@ class Reader:
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
         self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
+        self._checks: dict[int, concurrent.futures.Future[None]] = {}  # remote fingerprints being asked
         self._remote_parquet: dict[int, concurrent.futures.Future[mfs.RemoteParquet]] = {}  # shared by threads
         self._remote_lock = threading.Lock()
 
@@ -239,6 +240,8 @@ class Reader:
             return
         for f, mine in _by_value(self.plan.file[rows]):
             info = self.plan.files[f]
+            if self._remote[f] and f not in self._checked and f not in self._checks:
+                self._checks[f] = self._pool().submit(check_file, info)  # its fingerprint, meanwhile too
             if info.format != "parquet":
                 if self._remote[f] and info.format in ("jsonl", "tar") and info.compression is None:
                     self._prefetch_ranges(info, rows[mine])  # a remote file's records: their bytes, meanwhile
@@ -438,9 +441,12 @@ class Reader:
         under the registered labels."""
         if info.index in self._checked and not (again and (failed or not self._remote[info.index])):
             return
-        if self._remote[info.index] and not failed and recently_verified(info):
-            self._checked.add(info.index)  # a request per file per worker saved: it was checked just now
-            return
+        if self._remote[info.index] and not failed:
+            pending = self._checks.pop(info.index, None)
+            if pending is not None:  # asked by a read-ahead thread: its answer (or its error, here)
+                pending.result()
+                self._checked.add(info.index)
+                return
         check_file(info)
         self._checked.add(info.index)
 
@@ -699,14 +705,10 @@ class Reader:
         return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)
 
 
-VERIFIED_SECONDS = 60.0  # a file checked this recently (here or in the parent process) is not asked again
-_verified: dict[tuple[str, str], float] = {}
-
-
 def verify_files(plan: CompiledPlan) -> None:
     """Every file of the plan as registered, now: once per compile in the process that compiles (one
-    listing per directory of an object store); readers then check each file as they first open it,
-    unless this process (or the one it was forked from) checked it within ``VERIFIED_SECONDS``."""
+    listing per directory of an object store); readers then check each file as they first open it
+    (a remote one in a read-ahead thread, beside the other fetches)."""
     urls = [info.url for info in plan.files]
     try:
         now = mfs.describe_many(urls)
@@ -731,9 +733,4 @@ def check_file(info: PlanFile, now: mfs.SourceFile | None = None) -> None:
         raise DataError(
             f"data file {info.url} changed since it was registered (size {info.size} -> {size}, {what})",
             file=info.url, hint=f"register dataset {info.dataset!r} again with --replace, then plan again")
-    _verified[(info.url, info.version)] = time.monotonic()
 
-
-def recently_verified(info: PlanFile) -> bool:
-    checked = _verified.get((info.url, info.version))
-    return checked is not None and time.monotonic() - checked < VERIFIED_SECONDS

@@ -27,3 +27,24 @@ def test_domains_and_languages_are_varied_and_formats_agree() -> None:
     natural = duckdb.sql(f"SELECT count(DISTINCT language) FROM read_parquet('{PARQUET_GLOB}') "
                          "WHERE language NOT IN ('python', 'c')").fetchall()[0][0]
     assert natural >= 5
+
+
+def test_the_image_set_is_built_by_its_script(tmp_path) -> None:
+    import subprocess
+    import sys
+    import tarfile
+
+    import pyarrow.parquet as pq
+    import pytest
+
+    pytest.importorskip("PIL")
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, str(ROOT / "sample_data" / "build_images.py"), "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    committed = ROOT / "sample_data" / "images"
+    for shard in ("shard-00000.tar", "shard-00001.tar"):
+        names = [tarfile.open(d / "webdataset" / shard).getnames() for d in (tmp_path, committed)]
+        assert names[0] == names[1] and len(names[0]) == 3 * 48  # the same keys and members (encoders may differ)
+    built, kept = (pq.read_table(d / "parquet" / "pairs-00000.parquet") for d in (tmp_path, committed))
+    assert built.drop_columns(["image"]).equals(kept.drop_columns(["image"]))
