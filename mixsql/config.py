@@ -12,6 +12,8 @@ A trainer's YAML names a ``.mixsql`` file and what the run needs to serve it::
       pack: mixed                   # or component
       datasets:                     # registered when the catalog lacks them (optional)
         corpus: {paths: ["data/*.parquet"], tokenizer: tokenizer.json}
+      storage_options: {endpoint_url: "http://minio:9000"}   # data in object stores (credentials: env)
+      cache_dir: /local/ssd/mixsql-blocks                    # the node's cache of remote blocks
 
 ``mixsql.from_config(cfg["data"], base=config_dir)`` checks every key (an unknown or mistyped one
 is an error naming it and the known ones), registers what is missing, loads the mixture, and
@@ -30,7 +32,8 @@ from pathlib import Path
 from mixsql.errors import MixSQLError
 
 KEYS = {"catalog": str, "mixture": str, "params": dict, "seq_len": int, "batch_size": int, "num_workers": int,
-        "pack": str, "datasets": dict, "tokenizer": str, "eos": (str, int), "bos": (str, int)}
+        "pack": str, "datasets": dict, "tokenizer": str, "eos": (str, int), "bos": (str, int),
+        "storage_options": dict, "cache_dir": str}
 REQUIRED = ("catalog", "mixture", "batch_size")
 DATASET_KEYS = {"paths": (list, str), "tokenizer": str, "tokens": str, "content": list}
 
@@ -54,6 +57,8 @@ class DataConfig:
     tokenizer: str | None = None
     eos: str | int | None = None
     bos: str | int | None = None
+    storage_options: dict[str, t.Any] | None = dataclasses.field(default=None, repr=False)
+    cache_dir: str | None = None
 
 
 def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | None = None) -> DataConfig:
@@ -104,7 +109,9 @@ def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | 
                       params=dict(section.get("params") or {}), seq_len=section.get("seq_len"),
                       num_workers=section.get("num_workers") or 0, pack=section.get("pack") or "mixed",
                       datasets=datasets, tokenizer=str(path(section["tokenizer"])) if section.get("tokenizer") else None,
-                      eos=section.get("eos"), bos=section.get("bos"))
+                      eos=section.get("eos"), bos=section.get("bos"),
+                      storage_options=dict(section["storage_options"]) if section.get("storage_options") else None,
+                      cache_dir=str(path(section["cache_dir"])) if section.get("cache_dir") else None)
 
 
 class Data:
@@ -114,7 +121,12 @@ class Data:
         from mixsql.api import connect
 
         self.config = config
-        self.connection = connect(config.catalog)
+        remote: dict[str, t.Any] = {}
+        if config.storage_options is not None:
+            remote["storage_options"] = config.storage_options
+        if config.cache_dir is not None:
+            remote["cache_dir"] = config.cache_dir
+        self.connection = connect(config.catalog, **remote)
         present = set(self.connection.datasets())
         for name, spec in config.datasets.items():
             if name in present:

@@ -73,7 +73,17 @@ def _from_environment() -> Settings:
 
 
 _lock = threading.Lock()
+_fd_lock = threading.Lock()  # a cache's lock-file descriptor, shared by a process's threads
 _settings: Settings | None = None
+
+
+def _after_fork() -> None:  # a lock held by another thread at the fork would stay held in the child
+    global _lock, _fd_lock
+    _lock, _fd_lock = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 _cache: "BlockCache | None" = None
 
 
@@ -275,37 +285,54 @@ class BlockCache:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError:
             return False
-        if self._fd is not None:  # the fill-lock file went with the directory: a new one
-            os.close(self._fd)
+        with _fd_lock:
+            if self._fd is not None and self._fd_pid == os.getpid():  # the lock file went with the directory
+                os.close(self._fd)
             self._fd = None
         return True
 
     def claim(self, keys: t.Sequence[str]) -> tuple[list[str], list[str]]:
         """Take the fill locks of missing entries without waiting: (claimed, held by another process).
-        The claimer fetches and ``put``s, then ``release``s; the others ``wait`` for the entry."""
+        The claimer fetches and ``put``s, then ``release``s; the others ``wait`` for the entry. A
+        lock that cannot be taken for a reason other than another holder counts as claimed: the
+        cache is never a reason for a read to fail."""
+        mine, theirs = [], []
+        with _fd_lock:
+            fd = self._lock_file()
+            for key in keys:
+                if fd is None:
+                    mine.append(key)
+                    continue
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
+                    mine.append(key)
+                except OSError as e:
+                    (theirs if e.errno in (errno.EACCES, errno.EAGAIN) else mine).append(key)
+        return mine, theirs
+
+    def _lock_file(self) -> int | None:
+        """The fill-lock file's descriptor in this process (under ``_fd_lock``)."""
         if self._fd is None or self._fd_pid != os.getpid():  # lockf locks belong to a process
-            if self._fd is not None:  # inherited from the parent, which keeps its own
+            if self._fd is not None and self._fd_pid == os.getpid():
                 os.close(self._fd)
-                self._fd = None
+            self._fd = None  # one inherited from the parent stays open: closing it would drop nothing here
             self._fd_pid = os.getpid()
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.root / ".fill.lock", os.O_RDWR | os.O_CREAT, 0o644)
             except OSError:
-                return list(keys), []
-        mine, theirs = [], []
-        for key in keys:
-            try:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
-                mine.append(key)
-            except OSError:
-                theirs.append(key)
-        return mine, theirs
+                return None
+        return self._fd
 
     def release(self, keys: t.Sequence[str]) -> None:
-        for key in keys:
-            if self._fd is not None:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
+        with _fd_lock:
+            if self._fd is None or self._fd_pid != os.getpid():
+                return
+            for key in keys:
+                try:
+                    fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
+                except OSError:
+                    pass
 
     def wait(self, key: str, length: int) -> bytes | None:
         """The entry another process is fetching, once it is there (None if that process gave up)."""

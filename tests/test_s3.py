@@ -243,3 +243,32 @@ def test_image_shards_from_s3_equal_local(tmp_path: Path, server: S3Server, sett
     assert got == list(local.mix(statement).samples()) and any(s["image"] for s in got)
     shard_samples = sum(1 for s in got if s["component"] == "shards")
     assert remote.counters.requests <= shard_samples + 40  # a shard's samples: ranged reads, nothing whole
+
+
+def test_a_training_config_reads_from_s3(tmp_path: Path, server: S3Server, settings: remote.Settings) -> None:
+    mixture = tmp_path / "mix.mixsql"
+    mixture.write_text(STATEMENT)
+    data = mixsql.from_config({"catalog": "cat", "mixture": "mix.mixsql", "batch_size": 4,
+                               "storage_options": server.options(), "cache_dir": "blocks",
+                               "datasets": {"corpus": {"paths": ["s3://bucket/parquet/*.parquet"]}}}, base=tmp_path)
+    assert remote.settings().cache_dir == str(tmp_path / "blocks") and SECRET not in repr(data.config)
+    batches = list(data.loader(data.dataset(rank=0, world_size=1)))
+    local = mixsql.connect(tmp_path / "local")
+    local.register("corpus", [PARQUET_GLOB])
+    want = [s["id"] for s in local.mix(STATEMENT).samples(limit=4 * len(batches), columns=["id"])]
+    assert [i for b in batches for i in b["id"]] == want and any((tmp_path / "blocks").iterdir())
+
+
+def test_four_workers_share_one_cache(tmp_path: Path, server: S3Server, settings: remote.Settings) -> None:
+    s3, local = _catalogs(tmp_path, server)
+    with Proxy(server.endpoint) as proxy:
+        remote.configure(storage_options=server.options(proxy.endpoint))
+        ds = s3.mix(STATEMENT).torch_dataset(batch_size=4, rank=0, world_size=1, columns=["text"])
+        before = proxy.stats()["bytes"]
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=4, collate_fn=mixsql.collate)
+        got = [row for batch in loader for row in zip(batch["component"], batch["text"])]
+        fetched = proxy.stats()["bytes"] - before
+    want = [(r["component"], r["text"]) for r in local.mix(STATEMENT).samples(limit=len(got), columns=["text"])]
+    assert got == want
+    sizes = sum(p.stat().st_size for p in (SAMPLE / "parquet").glob("*.parquet"))
+    assert fetched <= 1.1 * sizes  # every block fetched about once, not once per worker
