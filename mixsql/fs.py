@@ -79,13 +79,24 @@ def filesystem(url: str) -> tuple[t.Any, str]:
     """(fsspec filesystem, path) for a URL, with this process's storage options given to the
     filesystem the URL targets (the last link of a chained URL)."""
     options = dict(remote.settings().storage_options)
-    if "::" in url:
-        target = url.rsplit("::", 1)[-1]
-        protocol = fsspec.core.split_protocol(target)[0] or "file"
-        return fsspec.core.url_to_fs(url, **({protocol: options} if options else {}))
-    if options and fsspec.core.split_protocol(url)[0] not in (None, "file", "local"):
-        return fsspec.core.url_to_fs(url, **options)
-    return fsspec.core.url_to_fs(url)
+    try:
+        if "::" in url:
+            target = url.rsplit("::", 1)[-1]
+            protocol = fsspec.core.split_protocol(target)[0] or "file"
+            return fsspec.core.url_to_fs(url, **({protocol: options} if options else {}))
+        if options and fsspec.core.split_protocol(url)[0] not in (None, "file", "local"):
+            return fsspec.core.url_to_fs(url, **options)
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        protocol = fsspec.core.split_protocol(url.rsplit("::", 1)[-1])[0]
+        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
+                 "adl": "azure"}.get(protocol or "")
+        raise CatalogError(f"{url}: reading {protocol}:// needs a package that is not installed ({e})",
+                           hint=f"pip install 'mixsql[{extra}]'" if extra else "install the fsspec implementation "
+                                                                                "it names") from None
+    except ValueError as e:
+        raise CatalogError(f"{url}: {e}", hint="check the URL's protocol (fsspec names: s3://, gs://, az://, "
+                                               "https://, file://, chained as simplecache::s3://...)") from None
 
 
 def is_remote(url: str) -> bool:

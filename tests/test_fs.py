@@ -43,3 +43,18 @@ def test_describe_expand_and_read(tmp_path: Path) -> None:
     for call in (lambda: fs.describe(urls[0]), lambda: fs.fingerprint(urls[0]), lambda: fs.read_range(urls[0], 0, 1)):
         with pytest.raises(DataError, match="is missing"):
             call()
+
+
+def test_urls_of_missing_filesystems_and_unknown_protocols_are_clear() -> None:
+    import importlib.util
+
+    from mixsql.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="Protocol not known: nosuchproto"):
+        fs.expand(["nosuchproto://x/y"])
+    if importlib.util.find_spec("gcsfs") is None:
+        with pytest.raises(CatalogError, match="needs a package") as e:
+            fs.expand(["gs://bucket/x.parquet"])
+        assert "mixsql[gcs]" in e.value.hint
+    assert fs.is_remote("s3://b/k") and fs.is_remote("simplecache::file:///x") and not fs.is_remote("/x")
+    assert not fs.is_remote("file:///x")
