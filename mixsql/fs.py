@@ -11,10 +11,12 @@ Arrow's native codecs.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import os
 import re
+import threading
 import typing as t
 
 import fsspec
@@ -522,6 +524,27 @@ class RemoteParquet:
 
     def close(self) -> None:
         pass
+
+    @classmethod
+    def open(cls, url: str, size: int, version: str) -> "RemoteParquet":
+        """The file's footer, read once per process (every reader of the process shares it)."""
+        key = (url, version)
+        with _FOOTERS_LOCK:
+            found = _FOOTERS.get(key)
+            if found is not None:
+                _FOOTERS.move_to_end(key)
+                return found
+        made = cls(url, size, version)
+        with _FOOTERS_LOCK:
+            _FOOTERS[key] = made
+            while len(_FOOTERS) > FOOTERS_KEPT:
+                _FOOTERS.popitem(last=False)
+        return made
+
+
+FOOTERS_KEPT = 256  # remote Parquet footers a process keeps (each about its file's footer size)
+_FOOTERS: "collections.OrderedDict[tuple[str, str], RemoteParquet]" = collections.OrderedDict()
+_FOOTERS_LOCK = threading.Lock()
 
 
 NPY_FIELD = "token_ids"  # the content field of a flat token array's documents

@@ -475,7 +475,7 @@ class Reader:
                 entry = self._remote_parquet[info.index] = concurrent.futures.Future()
         if mine:  # fetched outside the lock: footers of different files come side by side, each once
             try:
-                entry.set_result(mfs.RemoteParquet(info.url, info.size, info.version))
+                entry.set_result(mfs.RemoteParquet.open(info.url, info.size, info.version))
             except BaseException as e:
                 with self._remote_lock:
                     self._remote_parquet.pop(info.index, None)

@@ -214,6 +214,13 @@ def test_remote_parquet_fetches_only_the_needed_chunks(tmp_path: Path, server: S
     assert 0 <= footers <= len(plan.files) * mfs.FOOTER_READ
     assert remote.counters.requests <= groups + 2 * len(plan.files)
     assert remote.counters.metadata_requests <= len(plan.files)
+    remote.reset_counters()
+    again = Reader(plan, ["text"])
+    again.samples(rows[:50])
+    assert remote.counters.bytes_fetched == sum(  # footers once per process: only the chunks again
+        e - s for f, info in enumerate(plan.files)
+        for g in np.unique(info.row_group_of(plan.row[rows[:50][plan.file[rows[:50]] == f]])).tolist()
+        for s, e in mfs.RemoteParquet.open(info.url, info.size, info.version).chunk_ranges(g, ["text"]))
 
 
 def test_wrong_credentials_are_a_clear_error(tmp_path: Path, settings: remote.Settings) -> None:
