@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import typing as t
@@ -144,16 +145,14 @@ class Mix:
             plan = self._replayed(plan, log)
         reader = Reader(plan, columns, images=images)
         end = len(plan) if limit is None else min(limit, len(plan))
-        step = READ_SAMPLES
         ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
-        reads = [plan.positions_rows(s, min(s + step, end)) for s in range(0, min(end, (ahead + 1) * step), step)]
-        if reader.remote:
+        spans = _read_spans(end)
+        reads = [plan.positions_rows(*span) for span in itertools.islice(spans, ahead + 1)]
+        if reads and reader.remote:
             reader.prefetch(reads[0])  # a remote read's blocks are fetched side by side, not one by one
-        for start in range(0, end, step):
+        while reads:
             rows = reads.pop(0)
-            after = start + (ahead + 1) * step
-            if after < end:
-                reads.append(plan.positions_rows(after, min(after + step, end)))
+            reads.extend(plan.positions_rows(*span) for span in itertools.islice(spans, 1))
             for following in reads:
                 reader.prefetch(following)  # the next reads' blocks are fetched and decoded meanwhile
             yield from reader.samples(rows, component=component)
@@ -388,6 +387,17 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<mixsql.Connection {self.path} datasets={self.datasets()}>"
+
+
+FIRST_READ = 64  # samples of a stream's first read: the first sample comes quickly; then reads double
+
+
+def _read_spans(end: int) -> t.Iterator[tuple[int, int]]:
+    """[start, stop) of each read of the stream's first ``end`` positions: 64, 128, ... READ_SAMPLES."""
+    start, size = 0, FIRST_READ
+    while start < end:
+        yield start, min(start + size, end)
+        start, size = start + size, min(2 * size, READ_SAMPLES)
 
 
 def _check_limit(limit: t.Any) -> None:
