@@ -58,3 +58,21 @@ def test_urls_of_missing_filesystems_and_unknown_protocols_are_clear() -> None:
         assert "mixsql[gcs]" in e.value.hint
     assert fs.is_remote("s3://b/k") and fs.is_remote("simplecache::file:///x") and not fs.is_remote("/x")
     assert not fs.is_remote("file:///x")
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_PREFIXES = ["", "file://", "memory://", "simplecache::file://", "tar://x::file://", "zip://", "nosuch://",
+             "s3://key:secret@", "file://user:pw@host", "::", "file:"]
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.sampled_from(_PREFIXES), st.text(st.sampled_from(list("ab/.*?[]:@~ \\x0é")), max_size=24))
+def test_any_path_a_user_types_is_files_or_a_clear_error(prefix: str, rest: str) -> None:
+    from mixsql.errors import MixSQLError
+
+    try:
+        urls = fs.expand([prefix + rest])
+    except MixSQLError:
+        return
+    assert all(isinstance(u, str) for u in urls)
