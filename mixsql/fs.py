@@ -310,14 +310,61 @@ def exists(url: str) -> bool:
         return False
 
 
-def open_binary(url: str) -> t.Any:
+REMOTE_CHUNK = 8 << 20  # a remote file read from start to end is fetched in ranges of this size
+
+
+class RemoteFile(io.RawIOBase):
+    """A remote file read through ``read_range``: in ``REMOTE_CHUNK`` ranges, each retried on
+    transient errors (and through the disk cache when ``version`` is given), so a long sequential
+    read (registration, a compressed JSONL file) survives a dropped connection."""
+
+    def __init__(self, url: str, size: int, version: str | None = None) -> None:
+        self.url, self._size, self.version = url, size, version
+        self._pos = 0
+        self._chunk_start, self._chunk = -1, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._size + offset
+        return self._pos
+
+    def readinto(self, buffer: t.Any) -> int:
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        start = self._pos - self._pos % REMOTE_CHUNK
+        if start != self._chunk_start:
+            self._chunk = read_range(self.url, start, min(self._size, start + REMOTE_CHUNK), self.version)
+            self._chunk_start = start
+        at = self._pos - start
+        n = min(want, len(self._chunk) - at)
+        buffer[:n] = self._chunk[at: at + n]
+        self._pos += n
+        return n
+
+
+def open_binary(url: str, size: int | None = None, version: str | None = None) -> t.Any:
     """Open a file for reading (no decompression). fsspec resolves every URL; a local file is then
-    opened with Arrow's native reader, which Parquet decodes from without Python calls per read."""
+    opened with Arrow's native reader, which Parquet decodes from without Python calls per read; a
+    remote one of known ``size`` is read through ``RemoteFile`` (retried; cached by ``version``)."""
     fs, path = filesystem(url)
     try:
         if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
             return pa.OSFile(path, "rb")
         if is_remote(url):
+            if size is not None:
+                return io.BufferedReader(RemoteFile(url, size, version), buffer_size=1 << 20)
             return remote.retried("open", url, lambda: fs.open(path, "rb"))
         return fs.open(path, "rb")
     except FileNotFoundError:
@@ -326,9 +373,10 @@ def open_binary(url: str) -> t.Any:
         raise DataError(f"{url} is a directory, not a data file", file=url) from None
 
 
-def open_stream(url: str, compression: str | None) -> pa.NativeFile:
+def open_stream(url: str, compression: str | None, size: int | None = None,
+                version: str | None = None) -> pa.NativeFile:
     """A sequential stream of the file's (decompressed) bytes."""
-    raw = open_binary(url)
+    raw = open_binary(url, size, version)
     if not isinstance(raw, pa.NativeFile):
         raw = pa.PythonFile(raw, mode="r")
     if compression is None:

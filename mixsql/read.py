@@ -657,7 +657,7 @@ class Reader:
         records: list[bytes] = []
         position = 0  # decompressed offset of buffer[0]
         buffer = b""
-        with mfs.open_stream(info.url, info.compression) as stream:
+        with mfs.open_stream(info.url, info.compression, info.size, info.version) as stream:
             for s, e in zip(starts.tolist(), ends.tolist()):
                 while position + len(buffer) < e:
                     chunk = stream.read(8 << 20)

@@ -129,7 +129,7 @@ def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
                  count: Counter | None = None) -> tuple[pa.Table, list[int], pa.Schema]:
     """Index a Parquet file; also return the row counts of its row groups and the record schema.
     With ``count``, each record also gets ``n_tokens``: the tokens of its (one) content field."""
-    with mfs.open_binary(src.url) as fh:
+    with mfs.open_binary(src.url, src.size) as fh:
         try:
             pf = pq.ParquetFile(fh)
         except (pa.ArrowInvalid, OSError) as e:
@@ -237,7 +237,7 @@ def scan_jsonl(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
     base = 0  # decompressed offset of the current block
     line_no = 0  # 1-based physical line numbers for error messages
     pending = b""
-    with mfs.open_stream(src.url, src.compression) as stream:
+    with mfs.open_stream(src.url, src.compression, src.size) as stream:
         while True:
             try:
                 chunk = stream.read(BLOCK_BYTES)
@@ -452,7 +452,7 @@ def scan_npy(src: mfs.SourceFile, file_id: int, eos: int, vocab: int) -> tuple[p
     """Index a flat array of token ids: one sample per document (the ids between EOS separators, the
     EOS not included), with ``n_tokens``, its token range as ``_offset``/``_length``, and the sidecar's
     properties if one sits beside it (queryable in the catalog; a record is its ``token_ids``)."""
-    with mfs.open_binary(src.url) as fh:
+    with mfs.open_binary(src.url, src.size) as fh:
         _, dtype, n = npy_header(fh, src.url)
         data = np.frombuffer(fh.read(n * dtype.itemsize), dtype=dtype)
     if len(data) != n:
@@ -512,7 +512,7 @@ def scan_tar(src: mfs.SourceFile, file_id: int) -> tuple[pa.Table, pa.Schema]:
         samples.append(record)
         ranges.append((start, end))
 
-    with mfs.open_binary(src.url) as fh:
+    with mfs.open_binary(src.url, src.size) as fh:
         try:
             with tarfile.open(fileobj=fh, mode="r:") as tar:
                 for member in tar:
