@@ -14,10 +14,10 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
    Even-numbered pools are visited backwards, so two neighbouring partitions reach the block they
    share at the same moment (both first, or both last) and one decode serves both.
    A partition's sequence is its pools, epoch after epoch; it takes exactly the samples it will
-   consume (known in advance from the chunk table, see ``plan``): whole epochs, then of the last
-   epoch a selection spread evenly over the pool (an ordered component takes its start instead,
-   keeping the curriculum's order). So every component moves through the *same* blocks at the
-   same pace, and a block holding samples of several components is decoded once for all of them.
+   consume (known in advance from the chunk table, see ``plan``): whole epochs, then the start of
+   the last epoch's visiting order (block then sample: a partial epoch touches only the blocks it
+   reaches, and a longer stream only appends). So every component moves through the *same* blocks
+   at the same pace, and a block holding samples of several components is decoded once for all of them.
    Within a pool, consecutive blocks form windows of ``window`` blocks, and the samples of each
    window are shuffled: a window is a contiguous range of the sequence touching at most
    ``window`` blocks, so reading stays mostly sequential while no two neighbours in the stream are
