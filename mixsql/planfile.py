@@ -36,6 +36,12 @@ SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "off
 # sample's n_tokens) out of plans whose datasets have no token counts from one tokenizer.
 
 
+def _mapped(path: Path) -> np.ndarray:
+    """A plan array memory-mapped (shared by every process), as a plain ndarray view: slicing an
+    ``np.memmap`` makes a memmap object each time, a cost per read that adds up."""
+    return np.asarray(np.load(path, mmap_mode="r"))
+
+
 @dataclasses.dataclass(frozen=True)
 class PlanFile:
     """A source file as the plan sees it (``index`` is its position in the plan's file list)."""
@@ -79,24 +85,26 @@ class CompiledPlan:
         if self.meta.get("format") != PLAN_FORMAT:
             raise PlanError(f"{self.directory} holds a plan of format {self.meta.get('format')}; "
                             f"this mixsql reads {PLAN_FORMAT}", hint="compile it again")
-        columns = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in self.meta["columns"]}
+        columns = {name: _mapped(self.directory / f"{name}.npy") for name in self.meta["columns"]}
         self.component = columns["component"]
         self.file = columns["file"]
         self.row = columns["row"]
         self.byte_offset = columns.get("offset")  # JSONL records: byte range in the decompressed file
         self.byte_length = columns.get("length")
         self.tokens = columns.get("tokens")  # n_tokens of each sample, when the datasets have them
-        self.table: t.Any = np.load(self.directory / "chunks.npy", mmap_mode="r")  # cumulative counts per chunk
+        self.table: t.Any = _mapped(self.directory / "chunks.npy")  # cumulative counts per chunk
+        self._chunk_cache: dict[tuple[int, int], np.ndarray] = {}  # the last chunks' rows (static tables)
+        self._chunk_cache_of: t.Any = None
         self.adapt: dict[str, t.Any] | None = self.meta.get("adapt")
         if self.adapt is not None:  # ADAPT: the table follows the weight log (``adaptive``), the prior until then
             from mixsql.adaptive import AdaptiveTable
 
             self.table = AdaptiveTable(self.meta["chunk_size"], self.adapt["capacity"], self.adapt["prior"])
         # a stream planned from token counts stores each partition's order (``tokenplan``)
-        self.stream_rows = np.load(self.directory / "stream_rows.npy", mmap_mode="r") \
+        self.stream_rows = _mapped(self.directory / "stream_rows.npy") \
             if self.meta.get("order") == "merged" else None
-        self.window_starts = np.load(self.directory / "windows.npy", mmap_mode="r")
-        blocks = np.load(self.directory / "window_blocks.npy", mmap_mode="r")
+        self.window_starts = _mapped(self.directory / "windows.npy")
+        blocks = _mapped(self.directory / "window_blocks.npy")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
         self.names: list[str] = [c["name"] for c in self.meta["components"]]
         self.datasets: list[str] = [c["dataset"] for c in self.meta["components"]]
@@ -134,20 +142,20 @@ class CompiledPlan:
         if self.tokens is None:
             raise PlanError(f"the plan has no token counts: {self.meta.get('tokens_missing') or 'its datasets have none'}",
                             hint="register the datasets with --tokenizer, then compile again")
-        return np.load(self.directory / "stream_tokens.npy", mmap_mode="r")
+        return _mapped(self.directory / "stream_tokens.npy")
 
     @functools.cached_property
     def row_tokens(self) -> np.ndarray:
         """Cumulative tokens over plan rows (rows + 1 values from 0): a pool's tokens are a difference."""
         if self.tokens is None:
             self.stream_tokens  # the error of a plan without token counts
-        return np.load(self.directory / "row_tokens.npy", mmap_mode="r")
+        return _mapped(self.directory / "row_tokens.npy")
 
     @functools.cached_property
     def row_index(self) -> np.ndarray:
         """Each plan row's index in its partition's stream (increasing along a pool)."""
         self.stream_tokens
-        return np.load(self.directory / "row_index.npy", mmap_mode="r")
+        return _mapped(self.directory / "row_index.npy")
 
     @functools.cached_property
     def pool_lengths(self) -> np.ndarray:
@@ -167,11 +175,24 @@ class CompiledPlan:
         """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
         if self.stream_rows is not None:
             return self.partition_rows(q, k * self.chunk_size, (k + 1) * self.chunk_size)
+        static = isinstance(self.table, np.ndarray)  # an adaptive table grows: its chunks are not kept
+        if static:
+            if self._chunk_cache_of is not self.table:
+                self._chunk_cache, self._chunk_cache_of = {}, self.table
+            found = self._chunk_cache.get((q, k))
+            if found is not None:
+                return found
         before = self.table[k]
         order, occurrence = _order_and_occurrence(tuple((self.table[k + 1] - before).tolist()),
                                                   rotation(q, self.partitions, self.chunk_size))
         base = self.pool_start[:, q] + before.astype(np.int64)
-        return base[order] + occurrence
+        rows = base[order] + occurrence
+        if static:  # batches smaller than a chunk ask for the same chunk again and again
+            rows.flags.writeable = False
+            if len(self._chunk_cache) >= 4 * self.partitions + 4:
+                self._chunk_cache.pop(next(iter(self._chunk_cache)))
+            self._chunk_cache[(q, k)] = rows
+        return rows
 
     def partition_rows(self, q: int, start: int, stop: int) -> np.ndarray:
         """Plan rows of samples [start, stop) of partition q's stream (clipped to the stream's end)."""
