@@ -163,6 +163,9 @@ class Data:
         """A DataLoader over ``dataset`` (batches are made by the dataset; ``num_workers`` from the config)."""
         import torch.utils.data
 
+        from mixsql.dataset import batch_as_is
+
+        options.setdefault("collate_fn", batch_as_is)  # the dataset's batches as they are
         return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.config.num_workers, **options)
 
 

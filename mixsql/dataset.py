@@ -320,6 +320,13 @@ def _rows_of(arrays: dict[str, np.ndarray]) -> t.Iterator[dict[str, torch.Tensor
         yield {name: v[i] for name, v in tensors.items()}
 
 
+def batch_as_is(batch: t.Any) -> t.Any:
+    """The DataLoader's ``collate_fn`` for a ``batched=True`` dataset (``batch_size=None``): the
+    batch as the dataset made it. Torch's default instead walks every value of every batch (its
+    ``default_convert``), which measured 1.5-2 x slower for batches of text."""
+    return batch
+
+
 def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:
     """A batch as a dict of lists (list-valued properties stay lists of lists)."""
     if not samples:

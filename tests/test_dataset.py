@@ -193,7 +193,11 @@ def test_batched_datasets_yield_the_same_batches_as_a_dataloader_would(tcon, wor
         batched = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
         a = [b[key] for b in plain]
         b = [b[key] for b in batched]
-        assert len(a) == len(b) == len(ds) > 0
+        as_is = [b[key] for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                                               collate_fn=mixsql.batch_as_is)]
+        assert len(a) == len(b) == len(as_is) == len(ds) > 0
+        for x, y in zip(as_is, b):  # the batches as the dataset made them: the same
+            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
         for x, y in zip(a, b):
             assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
         resumed = mix.torch_dataset(batch_size=4, batched=True, start_step=3, **kwargs)
