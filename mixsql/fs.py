@@ -11,6 +11,7 @@ Arrow's native codecs.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import io
@@ -313,15 +314,11 @@ def exists(url: str) -> bool:
 REMOTE_CHUNK = 8 << 20  # a remote file read from start to end is fetched in ranges of this size
 
 
-class RemoteFile(io.RawIOBase):
-    """A remote file read through ``read_range``: in ``REMOTE_CHUNK`` ranges, each retried on
-    transient errors (and through the disk cache when ``version`` is given), so a long sequential
-    read (registration, a compressed JSONL file) survives a dropped connection."""
+class _Seekable(io.RawIOBase):
+    """A read-only file of known size whose subclasses say how bytes are got (``readinto``)."""
 
-    def __init__(self, url: str, size: int, version: str | None = None) -> None:
-        self.url, self._size, self.version = url, size, version
-        self._pos = 0
-        self._chunk_start, self._chunk = -1, b""
+    def __init__(self, url: str, size: int) -> None:
+        self.url, self._size, self._pos = url, size, 0
 
     def readable(self) -> bool:
         return True
@@ -338,6 +335,17 @@ class RemoteFile(io.RawIOBase):
     def seek(self, offset: int, whence: int = 0) -> int:
         self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._size + offset
         return self._pos
+
+
+class RemoteFile(_Seekable):
+    """A remote file read through ``read_range``: in ``REMOTE_CHUNK`` ranges, each retried on
+    transient errors (and through the disk cache when ``version`` is given), so a long sequential
+    read (registration, a compressed JSONL file) survives a dropped connection."""
+
+    def __init__(self, url: str, size: int, version: str | None = None) -> None:
+        super().__init__(url, size)
+        self.version = version
+        self._chunk_start, self._chunk = -1, b""
 
     def readinto(self, buffer: t.Any) -> int:
         want = min(len(buffer), self._size - self._pos)
@@ -473,37 +481,19 @@ def _fetch(url: str, starts: list[int], ends: list[int]) -> list[bytes]:
     return out
 
 
-class _Ranges(io.RawIOBase):
+class _Ranges(_Seekable):
     """A file of which only some byte ranges are known: what a Parquet read of known column chunks
     is given instead of a network file, so it issues no request of its own."""
 
     def __init__(self, url: str, size: int, parts: dict[int, bytes]) -> None:
-        self.url, self._size, self._pos = url, size, 0
+        super().__init__(url, size)
         self._starts = sorted(parts)
         self._parts = parts
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._size + offset
-        return self._pos
 
     def readinto(self, buffer: t.Any) -> int:
         want = min(len(buffer), self._size - self._pos)
         if want <= 0:
             return 0
-        import bisect
-
         i = bisect.bisect_right(self._starts, self._pos) - 1
         if i >= 0:
             start = self._starts[i]
@@ -569,9 +559,6 @@ class RemoteParquet:
         parts.update({s: b for (s, _), b in zip(ranges, blobs)})
         pf = pq.ParquetFile(_Ranges(self.url, self.size, parts), metadata=self.metadata)
         return pf.read_row_group(g, columns=list(columns), use_threads=use_threads)
-
-    def close(self) -> None:
-        pass
 
     @classmethod
     def open(cls, url: str, size: int, version: str) -> "RemoteParquet":

@@ -153,11 +153,6 @@ class Reader:
 
     # -- public ----------------------------------------------------------------------------------
 
-    def verify(self) -> None:
-        """Check every file of the plan against its registration (size, modification time, entity tag) now."""
-        verify_files(self.plan)
-        self._checked.update(range(len(self.plan.files)))
-
     def read(self, rows: np.ndarray) -> pa.Table:
         """The records of plan ``rows`` in that order, with the requested columns and ``component_id``."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -4,7 +4,6 @@ transient failures retried, and clear errors for what cannot work."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -176,7 +175,7 @@ def test_catalog_urls_chains_and_archives(tmp_path: Path, server: S3Server, sett
         mixsql.connect("s3://bucket/cat")
     assert not Path("s3:").exists()
     con = mixsql.connect(tmp_path / "cat", storage_options=server.options())
-    info = con.register("chained", [f"simplecache::s3://bucket/parquet/corpus-00000.parquet"])
+    info = con.register("chained", ["simplecache::s3://bucket/parquet/corpus-00000.parquet"])
     url = con.catalog.dataset("chained").files()[0].url
     assert url == "simplecache::s3://bucket/parquet/corpus-00000.parquet" and info.samples > 0
     local = mixsql.connect(tmp_path / "local")
