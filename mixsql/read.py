@@ -228,8 +228,10 @@ class Reader:
     def prefetch(self, rows: np.ndarray) -> None:
         """Start decoding, in background threads, the Parquet row groups that plan ``rows`` will
         need and that are not held: the next read's decoding (which releases the GIL) overlaps
-        this one's work, and a read's own row groups decode side by side. Nothing else changes; a
-        read that needs a row group waits for it."""
+        this one's work, and a read's own row groups decode side by side. For remote files also
+        their fingerprint check and the byte ranges of JSONL records and shard samples. Nothing
+        else changes; a read that needs a block waits for it (and an error meets the sample that
+        needs the block, not the thread)."""
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows) or not self.columns:
             return
