@@ -39,6 +39,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from mixsql import forksafe
 from mixsql import fs as mfs
 from mixsql import remote
 from mixsql.fs import NPY_FIELD, npy_header
@@ -79,6 +80,12 @@ def _id_views(column: t.Any, rows: np.ndarray) -> list[np.ndarray | None]:
         valid = np.asarray(array.is_valid())[rows].tolist()
         out = [v if ok else None for v, ok in zip(out, valid)]
     return out
+
+
+def _task(work: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+    """A read-ahead job, run as work a fork waits for (``forksafe``)."""
+    with forksafe.task():
+        return work(*args)
 
 
 def _by_value(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -238,7 +245,7 @@ class Reader:
         for f, mine in _by_value(self.plan.file[rows]):
             info = self.plan.files[f]
             if self._remote[f] and f not in self._checked and f not in self._checks:
-                self._checks[f] = self._pool().submit(check_file, info)  # its fingerprint, meanwhile too
+                self._checks[f] = self._pool().submit(_task, check_file, info)  # its fingerprint, meanwhile too
             if info.format != "parquet":
                 if self._remote[f] and info.format in ("jsonl", "tar") and info.compression is None:
                     self._prefetch_ranges(info, rows[mine])  # a remote file's records: their bytes, meanwhile
@@ -248,7 +255,7 @@ class Reader:
                 if key in self._sources or key in self._ahead:
                     continue
                 columns = None if self._remote[f] else self._group_columns(info)  # a remote footer: in the thread
-                self._ahead[key] = self._pool().submit(self._read_ahead, info, g, columns)
+                self._ahead[key] = self._pool().submit(_task, self._read_ahead, info, g, columns)
         while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
 
@@ -272,7 +279,7 @@ class Reader:
             starts, ends = offsets, offsets + lengths.astype(np.int64)
             key = ("bytes", info.index, int(starts[0]), int(ends[-1]), len(starts))
             if key not in self._ahead:
-                self._ahead[key] = self._pool().submit(self._fetch_plain, info, starts, ends)
+                self._ahead[key] = self._pool().submit(_task, self._fetch_plain, info, starts, ends)
 
     def _read_ahead(self, info: PlanFile, g: int, columns: list[str] | None) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""

@@ -5,6 +5,8 @@ stream depend on timing: the refit due after step s runs in a background thread 
 the history, and its result is used at step s + ``fit_lag`` exactly, whenever it finished (the
 feedback of that step waits for it if it has not: the trainer, never the DataLoader, waits). So the
 weights are a pure function of the feedback, on every rank, across restarts.
+
+A process never forks (a DataLoader starting its workers) while a refit runs (``forksafe``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import typing as t
 
 import numpy as np
 
+from mixsql import forksafe
 from mixsql.mixing.ado import Ado, AdoConfig, Fit, fit_all
+
+
+def _refit(losses: np.ndarray, n: np.ndarray, config: AdoConfig) -> list[Fit | None]:
+    with forksafe.task():  # a fork (a DataLoader starting its workers) waits for it
+        return fit_all(losses, n, config)
 
 
 class Online:
@@ -40,7 +48,7 @@ class Online:
             else:
                 if self._pool is None:
                     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mixsql-fit")
-                self.pending[done + self.config.fit_lag] = self._pool.submit(fit_all, *snapshot, self.config)
+                self.pending[done + self.config.fit_lag] = self._pool.submit(_refit, *snapshot, self.config)
         return self.ado.update()
 
     def state_dict(self) -> dict[str, t.Any]:
@@ -58,5 +66,5 @@ class Online:
             snapshot = (np.asarray(ado.losses[:fitted], dtype=np.float64), np.asarray(ado.n[:fitted], dtype=np.float64))
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mixsql-fit")
-            self.pending[int(apply_at)] = self._pool.submit(fit_all, *snapshot, ado.config)
+            self.pending[int(apply_at)] = self._pool.submit(_refit, *snapshot, ado.config)
         return self
