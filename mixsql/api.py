@@ -148,13 +148,13 @@ class Mix:
         ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
         spans = _read_spans(end)
         reads = [plan.positions_rows(*span) for span in itertools.islice(spans, ahead + 1)]
-        if reads and reader.remote:
-            reader.prefetch(reads[0])  # a remote read's blocks are fetched side by side, not one by one
+        for rows in reads if reader.remote else reads[1:]:  # remote: the first read's blocks side by side too
+            reader.prefetch(rows)
         while reads:
             rows = reads.pop(0)
-            reads.extend(plan.positions_rows(*span) for span in itertools.islice(spans, 1))
-            for following in reads:
-                reader.prefetch(following)  # the next reads' blocks are fetched and decoded meanwhile
+            for span in itertools.islice(spans, 1):  # one more read ahead, fetched and decoded meanwhile
+                reads.append(plan.positions_rows(*span))
+                reader.prefetch(reads[-1])
             yield from reader.samples(rows, component=component)
 
     def torch_dataset(self, batch_size: int | None = None, rank: int | None = None, world_size: int | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures
 import dataclasses
 import io
 import os
@@ -562,23 +563,34 @@ class RemoteParquet:
 
     @classmethod
     def open(cls, url: str, size: int, version: str) -> "RemoteParquet":
-        """The file's footer, read once per process (every reader of the process shares it)."""
+        """The file's footer, read once per process: every reader and thread of the process shares
+        it, and threads opening the same file at once wait for one fetch (different files' footers
+        are fetched side by side, outside the lock)."""
         key = (url, version)
         with _FOOTERS_LOCK:
-            found = _FOOTERS.get(key)
-            if found is not None:
+            entry = _FOOTERS.get(key)
+            mine = entry is None
+            if mine:
+                entry = _FOOTERS[key] = concurrent.futures.Future()
+                while len(_FOOTERS) > FOOTERS_KEPT:
+                    _FOOTERS.popitem(last=False)
+            else:
                 _FOOTERS.move_to_end(key)
-                return found
-        made = cls(url, size, version)
-        with _FOOTERS_LOCK:
-            _FOOTERS[key] = made
-            while len(_FOOTERS) > FOOTERS_KEPT:
-                _FOOTERS.popitem(last=False)
-        return made
+        if mine:
+            try:
+                entry.set_result(cls(url, size, version))
+            except BaseException as e:
+                with _FOOTERS_LOCK:
+                    if _FOOTERS.get(key) is entry:
+                        del _FOOTERS[key]
+                entry.set_exception(e)
+                raise
+        return entry.result()
 
 
 FOOTERS_KEPT = 256  # remote Parquet footers a process keeps (each about its file's footer size)
-_FOOTERS: "collections.OrderedDict[tuple[str, str], RemoteParquet]" = collections.OrderedDict()
+_FOOTERS: "collections.OrderedDict[tuple[str, str], concurrent.futures.Future[RemoteParquet]]" = \
+    collections.OrderedDict()
 _FOOTERS_LOCK = threading.Lock()
 
 

@@ -141,8 +141,6 @@ class Reader:
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
         self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
         self._checks: dict[int, concurrent.futures.Future[None]] = {}  # remote fingerprints being asked
-        self._remote_parquet: dict[int, concurrent.futures.Future[mfs.RemoteParquet]] = {}  # shared by threads
-        self._remote_lock = threading.Lock()
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -261,7 +259,7 @@ class Reader:
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._ahead_pool is None:
-            threads = remote.settings().read_ahead if any(self._remote) else READ_AHEAD_THREADS
+            threads = remote.settings().read_ahead if self.remote else READ_AHEAD_THREADS
             self._ahead_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mixsql-read")
         return self._ahead_pool
 
@@ -284,11 +282,8 @@ class Reader:
     def _read_ahead(self, info: PlanFile, g: int, columns: list[str] | None) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""
         if self._remote[info.index]:
-            pf = self._remote_file(info)
-            if columns is None:
-                available = set(pf.schema_arrow.names)
-                columns = [c for c in self.columns if c in available]
-            return pf.read_row_group(g, columns=columns, use_threads=False)
+            columns = self._group_columns(info) if columns is None else columns  # the footer, in this thread
+            return self._remote_file(info).read_row_group(g, columns=columns, use_threads=False)
         files = getattr(self._ahead_files, "files", None)
         if files is None:
             files = self._ahead_files.files = collections.OrderedDict()
@@ -472,20 +467,7 @@ class Reader:
 
     def _remote_file(self, info: PlanFile) -> mfs.RemoteParquet:
         """A remote Parquet file, its footer read once per process (threads share it)."""
-        with self._remote_lock:
-            entry = self._remote_parquet.get(info.index)
-            mine = entry is None
-            if mine:
-                entry = self._remote_parquet[info.index] = concurrent.futures.Future()
-        if mine:  # fetched outside the lock: footers of different files come side by side, each once
-            try:
-                entry.set_result(mfs.RemoteParquet.open(info.url, info.size, info.version))
-            except BaseException as e:
-                with self._remote_lock:
-                    self._remote_parquet.pop(info.index, None)
-                entry.set_exception(e)
-                raise
-        return entry.result()
+        return mfs.RemoteParquet.open(info.url, info.size, info.version)
 
     def _parquet_file(self, info: PlanFile) -> t.Any:
         if self._remote[info.index]:
