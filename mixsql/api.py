@@ -148,7 +148,7 @@ class Mix:
         ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
         spans = _read_spans(end)
         reads = [plan.positions_rows(*span) for span in itertools.islice(spans, ahead + 1)]
-        for rows in reads if reader.remote else reads[1:]:  # remote: the first read's blocks side by side too
+        for rows in reads:  # the first read's blocks too: decoded (fetched) side by side
             reader.prefetch(rows)
         while reads:
             rows = reads.pop(0)

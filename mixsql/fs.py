@@ -363,6 +363,14 @@ class RemoteFile(_Seekable):
         return n
 
 
+def local_path(url: str) -> str:
+    """The path of a local file's URL (a plain path, or ``file://``), as Arrow's own filesystem opens it."""
+    fs, path = filesystem(url)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        raise MixSQLError(f"{url} is not a local file")
+    return path
+
+
 def open_binary(url: str, size: int | None = None, version: str | None = None) -> t.Any:
     """Open a file for reading (no decompression). fsspec resolves every URL; a local file is then
     opened with Arrow's native reader, which Parquet decodes from without Python calls per read; a

@@ -203,3 +203,46 @@ def test_batched_datasets_yield_the_same_batches_as_a_dataloader_would(tcon, wor
         resumed = mix.torch_dataset(batch_size=4, batched=True, start_step=3, **kwargs)
         first = next(iter(resumed))[key]
         assert torch.equal(first, b[3]) if isinstance(first, torch.Tensor) else first == b[3]
+
+
+def test_a_worker_stream_made_ahead_hands_out_items_with_their_positions(mix: mixsql.Mix,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a DataLoader worker the stream is made in a thread ahead of what is handed out: the items
+    and the position ``state_dict`` reports after each are those of the plain stream, an error in
+    the thread is raised to the consumer, and a consumer that stops stops the thread."""
+    import threading
+
+    ds = mix.torch_dataset(batch_size=4, columns=["id"])
+    plain = []
+    for s in ds:
+        plain.append((s["id"], ds.state_dict()["next"]))
+    import types
+
+    info = types.SimpleNamespace(id=0, num_workers=1)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
+    ahead = []
+    for s in ds:
+        ahead.append((s["id"], ds.state_dict()["next"]))
+    assert ahead == plain
+
+    def threads() -> int:
+        return sum(t.name == "mixsql-stream" for t in threading.enumerate())
+
+    stream = iter(ds)
+    next(stream)
+    assert threads() == 1
+    stream.close()
+    for _ in range(100):
+        if not threads():
+            break
+        threading.Event().wait(0.02)
+    assert threads() == 0
+
+    def broken(mark):
+        yield {"id": "x"}
+        raise mixsql.DataError("row group 3 of f.parquet cannot be decoded")
+
+    got = ds._produced(broken)
+    assert next(got)["id"] == "x"
+    with pytest.raises(mixsql.DataError, match="row group 3"):
+        next(got)

@@ -232,3 +232,42 @@ def test_a_shard_edited_during_a_stream_is_an_error(tmp_path: Path, kind: str) -
         for s in stream:
             assert (s["domain"] == "code") == (s["component"] == "code")
     assert str(victim) in str(e.value) and "changed since it was registered" in str(e.value)
+
+
+def _corrupt_row_group(path: Path, group: int, column: str) -> None:
+    """Overwrite the middle of one row group's column chunk in place, keeping size and mtime."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata.row_group(group)
+    chunk = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column)
+    start = chunk.data_page_offset + 16
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[start: start + 200] = os.urandom(200)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_corrupt_row_group_meets_the_sample_that_needs_it(tmp_path: Path, data_copy: Path) -> None:
+    """Row groups decode ahead in batches; one that cannot be decoded fails its batch, and the error
+    (file, row group) comes when the stream reaches a sample of it, not when it was read ahead."""
+    victim = data_copy / "parquet" / "corpus-00002.parquet"
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("p", [str(data_copy / "parquet")])
+    mix = con.mix("MIX 1 AS a FROM p")
+    plan = mix.plan()
+    order = plan.positions_rows(0, len(plan))
+    f = next(i.index for i in plan.files if i.url.endswith(victim.name))
+    group = 3
+    start = int(plan.files[f].row_group_starts[group])
+    mine = (plan.file[order] == f) & (plan.row[order] >= start) & (plan.row[order] < start + 128)
+    first = int(np.flatnonzero(mine)[0])
+    _corrupt_row_group(victim, group, "text")
+    delivered = []
+    with pytest.raises(DataError) as e:
+        for s in mix.samples(columns=["id", "text"]):
+            delivered.append(s["id"])
+    assert e.value.file == f"file://{victim}" and e.value.row == start
+    assert f"row group {group}" in str(e.value)
+    read_start = max(s for s, _ in mixsql.api._read_spans(len(plan)) if s <= first)
+    assert 0 < read_start and len(delivered) == read_start  # every sample before the read that needs it
