@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch.utils.data
 
-from mixsql import remote
+from mixsql import remote, shared
 from mixsql import state as _state
 from mixsql import world
 from mixsql.errors import MixSQLError
@@ -76,6 +76,7 @@ class MixDataset(torch.utils.data.IterableDataset):
         reader_columns = self.columns if packed is None else list(packed.fields)
         Reader(plan, reader_columns, images=images)  # the columns, now; each file is checked as first opened
         self._remote = remote.settings()  # storage options and cache, for the DataLoader workers (in memory only)
+        self._shared = shared.new_directory()  # where DataLoader workers share decoded row groups
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
         if packed is not None:
             self._identity.update(packed.identity())
@@ -239,6 +240,8 @@ class MixDataset(torch.utils.data.IterableDataset):
         plan = self._plan()
         packed = self._packed(plan)
         reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images)
+        if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
+            reader.shared = shared.SharedBlocks(self._shared)
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known

@@ -49,6 +49,7 @@ from mixsql import remote
 from mixsql.fs import NPY_FIELD, npy_header
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan, PlanFile
+from mixsql.shared import SharedBlocks
 
 DEFAULT_CACHE_BYTES = 1 << 30
 READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bounds what is held at once
@@ -163,6 +164,7 @@ class Reader:
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
         self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
         self._checks: dict[int, concurrent.futures.Future[None]] = {}  # remote fingerprints being asked
+        self.shared: SharedBlocks | None = None  # decoded row groups shared with the other DataLoader workers
 
     def _columns(self, columns: t.Sequence[str] | None) -> list[str]:
         names: list[str] = []
@@ -286,7 +288,7 @@ class Reader:
         for (columns, schema), groups in local.items():
             for at in range(0, len(groups), BATCH_GROUPS):
                 batch = groups[at: at + BATCH_GROUPS]
-                job = self._pool().submit(_task, _decode_many, batch, list(columns), schema)
+                job = self._pool().submit(_task, self._decode_batch, batch, list(columns), schema)
                 for i, (info, g) in enumerate(batch):
                     self._ahead[("rg", info.index, g)] = _Part(job, i)
         while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
@@ -313,6 +315,14 @@ class Reader:
             key = ("bytes", info.index, int(starts[0]), int(ends[-1]), len(starts))
             if key not in self._ahead:
                 self._ahead[key] = self._pool().submit(_task, self._fetch_plain, info, starts, ends)
+
+    def _decode_batch(self, groups: list[tuple[PlanFile, int]], columns: list[str], schema: pa.Schema
+                      ) -> list[pa.Table]:
+        """``_decode_many``, through the workers' shared blocks when there are some."""
+        if self.shared is None:
+            return _decode_many(groups, columns, schema)
+        keys = [self.shared.key(info.url, info.version, g, columns) for info, g in groups]
+        return self.shared.fill(keys, lambda todo: _decode_many([groups[i] for i in todo], columns, schema))
 
     def _read_ahead(self, info: PlanFile, g: int, columns: list[str] | None) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""
@@ -560,8 +570,12 @@ class Reader:
             elif ahead is not None and not ahead.cancelled():
                 table = ahead.result()
             if ahead is None or ahead.cancelled():
-                table = self._parquet_file(info).read_row_group(g, columns=self._group_columns(info),
-                                                                use_threads=False)
+                columns = self._group_columns(info)
+                if self.shared is not None and not self._remote[info.index]:
+                    table = self.shared.fill([self.shared.key(info.url, info.version, g, columns)], lambda _: [
+                        self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)])[0]
+                else:
+                    table = self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
