@@ -124,8 +124,11 @@ class Reader:
     Reading a window resolves each of its rows to a *source*: the rows the plan takes from one
     Parquet row group (decoded once, then cut down to those rows), or the parsed records of one
     JSONL file within the window. A source stays while resolved windows still need rows of it, then
-    on a short probation (the other components reach the same block at about the same time), then
-    goes; ``cache_bytes`` caps the total, least recently used first out. A request takes its rows
+    on probation (other components and partitions reach the same block later: a component that
+    takes little of its pool moves through the blocks more slowly than one that takes much), oldest
+    out first once the sources on probation hold a quarter of ``cache_bytes`` (at least 64 MiB, or all
+    of it if smaller); ``cache_bytes`` caps
+    the total, least recently used first out. A request takes its rows
     from each source it touches once, and records become Python objects once.
     """
 
@@ -155,8 +158,9 @@ class Reader:
         self._keys: list[tuple] = []
         self._key_ids: dict[tuple, int] = {}
         self._pending: dict[int, int] = collections.defaultdict(int)  # rows of resolved windows not yet handed out
-        self._probation: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._probation_size = max(64, 4 * plan.partitions * len(plan.names))
+        self._probation: collections.OrderedDict[int, int] = collections.OrderedDict()  # source id -> bytes
+        self._probation_bytes = 0
+        self._probation_limit = max(cache_bytes // 4, min(cache_bytes, 64 << 20))
         self._members: dict[tuple[int, int], np.ndarray] = {}
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -367,14 +371,19 @@ class Reader:
 
     def _release(self, key_id: int, n: int) -> None:
         """Rows handed out; a source no resolved window still needs goes on probation, for the other
-        components, which reach the same block at about the same time, then out."""
+        components and partitions that reach the same block later, then out."""
         left = self._pending[key_id] - n
         self._pending[key_id] = left
         if left > 0:
             return
-        self._probation[key_id] = None
-        while len(self._probation) > self._probation_size:
-            old, _ = self._probation.popitem(last=False)
+        table = self._sources.get(self._keys[key_id])
+        size = 0 if table is None else table.nbytes
+        self._probation_bytes -= self._probation.pop(key_id, 0)
+        self._probation[key_id] = size
+        self._probation_bytes += size
+        while self._probation_bytes > self._probation_limit and len(self._probation) > 1:
+            old, held = self._probation.popitem(last=False)
+            self._probation_bytes -= held
             self._evict(self._keys[old])
 
     # -- windows and sources ---------------------------------------------------------------------
@@ -424,7 +433,7 @@ class Reader:
                                       self.plan.byte_length[rows[mine]]))
         for key_id, at in _by_value(ids):
             self._pending[key_id] += len(at)
-            self._probation.pop(key_id, None)
+            self._probation_bytes -= self._probation.pop(key_id, 0)
         self.stats.windows += 1
         entry = (start, ids, locs)
         self._resolved[w] = entry
@@ -467,7 +476,7 @@ class Reader:
         while self._source_bytes > self.cache_bytes and len(self._sources) > 1:
             victim = next(iter(self._probation), None)
             if victim is not None:
-                self._probation.pop(victim)
+                self._probation_bytes -= self._probation.pop(victim)
                 self._evict(self._keys[victim])
             else:
                 self._evict(next(iter(self._sources)))

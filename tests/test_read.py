@@ -271,3 +271,28 @@ def test_a_corrupt_row_group_meets_the_sample_that_needs_it(tmp_path: Path, data
     assert f"row group {group}" in str(e.value)
     read_start = max(s for s, _ in mixsql.api._read_spans(len(plan)) if s <= first)
     assert 0 < read_start and len(delivered) == read_start  # every sample before the read that needs it
+
+
+def test_components_moving_at_different_paces_decode_each_row_group_once(tmp_path: Path) -> None:
+    """A component that takes little of its pool walks the shared block order slowly, one that takes
+    most of it fast: the first reaches a block long after the second left it. Sources on probation
+    are bounded by bytes, not by count, so the block is still held when the slow one comes."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 8000
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(n)], "text": ["t" * 50] * n,
+                             "domain": rng.choice(["a", "b", "c"], n, p=[0.2, 0.4, 0.4])}),
+                   tmp_path / "d" / "part.parquet", row_group_size=25)
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("d", [str(tmp_path / "d")])
+    mix = con.mix("MIX 0.6 AS a WHERE domain = 'a', 0.3 AS b WHERE domain = 'b', 0.1 AS c WHERE domain = 'c' "
+                  "FROM d CHUNK SIZE 20", partitions=2)
+    p = mix.plan()
+    rows = p.positions_rows(0, len(p))
+    touched = {(int(f), int(g)) for f, g in zip(p.file[rows], p.files[0].row_group_of(p.row[rows]))}
+    reader = Reader(p, ["id", "text"])
+    for start in range(0, len(rows), 256):
+        reader.samples(rows[start:start + 256])
+    assert len(touched) > 200 and reader.stats.row_groups == len(touched)

@@ -1,0 +1,320 @@
+"""Speed of the read path (`make bench`, section (i) of BENCHMARKS.md): the cases users hit.
+
+Every arm counts the samples and text bytes it delivered and the row groups it decoded, and the
+run fails if two arms that must deliver the same data do not. Arms run interleaved, at least 5
+times; medians and spread ((max - min) / median) are reported.
+
+- Decodes against the minimum (the distinct row groups the stream's samples lie in) for streams of
+  1%, 10% and 100% of the corpus, for a full-coverage mixture (weights follow the components' sizes)
+  and a selective one.
+- `Mix.samples(columns=['text'])`: full coverage against `pyarrow.parquet.read_table(files).to_pylist()`,
+  selective (whole stream and 1% of the corpus) against an oracle decoding exactly the row groups the
+  stream touches, each once, on every core, then taking the stream's rows; engine overhead per sample.
+- The torch DataLoader (`batched=True`) with 0 and 2 workers, the row groups each worker decoded,
+  and torch's DataLoader alone handing over the same batches of text (nothing read): the floor.
+- A fresh process: time to the first sample (`Mix.samples`) and to the first batch (DataLoader, 0 and
+  2 workers, fork and spawn), and each worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch.utils.data
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mixsql  # noqa: E402
+from bench.run import DATA, ensure_corpus, touched  # noqa: E402
+from mixsql.dataset import MixDataset, batch_as_is  # noqa: E402
+
+FULL = """MIX NATURAL web WHERE domain = 'web', code WHERE domain = 'code',
+    rest WHERE domain NOT IN ('web', 'code')
+FROM bench CHUNK SIZE 1024{limit}"""
+SELECTIVE = """MIX 0.3 AS code WHERE domain = 'code',
+    0.5 AS web  WHERE domain = 'web' AND quality > 0.6,
+    0.2 AS ref  WHERE domain IN ('books', 'arxiv', 'wiki')
+FROM bench CHUNK SIZE 1024{limit}"""
+BATCH = 32
+
+
+class Mismatch(AssertionError):
+    """Two arms that must deliver the same data did not."""
+
+
+def _limit(n: int | None) -> str:
+    return "" if n is None else f"\nLIMIT {n} SAMPLES"
+
+
+# -- arms ---------------------------------------------------------------------------------------
+
+
+def arm_samples(mix: mixsql.Mix) -> dict:
+    n = chars = 0
+    t = time.perf_counter()
+    for s in mix.samples(columns=["text"]):
+        chars += len(s["text"])
+        n += 1
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": chars}
+
+
+def arm_read_table(paths: list[Path]) -> dict:
+    t = time.perf_counter()
+    n = chars = 0
+    for record in pq.read_table(paths, columns=["text"]).to_pylist():
+        chars += len(record["text"])
+        n += 1
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": chars}
+
+
+def arm_oracle(plan: mixsql.CompiledPlan, needed: dict[tuple[int, int], np.ndarray]) -> dict:
+    """The touched row groups, each decoded once (one pyarrow.dataset call per 64, every core), the
+    stream's rows taken from each, as dicts."""
+    t = time.perf_counter()
+    n = chars = 0
+    fmt, local = pads.ParquetFileFormat(), pa.fs.LocalFileSystem()
+    keys = list(needed)
+    for at in range(0, len(keys), 64):
+        part = keys[at: at + 64]
+        frags = [fmt.make_fragment(plan.files[f].url.removeprefix("file://"), local, row_groups=[g]) for f, g in part]
+        table = pads.FileSystemDataset(frags, frags[0].physical_schema, fmt, local).to_table(columns=["text"])
+        start = 0
+        for f, g in part:
+            size = plan.files[f].row_groups[g]
+            for record in table.slice(start, size).take(pa.array(needed[(f, g)])).to_pylist():
+                chars += len(record["text"])
+                n += 1
+            start += size
+    return {"seconds": time.perf_counter() - t, "samples": n, "chars": chars, "row_groups": len(needed)}
+
+
+def _worker_stats(path: Path) -> None:
+    """In this process and its forked workers: each worker's reader writes its decode counts at its end."""
+    from mixsql import read
+
+    made: list = []
+    init = read.Reader.__init__
+    original = MixDataset._samples
+
+    def tracking(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    def samples(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        yield from original(self, *args, **kwargs)
+        reader = made[-1]
+        shared = reader.shared
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "row_groups": reader.stats.row_groups,
+                                 "decoded": shared.decoded if shared else reader.stats.row_groups,
+                                 "mapped": shared.mapped if shared else 0}) + "\n")
+
+    read.Reader.__init__ = tracking
+    MixDataset._samples = samples
+
+
+def arm_torch(mix: mixsql.Mix, workers: int, stats: Path) -> dict:
+    stats.unlink(missing_ok=True)
+    ds = mix.torch_dataset(batch_size=BATCH, columns=["text"], batched=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=batch_as_is)
+    n = chars = 0
+    t = time.perf_counter()
+    for batch in loader:
+        n += len(batch["text"])
+        chars += sum(len(x) for x in batch["text"])
+    seconds = time.perf_counter() - t
+    per_worker = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
+    return {"seconds": seconds, "samples": n, "chars": chars,
+            "decoded": [w["decoded"] for w in per_worker], "mapped": [w["mapped"] for w in per_worker]}
+
+
+class _Floor(torch.utils.data.IterableDataset):
+    """Ready batches of distinct texts of the stream's sizes: what torch's DataLoader alone costs."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        w, n = (0, 1) if info is None else (info.id, info.num_workers)
+        base = "abcdefghij" * 500
+        for b in range(w, len(self.sizes) // BATCH, n):
+            texts = [f"{b}-{k}" + base[: self.sizes[b * BATCH + k]] for k in range(BATCH)]
+            yield {"text": texts, "component": ["web"] * BATCH}
+
+
+def arm_floor(sizes: list[int], workers: int) -> dict:
+    loader = torch.utils.data.DataLoader(_Floor(sizes), batch_size=None, num_workers=workers, collate_fn=batch_as_is)
+    n = 0
+    t = time.perf_counter()
+    for batch in loader:
+        n += len(batch["text"])
+    return {"seconds": time.perf_counter() - t, "samples": n}
+
+
+FIRST_CHILD = r"""
+import json, os, sys, time
+import mixsql, mixsql.api, torch.utils.data
+from mixsql.dataset import batch_as_is
+kind, workers, context = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+t0 = time.perf_counter()
+mix = mixsql.connect(sys.argv[1], create=False).mix(sys.argv[2])
+if kind == "samples":
+    next(iter(mix.samples(columns=["text"])))
+    print(json.dumps({"first_s": time.perf_counter() - t0}))
+    sys.exit(0)
+ds = mix.torch_dataset(batch_size=32, columns=["text"], batched=True)
+kw = {} if workers == 0 else {"multiprocessing_context": context}
+loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=batch_as_is, **kw)
+it = iter(loader)
+next(it)
+first = time.perf_counter() - t0
+rss = []
+for _ in range(20):  # let the workers run a while, then read their peak RSS
+    next(it)
+for pid in getattr(it, "_workers", []):
+    with open(f"/proc/{pid.pid}/status") as fh:
+        rss += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM")]
+print(json.dumps({"first_s": first, "worker_rss_mb": rss}))
+"""
+
+
+def first_sample(cat: Path, statement: str, kind: str, workers: int = 0, context: str = "fork") -> dict:
+    proc = subprocess.run([sys.executable, "-c", FIRST_CHILD, str(cat), statement, kind, str(workers), context],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _summary(runs: list[dict]) -> dict:
+    seconds = [r["seconds"] for r in runs]
+    med = statistics.median(seconds)
+    return {"seconds": med, "spread": (max(seconds) - min(seconds)) / med, "samples": runs[0]["samples"],
+            "docs_per_s": runs[0]["samples"] / med, "chars": runs[0].get("chars")}
+
+
+def _same(a: dict, b: dict, what: str) -> None:
+    if (a["samples"], a.get("chars")) != (b["samples"], b.get("chars")):
+        raise Mismatch(f"{what}: {a['samples']:,} samples / {a.get('chars')} chars against "
+                       f"{b['samples']:,} / {b.get('chars')}")
+
+
+def decodes(con: mixsql.Connection, corpus: int) -> dict:
+    """Row groups decoded / the minimum, for stream lengths of 1%, 10% and 100% of the corpus."""
+    from mixsql.read import Reader
+
+    out: dict = {}
+    for name, text in (("full", FULL), ("selective", SELECTIVE)):
+        for share in (0.01, 0.1, 1.0):
+            mix = con.mix(text.format(limit=_limit(None if share == 1.0 else int(corpus * share))))
+            plan = mix.plan()
+            rows = plan.positions_rows(0, len(plan))
+            reader = Reader(plan, ["text"])
+            for start in range(0, len(plan), 4096):
+                reader.samples(plan.positions_rows(start, min(start + 4096, len(plan))))
+            minimum = len(touched(plan, rows))
+            out[f"{name} {share:.0%}"] = {"samples": len(plan), "minimum": minimum, "decoded": reader.stats.row_groups,
+                                          "ratio": reader.stats.row_groups / minimum}
+            print(f"  decodes {name} {share:.0%}: {out[f'{name} {share:.0%}']}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=DATA / "speed.json")
+    args = parser.parse_args()
+    con = ensure_corpus()
+    paths = sorted((DATA / "corpus").glob("*.parquet"))
+    corpus = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    stats = DATA / "speed-workers.jsonl"
+    _worker_stats(stats)
+    results: dict = {"reps": args.reps, "cores": os.cpu_count(), "corpus": corpus,
+                     "row_groups": sum(pq.ParquetFile(p).num_row_groups for p in paths)}
+    results["decodes"] = decodes(con, corpus)
+
+    full = con.mix(FULL.format(limit=""))
+    selective = con.mix(SELECTIVE.format(limit=""))
+    short = con.mix(SELECTIVE.format(limit=_limit(corpus // 100)))
+    oracles = {}
+    for name, mix in (("selective", selective), ("short", short)):
+        plan = mix.plan()
+        rows = plan.positions_rows(0, len(plan))
+        oracles[name] = (plan, touched(plan, rows))
+    sizes = [len(s["text"]) for s in full.samples(columns=["text"])]
+    arms = {
+        "full: Mix.samples": lambda: arm_samples(full),
+        "full: read_table": lambda: arm_read_table(paths),
+        "selective: Mix.samples": lambda: arm_samples(selective),
+        "selective: oracle": lambda: arm_oracle(*oracles["selective"]),
+        "short: Mix.samples": lambda: arm_samples(short),
+        "short: oracle": lambda: arm_oracle(*oracles["short"]),
+        "full: DataLoader, 0 workers": lambda: arm_torch(full, 0, stats),
+        "full: DataLoader, 2 workers": lambda: arm_torch(full, 2, stats),
+        "floor: DataLoader alone, 0 workers": lambda: arm_floor(sizes, 0),
+        "floor: DataLoader alone, 2 workers": lambda: arm_floor(sizes, 2),
+    }
+    runs: dict[str, list[dict]] = {k: [] for k in arms}
+    for rep in range(args.reps):
+        for name, arm in arms.items():
+            runs[name].append(arm())
+        print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in runs.items()),
+              flush=True)
+    summary = {k: _summary(v) for k, v in runs.items()}
+    for a, b in (("selective: Mix.samples", "selective: oracle"), ("short: Mix.samples", "short: oracle"),
+                 ("full: DataLoader, 0 workers", "full: DataLoader, 2 workers")):
+        _same(runs[a][0], runs[b][0], f"{a} / {b}")
+    if runs["full: Mix.samples"][0]["samples"] > runs["full: read_table"][0]["samples"]:
+        raise Mismatch("the full-coverage stream delivered more samples than the corpus has")
+    for name, r in runs.items():  # every repetition delivers the same
+        for other in r[1:]:
+            _same(r[0], other, f"{name}, repetitions")
+    zero, two = runs["full: DataLoader, 0 workers"][0], runs["full: DataLoader, 2 workers"][0]
+    results["arms"] = summary
+    results["workers"] = {"decoded_0": zero["decoded"], "decoded_2": two["decoded"], "mapped_2": two["mapped"]}
+    samples_per_s = {k: v["docs_per_s"] for k, v in summary.items()}
+    results["ratios"] = {
+        "full_over_read_table": samples_per_s["full: Mix.samples"] / samples_per_s["full: read_table"],
+        "selective_over_oracle": samples_per_s["selective: Mix.samples"] / samples_per_s["selective: oracle"],
+        "short_over_oracle": samples_per_s["short: Mix.samples"] / samples_per_s["short: oracle"],
+        "two_over_zero_workers": samples_per_s["full: DataLoader, 2 workers"]
+        / samples_per_s["full: DataLoader, 0 workers"],
+        "two_workers_over_floor": samples_per_s["full: DataLoader, 2 workers"]
+        / samples_per_s["floor: DataLoader alone, 2 workers"],
+        "worker_decodes_over_zero": sum(two["decoded"]) / max(1, sum(zero["decoded"])),
+        "engine_us_per_sample": (summary["selective: Mix.samples"]["seconds"] - summary["selective: oracle"]["seconds"])
+        / summary["selective: oracle"]["samples"] * 1e6,
+    }
+    cat = DATA / "catalog"
+    statement = FULL.format(limit="")
+    first: dict = {}
+    for label, kind, workers, context in (("Mix.samples", "samples", 0, "fork"), ("DataLoader, 0 workers", "torch", 0,
+                                           "fork"), ("DataLoader, 2 workers (fork)", "torch", 2, "fork"),
+                                          ("DataLoader, 2 workers (spawn)", "torch", 2, "spawn")):
+        got = [first_sample(cat, statement, kind, workers, context) for _ in range(args.reps)]
+        first[label] = {"first_s": statistics.median(g["first_s"] for g in got),
+                        "worker_rss_mb": max((max(g.get("worker_rss_mb") or [0]) for g in got), default=0)}
+        print(f"  first {label}: {first[label]}", flush=True)
+    results["first"] = first
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results["ratios"], indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
