@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mixsql  # noqa: E402
+from bench.report import splice  # noqa: E402
 from mixsql.read import Reader  # noqa: E402
 
 DATA = ROOT / "bench_data"
@@ -317,13 +318,15 @@ def bench_worker_import(reps: int) -> dict:
 
 def write_report(results: dict, path: Path) -> None:
     a, b, c, d, e = results["a"], results["b"], results["c"], results["d"], results["e"]
-    lines = [
+    preamble = "\n".join([
         "# Benchmarks",
         "",
-        "Reproduce with `make bench` (`python bench/run.py`), which builds its own ~1 GB corpus into",
-        "`bench_data/` (`bench/gen_corpus.py`). Arms run interleaved in one process tree; medians of "
-        f"{results['reps']} runs. Machine: {results['machine']}. Run at {results['when']}.",
-        "",
+        "Reproduce with `make bench` (`python bench/run.py`, then `bench/packing.py`, `bench/remote.py`,",
+        "`bench/speed.py`), which builds its own ~1 GB corpus into `bench_data/` (`bench/gen_corpus.py`).",
+        "Arms run interleaved in one process tree; medians of "
+        f"{results['reps']} runs. Machine: {results['machine']}. Sections (a)-(f) run at {results['when']}.",
+    ])
+    lines = [
         "## (a) Throughput of `Mix.samples()` (3-component selective mixture, one process)",
         "",
         f"Corpus: {a['corpus_docs']:,} documents, {a['row_groups_total']:,} row groups of 1,024 rows. The mixture "
@@ -410,7 +413,9 @@ def write_report(results: dict, path: Path) -> None:
         "```",
         "</details>",
     ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(lines)
+    marks = [text.index(f"## ({k})") for k in "abcdef"] + [len(text)]
+    splice(path, preamble, {k: text[marks[i]: marks[i + 1]] for i, k in enumerate("abcdef")})
 
 
 def main() -> None:
