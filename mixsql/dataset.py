@@ -11,8 +11,6 @@ state): batch rows come from the chunk table, nothing before them is computed or
 
 from __future__ import annotations
 
-import queue
-import threading
 import typing as t
 import warnings
 
@@ -172,71 +170,9 @@ class MixDataset(torch.utils.data.IterableDataset):
         else:
             origin, first = self.start, self.start + worker_id
         self._progress = (origin, workers, worker_id, first)
-        mine = range(first, self.batches, workers)
-        if torch.utils.data.get_worker_info() is not None:
-            return self._produced(lambda mark: self._samples(origin, workers, worker_id, mine, mark))
-        return self._samples(origin, workers, worker_id, mine)
+        return self._samples(origin, workers, worker_id, range(first, self.batches, workers))
 
-    def _produced(self, make: t.Callable[[t.Callable[[tuple[int, int, int, int]], None]],
-                                         t.Iterator[dict[str, t.Any]]]) -> t.Iterator[dict[str, t.Any]]:
-        """A DataLoader worker's stream, made in a thread up to two reads ahead of what it hands out.
-        Torch asks a worker for one batch at a time, and a read makes many at once: without the
-        thread a worker idles while the main process drains its batches, then works while the main
-        process waits for the next one (measured: 2 workers no faster than one). Items come with the
-        position they complete, so ``state_dict`` says what was handed out, not what was made."""
-        per = 1 if self.batched or self.packing is not None else self.batch_size
-        chunks: queue.Queue[t.Any] = queue.Queue(maxsize=max(2, 2 * READ_SAMPLES // (per * self.batch_size)))
-        stop = threading.Event()
-
-        def put(item: t.Any) -> None:
-            while not stop.is_set():
-                try:
-                    return chunks.put(item, timeout=0.1)
-                except queue.Full:
-                    continue
-            raise _Stopped
-
-        def produce() -> None:
-            box = [self._progress]
-            stream = make(lambda progress: box.__setitem__(0, progress))
-            chunk: list[tuple[tuple[int, int, int, int], t.Any]] = []
-            try:
-                for item in stream:
-                    chunk.append((box[0], item))
-                    if len(chunk) >= per:
-                        put(chunk)
-                        chunk = []
-                put(chunk)
-                put(_END)
-            except _Stopped:
-                pass
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-                try:
-                    put(chunk)  # what was made before it is handed out first
-                    put(e)
-                except _Stopped:
-                    pass
-            finally:
-                stream.close()
-
-        thread = threading.Thread(target=produce, name="mixsql-stream", daemon=True)
-        thread.start()
-        try:
-            while True:
-                got = chunks.get()
-                if got is _END:
-                    return
-                if isinstance(got, BaseException):
-                    raise got
-                for progress, item in got:
-                    self._progress = progress
-                    yield item
-        finally:
-            stop.set()
-
-    def _samples(self, origin: int, workers: int, worker_id: int, mine: range,
-                 mark: t.Callable[[tuple[int, int, int, int]], None] | None = None) -> t.Iterator[dict[str, t.Any]]:
-        mark = mark or self._mark
+    def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
         packed = self._packed(plan)
         reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images)
@@ -284,29 +220,25 @@ class MixDataset(torch.utils.data.IterableDataset):
                         ahead = following
                 built = packed.build(layout, reader)
                 if self.batched:
-                    yield from self._batches(origin, workers, worker_id, batches, mark, _tensors(built))
+                    yield from self._batches(origin, workers, worker_id, batches, _tensors(built))
                     continue
                 samples = _rows_of(built)
             if self.batched:
                 rows = list(samples)
-                yield from self._batches(origin, workers, worker_id, batches, mark, None, rows)
+                yield from self._batches(origin, workers, worker_id, batches, None, rows)
                 continue
             for i, sample in enumerate(samples):
                 if i % size == size - 1:  # the batch is complete once this sample is taken
-                    mark((origin, workers, worker_id, batches[i // size] + workers))
+                    self._progress = (origin, workers, worker_id, batches[i // size] + workers)
                 yield sample
 
-    def _mark(self, progress: tuple[int, int, int, int]) -> None:
-        self._progress = progress
-
     def _batches(self, origin: int, workers: int, worker_id: int, batches: range,
-                 mark: t.Callable[[tuple[int, int, int, int]], None],
                  tensors: dict[str, torch.Tensor] | None, rows: list[dict[str, t.Any]] | None = None
                  ) -> t.Iterator[dict[str, t.Any]]:
         """Whole batches: (batch_size, seq_len) tensors of packed sequences, or ``collate``'d samples."""
         size = self.batch_size
         for k, b in enumerate(batches):
-            mark((origin, workers, worker_id, b + workers))
+            self._progress = (origin, workers, worker_id, b + workers)
             if tensors is not None:
                 if torch.utils.data.get_worker_info() is not None:
                     # to the main process: the batch in one shared-memory block, not a storage per field
@@ -369,13 +301,6 @@ class MixDataset(torch.utils.data.IterableDataset):
         self._progress = (self.start, 1, 0, self.start)
         if self._adaptive is not None:
             self._adaptive.load(found, self.start)
-
-
-class _Stopped(Exception):
-    """The consumer of a worker's stream went away."""
-
-
-_END = object()  # the end of a worker's stream
 
 
 def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 
 SHM = Path("/dev/shm")
-DEFAULT_LIMIT = 1 << 30
+DEFAULT_LIMIT = 512 << 20  # the row groups a few reads of every worker span, with room
 _OWNED = re.compile(r"^mixsql-blocks-(\d+)-[0-9a-f]{16}$")
 _ENTRY = re.compile(r"^[0-9a-f]{64}\.arrow$")
 
