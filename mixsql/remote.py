@@ -27,6 +27,7 @@ import typing as t
 from pathlib import Path
 
 from mixsql.errors import DataError, MixSQLError
+from mixsql.locks import FillLocks
 
 DEFAULT_CACHE_BYTES = 16 << 30
 DEFAULT_RETRIES = 5
@@ -222,8 +223,7 @@ class BlockCache:
                             hint="set MIXSQL_CACHE_DIR to a writable directory (empty: no cache)") from None
         self._written = 0  # bytes this process added since its last look at the directory's size
         self._size: int | None = None
-        self._fd: int | None = None  # the fill-lock file: a one-byte range lock per entry
-        self._fd_pid = 0
+        self._locks = FillLocks(self.root, 0o644)  # a one-byte range lock per entry
 
     @staticmethod
     def key(url: str, version: str, start: int, end: int) -> str:
@@ -286,9 +286,7 @@ class BlockCache:
         except OSError:
             return False
         with _fd_lock:
-            if self._fd is not None and self._fd_pid == os.getpid():  # the lock file went with the directory
-                os.close(self._fd)
-            self._fd = None
+            self._locks.reset()  # the lock file went with the directory
         return True
 
     def claim(self, keys: t.Sequence[str]) -> tuple[list[str], list[str]]:
@@ -298,41 +296,14 @@ class BlockCache:
         cache is never a reason for a read to fail."""
         mine, theirs = [], []
         with _fd_lock:
-            fd = self._lock_file()
             for key in keys:
-                if fd is None:
-                    mine.append(key)
-                    continue
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
-                    mine.append(key)
-                except OSError as e:
-                    (theirs if e.errno in (errno.EACCES, errno.EAGAIN) else mine).append(key)
+                (mine if self._locks.try_lock(key) else theirs).append(key)
         return mine, theirs
-
-    def _lock_file(self) -> int | None:
-        """The fill-lock file's descriptor in this process (under ``_fd_lock``)."""
-        if self._fd is None or self._fd_pid != os.getpid():  # lockf locks belong to a process
-            if self._fd is not None and self._fd_pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None  # one inherited from the parent stays open: closing it would drop nothing here
-            self._fd_pid = os.getpid()
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.root / ".fill.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                return None
-        return self._fd
 
     def release(self, keys: t.Sequence[str]) -> None:
         with _fd_lock:
-            if self._fd is None or self._fd_pid != os.getpid():
-                return
             for key in keys:
-                try:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
-                except OSError:
-                    pass
+                self._locks.unlock(key)
 
     def wait(self, key: str, length: int) -> bytes | None:
         """The entry another process is fetching, once it is there (None if that process gave up)."""

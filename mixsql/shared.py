@@ -18,8 +18,6 @@ version, row group and columns, so a changed file is never served from here.
 from __future__ import annotations
 
 import atexit
-import errno
-import fcntl
 import hashlib
 import os
 import re
@@ -30,6 +28,8 @@ import typing as t
 from pathlib import Path
 
 import pyarrow as pa
+
+from mixsql.locks import FillLocks
 
 SHM = Path("/dev/shm")
 DEFAULT_LIMIT = 512 << 20  # the row groups a few reads of every worker span, with room
@@ -73,8 +73,7 @@ class SharedBlocks:
     def __init__(self, root: str, limit: int = DEFAULT_LIMIT) -> None:
         self.root = Path(root)
         self.limit = limit
-        self._fd: int | None = None
-        self._pid = 0
+        self._locks = FillLocks(self.root)
         self._threads = threading.Lock()  # range locks belong to the process: its threads take turns here
         self._written = 0
         self.decoded = 0  # row groups this process decoded and shared
@@ -106,13 +105,9 @@ class SharedBlocks:
             self.mapped += len(keys)
             return t.cast(list[pa.Table], out)
         with self._threads:
-            fd = self._lock_file()
             mine, theirs = [], []
             for i in missing:
-                if fd is None or _try_lock(fd, keys[i]):
-                    mine.append(i)
-                else:
-                    theirs.append(i)
+                (mine if self._locks.try_lock(keys[i]) else theirs).append(i)
             try:
                 todo = []
                 for i in mine:
@@ -127,12 +122,10 @@ class SharedBlocks:
                         self._put(keys[i], table)
                     self.decoded += len(todo)
             finally:
-                if fd is not None:
-                    for i in mine:
-                        _unlock(fd, keys[i])
+                for i in mine:
+                    self._locks.unlock(keys[i])
             for i in theirs:  # another process decodes it: wait for its lock, then map what it wrote
-                if fd is not None:
-                    _wait(fd, keys[i])
+                self._locks.wait(keys[i])
                 out[i] = self.get(keys[i])
             late = [i for i in theirs if out[i] is None]
             if late:  # it gave up (or its entry is already gone): decoded here
@@ -140,16 +133,6 @@ class SharedBlocks:
                     out[i] = table
         self.mapped += len(keys) - len(todo) - len(late)
         return t.cast(list[pa.Table], out)
-
-    def _lock_file(self) -> int | None:
-        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
-            self._fd, self._pid = None, os.getpid()
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.root / ".fill.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                return None
-        return self._fd
 
     def _put(self, key: str, table: pa.Table) -> None:
         path = self.root / f"{key}.arrow"
@@ -179,29 +162,6 @@ class SharedBlocks:
                 break
             _unlink(Path(path))
             total -= size
-
-
-def _try_lock(fd: int, key: str) -> bool:
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
-        return True
-    except OSError as e:
-        return e.errno not in (errno.EACCES, errno.EAGAIN)  # a lock that cannot be had for another reason: decode
-
-
-def _wait(fd: int, key: str) -> None:
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(key[:12], 16))
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
-    except OSError:
-        pass
-
-
-def _unlock(fd: int, key: str) -> None:
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
-    except OSError:
-        pass
 
 
 def _unlink(path: Path) -> None:

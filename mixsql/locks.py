@@ -1,0 +1,71 @@
+"""Fill locks: a one-byte range lock of one file per key, so that of the processes wanting the same
+missing entry one makes it and the others wait. Range locks belong to a process (the kernel drops
+them when it dies; a forked child holds none of its parent's), so each process opens the file
+itself; callers serialise their own threads."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+
+class FillLocks:
+    """The range locks of ``directory/.fill.lock``; a key is a hex digest (its first 48 bits place it)."""
+
+    def __init__(self, directory: Path, mode: int = 0o600) -> None:
+        self.path = Path(directory) / ".fill.lock"
+        self.mode = mode
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._fd is None or self._pid != os.getpid():
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None  # one inherited from the parent stays open: closing it would drop nothing here
+            self._pid = os.getpid()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, self.mode)
+            except OSError:
+                return None
+        return self._fd
+
+    def reset(self) -> None:
+        """The directory was removed: the file is opened again when next needed."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def try_lock(self, key: str) -> bool:
+        """Take the key's lock without waiting: False only if another process holds it (a lock that
+        cannot be had for another reason counts as taken: a cache is never a reason to fail)."""
+        fd = self._file()
+        if fd is None:
+            return True
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
+            return True
+        except OSError as e:
+            return e.errno not in (errno.EACCES, errno.EAGAIN)
+
+    def wait(self, key: str) -> None:
+        """Wait until no other process holds the key's lock."""
+        fd = self._file()
+        if fd is None:
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(key[:12], 16))
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
+        except OSError:
+            pass
+
+    def unlock(self, key: str) -> None:
+        if self._fd is None or self._pid != os.getpid():
+            return
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
+        except OSError:
+            pass
