@@ -147,8 +147,18 @@ class MixDataset(torch.utils.data.IterableDataset):
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _rows(self, plan: CompiledPlan, batches: t.Sequence[int]) -> np.ndarray:
-        """Plan rows of this rank's share of ``batches``, one after another."""
-        return np.concatenate([self.batch_rows(plan, b) for b in batches])
+        """Plan rows of this rank's share of ``batches``, one after another: the batches' slices in one
+        vectorised locate, and each partition's rows for all of them in one lookup of its span."""
+        lengths = [plan.partition_length(q) for q in range(plan.partitions)]
+        slices = world.ragged_slices_many(batches, self.global_batch_size, lengths, self.world_size, self.rank)
+        spans: dict[int, tuple[int, int]] = {}
+        for share in slices:
+            for q, a, b in share:
+                lo, hi = spans.get(q, (a, b))
+                spans[q] = (min(lo, a), max(hi, b))
+        fetched = {q: (lo, plan.partition_rows(q, lo, hi)) for q, (lo, hi) in spans.items()}
+        parts = [fetched[q][1][a - fetched[q][0]: b - fetched[q][0]] for share in slices for q, a, b in share]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _pieces(self, packed: PackedPlan, batches: t.Sequence[int]) -> list[tuple[int, int, int]]:
         return packed.slices_many(batches, self.global_batch_size, self.world_size, self.rank)

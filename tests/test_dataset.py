@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch.utils.data
 
 import mixsql
@@ -204,3 +206,19 @@ def test_batched_datasets_yield_the_same_batches_as_a_dataloader_would(tcon, wor
         first = next(iter(resumed))[key]
         assert torch.equal(first, b[3]) if isinstance(first, torch.Tensor) else first == b[3]
 
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(world_size=st.sampled_from([1, 2, 3, 8]), batch_size=st.integers(1, 9), first=st.integers(0, 40),
+       step=st.integers(1, 4), count=st.integers(1, 30), data=st.data())
+def test_a_reads_rows_are_its_batches_rows_one_after_another(mix: mixsql.Mix, world_size: int, batch_size: int,
+                                                             first: int, step: int, count: int,
+                                                             data: st.DataObject) -> None:
+    """A read's rows come from one vectorised locate and one lookup per partition; they are each
+    batch's rows (``batch_rows``), in order, for any rank, batch size and worker stride."""
+    rank = data.draw(st.integers(0, world_size - 1))
+    ds = mix.torch_dataset(batch_size=batch_size, rank=rank, world_size=world_size, columns=["id"])
+    plan = ds._plan()
+    batches = range(min(first, ds.batches - 1), ds.batches, step)[:count]
+    expected = np.concatenate([ds.batch_rows(plan, b) for b in batches])
+    assert np.array_equal(ds._rows(plan, batches), expected)
