@@ -30,7 +30,7 @@ from mixsql import planfile as _planfile
 from mixsql.planfile import CompiledPlan
 from mixsql.parse import parse, to_sql
 from mixsql import remote as _remote
-from mixsql.read import READ_SAMPLES, Reader, verify_files
+from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader, verify_files
 
 if t.TYPE_CHECKING:
     from mixsql.packing import PackedPlan
@@ -130,12 +130,14 @@ class Mix:
         return _export.export(self.plan(), directory)
 
     def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
-                component: str = "name", log: t.Any = None, images: str = "bytes") -> t.Iterator[dict[str, t.Any]]:
+                component: str = "name", log: t.Any = None, images: str = "bytes",
+                memory_bytes: int = DEFAULT_CACHE_BYTES) -> t.Iterator[dict[str, t.Any]]:
         """The stream in plan order, in this process: dicts of the record's fields plus ``component``.
 
         ``columns`` restricts the fields; ``component="id"`` gives the component's index instead of its name.
         Image fields are their encoded bytes, or with ``images="pil"`` / ``"tensor"`` decoded (Pillow).
         An adaptive mixture follows the weight log ``log`` (see ``lineage``); without one, its prior weights.
+        ``memory_bytes`` bounds the decoded blocks held in memory at once (default 1 GiB).
         """
         _check_limit(limit)
         if component not in ("name", "id"):
@@ -143,7 +145,7 @@ class Mix:
         plan = self.plan()
         if log is not None or plan.adapt is not None:
             plan = self._replayed(plan, log)
-        reader = Reader(plan, columns, images=images)
+        reader = Reader(plan, columns, images=images, cache_bytes=memory_bytes)
         end = len(plan) if limit is None else min(limit, len(plan))
         ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
         spans = _read_spans(end)
@@ -161,7 +163,8 @@ class Mix:
                       columns: t.Sequence[str] | None = None, *, component: str = "name",
                       start_step: int = 0, seq_len: int | None = None, tokenizer: t.Any = None,
                       eos: str | int | None = None, bos: str | int | None = None,
-                      pack: str = "mixed", batched: bool = False, images: str = "bytes") -> "MixDataset":
+                      pack: str = "mixed", batched: bool = False, images: str = "bytes",
+                      memory_bytes: int = DEFAULT_CACHE_BYTES) -> "MixDataset":
         """A ``torch.utils.data.IterableDataset`` of this rank's samples (see ``mixsql.world`` for the contract).
 
         Give the DataLoader the same ``batch_size`` and ``collate_fn=mixsql.collate``. Rank and world
@@ -173,12 +176,14 @@ class Mix:
         the dataset yields whole batches itself (pass ``batch_size=None`` to the DataLoader): no
         DataLoader batch size can then disagree with the dataset's, and a batch crosses the worker
         queue as one item. ``images="pil"``/``"tensor"`` decodes image fields in the workers.
+        ``memory_bytes`` bounds the decoded blocks each worker holds in memory (default 1 GiB).
         """
         from mixsql.dataset import MixDataset
 
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
                           columns=columns, component=component, start_step=start_step, seq_len=seq_len,
-                          tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched, images=images)
+                          tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched, images=images,
+                          memory_bytes=memory_bytes)
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
                bos: str | int | None = None, pack: str = "mixed") -> "PackedPlan":

@@ -24,7 +24,7 @@ from mixsql.errors import MixSQLError
 from mixsql.feedback import Adaptive
 from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
-from mixsql.read import READ_SAMPLES, Reader
+from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader
 
 
 class MixDataset(torch.utils.data.IterableDataset):
@@ -39,9 +39,11 @@ class MixDataset(torch.utils.data.IterableDataset):
                  world_size: int | None = None, columns: t.Sequence[str] | None = None,
                  component: str = "name", start_step: int = 0, seq_len: int | None = None,
                  tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None,
-                 pack: str = "mixed", batched: bool = False, images: str = "bytes") -> None:
+                 pack: str = "mixed", batched: bool = False, images: str = "bytes",
+                 memory_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__()
         self.images = images
+        self.memory_bytes = memory_bytes
         if not isinstance(batched, bool):
             raise MixSQLError(f"batched must be True or False, not {batched!r}")
         self.batched = batched
@@ -72,7 +74,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
         reader_columns = self.columns if packed is None else list(packed.fields)
-        Reader(plan, reader_columns, images=images)  # the columns, now; each file is checked as first opened
+        Reader(plan, reader_columns, images=images, cache_bytes=memory_bytes)  # the columns, now; files as opened
         self._remote = remote.settings()  # storage options and cache, for the DataLoader workers (in memory only)
         self._shared = shared.new_directory()  # where DataLoader workers share decoded row groups
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
@@ -185,7 +187,8 @@ class MixDataset(torch.utils.data.IterableDataset):
     def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
         packed = self._packed(plan)
-        reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images)
+        reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images,
+                        cache_bytes=self.memory_bytes)
         if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
             reader.shared = shared.SharedBlocks(self._shared)
         size = self.batch_size

@@ -137,6 +137,9 @@ class Reader:
         from mixsql.images import check_decoding
 
         check_decoding(images)
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 1:
+            raise MixSQLError(f"memory_bytes must be a positive integer (bytes of decoded blocks held in memory), "
+                              f"not {cache_bytes!r}")
         self.images = images  # encoded image fields as bytes, or decoded ("pil", "tensor")
         self._image_fields = {d: set(i.get("images", ())) for d, i in plan.dataset_info.items()}
         self.plan = plan

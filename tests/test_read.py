@@ -296,3 +296,15 @@ def test_components_moving_at_different_paces_decode_each_row_group_once(tmp_pat
     for start in range(0, len(rows), 256):
         reader.samples(rows[start:start + 256])
     assert len(touched) > 200 and reader.stats.row_groups == len(touched)
+
+
+def test_memory_held_is_bounded_as_asked(con: mixsql.Connection) -> None:
+    """``memory_bytes`` bounds what a stream holds decoded; the stream is the same; nonsense is refused."""
+    mix = con.mix(STATEMENT.format(dataset="corpus"), partitions=2)
+    small = [s["id"] for s in mix.samples(columns=["id", "text"], memory_bytes=200_000)]
+    assert small == [s["id"] for s in mix.samples(columns=["id", "text"])]
+    ds = mix.torch_dataset(batch_size=4, columns=["id"], memory_bytes=200_000)
+    assert [s["id"] for s in ds] == [s["id"] for s in mix.torch_dataset(batch_size=4, columns=["id"])]
+    for bad in (0, -5, 1.5, True, "1G"):
+        with pytest.raises(mixsql.MixSQLError, match="memory_bytes must be a positive integer"):
+            next(mix.samples(memory_bytes=bad))
