@@ -37,16 +37,23 @@ _OWNED = re.compile(r"^mixsql-blocks-(\d+)-[0-9a-f]{16}$")
 _ENTRY = re.compile(r"^[0-9a-f]{64}\.arrow$")
 
 
+_mine: tuple[int, str] | None = None  # (pid, directory) of this process's datasets
+
+
 def new_directory() -> str | None:
-    """A directory name for the workers of a dataset made in this process (created when first
-    written; removed at this process's exit), or None where there is no shared memory or sharing
-    is turned off (``MIXSQL_SHARED_BLOCKS=0``)."""
+    """The directory where the DataLoader workers of datasets made in this process share decoded
+    row groups (one per process: entries are keyed by file, version, row group and columns; created
+    when first written, removed at this process's exit), or None where there is no shared memory or
+    sharing is turned off (``MIXSQL_SHARED_BLOCKS=0``)."""
+    global _mine
     if os.environ.get("MIXSQL_SHARED_BLOCKS", "1") == "0" or not SHM.is_dir() or not os.access(SHM, os.W_OK):
         return None
-    _sweep()
-    path = SHM / f"mixsql-blocks-{os.getpid()}-{secrets.token_hex(8)}"
-    atexit.register(shutil.rmtree, path, True)
-    return str(path)
+    if _mine is None or _mine[0] != os.getpid() or not _mine[1].startswith(str(SHM)):
+        _sweep()
+        path = SHM / f"mixsql-blocks-{os.getpid()}-{secrets.token_hex(8)}"
+        atexit.register(shutil.rmtree, path, True)
+        _mine = (os.getpid(), str(path))
+    return _mine[1]
 
 
 def _sweep() -> None:

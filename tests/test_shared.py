@@ -97,6 +97,7 @@ def test_directories_of_owners_that_died_are_swept(monkeypatch: pytest.MonkeyPat
     made = shared.new_directory()
     assert made is not None and made.startswith(str(tmp_path / f"mixsql-blocks-{os.getpid()}-"))
     assert not dead.exists() and alive.exists() and other.exists()
+    assert shared.new_directory() == made  # one per process
     monkeypatch.setenv("MIXSQL_SHARED_BLOCKS", "0")
     assert shared.new_directory() is None
 
