@@ -126,10 +126,9 @@ class Reader:
     JSONL file within the window. A source stays while resolved windows still need rows of it, then
     on probation (other components and partitions reach the same block later: a component that
     takes little of its pool moves through the blocks more slowly than one that takes much), oldest
-    out first once the sources on probation hold a quarter of ``cache_bytes`` (at least 64 MiB, or all
-    of it if smaller); ``cache_bytes`` caps
-    the total, least recently used first out. A request takes its rows
-    from each source it touches once, and records become Python objects once.
+    out first once the sources on probation hold a quarter of ``cache_bytes`` (at least 64 MiB, or
+    all of it if smaller); ``cache_bytes`` caps the total, least recently used first out. A request
+    takes its rows from each source it touches once, and records become Python objects once.
     """
 
     def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
@@ -577,7 +576,7 @@ class Reader:
             if isinstance(ahead, _Part):
                 try:
                     table = ahead.result()
-                except (pa.ArrowException, OSError, DataError):
+                except (pa.ArrowException, OSError, DataError, concurrent.futures.CancelledError):
                     ahead = None  # the batch failed: this row group alone says whether it is the one
             elif ahead is not None and not ahead.cancelled():
                 table = ahead.result()
