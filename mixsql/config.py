@@ -14,6 +14,7 @@ A trainer's YAML names a ``.mixsql`` file and what the run needs to serve it::
         corpus: {paths: ["data/*.parquet"], tokenizer: tokenizer.json}
       storage_options: {endpoint_url: "http://minio:9000"}   # data in object stores (credentials: env)
       cache_dir: /local/ssd/mixsql-blocks                    # the node's cache of remote blocks
+      memory_bytes: 268435456                                # decoded blocks each worker holds (default 1 GiB)
 
 ``mixsql.from_config(cfg["data"], base=config_dir)`` checks every key (an unknown or mistyped one
 is an error naming it and the known ones), registers what is missing, loads the mixture, and
@@ -33,7 +34,7 @@ from mixsql.errors import MixSQLError
 
 KEYS = {"catalog": str, "mixture": str, "params": dict, "seq_len": int, "batch_size": int, "num_workers": int,
         "pack": str, "datasets": dict, "tokenizer": str, "eos": (str, int), "bos": (str, int),
-        "storage_options": dict, "cache_dir": str}
+        "storage_options": dict, "cache_dir": str, "memory_bytes": int}
 REQUIRED = ("catalog", "mixture", "batch_size")
 DATASET_KEYS = {"paths": (list, str), "tokenizer": str, "tokens": str, "content": list}
 
@@ -59,6 +60,7 @@ class DataConfig:
     bos: str | int | None = None
     storage_options: dict[str, t.Any] | None = dataclasses.field(default=None, repr=False)
     cache_dir: str | None = None
+    memory_bytes: int | None = None  # decoded blocks each worker holds (default: the reader's)
 
 
 def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | None = None) -> DataConfig:
@@ -89,6 +91,9 @@ def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | 
             raise ConfigError(f"data.{key} must be at least {1 if key == 'batch_size' else 2}, not {section[key]}")
     if section.get("num_workers") is not None and section["num_workers"] < 0:
         raise ConfigError(f"data.num_workers cannot be negative, not {section['num_workers']}")
+    if section.get("memory_bytes") is not None and section["memory_bytes"] < 1:
+        raise ConfigError(f"data.memory_bytes must be positive (bytes of decoded blocks each worker holds), "
+                          f"not {section['memory_bytes']}")
     if section.get("pack", "mixed") not in ("mixed", "component"):
         raise ConfigError(f"data.pack must be mixed or component, not {section['pack']!r}")
     datasets: dict[str, dict[str, t.Any]] = {}
@@ -111,7 +116,8 @@ def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | 
                       datasets=datasets, tokenizer=str(path(section["tokenizer"])) if section.get("tokenizer") else None,
                       eos=section.get("eos"), bos=section.get("bos"),
                       storage_options=dict(section["storage_options"]) if section.get("storage_options") else None,
-                      cache_dir=str(path(section["cache_dir"])) if section.get("cache_dir") else None)
+                      cache_dir=str(path(section["cache_dir"])) if section.get("cache_dir") else None,
+                      memory_bytes=section.get("memory_bytes"))
 
 
 class Data:
@@ -157,7 +163,8 @@ class Data:
         c = self.config
         return self.mix.torch_dataset(batch_size=c.batch_size, rank=rank, world_size=world_size,
                                       start_step=start_step, seq_len=c.seq_len, tokenizer=c.tokenizer, eos=c.eos,
-                                      bos=c.bos, pack=c.pack, batched=True)
+                                      bos=c.bos, pack=c.pack, batched=True,
+                                      **({} if c.memory_bytes is None else {"memory_bytes": c.memory_bytes}))
 
     def loader(self, dataset: t.Any, **options: t.Any) -> t.Any:
         """A DataLoader over ``dataset`` (batches are made by the dataset; ``num_workers`` from the config)."""

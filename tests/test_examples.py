@@ -69,7 +69,9 @@ def test_the_data_config_is_checked(tmp_path: Path) -> None:
                          ({"batch_size": 0}, "at least 1"),
                          ({"mixture": str(tmp_path / "none.mixsql")}, "data.mixture: no file"),
                          ({"seq_len": 1}, "data.seq_len must be at least 2"),
-                         ({"pack": "domain"}, "data.pack must be")]:
+                         ({"pack": "domain"}, "data.pack must be"),
+                         ({"memory_bytes": 0}, "data.memory_bytes must be positive"),
+                         ({"memory_bytes": "1G"}, "data.memory_bytes must be int")]:
         with pytest.raises(ConfigError, match=message):
             parse_config({**good, **bad})
     with pytest.raises(ConfigError, match="data.catalog is missing"):
@@ -88,6 +90,8 @@ def test_the_data_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.batch_size 3 x world size 2 = 6, but b.mixsql says BATCH SIZE 8"):
         data.dataset(rank=0, world_size=2)
     assert len(data.components) == 1
+    bounded = mixsql.from_config({**good, "mixture": str(path), "batch_size": 4, "memory_bytes": 1 << 20})
+    assert bounded.dataset(rank=0, world_size=2).memory_bytes == 1 << 20
 
 
 BASE = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
