@@ -247,7 +247,7 @@ def _check_expressions(mix: MixStatement, tokens: list[Token], text: str, path: 
             raise _at(token, text, path, "subqueries are not allowed in a MIX statement: a predicate is one "
                       "scalar expression", hint="filter on the dataset's properties with scalar SQL expressions")
     for node in mix.walk():
-        problem = None
+        problem, hint = None, "filter on the dataset's properties with scalar SQL expressions"
         if isinstance(node, (exp.Query, exp.Subquery, exp.Exists)):
             problem = "subqueries are not allowed in a MIX statement: a predicate is one scalar expression"
         elif isinstance(node, exp.Func):
@@ -256,11 +256,14 @@ def _check_expressions(mix: MixStatement, tokens: list[Token], text: str, path: 
                 problem = f"table function {name}() is not allowed in a MIX statement"
         elif isinstance(node, (exp.Command, exp.Table)):
             problem = "only expressions over the dataset's properties are allowed in a MIX statement"
+        elif isinstance(node, exp.In) and not node.expressions and not any(
+                node.args.get(k) for k in ("query", "unnest", "field")):
+            problem, hint = "IN needs a list of values", "put them in parentheses: domain IN ('code', 'docs')"
         if problem:
             where_span = span(node) or (0, 1)
             line, col = position(text, where_span[0])
             raise MixParseError(problem, line=line, col=col, length=where_span[1] - where_span[0], source=text,
-                                path=path, hint="filter on the dataset's properties with scalar SQL expressions")
+                                path=path, hint=hint)
 
 
 class _CallableModule(types.ModuleType):
