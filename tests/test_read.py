@@ -308,3 +308,30 @@ def test_memory_held_is_bounded_as_asked(con: mixsql.Connection) -> None:
     for bad in (0, -5, 1.5, True, "1G"):
         with pytest.raises(mixsql.MixSQLError, match="memory_bytes must be a positive integer"):
             next(mix.samples(memory_bytes=bad))
+
+
+def test_batched_decodes_give_each_row_group_in_the_order_asked(tmp_path: Path) -> None:
+    """A batch of row groups from several files, in any order, decodes to each group's own rows; each
+    file's footer is read once per reader, however many batches use it."""
+    import pyarrow.parquet as pq
+
+    from mixsql.read import Fragments, _decode_many
+
+    (tmp_path / "d").mkdir()
+    for k in range(2):
+        pq.write_table(pa.table({"id": [f"f{k}-{i}" for i in range(100)], "text": ["t"] * 100}),
+                       tmp_path / "d" / f"p{k}.parquet", row_group_size=10)
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("d", [str(tmp_path / "d")])
+    plan = con.mix("MIX 1 AS a FROM d").plan()
+    by_name = {Path(i.url).name: i for i in plan.files}
+    asked = [(by_name["p1.parquet"], 7), (by_name["p0.parquet"], 3), (by_name["p1.parquet"], 2),
+             (by_name["p0.parquet"], 9), (by_name["p1.parquet"], 5)]
+    fragments = Fragments()
+    schema = pa.schema([("id", pa.string())])
+    for _ in range(3):
+        tables = _decode_many(asked, ["id"], schema, fragments)
+        for (info, g), table in zip(asked, tables):
+            k = 0 if info.url.endswith("p0.parquet") else 1
+            assert table.column("id").to_pylist() == [f"f{k}-{i}" for i in range(10 * g, 10 * g + 10)]
+    assert len(fragments._bases) == 2

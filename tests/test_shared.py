@@ -110,9 +110,9 @@ def test_workers_of_a_dataset_decode_each_row_group_once(con: mixsql.Connection,
     decoded: list[int] = []
     real = read._decode_many
 
-    def counting(groups, columns, schema):
+    def counting(groups, columns, schema, fragments):
         decoded.append(len(groups))
-        return real(groups, columns, schema)
+        return real(groups, columns, schema, fragments)
 
     monkeypatch.setattr(read, "_decode_many", counting)
     ds = mix.torch_dataset(batch_size=4, columns=["id", "text"])
