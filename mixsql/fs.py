@@ -367,7 +367,7 @@ def local_path(url: str) -> str:
     """The path of a local file's URL (a plain path, or ``file://``), as Arrow's own filesystem opens it."""
     fs, path = filesystem(url)
     if not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        raise MixSQLError(f"{url} is not a local file")
+        raise ValueError(f"{url} is not a local file")  # callers pass local files only
     return path
 
 

@@ -46,11 +46,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mixsql import atomic
 from mixsql import plan as _plan
-from mixsql.bind import BoundMix, first_match
+from mixsql.bind import BoundMix, first_match, matches
 from mixsql.catalog import Catalog
 from mixsql.catalog.engine import Engine
 from mixsql.errors import PlanError
@@ -118,7 +117,9 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
     con = engine.con
     plain = [m for m in members if m.ordering is None]
     if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
-        yield from _parquet_selections(con, dataset, cases, plain, files, max(m.index for m in members), with_tokens)
+        tokens = _np(con.sql(f'SELECT coalesce(n_tokens, 0)::INTEGER AS _t FROM "{dataset}"').to_arrow_table(),
+                     "_t") if with_tokens else None
+        yield from _parquet_selections(_components(engine, dataset, members, files), plain, files, tokens)
         plain = []
     if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
         sql = (f'SELECT * FROM (SELECT ({cases})::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
@@ -143,37 +144,39 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
                                        f'WHERE ({cases}) = {m.index}').to_arrow_table())
 
 
-def _parquet_selections(con: t.Any, dataset: str, cases: str, members: list[t.Any], files: list[dict[str, t.Any]],
-                        top: int, with_tokens: bool) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """The Parquet fast path: DuckDB computes only each sample's component (one byte per sample, no
-    filter, which it evaluates fastest); file, row and row group follow from the catalog's layout,
-    which stores every row of every file, file after file, in row order (``catalog.store``)."""
-    kind = "TINYINT" if top < 127 else "SMALLINT"
-    tokens_sql = ", coalesce(n_tokens, 0)::INTEGER AS _tokens" if with_tokens else ""
-    table = con.sql(f'SELECT coalesce({cases}, -1)::{kind} AS _c{tokens_sql} FROM "{dataset}"').to_arrow_table() \
-        .combine_chunks()
-    component = _np(table, "_c")
-    n_tokens = _np(table, "_tokens") if with_tokens else None
-    del table
-    rows = np.asarray([f["rows"] for f in files], dtype=np.int64)
-    if int(rows.sum()) != len(component):  # pragma: no cover - a catalog not laid out as documented
-        raise PlanError(f"dataset {dataset!r} has {len(component)} samples but its files list {int(rows.sum())}",
-                        hint=f"register {dataset!r} again with --replace")
-    file_starts = np.concatenate(([0], np.cumsum(rows)))
-    group_rows = [np.asarray(f["row_groups"] or [f["rows"]], dtype=np.int64) for f in files]
-    group_starts = np.concatenate([file_starts[i] + np.concatenate(([0], np.cumsum(g)[:-1]))
-                                   for i, g in enumerate(group_rows)]) if files else np.zeros(0, dtype=np.int64)
-    group_local = np.concatenate([np.arange(len(g), dtype=np.int32) for g in group_rows]) if files else \
-        np.zeros(0, dtype=np.int32)
+def _components(engine: Engine, dataset: str, members: list[t.Any], files: list[dict[str, t.Any]]) -> np.ndarray:
+    """Each sample's component (-1: none) in catalog order: the array binding scanned, when this
+    engine bound these members just before (it is taken, not kept), else one scan of the predicates."""
+    key = tuple((m.index, m.predicate) for m in members)
+    kept = engine.matches.pop(dataset, None)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    return matches.scan(engine.con, dataset, [m.index for m in members], [m.predicate for m in members],
+                        [None] * len(members), [f["rows"] for f in files], count=False, tokens=False).component
+
+
+def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list[dict[str, t.Any]],
+                        n_tokens: np.ndarray | None) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """The Parquet fast path: from each sample's component (one byte per sample), file, row and row
+    group follow from the catalog's layout, which stores every row of every file, file after file,
+    in row order (``catalog.store``)."""
+    layout = matches.row_group_layout(files)
+    assert layout is not None
+    file_starts, group_starts, group_local = layout
+    if int(file_starts[-1]) != len(component):  # pragma: no cover - a catalog not laid out as documented
+        raise PlanError(f"the catalog has {len(component)} samples but its files list {int(file_starts[-1])}",
+                        hint="register the dataset again with --replace")
     file_ids = np.asarray([f["file_id"] for f in files], dtype=np.int32)
+    index_kind = np.int32 if len(component) < 1 << 31 else np.int64
     for m in members:
-        index = np.flatnonzero(component == m.index)
+        index = np.flatnonzero(component == m.index).astype(index_kind)
         # index is ascending: per-file and per-group counts, then repeats, instead of a search per sample
-        per_file = np.diff(np.searchsorted(index, file_starts))
+        per_file = np.diff(np.searchsorted(index, file_starts.astype(index_kind)))  # same dtypes: no copy of index
         file = np.repeat(np.arange(len(files), dtype=np.int32), per_file)
-        row = (index - np.repeat(file_starts[:-1], per_file)).astype(np.int32)
-        per_group = np.diff(np.append(np.searchsorted(index, group_starts), len(index)))
-        selection = {"_file_id": file_ids[file], "_row": row, "_block": np.repeat(group_local, per_group)}
+        row = index - np.repeat(file_starts[:-1].astype(index_kind), per_file)
+        per_group = np.diff(np.append(np.searchsorted(index, group_starts.astype(index_kind)), len(index)))
+        selection = {"_file_id": file_ids[file], "_row": row.astype(np.int32, copy=False),
+                     "_block": np.repeat(group_local, per_group)}
         if n_tokens is not None:
             selection["_tokens"] = n_tokens[index]
         del index, file, row
@@ -269,7 +272,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
                 # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
                 order, starts, block_window, block_key = _window_shuffle(sel["_run"][pool], run_key, spec,
                                                                          (c.index, q, e), cuts)
-                chosen = pool[order][:want]
+                chosen = pool[order[:want]]
                 starts = starts[starts < want]
                 keep = block_window < len(starts)
                 block_window, block_key = block_window[keep], block_key[keep]
@@ -353,7 +356,7 @@ def plan_files(engine: Engine, datasets: t.Sequence[str]) -> tuple[list[dict[str
     files start in it, and the catalog's file rows per dataset."""
     files: list[dict[str, t.Any]] = []
     base: dict[str, int] = {}
-    registered = {d: pq.read_table(engine.dataset(d).files_path).to_pylist() for d in datasets}
+    registered = {d: engine.file_rows(d) for d in datasets}
     for dataset in datasets:
         base[dataset] = len(files)
         for r in registered[dataset]:
@@ -496,6 +499,24 @@ def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | No
     return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
 
 
+def _shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """The order that sorts samples by (window, random bits, position): windows stay in place,
+    samples shuffle within them. Where window, bits and position fit in 64 bits with at least 24
+    random bits, one sort of packed keys (NumPy sorts plain integers far faster than it argsorts);
+    else a lexsort by the same three keys with 24 random bits, which gives the same definition."""
+    n = len(window_id)
+    position_bits = max(1, (n - 1).bit_length())
+    window_bits = max(1, int(window_id[-1]).bit_length()) if n else 1
+    random_bits = max(24, 64 - position_bits - window_bits)
+    bits = random >> _U(64 - random_bits)
+    if position_bits + window_bits + random_bits <= 64:
+        key = (window_id << _U(64 - window_bits)) | (bits << _U(position_bits)) | np.arange(n, dtype=_U)
+        key.sort()
+        key &= _U((1 << position_bits) - 1)
+        return key.view(np.int64)
+    return np.lexsort((np.arange(n), bits, window_id))
+
+
 def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int],
                     cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle samples within windows of ``spec.window`` consecutive blocks (``block``: each sample's run id);
@@ -523,13 +544,8 @@ def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec
         block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
         window_first = new_block & (block_no % spec.window == 0)
     window_id = (np.cumsum(window_first) - 1).astype(_U)
-    # One stable sort on (window, 40 random bits): windows stay in place, samples shuffle within them.
-    key = (window_id << _U(40)) | (_random_keys(spec.seed, WINDOW_SHUFFLE, index, n) >> _U(24))
+    order = _shuffle_order(window_id, _random_keys(spec.seed, WINDOW_SHUFFLE, index, n))
     firsts = np.flatnonzero(new_block)
-    order = np.argsort(key)  # keys are almost surely distinct: then every sort gives this order
-    ordered = key[order]
-    if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
-        order = np.argsort(key, kind="stable")  # a tie: the stable order is the defined one
     return order, np.flatnonzero(window_first), window_id[firsts].astype(np.int64), run_key[block[firsts]]
 
 

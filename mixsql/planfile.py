@@ -29,7 +29,7 @@ from mixsql.errors import PlanError
 from mixsql.fs import version_of
 from mixsql.world import partition_indices
 
-PLAN_FORMAT = 10  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 11  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each

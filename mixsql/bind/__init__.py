@@ -10,7 +10,7 @@ the overlaps are counted so EXPLAIN can report them.
 from __future__ import annotations
 
 from mixsql.bind.binder import bind
-from mixsql.bind.counts import first_match
+from mixsql.bind.matches import first_match
 from mixsql.bind.model import DEFAULT_CHUNK_SIZE, DEFAULT_SEED, BoundComponent, BoundMix, Node, Ordering
 from mixsql.bind.schedule import Schedule, Segment
 from mixsql.errors import CatalogError

@@ -11,6 +11,7 @@ import duckdb
 from sqlglot import expressions as exp
 
 from mixsql import atomic
+from mixsql.bind import matches
 from mixsql.bind.base import _Base
 from mixsql.catalog.duck import ident
 from mixsql.errors import BindError
@@ -31,13 +32,6 @@ def _conjunction(preds: t.Sequence[str | None]) -> str | None:
     if len(present) == 1:
         return present[0]
     return " AND ".join(_paren(p) for p in present)
-
-
-def first_match(members: t.Sequence[tuple[int, str | None]]) -> str:
-    """The rule that gives each sample one component: ``CASE WHEN p0 THEN id0 WHEN p1 THEN id1 ... END``
-    over (id, predicate) in statement order, a missing predicate matching every sample; NULL when
-    none matches. Binding counts with it and compiling selects with it."""
-    return "CASE " + " ".join(f"WHEN {_paren(p) if p else 'TRUE'} THEN {i}" for i, p in members) + " END"
 
 
 def _selection_sql(dataset: str, stmt_pred: str | None, pred: str | None, earlier: t.Sequence[str | None]) -> str:
@@ -89,39 +83,30 @@ class Counts(_Base):
         """Per component: samples, content bytes, distinct blocks, overlaps with earlier components, and
         tokens (None when the dataset has no ``n_tokens``).
 
-        One scan per dataset, grouped by (component, file, block): a sample goes to the first
-        component it matches (CASE), and for each later component the group counts how many of its
-        samples that component's predicate also matches (its overlaps with the earlier one).
+        One scan per dataset (``matches.scan``): a sample goes to the first component it matches, and
+        for each later component the scan counts how many of its samples that component's own
+        predicate also matches (its overlaps with the earlier one). The samples' components are kept
+        on the engine for compiling.
         """
         out: dict[int, CountRow] = {}
         for ds in dict.fromkeys(datasets):
             members = [i for i, d in enumerate(datasets) if d == ds]
             counted = self.engine.dataset(ds).tokenizer is not None
-            cases = first_match([(k, preds[i]) for k, i in enumerate(members)])
-            also = [(k, i) for k, i in enumerate(members) if preds[i] is not None and k > 0]
-            inner = ", ".join([f"{cases} AS _c", "_file_id", "_block", "count(*) AS _n", "sum(_bytes) AS _b",
-                               "sum(n_tokens) AS _t" if counted else "NULL::BIGINT AS _t"]
-                              + [f"count_if(coalesce({_paren(preds[i])}, FALSE)) AS _m{k}" for k, i in also])
-            outer = ", ".join(["_c", "count(*)", "sum(_n)", "coalesce(sum(_b), 0)", "coalesce(sum(_t), 0)"]
-                              + [f"sum(_m{k})" for k, _ in also])
-            where = f" WHERE {stmt_pred}" if stmt_pred else ""
-            sql = (f'SELECT {outer} FROM (SELECT {inner} FROM "{ds}"{where} GROUP BY ALL) '
-                   f'WHERE _c IS NOT NULL GROUP BY _c')
+            full = [_conjunction([stmt_pred, preds[i]]) for i in members]
+            files = self.engine.file_rows(ds)
+            layout = matches.row_group_layout(files)
             try:
-                rows = {int(r[0]): r for r in self.con.execute(sql).fetchall()}
+                found = matches.scan(self.con, ds, members, full, [preds[i] for i in members],
+                                     [f["rows"] for f in files], count=True, tokens=counted,
+                                     block_starts=None if layout is None else layout[1])
             except duckdb.Error as e:
                 raise self._evaluation_error(e, ds) from None
+            self.engine.matches[ds] = (tuple(zip(members, full)), found.component)
             for k, i in enumerate(members):
-                r = rows.get(k)
-                overlaps = []
-                column = next((5 + j for j, (later, _) in enumerate(also) if later == k), None)
-                for a in range(k if column is not None else 0):  # component k's matches that earlier a took
-                    ra = rows.get(a)
-                    if ra is not None and ra[column]:
-                        overlaps.append((names[members[a]], int(ra[column])))
-                tokens = (int(r[4]) if r else 0) if counted else None
-                out[i] = (int(r[2]), int(r[3]), int(r[1]), tuple(overlaps), tokens) if r else \
-                    (0, 0, 0, tuple(overlaps), tokens)
+                overlaps = tuple((names[members[a]], found.overlaps[k][a]) for a in range(k)
+                                 if preds[i] is not None and found.overlaps[k][a])
+                out[i] = (found.samples[k], found.bytes[k], found.blocks[k], overlaps,
+                          found.tokens[k] if counted else None)
         return out
 
     def _evaluation_error(self, e: duckdb.Error, dataset: str) -> BindError:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typing as t
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mixsql.catalog.duck import connect, ident, literal, lock_down
 from mixsql.catalog.info import DatasetInfo, known
@@ -27,6 +29,10 @@ class Engine:
     def __init__(self, infos: dict[str, DatasetInfo], version: str) -> None:
         self.infos = infos
         self.version = version
+        self._file_rows: dict[str, list[dict[str, t.Any]]] = {}
+        # dataset -> (its members' (index, predicate) pairs, each sample's component): what binding
+        # scanned, kept for the compile that follows (``bind.matches``); one entry per dataset
+        self.matches: dict[str, tuple[tuple[tuple[int, str | None], ...], np.ndarray]] = {}
         self.con = connect()
         for info in infos.values():
             self.con.execute(f"CREATE VIEW {ident(info.name)} AS "
@@ -44,6 +50,12 @@ class Engine:
 
     def datasets(self) -> list[str]:
         return sorted(self.infos)
+
+    def file_rows(self, name: str) -> list[dict[str, t.Any]]:
+        """The catalog's rows of the dataset's files (``FILES_SCHEMA``), in ``_file_id`` order."""
+        if name not in self._file_rows:
+            self._file_rows[name] = pq.read_table(self.dataset(name).files_path).to_pylist()
+        return self._file_rows[name]
 
     def properties(self, samples: pa.Table, file_ids: t.Sequence[int], columns: list[str],
                    versions: t.Mapping[str, str]) -> pa.Table:

@@ -1,0 +1,221 @@
+"""Each sample's component, first match wins, from one scan of a dataset: the predicates come back
+as bit masks (a bit per component, 64 to a column), the component is each mask's lowest set bit,
+and everything binding counts follows in NumPy. Compiling needs the same array, so binding keeps it
+for the compile that follows (``Engine.matches``) instead of DuckDB evaluating the predicates twice.
+
+The catalog stores a dataset's rows file after file in row order (``catalog.store``), so a
+sample's position in the scan is its place in the layout, and a block is a run of positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+import numpy as np
+
+BATCH_ROWS = 1 << 20
+_LOWEST = np.full(1 << 16, -1, dtype=np.int8)  # the lowest set bit of every 16-bit value, -1 for 0
+for _b in range(15, -1, -1):
+    _LOWEST[(np.arange(1 << 16) >> _b) & 1 == 1] = _b
+_LOWEST[0] = -1
+
+
+@dataclasses.dataclass
+class Matches:
+    """A dataset's samples by component. ``component``: each sample's global component index in
+    catalog order (-1: none), int8 when every index fits, else int16. Per member (in ``members``
+    order): ``samples``, ``bytes``, ``tokens`` (sums over its samples), ``blocks`` (distinct
+    blocks holding one), ``overlaps[k][a]`` (samples member a took that member k's own predicate
+    also matches, for a < k)."""
+
+    component: np.ndarray
+    samples: list[int]
+    bytes: list[int]
+    tokens: list[int]
+    blocks: list[int]
+    overlaps: list[list[int]]
+
+
+def _paren(sql: str) -> str:
+    return f"({sql})"
+
+
+def first_match(members: t.Sequence[tuple[int, str | None]]) -> str:
+    """The rule that gives each sample one component: ``CASE WHEN p0 THEN id0 WHEN p1 THEN id1 ... END``
+    over (id, predicate) in statement order, a missing predicate matching every sample; NULL when
+    none matches. Binding counts with it and compiling selects with it."""
+    return "CASE " + " ".join(f"WHEN {_paren(p) if p else 'TRUE'} THEN {i}" for i, p in members) + " END"
+
+
+def _masks(predicates: t.Sequence[str | None]) -> list[str]:
+    """SQL for the bit-mask columns: bit k of column k // 64 is set when predicate k holds (NULL does
+    not); a missing predicate holds for every sample."""
+    columns = []
+    for start in range(0, len(predicates), 64):
+        part = predicates[start: start + 64]
+        kind = next(k for bits, k in ((8, "UTINYINT"), (16, "USMALLINT"), (32, "UINTEGER"), (64, "UBIGINT"))
+                    if len(part) <= bits)
+        terms = [f"(coalesce({_paren(p)}, FALSE)::{kind} << {b})" if p else f"({1 << b}::{kind})"
+                 for b, p in enumerate(part)]
+        columns.append(f"({' | '.join(terms)})::{kind}")
+    return columns
+
+
+def row_group_layout(files: t.Sequence[t.Mapping[str, t.Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For a dataset whose files are all Parquet: where each file starts in catalog order (files +
+    1 values), where each row group starts, and each row group's index in its file; None otherwise
+    (a JSONL block is a byte range only the catalog's ``_block`` knows)."""
+    if any(f["format"] != "parquet" for f in files):
+        return None
+    file_starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files], dtype=np.int64)))
+    groups = [np.asarray(f["row_groups"] or [f["rows"]], dtype=np.int64) for f in files]
+    if not files:
+        return file_starts, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    group_starts = np.concatenate([file_starts[i] + np.concatenate(([0], np.cumsum(g)[:-1])) for i, g in enumerate(groups)])
+    group_local = np.concatenate([np.arange(len(g), dtype=np.int32) for g in groups])
+    return file_starts, group_starts, group_local
+
+
+def _lowest_bit(mask: np.ndarray) -> np.ndarray:
+    """The index of each value's lowest set bit (int16), -1 where none is set."""
+    if mask.dtype.itemsize <= 2:
+        return _LOWEST[mask].astype(np.int16)
+    out = np.full(len(mask), -1, dtype=np.int16)
+    kind = mask.dtype.type
+    for shift in range(0, mask.dtype.itemsize * 8, 16):
+        bit = _LOWEST[(mask >> kind(shift)) & kind(0xFFFF)]
+        free = (out < 0) & (bit >= 0)
+        out[free] = bit[free].astype(np.int16) + shift
+    return out
+
+
+def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Sequence[str | None],
+         own: t.Sequence[str | None], file_rows: t.Sequence[int], *, count: bool, tokens: bool,
+         block_starts: np.ndarray | None = None, batch_rows: int = BATCH_ROWS) -> Matches:
+    """Scan ``dataset`` once: its members' global ``indices`` and full ``predicates`` (statement
+    order, the statement's WHERE included), their ``own`` predicates (for overlaps), and its files'
+    row counts in catalog order. With ``count`` also the per-member sums, blocks and overlaps (from
+    a second pass over ``_bytes``, which evaluates nothing; ``block_starts``, the positions where
+    blocks start when the layout gives them, spares reading ``_block``); ``tokens`` sums
+    ``n_tokens``. Raises duckdb.Error when a predicate fails on the data."""
+    members = len(indices)
+    total = int(sum(file_rows))
+    kind = np.int8 if max(indices, default=0) < 127 else np.int16
+    if not count:  # the component alone: CASE stops at the first match, where masks evaluate every predicate
+        cases = first_match(list(zip(indices, predicates)))
+        table = con.sql(f'SELECT coalesce({cases}, -1)::{"TINYINT" if kind is np.int8 else "SMALLINT"} AS _c '
+                        f'FROM "{dataset}"').to_arrow_table()
+        _check_rows(dataset, table.num_rows, total)
+        column = table.column(0)
+        return Matches(column.chunk(0).to_numpy() if column.num_chunks == 1 else column.to_numpy(), [], [], [], [], [])
+    masks = _masks(predicates)
+    table = con.sql("SELECT " + ", ".join(f"{m} AS _m{j}" for j, m in enumerate(masks)) + f' FROM "{dataset}"') \
+        .to_arrow_table()
+    _check_rows(dataset, table.num_rows, total)
+    cols = [table.column(j).to_numpy() for j in range(len(masks))]
+    del table
+    to_global = np.append(np.asarray(indices, dtype=kind), kind(-1))  # member -1 (none) takes the last entry
+    if len(cols) == 1 and cols[0].dtype.itemsize <= 2:  # the usual case: one table lookup
+        lowest = _LOWEST[: 1 << (8 * cols[0].dtype.itemsize)]
+        component = to_global[np.where(lowest < members, lowest, -1)][cols[0]]  # bits past the members are never set
+    else:
+        first = _lowest_bit(cols[0])  # the member each sample goes to, -1: none
+        for j, mask in enumerate(cols[1:], 1):
+            low = _lowest_bit(mask)
+            free = (first < 0) & (low >= 0)
+            first[free] = low[free] + 64 * j
+        component = to_global[first]
+        del first
+    slots = np.asarray(indices, dtype=np.intp) + 1  # a member's bin in counts over ``_bins(component)``
+    overlaps = [[0] * k for k in range(members)]
+    wanted = [k for k in range(1, members) if own[k] is not None]
+    if len(cols) == 1 and cols[0].dtype.itemsize <= 2 and wanted:  # from the histogram of masks
+        histogram = np.bincount(cols[0], minlength=1 << (8 * cols[0].dtype.itemsize))
+        values = np.flatnonzero(histogram)
+        for k in wanted:
+            for v in values[(values >> k) & 1 == 1].tolist():
+                a = int(_LOWEST[v])
+                if a < k:
+                    overlaps[k][a] += int(histogram[v])
+    else:
+        for k in wanted:
+            hit = ((cols[k // 64] >> cols[k // 64].dtype.type(k % 64)) & 1).astype(bool)
+            overlaps[k] = np.bincount(_bins(component[hit]), minlength=int(slots.max()) + 1)[
+                slots[:k]].tolist()
+    del cols
+    sums = _sums(con, dataset, component, slots, file_rows, tokens, block_starts, batch_rows)
+    return Matches(component, *sums, overlaps)
+
+
+def _check_rows(dataset: str, rows: int, listed: int) -> None:
+    if rows != listed:  # pragma: no cover - a catalog not laid out as documented
+        raise ValueError(f"dataset {dataset!r} has {rows} samples but its files list {listed}")
+
+
+def _bins(component: np.ndarray) -> np.ndarray:
+    """Component index + 1 as an unsigned array: bincount's bins, 0 for no component."""
+    return (component + component.dtype.type(1)).view(np.uint8 if component.dtype.itemsize == 1 else np.uint16)
+
+
+def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, file_rows: t.Sequence[int],
+          tokens: bool, block_starts: np.ndarray | None,
+          batch_rows: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Per member (its bin in ``slots``): samples, ``_bytes`` and ``n_tokens`` sums, and distinct blocks."""
+    columns = ["coalesce(_bytes, 0) AS _b"] + (["coalesce(n_tokens, 0) AS _t"] if tokens else []) \
+        + (["_block::INTEGER AS _k"] if block_starts is None else [])
+    members, width = len(slots), int(slots.max()) + 1
+    words = -(-members // 64)
+    word = next(k for b, k in ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64)) if members <= b) \
+        if members <= 64 else np.uint64
+    bits = np.zeros((width, words), dtype=word)  # a bin's bit in the block rows
+    for k, s in enumerate(slots):
+        bits[s, k // 64] = 1 << (k % 64)
+    nbytes = np.zeros(width, dtype=np.int64)
+    ntokens = np.zeros(width, dtype=np.int64)
+    file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
+    present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
+    previous_block = -1
+    at = 0
+    for batch in con.sql(f'SELECT {", ".join(columns)} FROM "{dataset}"').to_arrow_reader(batch_rows):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        mine = _bins(component[at: at + n])
+        # float64 sums are exact below 2**53 per batch
+        nbytes += np.rint(np.bincount(mine, weights=batch.column("_b").to_numpy(), minlength=width)[:width]) \
+            .astype(np.int64)
+        if tokens:
+            ntokens += np.rint(np.bincount(mine, weights=batch.column("_t").to_numpy(), minlength=width)[:width]) \
+                .astype(np.int64)
+        starts = np.zeros(n, dtype=bool)
+        if block_starts is None:
+            block = batch.column("_k").to_numpy()
+            starts[0] = block[0] != previous_block
+            starts[1:] = block[1:] != block[:-1]
+            previous_block = int(block[-1])
+            starts[file_starts[(file_starts >= at) & (file_starts < at + n)] - at] = True
+        else:
+            starts[block_starts[(block_starts >= at) & (block_starts < at + n)] - at] = True
+        present = _blocks(present, starts, bits, mine)
+        at += n
+    table = np.concatenate(present).astype(np.uint64) if present else np.zeros((0, words), dtype=np.uint64)
+    blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1))) for k in range(members)]
+    samples = np.bincount(_bins(component), minlength=width)
+    return samples[slots].tolist(), nbytes[slots].tolist(), ntokens[slots].tolist(), blocks
+
+
+def _blocks(present: list[np.ndarray], starts: np.ndarray, bits: np.ndarray, slot: np.ndarray) -> list[np.ndarray]:
+    """``present`` extended by one batch: ``starts`` marks where blocks start in it, ``slot`` is each
+    sample's slot and ``bits`` its bit; each block's row holds a bit per member with a sample in it.
+    A block that began in an earlier batch is merged into that batch's last row."""
+    continues = not starts[0] and bool(present)
+    starts[0] = True
+    cuts = np.flatnonzero(starts)
+    rows = np.stack([np.bitwise_or.reduceat(bits[:, j][slot], cuts) for j in range(bits.shape[1])], axis=1)
+    if continues:
+        present[-1][-1] |= rows[0]
+        rows = rows[1:]
+    if len(rows):
+        present.append(rows)
+    return present
