@@ -55,3 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/packing.py
 	$(BIN)/python bench/remote.py
+	$(BIN)/python bench/speed.py

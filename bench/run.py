@@ -229,6 +229,42 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
     return out
 
 
+REGISTER_CHILD = r"""
+import json, os, resource, shutil, sys, tempfile, time
+import mixsql
+where = tempfile.mkdtemp(prefix="mixsql-bench-register-")
+try:
+    con = mixsql.connect(os.path.join(where, "catalog"))
+    t0 = time.perf_counter()
+    info = con.register("d", [sys.argv[1]])
+    seconds = time.perf_counter() - t0
+finally:
+    shutil.rmtree(where, ignore_errors=True)
+print(json.dumps({"seconds": seconds, "samples": info.samples, "bytes": info.bytes,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_registration(sources: dict[str, Path], reps: int) -> dict:
+    """Registration of Parquet into a fresh catalog (a fresh process each, interleaved): samples/s
+    over the machine and per core, and content bytes decoded per second."""
+    runs: dict[str, list[dict]] = {name: [] for name in sources}
+    for rep in range(reps):
+        for name, src in sources.items():
+            proc = subprocess.run([sys.executable, "-c", REGISTER_CHILD, str(src)], capture_output=True, text=True,
+                                  check=True)
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"  (c) register {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
+    cores = os.cpu_count() or 1
+    out = {}
+    for name, rs in runs.items():
+        seconds = statistics.median(r["seconds"] for r in rs)
+        out[name] = {"seconds": seconds, "samples": rs[0]["samples"], "bytes": rs[0]["bytes"],
+                     "spread": (max(r["seconds"] for r in rs) - min(r["seconds"] for r in rs)) / seconds,
+                     "per_core": rs[0]["samples"] / seconds / cores, "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
+    return out
+
+
 TTFB_CHILD = r"""
 import json, sys, time
 import mixsql, mixsql.api, torch.utils.data  # mixsql resolves names lazily: import before timing
@@ -316,6 +352,11 @@ def bench_worker_import(reps: int) -> dict:
                   "modules": statistics.median(r["modules"] for r in runs)} for arm, runs in out.items()}
 
 
+def _per_core_doc(register: dict, cores: int) -> float:
+    r = register["corpus (text)"]
+    return r["bytes"] / r["seconds"] / cores / 1e6
+
+
 def write_report(results: dict, path: Path) -> None:
     a, b, c, d, e = results["a"], results["b"], results["c"], results["d"], results["e"]
     preamble = "\n".join([
@@ -375,9 +416,26 @@ def write_report(results: dict, path: Path) -> None:
     for rows, r in c.items():
         lines.append(f"| {int(rows):,} | {int(r['matched']):,} | {int(r['stream']):,} | {r['bind_s']:.2f} | "
                      f"{r['compile_s']:.2f} | **{r['plan_s']:.2f}** | {r['peak_rss_mb']:,.0f} |")
+    cores = os.cpu_count() or 1
     lines += [
         "",
-        "Targets: 10M in < 2 s, 100M in < 20 s with < 2 GB peak.",
+        "Targets (issue 17): 10M bound and compiled in ≤ 0.5 s, 100M in ≤ 5 s with < 2 GB peak.",
+        "",
+        f"Registration of Parquet into a fresh catalog (a fresh process each, medians; {cores} cores; files scan "
+        "in parallel):",
+        "",
+        "| source | samples | content bytes | seconds | spread | samples/s | per core | content MB/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[f"| {name} | {r['samples']:,} | {r['bytes']:,} | {r['seconds']:.2f} | {r['spread']:.0%} | "
+          f"{r['samples'] / r['seconds']:,.0f} | **{r['per_core']:,.0f}** | {r['bytes'] / r['seconds'] / 1e6:,.0f} | "
+          f"{r['peak_rss_mb']:,.0f} |" for name, r in results["c_register"].items()],
+        "",
+        "Target: ≥ 1M rows/s per core. Every content byte is decoded once: UTF-8 is validated at registration",
+        "(a bad byte is refused there, naming file and row, not met mid-run), and `_bytes` is each sample's",
+        "length. So a text corpus registers at the speed its text decodes (content MB/s), and 1M rows/s per",
+        "core holds for documents up to that speed per core / 1M bytes"
+        + (f" (here {_per_core_doc(results['c_register'], cores):,.0f} bytes)." if "corpus (text)" in results["c_register"]
+           else "."),
         "",
         "## (d) Time to first batch (DataLoader, 32 samples, rank 0 of 8, a fresh process, timed after its imports)",
         "",
@@ -433,6 +491,10 @@ def main() -> None:
     results["b"] = bench_ranks(con, results["a"]["oracle_decoded_per_delivered"])
     print("(c) planning", flush=True)
     results["c"] = bench_planning([int(x) for x in args.planning.split(",") if x], max(1, min(args.reps, 3)))
+    sizes = [int(x) for x in args.planning.split(",") if x]
+    results["c_register"] = bench_registration(
+        {"corpus (text)": DATA / "corpus", **{f"synthetic {n // 1_000_000}M": DATA / f"synthetic-{n // 1_000_000}M"
+                                              for n in sizes if n <= 10_000_000}}, max(1, min(args.reps, 3)))
     print("(d) time to first batch", flush=True)
     results["d"] = bench_ttfb(args.reps)
     sizes = [int(x) for x in args.planning.split(",") if x]

@@ -36,8 +36,8 @@ class Engine:
         self.con = connect()
         for info in infos.values():
             self.con.execute(f"CREATE VIEW {ident(info.name)} AS "
-                             f"SELECT * FROM read_parquet({literal(info.samples_path)})")
-        allowed = [str(p) for i in infos.values() for p in (i.samples_path, i.files_path)]
+                             f"SELECT * FROM read_parquet([{', '.join(literal(p) for p in info.samples_paths)}])")
+        allowed = [str(p) for i in infos.values() for p in (*i.samples_paths, i.files_path)]
         if allowed:
             self.con.execute(f"SET allowed_paths = [{', '.join(literal(p) for p in allowed)}]")
         lock_down(self.con)

@@ -28,6 +28,7 @@ class DatasetInfo:
     record_schema_b64: str = dataclasses.field(default="", repr=False)
     tokenizer: dict[str, t.Any] | None = None  # fingerprint, path (in the catalog), field, source, vocab_size
     images: tuple[str, ...] = ()  # the fields holding encoded images
+    parts: tuple[str, ...] = ("samples.parquet",)  # the samples table's files, in file order
 
     @property
     def record_schema(self) -> pa.Schema:
@@ -35,8 +36,10 @@ class DatasetInfo:
         return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.record_schema_b64)))
 
     @property
-    def samples_path(self) -> Path:
-        return self.directory / "samples.parquet"
+    def samples_paths(self) -> tuple[Path, ...]:
+        """The samples table: Parquet files whose rows, one after another, are the dataset's samples
+        file after file in row order (what compiling's layout relies on)."""
+        return tuple(self.directory / p for p in self.parts)
 
     @property
     def files_path(self) -> Path:

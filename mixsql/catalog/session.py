@@ -28,7 +28,7 @@ def user_session(infos: dict[str, DatasetInfo], plan: Path | None) -> duckdb.Duc
                 raise CatalogError(f"{plan} has no {path.name}", hint="export a plan with `mixsql plan FILE -o DIR`")
             con.register(view, pads.dataset(str(path.resolve()), format="parquet"))
     for info in infos.values():
-        con.register(info.name, pads.dataset(str(info.samples_path), format="parquet"))
+        con.register(info.name, pads.dataset([str(p) for p in info.samples_paths], format="parquet"))
     files = [pq.read_table(i.files_path, schema=FILES_SCHEMA) for i in infos.values()]
     dataset_column = [pa.array([i.name] * f.num_rows, pa.string()) for i, f in zip(infos.values(), files)]
     table = pa.concat_tables([f.add_column(0, "dataset", d) for f, d in zip(files, dataset_column)]) if files \

@@ -4,7 +4,8 @@ Layout of ``DIR`` (default ``./.mixsql``)::
 
     catalog.json                    the commit point: datasets, their versions and table paths
     datasets/<name>-<version>/      one immutable directory per registered dataset version
-        samples.parquet             one row per sample: pointer columns (file, row, block, byte range) + properties
+        samples-<file>.parquet      one row per sample: pointer columns (file, row, block, byte range) + properties;
+                                    parts of consecutive files, in file order
         files.parquet               one row per source file: URL, format, size, mtime, row groups
     tokenizers/<fingerprint>.json   the tokenizers that datasets were counted with (``tokens``)
     counts/<key>.json               binding's counts per component (``bind``), keyed by versions and predicates
@@ -23,6 +24,7 @@ failure or interruption before that leaves the catalog as it was.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
@@ -30,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import typing as t
 import uuid
@@ -128,6 +131,7 @@ class Catalog:
             record_schema_b64=entry.get("record_schema", ""), tokenizer=({**entry["tokenizer"], "path": str(self.path / entry["tokenizer"]["path"])}
                        if entry.get("tokenizer") else None),
             images=tuple(entry.get("images", ())),
+            parts=tuple(entry.get("parts", ("samples.parquet",))),
         )
 
     @property
@@ -390,12 +394,9 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     count: scan.Counter | None = None
     if tok is not None:
         count = _IdCounter(tok, field) if ids else _TextCounter(tok, field)
-    parts: list[tuple[str, Path, pa.Schema]] = []
-    records: list[tuple[str, pa.Schema]] = []
-    file_rows: list[dict[str, t.Any]] = []
-    for file_id, url in enumerate(urls):
-        if progress is not None:
-            progress(file_id, len(urls), url)
+
+    def one(file_id: int, url: str) -> tuple[pa.Table, pa.Schema, dict[str, t.Any]]:
+        """Index one file: its catalog rows, its record schema and its row of the file table."""
         src = mfs.describe(url)
         row_groups: list[int] | None = None
         if src.format == "parquet":
@@ -418,18 +419,74 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
                                 hint="an image column holds binary, or a struct with a binary field 'bytes' (the "
                                      "Hugging Face layout)")
             record = record.set(at, pa.field(column, pa.binary()))
-        records.append((url, record))
         if mfs.describe(url) != src:
             raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
-        part = tmp / f"part-{file_id:06d}.parquet"
-        pq.write_table(table, part, compression="zstd")
-        parts.append((url, part, table.schema))
-        file_rows.append({"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
-                          "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
-                          "etag": src.etag})
+        return table, record, {"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
+                               "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
+                               "etag": src.etag}
+
+    done = [0, ""]
+    lock = threading.Lock()
+
+    def run(start: int, stop: int) -> list[tuple[pa.Schema, dict[str, t.Any], _Part | None]]:
+        """Files start..stop-1 in order, each run of them with one schema written to one part."""
+        out: list[tuple[pa.Schema, dict[str, t.Any], _Part | None]] = []
+        part: _Part | None = None
+        try:
+            for file_id in range(start, stop):
+                table, record, row = one(file_id, urls[file_id])
+                if part is None or part.schema != table.schema:
+                    if part is not None:
+                        part.close()
+                    part = _Part(tmp / f"samples-{file_id:06d}.parquet", table.schema, urls[file_id])
+                    out.append((record, row, part))
+                else:
+                    out.append((record, row, None))
+                part.write(table)
+                with lock:
+                    done[0] += 1
+                    done[1] = urls[file_id]
+        finally:
+            if part is not None:
+                part.close()
+        return out
+
+    workers = max(1, min(len(urls), os.cpu_count() or 1))
+    ranges = _file_ranges(len(urls), workers)
+    records: list[tuple[str, pa.Schema]] = []
+    file_rows: list[dict[str, t.Any]] = []
+    parts: list[_Part] = []
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-register") as pool:
+        pending = [pool.submit(run, a, b) for a, b in ranges]  # decoding releases the GIL: every core scans
+        try:
+            while True:
+                finished, waiting = concurrent.futures.wait(pending, timeout=0.2,
+                                                            return_when=concurrent.futures.FIRST_EXCEPTION)
+                if progress is not None:
+                    with lock:
+                        progress(done[0], len(urls), str(done[1]))
+                failed = any(f.exception() is not None for f in finished)
+                if not waiting or failed:
+                    break
+            if failed:
+                for future in pending:
+                    future.cancel()
+                concurrent.futures.wait(pending)
+                raise next(f.exception() for f in pending  # the first failure in file order is the one reported
+                           if not f.cancelled() and f.exception() is not None)  # type: ignore[misc]
+            for future in pending:
+                for record, row, part in future.result():
+                    records.append((row["url"], record))
+                    file_rows.append(row)
+                    if part is not None:
+                        parts.append(part)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
     if progress is not None:
         progress(len(urls), len(urls), "writing the catalog tables")
-    schema = scan.unify([(u, s) for u, _, s in parts])
+    schema = scan.unify([(p.url, p.schema) for p in parts])
     record_schema = scan.unify(records)
     spelled: dict[str, tuple[str, str]] = {}
     for url, record in records:  # one SQL column per name, across the files too
@@ -441,15 +498,13 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
                                 hint="rename one of them in the data (or register the files as separate datasets)")
     if sum(r["rows"] for r in file_rows) == 0:
         raise CatalogError(f"{', '.join(paths)}: no file holds a record", hint="register files that hold samples")
-    samples = 0
-    total_bytes = 0
-    with pq.ParquetWriter(tmp / "samples.parquet", schema, compression="zstd") as writer:
-        for _, part, _ in parts:
-            table = _conform(pq.read_table(part), schema)
-            samples += table.num_rows
-            total_bytes += int(pa.compute.sum(table.column("_bytes")).as_py() or 0)
-            writer.write_table(table, row_group_size=1 << 17)
-            part.unlink()
+    for part in parts:
+        if part.schema != schema:  # a file whose schema the union widened: its part is written again
+            table = _conform(pq.read_table(part.path), schema)
+            part.path.unlink()
+            pq.write_table(table, part.path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    samples = sum(p.rows for p in parts)
+    total_bytes = sum(p.bytes for p in parts)
     pq.write_table(pa.Table.from_pylist(file_rows, schema=FILES_SCHEMA), tmp / "files.parquet")
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
@@ -463,11 +518,43 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         "samples": samples,
         "bytes": total_bytes,
         "files": len(file_rows),
+        "parts": [p.path.name for p in parts],
         "content": list(content),
         "record_schema": base64.b64encode(record_schema.serialize().to_pybytes()).decode("ascii"),
         "sources": [str(p) for p in paths],
         "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+ROW_GROUP_ROWS = 1 << 17  # the catalog's row groups: DuckDB scans them in parallel
+
+
+class _Part:
+    """One Parquet file of a dataset's samples table, written as its files are scanned."""
+
+    def __init__(self, path: Path, schema: pa.Schema, url: str) -> None:
+        self.path, self.schema, self.url = path, schema, url
+        self.rows = self.bytes = 0
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        assert self._writer is not None
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += table.num_rows
+        self.bytes += int(pc.sum(table.column("_bytes")).as_py() or 0)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _file_ranges(files: int, workers: int) -> list[tuple[int, int]]:
+    """Consecutive file ranges, a few per worker so that uneven files still keep every worker busy;
+    each range is written to its own part (or a few, where schemas change)."""
+    count = min(files, workers * 4)
+    edges = [files * i // count for i in range(count + 1)] if count else [0]
+    return [(edges[i], edges[i + 1]) for i in range(count)]
 
 
 def _parquet_content(url: str, content: t.Sequence[str] | None,

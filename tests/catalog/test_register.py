@@ -291,3 +291,41 @@ def test_blocks_are_row_groups_and_byte_ranges(con: mixsql.Connection) -> None:
     rows = con.sql("SELECT _offset, _block, f.compression FROM corpus_jsonl s JOIN mixsql_files f "
                    "ON f.dataset = 'corpus_jsonl' AND f.file_id = s._file_id").to_pylist()
     assert all(r["_block"] == (0 if r["compression"] else r["_offset"] >> 20) for r in rows)
+
+
+def test_files_scan_on_every_core_into_parts_kept_in_file_order(scratch: mixsql.Connection, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files scan in parallel, consecutive ones into a part each; the parts, read one after another,
+    hold the samples file after file in row order (what compiling's layout relies on), and a part
+    whose schema the union widened is written again."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for i in range(9):
+        rows = [{"text": f"{i}-{j}", "score": j + 0.5 if i == 4 else j} for j in range(i + 3)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"f{i}.parquet", row_group_size=2)
+    seen: list[tuple[int, int]] = []
+    info = scratch.register("p", [str(tmp_path / "*.parquet")], progress=lambda done, total, _: seen.append((done, total)))
+    assert len(info.parts) > 1 and seen[-1] == (9, 9)
+    rows = scratch.sql("SELECT _file_id, _row, score FROM p").to_pylist()  # no ORDER BY: the stored order
+    assert [(r["_file_id"], r["_row"]) for r in rows] == [(i, j) for i in range(9) for j in range(i + 3)]
+    assert [r["score"] for r in rows if r["_file_id"] == 4] == [j + 0.5 for j in range(7)]
+    engine = scratch.catalog.engine()
+    assert engine.con.sql("SELECT _file_id, _row FROM p").fetchall() == [(r["_file_id"], r["_row"]) for r in rows]
+    mix = scratch.mix("MIX 0.5 AS low WHERE score < 2, 0.5 AS high FROM p")
+    got = list(mix.samples(columns=["component", "score", "text"]))
+    assert len(got) == len(mix.plan()) > 0
+    for s in got:  # the plan's (file, row), from the parts' layout, point at the record that was matched
+        i, j = map(int, s["text"].split("-"))
+        assert s["score"] == (j + 0.5 if i == 4 else j) and (s["component"] == "low") == (s["score"] < 2)
+
+
+def test_the_first_bad_file_in_file_order_is_named(scratch: mixsql.Connection, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for i in range(8):
+        pq.write_table(pa.table({"text": [f"t{i}"] * 3}), tmp_path / f"f{i}.parquet")
+    for bad in (3, 6):
+        (tmp_path / f"f{bad}.parquet").write_bytes(b"PAR1 not really")
+    before = _snapshot(scratch.path)
+    with pytest.raises(DataError, match="f3.parquet is not a readable Parquet file"):
+        scratch.register("bad", [str(tmp_path / "*.parquet")])
+    assert _snapshot(scratch.path) == before

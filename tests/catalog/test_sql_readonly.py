@@ -39,7 +39,7 @@ def own(tmp_path: Path) -> mixsql.Connection:
 
 
 def samples_path(con: mixsql.Connection) -> str:
-    return str(con.dataset("corpus").samples_path)
+    return str(con.dataset("corpus").samples_paths[0])
 
 
 def test_explain_analyze_cannot_write(own: mixsql.Connection) -> None:
