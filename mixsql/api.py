@@ -312,18 +312,20 @@ class Connection:
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
                  content: t.Sequence[str] | None = None, tokenizer: t.Any = None, tokens: str | None = None,
                  eos: str | int | None = None, images: t.Sequence[str] | None = None,
-                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+                 progress: t.Callable[[int, int, str], None] | None = None, append: bool = False) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
         ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
         tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``; with
         ``tokens`` too, that field holds the samples' token ids, used without tokenizing. Flat token
         arrays (``.npy``) register one sample per document (split at the tokenizer's EOS, or ``eos``).
         WebDataset shards (``.tar``) register one image-text sample per key; in Parquet, ``images``
-        names the columns of encoded images (default: byte columns named image, jpg, png ...)."""
+        names the columns of encoded images (default: byte columns named image, jpg, png ...).
+        ``append`` adds new files to a registered dataset as a new version, scanning only them."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
-                                     tokenizer=tokenizer, tokens=tokens, eos=eos, images=images, progress=progress)
+                                     tokenizer=tokenizer, tokens=tokens, eos=eos, images=images, progress=progress,
+                                     append=append)
 
     def tokenize(self, dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *, column: str = "token_ids",
                  progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -147,6 +148,8 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--replace", is_flag=True, help="Replace the dataset if it is already registered.")
+@click.option("--append", is_flag=True,
+              help="Add PATHS to the registered dataset NAME as a new version, scanning only them.")
 @click.option("--content", default=None,
               help="Comma-separated fields that stay in the files (the rest become properties) [default: text, "
                    "or the --tokens column].")
@@ -159,7 +162,7 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
 @click.option("--images", default=None, metavar="COLUMNS",
               help="Comma-separated Parquet columns of encoded images [default: byte columns named image, jpg, png ...].")
 @click.pass_context
-def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, content: str | None,
+def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, append: bool, content: str | None,
              tokenizer: str | None, tokens: str | None, eos: str | None, images: str | None) -> None:
     """Index JSONL (.jsonl, .gz, .zst), Parquet, flat token array (.npy) and WebDataset image-text
     (.tar) files as dataset NAME.
@@ -170,16 +173,24 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     con = _connect(ctx, create=True)
     fields = [c.strip() for c in content.split(",") if c.strip()] if content is not None else None
     image_columns = [c.strip() for c in images.split(",") if c.strip()] if images is not None else None
-    with _bar(ctx, f"registering {name}") as progress:
+    before = con.dataset(name) if append else None
+    started = time.perf_counter()
+    with _bar(ctx, f"{'adding to' if append else 'registering'} {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
-                            eos=_token(eos), images=image_columns, progress=progress)
+                            eos=_token(eos), images=image_columns, progress=progress, append=append)
+    seconds = time.perf_counter() - started
     import pyarrow.parquet as pq
 
     rows = pq.read_table(info.files_path, columns=["rows"]).column("rows").to_pylist()
+    if before is not None:
+        rows = rows[len(pq.read_table(before.files_path, columns=["rows"])):]
     empty = sum(1 for r in rows if r == 0)
     note = f", {empty} of them empty" if empty else ""
-    click.echo(f"registered {info.name}: {info.samples:,} samples from {len(rows)} file{'s' * (len(rows) != 1)}"
-               f"{note} (version {info.version}) in {con.path}")
+    scanned = sum(rows)
+    click.echo(f"{'added to' if before is not None else 'registered'} {info.name}: {scanned:,} samples from "
+               f"{len(rows)} file{'s' * (len(rows) != 1)}{note} in {seconds:.1f} s ({scanned / max(seconds, 1e-9):,.0f} "
+               f"samples/s){f', {info.samples:,} in all' if before is not None else ''} (version {info.version}) "
+               f"in {con.path}")
     if info.tokenizer:
         total = con.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM {ident(name)}").column("n")[0].as_py() or 0
         click.echo(f"  {total:,} tokens ({info.tokenizer['source']}, fingerprint {info.tokenizer['fingerprint']})")

@@ -162,3 +162,14 @@ def test_tokenize_from_the_command_line(tmp_path) -> None:
     r = runner.invoke(main, ["--catalog", cat, "register", "ids", str(tmp_path / "shards"), "--tokenizer",
                              str(TOKENIZER), "--tokens", "token_ids", "--content", "text"])
     assert r.exit_code == 0 and "627,400 tokens" in r.output, r.output
+
+
+def test_register_append_adds_files_and_says_how_fast(tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    files = sorted(str(p) for p in Path(PARQUET_GLOB).parent.glob("*.parquet"))
+    out = run("register", "corpus", *files[:3], catalog=cat).stdout
+    assert "registered corpus: " in out and " samples/s)" in out
+    out = run("register", "corpus", files[3], "--append", catalog=cat).stdout
+    assert "added to corpus: " in out and "from 1 file " in out and "4,200 in all" in out
+    again = run("register", "corpus", files[3], "--append", catalog=cat, ok=False)
+    assert again.returncode == 2 and "already a file of dataset 'corpus'" in again.stderr

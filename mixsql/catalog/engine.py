@@ -69,7 +69,7 @@ class Engine:
         names = sorted(set(samples.column("dataset").to_pylist()))
         for name in names:
             now = self.infos.get(name)
-            if now is None or now.version != versions.get(name):
+            if now is None or (now.version != versions.get(name) and versions.get(name) not in now.earlier):
                 raise CatalogError(
                     f"dataset {name!r} was {'dropped' if now is None else 'replaced'} since this plan was compiled "
                     f"(version {versions.get(name)} -> {now.version if now else '(none)'}): its properties now "

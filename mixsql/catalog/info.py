@@ -29,6 +29,7 @@ class DatasetInfo:
     tokenizer: dict[str, t.Any] | None = None  # fingerprint, path (in the catalog), field, source, vocab_size
     images: tuple[str, ...] = ()  # the fields holding encoded images
     parts: tuple[str, ...] = ("samples.parquet",)  # the samples table's files, in file order
+    earlier: tuple[str, ...] = ()  # versions this one extends by appending files: their rows are its rows
 
     @property
     def record_schema(self) -> pa.Schema:

@@ -132,6 +132,7 @@ class Catalog:
                        if entry.get("tokenizer") else None),
             images=tuple(entry.get("images", ())),
             parts=tuple(entry.get("parts", ("samples.parquet",))),
+            earlier=tuple(entry.get("earlier", ())),
         )
 
     @property
@@ -206,9 +207,14 @@ class Catalog:
         eos: str | int | None = None,
         images: t.Sequence[str] | None = None,
         progress: t.Callable[[int, int, str], None] | None = None,
+        append: bool = False,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
         called with (files done, files, file) as the scan goes).
+
+        ``append`` adds the files to a registered dataset as a new version without scanning its
+        files again: they keep their ids and rows, the new ones follow, with the dataset's content,
+        tokenizer and image columns. Plans and lineage of the earlier version stay valid.
 
         ``content`` names the fields that stay in the source files (default ``["text"]``); every
         other field becomes a property with its own type. With ``tokenizer`` (a tokenizer.json path
@@ -228,6 +234,12 @@ class Catalog:
         """
         _check_name(name)
         urls = mfs.expand(paths)
+        previous: DatasetInfo | None = None
+        if append:
+            previous = self.dataset(name)
+            if replace:
+                raise CatalogError("--append adds files to a dataset and --replace registers it anew: choose one")
+            content, tokenizer, tokens, eos, images = self._appending(previous, content, tokenizer, tokens, eos, images)
         image_columns: list[str] = []
         shards = [u for u in urls if mfs.file_format(u)[0] == "tar"]
         if shards:
@@ -278,22 +290,37 @@ class Catalog:
             self._stamp = None
             self._load()
             old = self._index["datasets"].get(name)
-            if old is not None and not replace:
+            if previous is not None:
+                if old is None or old["version"] != previous.version:
+                    raise CatalogError(f"dataset {name!r} changed while files were being added to it",
+                                       hint="add them again")
+                known_urls = set(pq.read_table(previous.files_path, columns=["url"]).column("url").to_pylist())
+                again = [u for u in urls if u in known_urls]
+                if again:
+                    raise CatalogError(f"{again[0]} is already a file of dataset {name!r}",
+                                       hint="--append adds new files; to scan changed files again, use --replace")
+            elif old is not None and not replace:
                 raise CatalogError(f"dataset {name!r} is already registered",
-                                   hint="use --replace (API: replace=True) to register it again")
+                                   hint="use --replace (API: replace=True) to register it again, or --append "
+                                        "(API: append=True) to add files to it")
             _sweep(self.path)
             tmp = self.path / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
             try:
                 field = tokens if tokens is not None else content[0]
-                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos, image_columns)
-                entry["sources"] = [str(p) for p in paths]
+                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos, image_columns,
+                               previous)
+                entry["sources"] = list(previous.sources if previous is not None else ()) + [str(p) for p in paths]
+                if previous is not None:
+                    entry["earlier"] = [previous.version, *previous.earlier]
                 if image_columns:
                     entry["images"] = image_columns
                 if tok is not None:
                     entry["tokenizer"] = self._keep_tokenizer(tok, field, "ids" if tokens is not None else "text")
                     if npy_eos is not None:
                         entry["tokenizer"]["separator"] = npy_eos
+                    if previous is not None and previous.tokenizer is not None:  # loaded from the catalog's copy
+                        entry["tokenizer"]["source"] = previous.tokenizer["source"]
                 final = self.path / "datasets" / f"{name}-{entry['version']}-{uuid.uuid4().hex[:8]}"
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp, final)
@@ -308,10 +335,39 @@ class Catalog:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            if old is not None:
+            if old is not None and previous is None:  # an append keeps the earlier version for its plans
                 shutil.rmtree(self.path / old["directory"], ignore_errors=True)
             self._load()
             return self.dataset(name)
+
+    def _appending(self, previous: DatasetInfo, content: t.Sequence[str] | None, tokenizer: t.Any,
+                   tokens: str | None, eos: str | int | None,
+                   images: t.Sequence[str] | None) -> tuple[t.Any, t.Any, str | None, t.Any, t.Any]:
+        """The options an append scans with: the dataset's own; any given must be the same."""
+        kept = previous.tokenizer
+        if content and tuple(content) != previous.content:
+            raise CatalogError(f"dataset {previous.name!r} has content {', '.join(previous.content)}, not "
+                               f"{', '.join(content)}", hint="--append scans new files as the dataset's files were: "
+                                                             "leave out --content")
+        if images is not None and tuple([images] if isinstance(images, str) else images) != previous.images:
+            raise CatalogError(f"dataset {previous.name!r} has image columns {', '.join(previous.images) or '(none)'}",
+                               hint="leave out --images when appending")
+        if tokenizer is not None:
+            given = tokens_.load(tokenizer)
+            if kept is None or given.fingerprint != kept["fingerprint"]:
+                raise CatalogError(f"dataset {previous.name!r} was counted with "
+                                   f"{'no tokenizer' if kept is None else 'tokenizer ' + kept['fingerprint']}, not "
+                                   f"{given.fingerprint}", hint="leave out --tokenizer when appending: the "
+                                                                "dataset's own is used")
+        ids = kept["field"] if kept is not None and kept.get("kind") == "ids" else None
+        if tokens is not None and tokens != ids:
+            raise CatalogError(f"dataset {previous.name!r} takes token ids from {ids or 'no column'}, not {tokens}",
+                               hint="leave out --tokens when appending")
+        formats = set(pq.read_table(previous.files_path, columns=["format"]).column("format").to_pylist())
+        separator = kept.get("separator") if kept is not None else None
+        given = None if "tar" in formats or separator is not None else previous.content  # those set their own
+        return (given, kept["path"] if kept is not None else None, ids, separator if eos is None else eos,
+                None if "tar" in formats else list(previous.images) or None)
 
     def _keep_tokenizer(self, tok: tokens_.Tokenizer, field: str, kind: str) -> dict[str, t.Any]:
         """Store the tokenizer's JSON under its fingerprint (immutable, shared by datasets) and
@@ -388,9 +444,15 @@ class _IdCounter:
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
            progress: t.Callable[[int, int, str], None] | None = None,
            tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False,
-           npy_eos: int | None = None, image_columns: t.Sequence[str] = ()) -> dict[str, t.Any]:
-    """Scan every file (``paths``: expanded URLs) into a part, unify the schemas, and write the dataset's two tables."""
+           npy_eos: int | None = None, image_columns: t.Sequence[str] = (),
+           previous: DatasetInfo | None = None) -> dict[str, t.Any]:
+    """Scan every file (``paths``: expanded URLs) into parts, unify the schemas, and write the
+    dataset's two tables. With ``previous`` (an append), its files come first, unchanged: their
+    parts are linked into the new version (or written again where the union widened their schema)
+    and the new files' ids follow theirs."""
     urls = list(paths)
+    before = pq.read_table(previous.files_path).to_pylist() if previous is not None else []
+    first = len(before)
     count: scan.Counter | None = None
     if tok is not None:
         count = _IdCounter(tok, field) if ids else _TextCounter(tok, field)
@@ -433,19 +495,19 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         out: list[tuple[pa.Schema, dict[str, t.Any], _Part | None]] = []
         part: _Part | None = None
         try:
-            for file_id in range(start, stop):
-                table, record, row = one(file_id, urls[file_id])
+            for i in range(start, stop):
+                table, record, row = one(first + i, urls[i])
                 if part is None or part.schema != table.schema:
                     if part is not None:
                         part.close()
-                    part = _Part(tmp / f"samples-{file_id:06d}.parquet", table.schema, urls[file_id])
+                    part = _Part(tmp / f"samples-{first + i:06d}.parquet", table.schema, urls[i])
                     out.append((record, row, part))
                 else:
                     out.append((record, row, None))
                 part.write(table)
                 with lock:
                     done[0] += 1
-                    done[1] = urls[file_id]
+                    done[1] = urls[i]
         finally:
             if part is not None:
                 part.close()
@@ -486,7 +548,13 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
             raise
     if progress is not None:
         progress(len(urls), len(urls), "writing the catalog tables")
-    schema = scan.unify([(p.url, p.schema) for p in parts])
+    kept: list[tuple[Path, pa.Schema]] = []
+    if previous is not None:
+        kept = [(path, pq.read_schema(path)) for path in previous.samples_paths]
+        records.insert(0, (f"the files of {previous.name!r} registered before", previous.record_schema))
+        file_rows[:0] = before
+    schema = _as_stored(scan.unify([(f"the files of {previous.name!r} registered before", k[1]) for k in kept[:1]]
+                                   + [(p.url, p.schema) for p in parts]))
     record_schema = scan.unify(records)
     spelled: dict[str, tuple[str, str]] = {}
     for url, record in records:  # one SQL column per name, across the files too
@@ -499,12 +567,23 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     if sum(r["rows"] for r in file_rows) == 0:
         raise CatalogError(f"{', '.join(paths)}: no file holds a record", hint="register files that hold samples")
     for part in parts:
-        if part.schema != schema:  # a file whose schema the union widened: its part is written again
+        if _as_stored(part.schema) != schema:  # a file whose schema the union widened: its part is written again
             table = _conform(pq.read_table(part.path), schema)
             part.path.unlink()
             pq.write_table(table, part.path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    samples = sum(p.rows for p in parts)
-    total_bytes = sum(p.bytes for p in parts)
+    names = []
+    for path, part_schema in kept:  # immutable files: the new version shares them
+        if part_schema != schema:
+            pq.write_table(_conform(pq.read_table(path), schema), tmp / path.name, compression="zstd",
+                           row_group_size=ROW_GROUP_ROWS)
+        else:
+            try:
+                os.link(path, tmp / path.name)
+            except OSError:
+                shutil.copy2(path, tmp / path.name)
+        names.append(path.name)
+    samples = sum(p.rows for p in parts) + (previous.samples if previous is not None else 0)
+    total_bytes = sum(p.bytes for p in parts) + (previous.bytes if previous is not None else 0)
     pq.write_table(pa.Table.from_pylist(file_rows, schema=FILES_SCHEMA), tmp / "files.parquet")
     fingerprint = json.dumps({
         "format": FORMAT, "content": content, "schema": [f"{f.name}:{f.type}" for f in schema],
@@ -518,10 +597,10 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
         "samples": samples,
         "bytes": total_bytes,
         "files": len(file_rows),
-        "parts": [p.path.name for p in parts],
+        "parts": names + [p.path.name for p in parts],
         "content": list(content),
         "record_schema": base64.b64encode(record_schema.serialize().to_pybytes()).decode("ascii"),
-        "sources": [str(p) for p in paths],
+        "sources": list(previous.sources if previous is not None else ()) + [str(p) for p in paths],
         "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -547,6 +626,15 @@ class _Part:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _as_stored(schema: pa.Schema) -> pa.Schema:
+    """``schema`` as Parquet stores and returns it (a list's item is named ``element`` there): the
+    form parts are compared in and a version is computed from, whether they were just written or
+    registered before."""
+    out = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), out)
+    return pq.read_schema(pa.BufferReader(out.getvalue())).remove_metadata()
 
 
 def _file_ranges(files: int, workers: int) -> list[tuple[int, int]]:

@@ -329,3 +329,81 @@ def test_the_first_bad_file_in_file_order_is_named(scratch: mixsql.Connection, t
     with pytest.raises(DataError, match="f3.parquet is not a readable Parquet file"):
         scratch.register("bad", [str(tmp_path / "*.parquet")])
     assert _snapshot(scratch.path) == before
+
+
+def _rows(con: mixsql.Connection, name: str) -> list[dict]:
+    return con.sql(f"SELECT * FROM {name}").to_pylist()  # no ORDER BY: the stored order
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl", "tokens"])
+def test_append_scans_only_the_new_files_and_equals_registering_all(tmp_path: Path, kind: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append gives the catalog rows, version and streams of registering every file at once;
+    it scans only the new files; the earlier version's plan and lineage stay valid."""
+    from tests.conftest import TOKENIZER
+
+    files = sorted(str(p) for p in (SAMPLE / ("jsonl" if kind == "jsonl" else "parquet")).iterdir())
+    options = {"tokenizer": str(TOKENIZER)} if kind == "tokens" else {}
+    whole = mixsql.connect(tmp_path / "whole")
+    whole.register("d", files, **options)
+    grown = mixsql.connect(tmp_path / "grown")
+    first = grown.register("d", files[:2], **options)
+    statement = "MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM d LIMIT 300 SAMPLES"
+    old_mix = grown.mix(statement)
+    old_plan = old_mix.plan()
+    old_stream = [s["text"] for s in old_mix.samples(columns=["text"])]
+
+    from mixsql.catalog import scan
+
+    scanned: list[str] = []
+    for name in ("scan_parquet", "scan_jsonl"):
+        real = getattr(scan, name)
+
+        def spy(src: t.Any, *a: t.Any, _real: t.Any = real, **k: t.Any) -> t.Any:
+            scanned.append(src.url)
+            return _real(src, *a, **k)
+
+        monkeypatch.setattr(scan, name, spy)
+    info = grown.register("d", files[2:], append=True)
+    assert sorted(scanned) == sorted(mfs_urls(files[2:]))
+    assert info.version == whole.dataset("d").version and info.earlier == (first.version,)
+    assert info.samples == whole.dataset("d").samples and info.bytes == whole.dataset("d").bytes
+    assert _rows(grown, "d") == _rows(whole, "d")
+    if kind == "tokens":
+        assert info.tokenizer is not None
+        assert {k: v for k, v in info.tokenizer.items() if k != "path"} == \
+            {k: v for k, v in (whole.dataset("d").tokenizer or {}).items() if k != "path"}
+    ours = [s["text"] for s in grown.mix(statement).samples(columns=["text"])]
+    assert ours == [s["text"] for s in whole.mix(statement).samples(columns=["text"])]
+    assert [s["text"] for s in old_mix.samples(columns=["text"])] == old_stream  # the old plan reads as before
+    assert len(old_plan) == 300
+    lineage = old_mix.lineage(0, 100, columns=["domain"])  # the earlier version's rows are the new version's rows
+    assert lineage.num_rows == 100 and all(d is not None for d in lineage.column("domain").to_pylist())
+
+
+def mfs_urls(paths: list[str]) -> list[str]:
+    from mixsql import fs as mfs
+
+    return mfs.expand(paths)
+
+
+def test_append_refuses_what_it_cannot_add(scratch: mixsql.Connection, tmp_path: Path) -> None:
+    from tests.conftest import TOKENIZER
+
+    files = sorted(str(p) for p in (SAMPLE / "parquet").iterdir())
+    scratch.register("d", files[:2])
+    before = _snapshot(scratch.path)
+    with pytest.raises(CatalogError, match="unknown dataset 'e'"):
+        scratch.register("e", files[2:], append=True)
+    with pytest.raises(CatalogError, match="is already a file of dataset 'd'"):
+        scratch.register("d", files[1:], append=True)
+    with pytest.raises(CatalogError, match="choose one"):
+        scratch.register("d", files[2:], append=True, replace=True)
+    with pytest.raises(CatalogError, match="counted with no tokenizer"):
+        scratch.register("d", files[2:], append=True, tokenizer=str(TOKENIZER))
+    with pytest.raises(CatalogError, match="has content text, not id"):
+        scratch.register("d", files[2:], append=True, content=["id"])
+    assert _snapshot(scratch.path) == before
+    info = scratch.register("d", [str(files[2])], append=True)
+    info = scratch.register("d", [str(files[3])], append=True)
+    assert len(info.earlier) == 2 and info.samples == 4200
