@@ -35,6 +35,7 @@ from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader, verify_files
 if t.TYPE_CHECKING:
     from mixsql.packing import PackedPlan
     from mixsql.dataset import MixDataset
+    from mixsql.compact import Compact
 
 
 class Mix:
@@ -45,6 +46,7 @@ class Mix:
         self._connection = connection
         self._spec: _plan.PlanSpec | None = None
         self._compiled: CompiledPlan | None = None
+        self._compact: t.Any = None  # the compacted cache ``samples`` and ``torch_dataset`` read through
 
     @property
     def bound(self) -> BoundMix:
@@ -145,7 +147,7 @@ class Mix:
         plan = self.plan()
         if log is not None or plan.adapt is not None:
             plan = self._replayed(plan, log)
-        reader = Reader(plan, columns, images=images, cache_bytes=memory_bytes)
+        reader = Reader(plan, columns, images=images, cache_bytes=memory_bytes, compact=self._compact)
         end = len(plan) if limit is None else min(limit, len(plan))
         ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
         spans = _read_spans(end)
@@ -183,7 +185,20 @@ class Mix:
         return MixDataset(str(self.plan().directory), batch_size=batch_size, rank=rank, world_size=world_size,
                           columns=columns, component=component, start_step=start_step, seq_len=seq_len,
                           tokenizer=tokenizer, eos=eos, bos=bos, pack=pack, batched=batched, images=images,
-                          memory_bytes=memory_bytes)
+                          memory_bytes=memory_bytes,
+                          compact=None if self._compact is None else str(self._compact.directory))
+
+    def cache(self, columns: t.Sequence[str] | None = None, *, directory: str | os.PathLike[str] | None = None,
+              progress: t.Callable[[int, int, str], None] | None = None) -> "Compact":
+        """The compacted cache of this mixture's components (``mixsql.compact``): the samples they
+        select, with ``columns`` only (default: the content), copied once to local shards, found
+        again by any statement over the same components (whatever its weights, schedule or seed).
+        From then on this mixture's ``samples`` and ``torch_dataset`` read it instead of the
+        sources, with the same stream; reading a column it lacks is an error."""
+        from mixsql.compact import build
+
+        self._compact = build(self, columns, directory, progress)
+        return self._compact
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,
                bos: str | int | None = None, pack: str = "mixed") -> "PackedPlan":

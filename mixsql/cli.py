@@ -417,6 +417,27 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--columns", default=None, help="Comma-separated fields to copy [default: the datasets' content].")
+@click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False),
+              help="Directory for the cache [default: the catalog's caches/].")
+@_overrides
+@click.pass_context
+def cache(ctx: click.Context, file: str, columns: str | None, output: str | None, **opts: t.Any) -> None:
+    """Copy the samples FILE's components select (only COLUMNS) to local shards, once: a compacted
+    cache that runs over the same components read instead of the sources, whatever their weights,
+    schedule or seed (API: mix.cache())."""
+    mix = _load(ctx, file, opts)
+    fields = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
+    started = time.perf_counter()
+    with _bar(ctx, "caching") as progress:
+        found = mix.cache(fields, directory=output, progress=progress)
+    click.echo(f"cached {found.meta['samples']:,} samples ({', '.join(found.columns)}) of "
+               f"{len(found.files)} file{'s' * (len(found.files) != 1)}: {found.bytes / 1e6:,.1f} MB in "
+               f"{found.directory} ({time.perf_counter() - started:.1f} s)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--step", type=int, required=True, help="The global batch (optimizer step), from 0.")
 @click.option("--batch-size", type=int, required=True, help="The GLOBAL batch size (world size x per-rank batch).")
 @click.option("--columns", help="Comma-separated properties to add from the catalog.")

@@ -20,6 +20,7 @@ import torch.utils.data
 from mixsql import remote, shared
 from mixsql import state as _state
 from mixsql import world
+from mixsql.compact import Compact
 from mixsql.errors import MixSQLError
 from mixsql.feedback import Adaptive
 from mixsql.packing import READ_TOKENS, PackedPlan
@@ -40,8 +41,9 @@ class MixDataset(torch.utils.data.IterableDataset):
                  component: str = "name", start_step: int = 0, seq_len: int | None = None,
                  tokenizer: t.Any = None, eos: str | int | None = None, bos: str | int | None = None,
                  pack: str = "mixed", batched: bool = False, images: str = "bytes",
-                 memory_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 memory_bytes: int = DEFAULT_CACHE_BYTES, compact: str | None = None) -> None:
         super().__init__()
+        self.compact = compact  # a compacted cache's directory, read instead of the sources
         self.images = images
         self.memory_bytes = memory_bytes
         if not isinstance(batched, bool):
@@ -74,7 +76,8 @@ class MixDataset(torch.utils.data.IterableDataset):
                               f"{self.global_batch_size:,} ({self.world_size} rank(s) x {self.batch_size})",
                               hint="lower the batch size, or give the stream more samples (LIMIT, MAX EPOCHS)")
         reader_columns = self.columns if packed is None else list(packed.fields)
-        Reader(plan, reader_columns, images=images, cache_bytes=memory_bytes)  # the columns, now; files as opened
+        Reader(plan, reader_columns, images=images, cache_bytes=memory_bytes,
+               compact=self._compact())  # the columns, now; files as opened
         self._remote = remote.settings()  # storage options and cache, for the DataLoader workers (in memory only)
         self._shared = shared.new_directory()  # where DataLoader workers share decoded row groups
         self._identity = _state.identity(plan)  # what a state must match; saved after every batch, so kept
@@ -184,11 +187,14 @@ class MixDataset(torch.utils.data.IterableDataset):
         self._progress = (origin, workers, worker_id, first)
         return self._samples(origin, workers, worker_id, range(first, self.batches, workers))
 
+    def _compact(self) -> Compact | None:
+        return None if self.compact is None else Compact(self.compact)
+
     def _samples(self, origin: int, workers: int, worker_id: int, mine: range) -> t.Iterator[dict[str, t.Any]]:
         plan = self._plan()
         packed = self._packed(plan)
         reader = Reader(plan, self.columns if packed is None else list(packed.fields), images=self.images,
-                        cache_bytes=self.memory_bytes)
+                        cache_bytes=self.memory_bytes, compact=self._compact())
         if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
             reader.shared = shared.SharedBlocks(self._shared)
         size = self.batch_size

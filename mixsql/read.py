@@ -47,6 +47,7 @@ from mixsql import forksafe
 from mixsql import fs as mfs
 from mixsql import remote
 from mixsql.fs import NPY_FIELD, npy_header
+from mixsql.compact import Compact, CompactFile
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan, PlanFile
 from mixsql.shared import SharedBlocks
@@ -132,7 +133,7 @@ class Reader:
     """
 
     def __init__(self, plan: CompiledPlan, columns: t.Sequence[str] | None = None, *,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES, images: str = "bytes") -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, images: str = "bytes", compact: Compact | None = None) -> None:
         from mixsql.images import check_decoding
 
         check_decoding(images)
@@ -144,7 +145,12 @@ class Reader:
         self.plan = plan
         self.schemas = {d: pa.ipc.read_schema(pa.py_buffer(base64.b64decode(i["record_schema"])))
                         for d, i in plan.dataset_info.items()}
+        if compact is not None and columns is None:
+            columns = compact.columns
         self.columns = self._columns(columns)
+        self.compact = compact  # the compacted cache read instead of the sources' row groups, if any
+        if compact is not None:
+            compact.check(self.columns)
         self.cache_bytes = cache_bytes
         self.stats = ReadStats()
         self._resolved: collections.OrderedDict[int, tuple[int, np.ndarray, np.ndarray]] = collections.OrderedDict()
@@ -168,6 +174,17 @@ class Reader:
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
+        self._shards: list[tuple[PlanFile, CompactFile] | None] = [None] * len(plan.files)
+        if compact is not None:
+            for info in plan.files:
+                held = compact.file(info.url, info.version) if info.format == "parquet" else None
+                if held is not None:  # read as a local Parquet file of its own index, after the plan's files
+                    shard = PlanFile(index=len(plan.files) + info.index, dataset=info.dataset, file_id=info.file_id,
+                                     url=str(held.path), format="parquet", compression=None, size=held.size,
+                                     mtime=held.mtime, row_groups=tuple(held.cache_rows))
+                    self._shards[info.index] = (shard, held)
+            self._remote += [False] * len(plan.files)
+        self._shards_checked: set[int] = set()
         self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
         self._checks: dict[int, concurrent.futures.Future[None]] = {}  # remote fingerprints being asked
         self.shared: SharedBlocks | None = None  # decoded row groups shared with the other DataLoader workers
@@ -284,20 +301,22 @@ class Reader:
                 key = ("rg", f, g)
                 if key in self._sources or key in self._ahead:
                     continue
-                if self._remote[f]:  # one request each, side by side; the footer is read in the thread
-                    self._ahead[key] = self._pool().submit(_task, self._read_ahead, info, g, None)
+                if self._remote[f] and self._shards[f] is None:  # one request each, side by side; the footer
+                    self._ahead[key] = self._pool().submit(_task, self._read_ahead, info, g, None)  # in the thread
                 else:
+                    read, rg = self._target(info, g)
                     try:
-                        projection = self._projection(info)
+                        projection = self._projection(read)
                     except DataError:
                         break  # the file cannot be opened: said when a sample needs it, not ahead of time
-                    local.setdefault(projection, []).append((info, g))
+                    local.setdefault(projection, []).append((read, rg, key))
         for (columns, schema), groups in local.items():
             for at in range(0, len(groups), BATCH_GROUPS):
                 batch = groups[at: at + BATCH_GROUPS]
-                job = self._pool().submit(_task, self._decode_batch, batch, list(columns), schema)
-                for i, (info, g) in enumerate(batch):
-                    self._ahead[("rg", info.index, g)] = _Part(job, i)
+                job = self._pool().submit(_task, self._decode_batch, [(i, g) for i, g, _ in batch], list(columns),
+                                          schema)
+                for i, (_, _, key) in enumerate(batch):
+                    self._ahead[key] = _Part(job, i)
         while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
 
@@ -454,7 +473,11 @@ class Reader:
         if key[0] == "rg":
             info = self.plan.files[key[1]]
             members = self._group_members(key[1], key[2])
-            wanted = self.plan.row[members].astype(np.int64) - info.row_group_starts[key[2]]
+            shard = self._shards[key[1]]
+            if shard is None:
+                wanted = self.plan.row[members].astype(np.int64) - info.row_group_starts[key[2]]
+            else:  # the cache's row group holds the selected rows of the source's only
+                wanted = shard[1].positions(key[2], self.plan.row[members].astype(np.int64))
             table = self._decode_row_group(info, key[2])
             if 2 * len(wanted) < table.num_rows:  # the plan takes little of the group: keep only that
                 table = table.take(pa.array(wanted))
@@ -571,9 +594,21 @@ class Reader:
             columns = self._available[info.index] = [c for c in self.columns if c in available]
         return columns
 
+    def _target(self, info: PlanFile, g: int) -> tuple[PlanFile, int]:
+        """Where row group g of plan file ``info`` is read: the compacted cache's row group of it, or itself."""
+        shard = self._shards[info.index]
+        if shard is None:
+            return info, g
+        if info.index not in self._shards_checked:
+            assert self.compact is not None
+            self.compact.check_shard(shard[1])
+            self._shards_checked.add(info.index)
+        return shard[0], int(shard[1].cache_group[g])
+
     def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
         ahead = self._ahead.pop(("rg", info.index, g), None)
         began = time.perf_counter()
+        read, rg = self._target(info, g)
         try:
             if isinstance(ahead, _Part):
                 try:
@@ -583,15 +618,16 @@ class Reader:
             elif ahead is not None and not ahead.cancelled():
                 table = ahead.result()
             if ahead is None or ahead.cancelled():
-                columns = self._group_columns(info)
-                if self.shared is not None and not self._remote[info.index]:
-                    table = self.shared.fill([self.shared.key(info.url, info.version, g, columns)], lambda _: [
-                        self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)])[0]
+                columns = self._group_columns(read)
+                if self.shared is not None and not self._remote[read.index]:
+                    table = self.shared.fill([self.shared.key(read.url, read.version, rg, columns)], lambda _: [
+                        self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False)])[0]
                 else:
-                    table = self._parquet_file(info).read_row_group(g, columns=columns, use_threads=False)
+                    table = self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
-            raise DataError(f"cannot decode row group {g} of {info.url}: {e}", file=info.url,
+            where = info.url if read is info else f"{read.url} (the compacted cache of {info.url})"
+            raise DataError(f"cannot decode row group {rg} of {where}: {e}", file=read.url,
                             row=int(info.row_group_starts[g])) from None
         self.stats.decode_seconds += time.perf_counter() - began
         self._check(info, again=True)

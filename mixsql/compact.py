@@ -1,0 +1,253 @@
+"""The compacted cache: the samples a mixture's components select, their chosen columns only, copied
+once to local shards that a run then reads instead of the sources.
+
+One shard per source file (``shard-<file>.parquet``, LZ4), one row group per source row group that
+holds a selected sample, the selected rows in their source order. ``<shard>.rows.npy`` lists the
+source rows a shard holds. So a source row group maps to one cache row group and a source row to a
+row of it, and the plan does not change: it still names source files and rows, lineage still says
+where a sample came from, and the stream is the same with or without the cache. The cache is keyed by
+the dataset versions, the components' predicates (their union is what it holds) and the columns:
+any weights, schedule, seed, limit or adaptive change over the same components reads it. A
+source file that changed since registration is an error before a cached block of it is served
+(``read.check_file``), as when reading the source; a shard that does not match ``cache.json`` is
+one too. ``Compact`` (the reading side) imports no compile stage; ``build`` does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from mixsql.errors import DataError, MixSQLError
+
+FORMAT = 1
+CACHE_COMPRESSION = "lz4"  # decodes several times faster than zstd, for a copy a little larger
+
+
+class CompactFile:
+    """What the cache holds of one source file."""
+
+    def __init__(self, directory: Path, entry: dict[str, t.Any]) -> None:
+        self.url: str = entry["url"]
+        self.source_version: str = entry["version"]
+        self.path = directory / entry["shard"]
+        self.size: int = entry["size"]
+        self.mtime: float = entry["mtime"]
+        self.group_offsets = np.asarray(entry["group_offsets"], dtype=np.int64)  # source group -> its first row
+        self.cache_group = np.asarray(entry["cache_group"], dtype=np.int64)  # source group -> cache group, -1
+        self.cache_rows: list[int] = entry["cache_rows"]  # rows of each cache group
+        self._rows: np.ndarray | None = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The source rows the shard holds, ascending (memory-mapped)."""
+        if self._rows is None:
+            self._rows = np.asarray(np.load(self.path.with_suffix(".rows.npy"), mmap_mode="r"))
+        return self._rows
+
+    def positions(self, g: int, rows: np.ndarray) -> np.ndarray:
+        """The rows of cache group ``cache_group[g]`` holding source ``rows`` of source group g."""
+        lo, hi = int(self.group_offsets[g]), int(self.group_offsets[g + 1])
+        held = self.rows[lo:hi]
+        at = np.searchsorted(held, rows)
+        if len(rows) and (int(at.max()) >= len(held) or not np.array_equal(held[at], rows)):
+            missing = int(rows[np.flatnonzero((at >= len(held)) | (held[np.minimum(at, len(held) - 1)] != rows))[0]])
+            raise DataError(f"the compacted cache {self.path.parent} does not hold row {missing} of {self.url}",
+                            file=self.url, row=missing,
+                            hint="the plan selects samples the cache was not built for: build it for this statement")
+        return at
+
+
+class Compact:
+    """A compacted cache opened from its directory (``mixsql cache``): the reading side."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        try:
+            self.meta = json.loads((self.directory / "cache.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise MixSQLError(f"no compacted cache in {self.directory}",
+                              hint="build one with `mixsql cache FILE` (API: mix.cache())") from None
+        if self.meta.get("format") != FORMAT:
+            raise MixSQLError(f"{self.directory} holds a cache of format {self.meta.get('format')}; this mixsql "
+                              f"reads {FORMAT}", hint="build it again")
+        self.columns: list[str] = self.meta["columns"]
+        self.files = {(f["url"], f["version"]): CompactFile(self.directory, f) for f in self.meta["files"]}
+
+    def __reduce__(self) -> tuple[t.Any, tuple[str]]:  # DataLoader workers open it again
+        return Compact, (str(self.directory),)
+
+    def file(self, url: str, version: str) -> CompactFile | None:
+        return self.files.get((url, version))
+
+    def check(self, columns: t.Sequence[str]) -> None:
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise MixSQLError(f"the compacted cache holds columns {', '.join(self.columns)}, not {missing[0]!r}",
+                              hint=f"build it with the columns you read: mixsql cache FILE --columns "
+                                   f"{','.join(dict.fromkeys([*self.columns, *missing]))}")
+
+    def check_shard(self, entry: CompactFile) -> None:
+        """The shard is the one ``cache.json`` describes (a torn or replaced copy is an error)."""
+        try:
+            st = entry.path.stat()
+        except OSError as e:
+            raise DataError(f"the compacted cache lost {entry.path.name}: {e}", file=str(entry.path),
+                            hint="build the cache again") from None
+        if st.st_size != entry.size or abs(st.st_mtime - entry.mtime) > 1e-6:
+            raise DataError(f"{entry.path} changed since the cache was built", file=str(entry.path),
+                            hint="build the cache again")
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size + f.path.with_suffix(".rows.npy").stat().st_size for f in self.files.values())
+
+
+# -- building (compile time) -------------------------------------------------------------------------
+
+
+def cache_key(datasets: t.Sequence[tuple[str, str]], predicates: dict[str, list[str | None]],
+              columns: t.Sequence[str]) -> str:
+    """What a cache holds: the dataset versions, each dataset's component predicates (their union is
+    selected; order and weights do not matter) and the columns."""
+    ident = {"format": FORMAT, "datasets": sorted(map(list, datasets)),
+             "predicates": {d: sorted("" if p is None else p for p in ps) for d, ps in sorted(predicates.items())},
+             "columns": sorted(columns)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | os.PathLike[str] | None = None,
+          progress: t.Callable[[int, int, str], None] | None = None) -> Compact:
+    """The compacted cache of ``mix``'s components (``columns``: default the datasets' content),
+    built in one pass over the row groups holding a selected sample (every core), or found if
+    built before. In the catalog's ``caches/`` unless ``directory`` is given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mixsql.bind import matches
+
+    bound = mix.bound
+    catalog = mix._connection.catalog
+    engine = catalog.engine()
+    if engine.version != bound.catalog_version:
+        raise MixSQLError("the catalog changed since the statement was bound", hint="load the statement again")
+    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
+    infos = {d: engine.dataset(d) for d in datasets}
+    if columns is None:
+        columns = list(dict.fromkeys(c for d in datasets for c in infos[d].content))
+    elif isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise MixSQLError(f"columns must be a list of field names, not {columns!r}")
+    columns = list(columns)
+    for d in datasets:
+        names = infos[d].record_schema.names
+        unknown = [c for c in columns if c not in names]
+        if unknown and len(datasets) == 1:
+            raise MixSQLError(f"dataset {d!r} has no field {unknown[0]!r}", hint=f"its fields: {', '.join(names)}")
+        files = engine.file_rows(d)
+        other = next((f for f in files if f["format"] != "parquet"), None)
+        if other is not None:
+            raise MixSQLError(f"a compacted cache copies Parquet row groups, and {other['url']} is {other['format']}",
+                              hint="read that dataset from its files (or convert it to Parquet)")
+    predicates = {d: [c.predicate for c in bound.components if c.dataset == d] for d in datasets}
+    key = cache_key([(d, infos[d].version) for d in datasets], predicates, columns)
+    target = Path(directory) if directory is not None else catalog.path / "caches" / key
+    if (target / "cache.json").exists():
+        found = Compact(target)
+        if found.meta.get("key") == key:
+            return found
+        raise MixSQLError(f"{target} holds another cache", hint="give another directory, or remove it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        jobs: list[tuple[dict[str, t.Any], np.ndarray]] = []
+        for d in datasets:
+            members = [c for c in bound.components if c.dataset == d]
+            files = engine.file_rows(d)
+            component = matches.scan(engine.con, d, [m.index for m in members], [m.predicate for m in members],
+                                     [None] * len(members), [f["rows"] for f in files], count=False,
+                                     tokens=False).component
+            selected = np.flatnonzero(component >= 0)
+            starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
+            for i, f in enumerate(files):
+                lo, hi = np.searchsorted(selected, starts[i: i + 2])
+                jobs.append(({**f, "dataset": d}, (selected[lo:hi] - starts[i]).astype(np.int32)))
+        from mixsql import fs as mfs
+        from mixsql.read import check_file
+        from mixsql.planfile import PlanFile
+
+        def copy(n: int, f: dict[str, t.Any], rows: np.ndarray) -> dict[str, t.Any]:
+            info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"], format=f["format"],
+                            compression=f["compression"], size=f["size"], mtime=f["mtime"],
+                            row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
+            check_file(info)  # the source is as registered
+            shard = tmp / f"shard-{n:06d}.parquet"
+            group_starts = info.row_group_starts
+            group_of = info.row_group_of(rows)
+            offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
+                np.zeros(1, dtype=np.int64)
+            cache_group = np.full(len(group_starts), -1, dtype=np.int64)
+            cache_rows: list[int] = []
+            with mfs.open_binary(info.url, info.size) as fh:
+                source = pq.ParquetFile(fh)
+                available = set(source.schema_arrow.names)
+                wanted = [c for c in columns if c in available]
+                writer = None
+                try:
+                    for g in range(len(group_starts)):
+                        lo, hi = int(offsets[g]), int(offsets[g + 1])
+                        if hi == lo:
+                            continue
+                        table = source.read_row_group(g, columns=wanted, use_threads=False)
+                        table = table.take(rows[lo:hi] - group_starts[g])
+                        if writer is None:
+                            writer = pq.ParquetWriter(shard, table.schema, compression=CACHE_COMPRESSION)
+                        cache_group[g] = len(cache_rows)
+                        cache_rows.append(hi - lo)
+                        writer.write_table(table, row_group_size=max(1, hi - lo))
+                    if writer is None:  # nothing selected: an empty shard
+                        schema = source.schema_arrow
+                        writer = pq.ParquetWriter(shard, pa.schema([schema.field(c) for c in wanted]),
+                                                  compression=CACHE_COMPRESSION)
+                finally:
+                    if writer is not None:
+                        writer.close()
+            check_file(info)  # and was all along
+            np.save(shard.with_suffix(".rows.npy"), rows)
+            st = shard.stat()
+            return {"url": info.url, "version": info.version, "dataset": f["dataset"], "shard": shard.name,
+                    "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
+                    "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
+
+        began = time.perf_counter()
+        workers = max(1, min(len(jobs), os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
+            futures = [pool.submit(copy, n, f, rows) for n, (f, rows) in enumerate(jobs)]
+            entries = []
+            for n, future in enumerate(futures):
+                entries.append(future.result())
+                if progress is not None:
+                    progress(n + 1, len(futures), entries[-1]["url"])
+        meta = {"format": FORMAT, "key": key, "columns": columns, "datasets": {d: infos[d].version for d in datasets},
+                "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
+                "seconds": time.perf_counter() - began}
+        (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process built it meanwhile
+            if not (target / "cache.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Compact(target)

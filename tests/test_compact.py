@@ -1,0 +1,141 @@
+"""The compacted cache (``mixsql.compact``): the same stream read from fewer bytes; found again by any
+statement over the same components; never serves data that no longer matches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch.utils.data
+
+import mixsql
+from mixsql.compact import Compact
+from mixsql.errors import DataError, MixSQLError
+from mixsql.read import Reader
+from tests.conftest import PARQUET_GLOB, ROOT, SAMPLE
+
+SELECTIVE = """MIX 0.5 AS code WHERE domain = 'code' AND quality > 0.4,
+    0.3 AS docs WHERE domain = 'docs', 0.2 AS rest WHERE language = 'de'
+FROM corpus CHUNK SIZE 64 LIMIT {limit} SAMPLES ON EXHAUSTION REPEAT"""
+
+
+@pytest.fixture()
+def own(tmp_path: Path) -> mixsql.Connection:
+    data = tmp_path / "parquet"
+    shutil.copytree(SAMPLE / "parquet", data)
+    c = mixsql.connect(tmp_path / "cat")
+    c.register("corpus", [str(data / "*.parquet")])
+    yield c
+    c.close()
+
+
+def _texts(mix: mixsql.Mix, **kw: object) -> list[tuple[str, str]]:
+    return [(s["component"], s["text"]) for s in mix.samples(columns=["text"], **kw)]
+
+
+def test_the_same_stream_from_the_cache_reading_only_selected_rows(own: mixsql.Connection) -> None:
+    mix = own.mix(SELECTIVE.format(limit=3000))
+    plain = _texts(mix)
+    cache = mix.cache(["text"])
+    assert cache.columns == ["text"] and cache.meta["samples"] == sum(c.samples for c in mix.bound.components)
+    assert _texts(mix) == plain
+    plan = mix.plan()
+    rows = plan.positions_rows(0, len(plan))
+    source, cached = Reader(plan, ["text"]), Reader(plan, ["text"], compact=cache)
+    assert source.read(rows).column("text").to_pylist() == cached.read(rows).column("text").to_pylist()
+    assert cached.stats.row_groups == source.stats.row_groups  # a source row group is one cache row group
+    assert cached.stats.row_group_rows <= cache.meta["samples"] < source.stats.row_group_rows
+
+
+def test_found_again_by_other_weights_seeds_and_limits(own: mixsql.Connection) -> None:
+    first = own.mix(SELECTIVE.format(limit=3000)).cache(["text"])
+    stamp = (first.directory / "cache.json").stat().st_mtime_ns
+    other = own.mix(SELECTIVE.format(limit=900).replace("0.5 AS code", "0.6 AS code")
+                    .replace("0.2 AS rest", "0.1 AS rest"), seed=99)
+    again = other.cache(["text"])
+    assert again.directory == first.directory and (again.directory / "cache.json").stat().st_mtime_ns == stamp
+    fresh = own.mix(SELECTIVE.format(limit=900).replace("0.5 AS code", "0.6 AS code")
+                    .replace("0.2 AS rest", "0.1 AS rest"), seed=99)
+    assert _texts(other) == _texts(fresh)
+    assert own.mix(SELECTIVE.format(limit=100).replace("quality > 0.4", "quality > 0.5")).cache(["text"]).directory \
+        != first.directory  # other components, another cache
+
+
+def test_torch_workers_read_the_cache_and_give_the_same_batches(own: mixsql.Connection) -> None:
+    mix = own.mix(SELECTIVE.format(limit=2048))
+
+    def batches(workers: int) -> list[list[str]]:
+        ds = mix.torch_dataset(batch_size=16, rank=1, world_size=2, columns=["text"])
+        loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=workers, collate_fn=mixsql.collate)
+        return [b["text"] for b in loader]
+
+    plain = batches(0)
+    mix.cache(["text"])
+    assert batches(0) == plain and batches(2) == plain
+
+
+def test_what_the_cache_cannot_serve_is_an_error(own: mixsql.Connection, tmp_path: Path) -> None:
+    mix = own.mix(SELECTIVE.format(limit=500))
+    cache = mix.cache(["text"])
+    with pytest.raises(MixSQLError, match="holds columns text, not 'domain'"):
+        list(mix.samples(columns=["text", "domain"]))
+    wider = own.mix(SELECTIVE.format(limit=3000).replace("quality > 0.4", "quality > 0.1"))
+    wider._compact = cache  # a cache of narrower components forced on: a row it lacks is named, never guessed
+    with pytest.raises(DataError, match="does not hold row"):
+        list(wider.samples(columns=["text"]))
+    shard = next(iter(cache.files.values())).path
+    os.utime(shard, (1, 1))
+    with pytest.raises(DataError, match="changed since the cache was built"):
+        list(_reopened(own, cache).samples(columns=["text"]))
+
+
+def _reopened(con: mixsql.Connection, cache: Compact) -> mixsql.Mix:
+    mix = con.mix(SELECTIVE.format(limit=500))
+    mix._compact = Compact(cache.directory)
+    return mix
+
+
+def test_a_source_changed_after_building_is_an_error(own: mixsql.Connection) -> None:
+    mix = own.mix(SELECTIVE.format(limit=500))
+    mix.cache(["text"])
+    from mixsql.fs import local_path
+
+    os.utime(local_path(mix.plan().files[0].url), (1, 1))
+    with pytest.raises(DataError, match="changed since"):
+        list(mix.samples(columns=["text"]))
+
+
+def test_an_interrupted_build_leaves_nothing(own: mixsql.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    calls = []
+
+    def broken(self: object, table: object, *a: object, **k: object) -> None:
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
+    with pytest.raises(KeyboardInterrupt):
+        own.mix(SELECTIVE.format(limit=500)).cache(["text"])
+    assert calls and not list((own.path / "caches").iterdir())
+
+
+def test_only_parquet_is_compacted(con: mixsql.Connection) -> None:
+    with pytest.raises(MixSQLError, match="copies Parquet row groups"):
+        con.mix("MIX 1.0 AS all FROM corpus_jsonl LIMIT 10 SAMPLES").cache()
+
+
+def test_the_cli_builds_it(tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-m", "mixsql", "--catalog", str(cat)]
+    subprocess.run(run + ["register", "corpus", PARQUET_GLOB], check=True, capture_output=True, env=env)
+    statement = tmp_path / "m.mixsql"
+    statement.write_text(SELECTIVE.format(limit=100))
+    out = subprocess.run(run + ["cache", str(statement), "--columns", "text"], check=True, capture_output=True,
+                         text=True, env=env).stdout
+    assert out.startswith("cached ") and "(text)" in out and str(cat / "caches") in out
