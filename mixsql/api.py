@@ -189,15 +189,16 @@ class Mix:
                           compact=None if self._compact is None else str(self._compact.directory))
 
     def cache(self, columns: t.Sequence[str] | None = None, *, directory: str | os.PathLike[str] | None = None,
-              progress: t.Callable[[int, int, str], None] | None = None) -> "Compact":
+              progress: t.Callable[[int, int, str], None] | None = None, build: bool = True) -> "Compact":
         """The compacted cache of this mixture's components (``mixsql.compact``): the samples they
         select, with ``columns`` only (default: the content), copied once to local shards, found
         again by any statement over the same components (whatever its weights, schedule or seed).
         From then on this mixture's ``samples`` and ``torch_dataset`` read it instead of the
-        sources, with the same stream; reading a column it lacks is an error."""
-        from mixsql.compact import build
+        sources, with the same stream; reading a column it lacks is an error. ``build=False`` only
+        finds one (an error if there is none: for every rank but the one that builds it)."""
+        from mixsql.compact import build as build_cache
 
-        self._compact = build(self, columns, directory, progress)
+        self._compact = build_cache(self, columns, directory, progress, find_only=not build)
         return self._compact
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,

@@ -126,7 +126,7 @@ def cache_key(datasets: t.Sequence[tuple[str, str]], predicates: dict[str, list[
 
 
 def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | os.PathLike[str] | None = None,
-          progress: t.Callable[[int, int, str], None] | None = None) -> Compact:
+          progress: t.Callable[[int, int, str], None] | None = None, find_only: bool = False) -> Compact:
     """The compacted cache of ``mix``'s components (``columns``: default the datasets' content),
     built in one pass over the row groups holding a selected sample (every core), or found if
     built before. In the catalog's ``caches/`` unless ``directory`` is given."""
@@ -165,6 +165,9 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
         if found.meta.get("key") == key:
             return found
         raise MixSQLError(f"{target} holds another cache", hint="give another directory, or remove it")
+    if find_only:
+        raise MixSQLError(f"no compacted cache of these components and columns ({', '.join(columns)}) in {target}",
+                          hint="build it first, in one process: mixsql cache FILE --columns " + ",".join(columns))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

@@ -15,6 +15,7 @@ A trainer's YAML names a ``.mixsql`` file and what the run needs to serve it::
       storage_options: {endpoint_url: "http://minio:9000"}   # data in object stores (credentials: env)
       cache_dir: /local/ssd/mixsql-blocks                    # the node's cache of remote blocks
       memory_bytes: 268435456                                # decoded blocks each worker holds (default 1 GiB)
+      compact: [text]               # read a compacted cache of these columns (``mixsql cache``)
 
 ``mixsql.from_config(cfg["data"], base=config_dir)`` checks every key (an unknown or mistyped one
 is an error naming it and the known ones), registers what is missing, loads the mixture, and
@@ -34,7 +35,7 @@ from mixsql.errors import MixSQLError
 
 KEYS = {"catalog": str, "mixture": str, "params": dict, "seq_len": int, "batch_size": int, "num_workers": int,
         "pack": str, "datasets": dict, "tokenizer": str, "eos": (str, int), "bos": (str, int),
-        "storage_options": dict, "cache_dir": str, "memory_bytes": int}
+        "storage_options": dict, "cache_dir": str, "memory_bytes": int, "compact": list}
 REQUIRED = ("catalog", "mixture", "batch_size")
 DATASET_KEYS = {"paths": (list, str), "tokenizer": str, "tokens": str, "content": list}
 
@@ -61,6 +62,7 @@ class DataConfig:
     storage_options: dict[str, t.Any] | None = dataclasses.field(default=None, repr=False)
     cache_dir: str | None = None
     memory_bytes: int | None = None  # decoded blocks each worker holds (default: the reader's)
+    compact: list[str] | None = None  # the columns of the compacted cache to read instead of the sources
 
 
 def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | None = None) -> DataConfig:
@@ -117,7 +119,15 @@ def parse_config(section: t.Mapping[str, t.Any], base: str | os.PathLike[str] | 
                       eos=section.get("eos"), bos=section.get("bos"),
                       storage_options=dict(section["storage_options"]) if section.get("storage_options") else None,
                       cache_dir=str(path(section["cache_dir"])) if section.get("cache_dir") else None,
-                      memory_bytes=section.get("memory_bytes"))
+                      memory_bytes=section.get("memory_bytes"), compact=_columns(section.get("compact")))
+
+
+def _columns(value: t.Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not value or not all(isinstance(c, str) for c in value):
+        raise ConfigError(f"data.compact must list the columns to cache, not {value!r}", hint="compact: [text]")
+    return list(value)
 
 
 class Data:
@@ -143,6 +153,8 @@ class Data:
             self.connection.register(name, spec["paths"], tokenizer=spec.get("tokenizer"), tokens=spec.get("tokens"),
                                      content=spec.get("content"))
         self.mix = self.connection.load(config.mixture, params=config.params)
+        if config.compact is not None:  # built by the registering process; the others find it
+            self.mix.cache(config.compact, build=register)
 
     @property
     def components(self) -> list[str]:

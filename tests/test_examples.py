@@ -92,6 +92,18 @@ def test_the_data_config_is_checked(tmp_path: Path) -> None:
     assert len(data.components) == 1
     bounded = mixsql.from_config({**good, "mixture": str(path), "batch_size": 4, "memory_bytes": 1 << 20})
     assert bounded.dataset(rank=0, world_size=2).memory_bytes == 1 << 20
+    for bad in ([], ["text", 3], "text"):
+        with pytest.raises(ConfigError, match="data.compact must"):
+            parse_config({**good, "compact": bad})
+    compact = {**good, "mixture": str(path), "batch_size": 4, "compact": ["text"]}
+    with pytest.raises(mixsql.MixSQLError, match="no compacted cache of these components"):
+        mixsql.from_config(compact, register=False)  # the other ranks find it, they do not build it
+    built = mixsql.from_config(compact).dataset(rank=0, world_size=2)
+    found = mixsql.from_config(compact, register=False).dataset(rank=0, world_size=2)
+    assert built.compact is not None and found.compact == built.compact
+    plain = bounded.dataset(rank=0, world_size=2)
+    texts = [[s["text"] for s in batch] if isinstance(batch, list) else batch["text"] for batch in found]
+    assert texts == [[s["text"] for s in batch] if isinstance(batch, list) else batch["text"] for batch in plain]
 
 
 BASE = str(ROOT / "examples/mixtures/autoscale_base.mixsql")
