@@ -304,8 +304,8 @@ class Reader:
                 if self._remote[f] and self._shards[f] is None:  # one request each, side by side; the footer
                     self._ahead[key] = self._pool().submit(_task, self._read_ahead, info, g, None)  # in the thread
                 else:
-                    read, rg = self._target(info, g)
                     try:
+                        read, rg = self._target(info, g)
                         projection = self._projection(read)
                     except DataError:
                         break  # the file cannot be opened: said when a sample needs it, not ahead of time
@@ -601,7 +601,7 @@ class Reader:
             return info, g
         if info.index not in self._shards_checked:
             assert self.compact is not None
-            self.compact.check_shard(shard[1])
+            self.compact.check_shard(shard[1])  # once, before its first row group is read
             self._shards_checked.add(info.index)
         return shard[0], int(shard[1].cache_group[g])
 
