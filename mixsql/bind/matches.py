@@ -14,7 +14,7 @@ import typing as t
 
 import numpy as np
 
-BATCH_ROWS = 1 << 20
+BATCH_ROWS = 1 << 22  # rows per batch of the pass over _bytes (32 MiB of them)
 _LOWEST = np.full(1 << 16, -1, dtype=np.int8)  # the lowest set bit of every 16-bit value, -1 for 0
 for _b in range(15, -1, -1):
     _LOWEST[(np.arange(1 << 16) >> _b) & 1 == 1] = _b
@@ -188,17 +188,20 @@ def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, fi
         if tokens:
             ntokens += np.rint(np.bincount(mine, weights=batch.column("_t").to_numpy(), minlength=width)[:width]) \
                 .astype(np.int64)
-        starts = np.zeros(n, dtype=bool)
         if block_starts is None:
             block = batch.column("_k").to_numpy()
+            starts = np.zeros(n, dtype=bool)
             starts[0] = block[0] != previous_block
             starts[1:] = block[1:] != block[:-1]
             previous_block = int(block[-1])
             starts[file_starts[(file_starts >= at) & (file_starts < at + n)] - at] = True
-        else:
-            starts[block_starts[(block_starts >= at) & (block_starts < at + n)] - at] = True
-        present = _blocks(present, starts, bits, mine)
+            present = _blocks(present, starts, bits, mine)
         at += n
+    if block_starts is not None:  # the layout gives the blocks: one pass over the whole array
+        cuts = np.unique(block_starts[block_starts < len(component)])
+        whole = _bins(component)
+        present = [np.stack([np.bitwise_or.reduceat(bits[:, j][whole], cuts) for j in range(words)], axis=1)] \
+            if len(cuts) else []
     table = np.concatenate(present).astype(np.uint64) if present else np.zeros((0, words), dtype=np.uint64)
     blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1))) for k in range(members)]
     samples = np.bincount(_bins(component), minlength=width)
