@@ -1,6 +1,7 @@
-"""Each sample's component, first match wins, from one scan of a dataset: the predicates come back
-as bit masks (a bit per component, 64 to a column), the component is each mask's lowest set bit,
-and everything binding counts follows in NumPy. Compiling needs the same array, so binding keeps it
+"""Each sample's component, first match wins, from one evaluation of a dataset's predicates: they
+come back as bit masks (a bit per component, 64 to a column), the component is each mask's lowest
+set bit, and everything binding counts follows in NumPy (byte and token sums from a second pass
+over ``_bytes`` and ``n_tokens``, which evaluates nothing). Compiling needs the same array, so binding keeps it
 for the compile that follows (``Engine.matches``) instead of DuckDB evaluating the predicates twice.
 
 The catalog stores a dataset's rows file after file in row order (``catalog.store``), so a
