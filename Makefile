@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/pretrain.mixsql
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 6 --columns component,language,origin,text
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/pretrain.mixsql -n 2 --seq-len 128
+	$(BIN)/mixsql --catalog $(CATALOG) cache sample_data/pretrain.mixsql --columns text
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/tokens.mixsql --seq-len 512 --pack component
 	$(BIN)/mixsql --catalog $(CATALOG) explain sample_data/curriculum.mixsql --param min_quality=0.3
 	$(BIN)/mixsql --catalog $(CATALOG) head sample_data/curriculum.mixsql --param min_quality=0.3 -n 4 --columns component,quality,text
