@@ -226,7 +226,7 @@ class Mix:
         if log is not None or plan.adapt is not None:
             plan = self._replayed(plan, log)
         packed = PackedPlan(plan, seq_len, tokenizer=tokenizer, eos=eos, bos=bos, pack=pack)
-        reader = Reader(packed.plan, list(packed.fields))
+        reader = Reader(packed.plan, list(packed.fields), compact=self._compact)
         end = len(packed) if limit is None else min(limit, len(packed))
         step = max(1, READ_TOKENS // packed.seq_len)
         for start in range(0, end, step):

@@ -139,3 +139,16 @@ def test_the_cli_builds_it(tmp_path: Path) -> None:
     out = subprocess.run(run + ["cache", str(statement), "--columns", "text"], check=True, capture_output=True,
                          text=True, env=env).stdout
     assert out.startswith("cached ") and "(text)" in out and str(cat / "caches") in out
+
+
+def test_packed_sequences_read_the_cache_too(tmp_path: Path) -> None:
+    from tests.conftest import TOKENIZER
+
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", [PARQUET_GLOB], tokenizer=str(TOKENIZER))
+    mix = con.mix(SELECTIVE.format(limit=400))
+    plain = [s["input_ids"].tolist() for s in mix.sequences(64, limit=30)]
+    mix.cache(["text"])
+    assert [s["input_ids"].tolist() for s in mix.sequences(64, limit=30)] == plain
+    ds = mix.torch_dataset(batch_size=4, rank=0, world_size=1, seq_len=64)
+    assert ds.compact is not None and len(next(iter(ds))["input_ids"]) == 64
