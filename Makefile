@@ -57,3 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/packing.py
 	$(BIN)/python bench/remote.py
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/peers.py

@@ -363,7 +363,8 @@ def write_report(results: dict, path: Path) -> None:
         "# Benchmarks",
         "",
         "Reproduce with `make bench` (`python bench/run.py`, then `bench/packing.py`, `bench/remote.py`,",
-        "`bench/speed.py`), which builds its own ~1 GB corpus into `bench_data/` (`bench/gen_corpus.py`).",
+        "`bench/speed.py`, `bench/peers.py`), which builds its own ~1 GB corpus into `bench_data/`",
+        "(`bench/gen_corpus.py`).",
         "Arms run interleaved in one process tree; medians of "
         f"{results['reps']} runs. Machine: {results['machine']}. Sections (a)-(f) run at {results['when']}.",
     ])

@@ -1,0 +1,80 @@
+"""One arm of the peers' benchmark, run in the Hugging Face `datasets` virtual environment that
+`bench/peers.py` builds: the selective mixture of `bench/speed.py` (code 0.3, web with quality >
+0.6 0.5, books/arxiv/wiki 0.2) over the same Parquet files, `interleave_datasets` with those
+probabilities, N documents' text delivered. Prints one JSON line.
+
+    python bench/peer_hf.py --files DIR --samples N --workers W --mode stream|arrow --cache DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import time
+
+
+def _components(ds):  # type: ignore[no-untyped-def]
+    return [
+        ds.filter(lambda r: r["domain"] == "code"),
+        ds.filter(lambda r: r["domain"] == "web" and r["quality"] > 0.6),
+        ds.filter(lambda r: r["domain"] in ("books", "arxiv", "wiki")),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", required=True)
+    parser.add_argument("--samples", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--mode", choices=["stream", "arrow"], required=True)
+    parser.add_argument("--cache", required=True)
+    args = parser.parse_args()
+    import datasets
+    import torch.utils.data
+
+    datasets.disable_progress_bars()
+    files = sorted(glob.glob(os.path.join(args.files, "*.parquet")))
+    t0 = time.perf_counter()
+    if args.mode == "stream":
+        ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
+    else:
+        ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=args.cache)
+    parts = _components(ds)
+    mixed = datasets.interleave_datasets(parts, probabilities=[0.3, 0.5, 0.2], seed=0,
+                                         stopping_strategy="all_exhausted").select_columns(["text"])
+    setup = time.perf_counter() - t0
+    n = chars = 0
+    first = None
+    t1 = time.perf_counter()
+    if args.workers == 0:
+        for row in mixed:
+            if first is None:
+                first = time.perf_counter() - t1
+            chars += len(row["text"])
+            n += 1
+            if n >= args.samples:
+                break
+    else:
+        loader = torch.utils.data.DataLoader(mixed, batch_size=32, num_workers=args.workers,
+                                             collate_fn=lambda rows: [r["text"] for r in rows])
+        for batch in loader:
+            if first is None:
+                first = time.perf_counter() - t1
+            for text in batch[: args.samples - n]:
+                chars += len(text)
+                n += 1
+            if n >= args.samples:
+                break
+    seconds = time.perf_counter() - t1
+    disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.cache) for f in fs) \
+        if args.mode == "arrow" else 0
+    print(json.dumps({"setup_s": setup, "seconds": seconds, "samples": n, "chars": chars, "first_s": first or 0.0,
+                      "disk_bytes": disk, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "version": datasets.__version__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The peers, side by side with mixsql (`make bench`, section (j) of BENCHMARKS.md).
+
+Each peer runs in its own virtual environment that this script builds in `bench_data/` (torch==2.13.0
+first, then the peer pinned); a peer that cannot be installed is reported with the reason. Every arm
+delivers the same number of documents of the same selective mixture (`bench/speed.py`'s: code 0.3,
+web with quality > 0.6 0.5, books/arxiv/wiki 0.2) from the same Parquet files, at 0 and 2 DataLoader
+workers; arms run interleaved, medians of the repetitions. Reported: set-up (conversion, indexing,
+planning; the first repetition, from nothing), docs/s, time to the first sample, peak RSS and the
+disk a copy takes, and mixsql's docs/s over each peer's.
+
+Peers so far: Hugging Face `datasets` 5.0.1, streaming (`load_dataset(..., streaming=True)` +
+`filter` + `interleave_datasets`) and from its Arrow cache (the same, not streaming). MosaicML
+Streaming and LitData are not in it yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import splice  # noqa: E402
+from bench.run import DATA, ensure_corpus  # noqa: E402
+from bench.speed import SELECTIVE, arm_samples, arm_torch  # noqa: E402
+
+PEERS = {"hf": ["datasets==5.0.1"]}
+
+
+def venv(name: str, packages: list[str]) -> tuple[Path | None, str]:
+    """The peer's virtual environment (built once), or None and why it could not be."""
+    where = DATA / f"venv-{name}"
+    python = where / "bin" / "python"
+    stamp = where / ".installed"
+    if stamp.exists() and stamp.read_text() == json.dumps(packages):
+        return python, ""
+    shutil.rmtree(where, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, capture_output=True, text=True)
+        for step in (["torch==2.13.0"], packages):  # torch first: the CPU build on disk
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *step], check=True, capture_output=True,
+                           text=True, timeout=1800)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        reason = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
+        return None, reason[-1] if reason else str(e)
+    stamp.write_text(json.dumps(packages))
+    return python, ""
+
+
+def peer_arm(python: Path, mode: str, workers: int, samples: int, cache: Path) -> dict:
+    proc = subprocess.run([str(python), str(ROOT / "bench" / "peer_hf.py"), "--files", str(DATA / "corpus"),
+                           "--samples", str(samples), "--workers", str(workers), "--mode", mode, "--cache", str(cache)],
+                          check=True, capture_output=True, text=True, timeout=3600)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=20_000, help="documents every arm delivers")
+    parser.add_argument("--report", type=Path, default=ROOT / "BENCHMARKS.md", help="section (j) goes here")
+    args = parser.parse_args()
+    con = ensure_corpus()
+    statement = SELECTIVE.format(limit=f"\nLIMIT {args.samples} SAMPLES")
+    for kept in ("plans", "counts"):  # set-up from nothing: binding's counts and the plan made again
+        shutil.rmtree(con.path / kept, ignore_errors=True)
+    t0 = time.perf_counter()
+    mix = con.mix(statement)
+    mix.plan()
+    mixsql_setup = time.perf_counter() - t0
+    for attempt in range(2):  # a cache found from an earlier run is built again, to time the build
+        cached = con.mix(statement)
+        began, t0 = time.time(), time.perf_counter()
+        built = cached.cache(["text"])
+        if (built.directory / "cache.json").stat().st_mtime >= began:
+            break
+        shutil.rmtree(built.directory)
+    cache_setup = time.perf_counter() - t0
+    stats = DATA / "peers-workers.jsonl"
+    arms: dict[str, object] = {
+        "mixsql, 0 workers": lambda: arm_torch(mix, 0, stats),
+        "mixsql, 2 workers": lambda: arm_torch(mix, 2, stats),
+        "mixsql compacted cache, 0 workers": lambda: arm_torch(cached, 0, stats),
+        "mixsql compacted cache, 2 workers": lambda: arm_torch(cached, 2, stats),
+        "mixsql Mix.samples": lambda: arm_samples(mix),
+    }
+    unavailable = {}
+    hf, why = venv("hf", PEERS["hf"])
+    cache = DATA / "hf-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    if hf is None:
+        unavailable["HF datasets"] = why
+    else:
+        for mode, label in (("arrow", "HF datasets, Arrow cache"), ("stream", "HF datasets, streaming")):
+            for workers in (0, 2):
+                arms[f"{label}, {workers} workers"] = (lambda m=mode, w=workers: peer_arm(hf, m, w, args.samples,
+                                                                                          cache))
+    runs: dict[str, list[dict]] = {k: [] for k in arms}
+    for rep in range(args.reps):
+        for name, arm in arms.items():
+            runs[name].append(arm())  # type: ignore[operator]
+            if runs[name][-1]["samples"] != args.samples:
+                raise AssertionError(f"{name} delivered {runs[name][-1]['samples']} documents, not {args.samples}")
+        print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in runs.items()),
+              flush=True)
+    rows = {}
+    for name, rs in runs.items():
+        seconds = statistics.median(r["seconds"] for r in rs)
+        peer = "first_s" in rs[0]  # the peers' children report these; mixsql's in-process arms do not
+        rows[name] = {"seconds": seconds, "docs_per_s": args.samples / seconds,
+                      "spread": (max(r["seconds"] for r in rs) - min(r["seconds"] for r in rs)) / seconds,
+                      "setup_s": rs[0].get("setup_s"),
+                      "first_s": statistics.median(r["first_s"] for r in rs) if peer else None,
+                      "disk_bytes": rs[0].get("disk_bytes", 0),
+                      "peak_rss_mb": max(r["peak_rss_mb"] for r in rs) if peer else None}
+    rows["mixsql, 0 workers"]["setup_s"] = rows["mixsql, 2 workers"]["setup_s"] = mixsql_setup
+    for k in ("mixsql compacted cache, 0 workers", "mixsql compacted cache, 2 workers"):
+        rows[k]["setup_s"], rows[k]["disk_bytes"] = cache_setup, built.bytes
+    lines = [
+        "## (j) The peers (`bench/peers.py`)",
+        "",
+        f"{args.samples:,} documents of the selective mixture from the bench corpus's Parquet files, every arm; "
+        f"{args.reps} interleaved repetitions, medians. Set-up is the first repetition's, from nothing (HF: "
+        "`load_dataset` and the filters; mixsql: bind and compile the plan, or build the compacted cache).",
+        "",
+        "| arm | set-up s | docs/s | spread | first sample s | disk MB | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {k} | {_num(v['setup_s'], '.1f')} | {v['docs_per_s']:,.0f} | {v['spread']:.0%} | "
+          f"{_num(v['first_s'], '.2f')} | {v['disk_bytes'] / 1e6:,.0f} | {_num(v['peak_rss_mb'], ',.0f')} |"
+          for k, v in rows.items()],
+        "",
+    ]
+    ratios = []
+    for workers in (0, 2):
+        ours, cache_ours = rows[f"mixsql, {workers} workers"], rows[f"mixsql compacted cache, {workers} workers"]
+        for peer in ("HF datasets, streaming", "HF datasets, Arrow cache"):
+            other = rows.get(f"{peer}, {workers} workers")
+            if other is None:
+                continue
+            ratios.append(f"| {peer}, {workers} workers | {ours['docs_per_s'] / other['docs_per_s']:.2f} | "
+                          f"{cache_ours['docs_per_s'] / other['docs_per_s']:.2f} |")
+    if ratios:
+        lines += ["| mixsql docs/s over | from the files | from the compacted cache |", "|---|---|---|", *ratios, "",
+                  "Targets: from the files ≥ 4 × HF streaming (and MosaicML) at every worker count; with the "
+                  "compacted cache ahead of every peer."]
+    for name, why in unavailable.items():
+        lines.append(f"- {name} could not be installed: {why}")
+    lines.append("- MosaicML Streaming and LitData are not in this benchmark yet. mixsql's arms run in this process "
+                 "(time to the first sample and RSS: section (i)).")
+    splice(args.report, None, {"j": "\n".join(lines)})
+    (DATA / "peers.json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
