@@ -27,6 +27,8 @@ from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
 from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader
 
+PACKED_DEPTH = 2  # reads of packed sequences whose row groups decode ahead of the one being packed
+
 
 class MixDataset(torch.utils.data.IterableDataset):
     """Samples of one rank; pickles as the plan's directory, so workers memory-map the same plan.
@@ -232,11 +234,16 @@ class MixDataset(torch.utils.data.IterableDataset):
                 ahead = None
                 if k == 0:
                     reader.prefetch(layout.rows)
-                if after is not None:  # the next read's row groups decode while this one is packed
-                    following = packed.layout(self._pieces(packed, after))
+                if after is not None:  # the next reads' row groups decode while this one is packed
+                    following = planned.pop(k + 1, None)
+                    following = packed.layout(self._pieces(packed, after)) if following is None else following
                     reader.prefetch(following.rows)
                     if self._adaptive is None:  # an adaptive one is laid out again once its weights are known
                         ahead = following
+                        for j in range(k + 2, min(len(reads), k + 1 + max(depth, PACKED_DEPTH))):
+                            if j not in planned:
+                                planned[j] = packed.layout(self._pieces(packed, reads[j]))
+                            reader.prefetch(planned[j].rows)
                 built = packed.build(layout, reader)
                 if self.batched:
                     yield from self._batches(origin, workers, worker_id, batches, _tensors(built))

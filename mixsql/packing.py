@@ -495,17 +495,20 @@ class PackedPlan:
         else:
             bos = np.full(1, self.bos, dtype=np.int32)
             buf = np.concatenate([a for x in ids for a in (bos, x, eos)], dtype=np.int32, casting="unsafe")
-        doc = np.repeat(np.arange(len(ids), dtype=np.int32), sizes)[offset: offset + n]
-        position = np.concatenate([_arange(int(z)) for z in sizes])[offset: offset + n]
-        component = np.repeat(self.plan.component[rows], sizes)[offset: offset + n]
         contiguous = int(where[-1]) - int(where[0]) == len(where) - 1
         dest: t.Any = slice(int(where[0]), int(where[0]) + len(where)) if contiguous else where
+        doc = np.repeat(np.arange(len(ids), dtype=np.int32), sizes)[offset: offset + n]
         out["input_ids"][dest] = buf[offset: offset + n].reshape(count, L)
         out["labels"][dest] = buf[offset + 1: offset + 1 + n].reshape(count, L)
+        out["component_ids"][dest] = np.repeat(self.plan.component[rows], sizes)[offset: offset + n].reshape(count, L)
+        starts = (np.cumsum(sizes) - sizes).astype(np.int32)
+        position = _arange(offset + n)[offset:] - np.repeat(starts, sizes)[offset: offset + n]  # offset in its document
         out["position_ids"][dest] = position.reshape(count, L)
-        out["component_ids"][dest] = component.reshape(count, L)
         local = doc.reshape(count, L)
-        out["document_ids"][dest] = local - local[:, :1]  # a sequence spans far fewer than 2**31 documents
+        if contiguous:  # a sequence spans far fewer than 2**31 documents
+            np.subtract(local, local[:, :1], out=out["document_ids"][dest], casting="unsafe")
+        else:
+            out["document_ids"][dest] = local - local[:, :1]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -523,7 +526,7 @@ _ARANGE = np.arange(1 << 16, dtype=np.int32)
 
 
 def _arange(n: int) -> np.ndarray:
-    """0..n-1 as a view of one shared array (grown when a document is longer than any before)."""
+    """0..n-1 as a view of one shared array (grown when more is asked than ever before)."""
     global _ARANGE
     if n > len(_ARANGE):
         _ARANGE = np.arange(max(n, 2 * len(_ARANGE)), dtype=np.int64 if n >= 1 << 31 else np.int32)

@@ -79,10 +79,22 @@ def _is_id_list(kind: pa.DataType) -> bool:
 
 
 def _id_views(column: t.Any, rows: np.ndarray) -> list[np.ndarray | None]:
-    """Rows ``rows`` of a list<integer> column as NumPy views of its values (None for a null row)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    """Rows ``rows`` of a list<integer> column as NumPy views of its values (None for a null row);
+    a chunked column is read chunk by chunk (``combine_chunks`` would copy every value)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if len(chunks) != 1:
+        ends = np.cumsum([len(c) for c in chunks])
+        which = np.searchsorted(ends, rows, side="right")
+        out: list[np.ndarray | None] = [None] * len(rows)
+        for c in np.unique(which).tolist():
+            mine = np.flatnonzero(which == c)
+            local = rows[mine] - (int(ends[c - 1]) if c else 0)
+            for slot, view in zip(mine.tolist(), _id_views(chunks[c], local)):
+                out[slot] = view
+        return out
+    array = chunks[0]
     offsets, values = np.asarray(array.offsets), np.asarray(array.values)
-    out: list[np.ndarray | None] = [values[a:b] for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
+    out = [values[a:b] for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
     if array.null_count:
         valid = np.asarray(array.is_valid())[rows].tolist()
         out = [v if ok else None for v, ok in zip(out, valid)]

@@ -10,10 +10,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mixsql
 from mixsql.errors import DataError
-from mixsql.read import Reader
+from mixsql.read import Reader, _id_views
 from tests.conftest import PARQUET_GLOB, SAMPLE
 
 STATEMENT = "MIX 2 AS code WHERE domain = 'code', 1 AS rest FROM {dataset} CHUNK SIZE 30"
@@ -335,3 +337,17 @@ def test_batched_decodes_give_each_row_group_in_the_order_asked(tmp_path: Path) 
             k = 0 if info.url.endswith("p0.parquet") else 1
             assert table.column("id").to_pylist() == [f"f{k}-{i}" for i in range(10 * g, 10 * g + 10)]
     assert len(fragments._bases) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.lists(st.integers(0, 2**16 - 1), max_size=5)), max_size=6),
+                min_size=1, max_size=4), st.data())
+def test_id_views_of_a_chunked_column_are_its_rows_without_a_copy(chunks, data):
+    column = pa.chunked_array([pa.array(c, pa.list_(pa.uint16())) for c in chunks], pa.list_(pa.uint16()))
+    rows = np.asarray(data.draw(st.lists(st.integers(0, max(len(column) - 1, 0)), max_size=12)) if len(column) else [],
+                      dtype=np.int64)
+    views = _id_views(column, rows)
+    assert [None if v is None else v.tolist() for v in views] == [column[int(r)].as_py() for r in rows]
+    values = [np.asarray(c.values) for c in column.chunks]
+    for v in views:  # views of the decoded values, not copies
+        assert v is None or len(v) == 0 or any(np.shares_memory(v, x) for x in values)
