@@ -29,6 +29,7 @@ from mixsql.explain import Explanation, explain
 from mixsql import planfile as _planfile
 from mixsql.planfile import CompiledPlan
 from mixsql.parse import parse, to_sql
+from mixsql import read as _read
 from mixsql import remote as _remote
 from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader, verify_files
 
@@ -149,7 +150,7 @@ class Mix:
             plan = self._replayed(plan, log)
         reader = Reader(plan, columns, images=images, cache_bytes=memory_bytes, compact=self._compact)
         end = len(plan) if limit is None else min(limit, len(plan))
-        ahead = _remote.settings().depth if reader.remote else 1  # reads fetched ahead
+        ahead = _remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
         spans = _read_spans(end)
         reads = [plan.positions_rows(*span) for span in itertools.islice(spans, ahead + 1)]
         for rows in reads:  # the first read's blocks too: decoded (fetched) side by side

@@ -25,9 +25,8 @@ from mixsql.errors import MixSQLError
 from mixsql.feedback import Adaptive
 from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
+from mixsql import read as _read
 from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader
-
-PACKED_DEPTH = 2  # reads of packed sequences whose row groups decode ahead of the one being packed
 
 
 class MixDataset(torch.utils.data.IterableDataset):
@@ -208,7 +207,7 @@ class MixDataset(torch.utils.data.IterableDataset):
             reads.append(mine[at: at + step])
             at, step = at + step, min(step * 2, group)
         ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
-        depth = remote.settings().depth if reader.remote else 1  # reads fetched ahead
+        depth = remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
         planned: dict[int, np.ndarray] = {}  # rows of reads further ahead (remote data)
         for k, batches in enumerate(reads):
             if self._adaptive is not None:
@@ -224,7 +223,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                     ahead = planned.pop(k + 1, None)
                     ahead = self._rows(plan, after) if ahead is None else ahead
                     reader.prefetch(ahead)
-                    for j in range(k + 2, min(len(reads), k + 1 + depth)):  # remote: further reads too
+                    for j in range(k + 2, min(len(reads), k + 1 + depth)):  # further reads too
                         if j not in planned:
                             planned[j] = self._rows(plan, reads[j])
                         reader.prefetch(planned[j])
@@ -240,7 +239,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                     reader.prefetch(following.rows)
                     if self._adaptive is None:  # an adaptive one is laid out again once its weights are known
                         ahead = following
-                        for j in range(k + 2, min(len(reads), k + 1 + max(depth, PACKED_DEPTH))):
+                        for j in range(k + 2, min(len(reads), k + 1 + depth)):
                             if j not in planned:
                                 planned[j] = packed.layout(self._pieces(packed, reads[j]))
                             reader.prefetch(planned[j].rows)

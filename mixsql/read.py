@@ -57,6 +57,7 @@ READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bound
 READ_AHEAD_THREADS = 1  # threads per reader that start decodes (each decode itself runs on every core)
 BATCH_GROUPS = 16  # local row groups decoded by one call (``_decode_many``)
 MAX_AHEAD = 256  # blocks held read ahead at most (decoded row groups, fetched ranges)
+LOCAL_DEPTH = 2  # reads of local files decoded ahead of the one in use (remote: ``remote.settings().depth``)
 DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
 
 
