@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import itertools
 import numbers
+import sys
 import typing as t
 
 import numpy as np
@@ -59,6 +60,7 @@ from mixsql.planfile import CompiledPlan
 FIELDS = ("input_ids", "labels", "position_ids", "document_ids", "component_ids")
 PACK_MODES = ("mixed", "component")
 READ_TOKENS = 1 << 20  # tokens of sequences assembled per read: amortises the per-call work, bounds memory
+KEPT_BLOCKS = 3  # output blocks of reads kept for reuse (the one in use, the one before, a spare)
 
 
 def check_seq_len(seq_len: t.Any) -> int:
@@ -132,6 +134,8 @@ class PackedPlan:
         self.eos = self.tokenizer.eos_id(eos)
         self.bos = None if bos is None else self.tokenizer.token_id(bos, "the BOS token")
         self.separators = 1 + (self.bos is not None)
+        self._blocks: list[np.ndarray] = []  # output blocks of earlier builds, written again once free
+        self._free = 0
         P, L, s = plan.partitions, self.seq_len, self.separators
         self.adaptive = plan.adapt is not None
         if self.adaptive:
@@ -357,13 +361,26 @@ class PackedPlan:
             return {name: np.zeros((0, L), dtype=np.int64) for name in FIELDS}
         unique, inverse = np.unique(np.concatenate([rows for rows, _ in spans]), return_inverse=True)
         ids = self._token_ids(reader, unique)
-        out = {name: np.empty((at, L), dtype=np.int64) for name in FIELDS}  # filled in place
+        out = dict(zip(FIELDS, self._block(at)))  # filled in place
         done = 0
         for (_, first, stop, where), (rows, offset) in zip(segments, spans):
             mine = inverse[done: done + len(rows)]
             done += len(rows)
             self._pack(offset, rows, [ids[i] for i in mine], stop - first, where, out)
         return out
+
+    def _block(self, at: int) -> np.ndarray:
+        """Int64 (fields, at, seq_len) for ``build`` to fill: a block of an earlier build once nothing
+        but this list refers to it (every array, view or tensor made from it holds a reference), so
+        its memory is written again without the page faults of fresh memory; else a new one."""
+        for i in range(len(self._blocks)):
+            if len(self._blocks[i][0]) == at and sys.getrefcount(self._blocks[i]) == self._free:
+                return self._blocks[i]
+        if len(self._blocks) >= KEPT_BLOCKS:
+            self._blocks.pop(0)
+        self._blocks.append(np.empty((len(FIELDS), at, self.seq_len), dtype=np.int64))
+        self._free = sys.getrefcount(self._blocks[-1])  # what a block held by the list alone counts, measured
+        return self._blocks[-1]
 
     def layout(self, pieces: t.Sequence[tuple[int, int, int]]) -> Layout:
         """Where the sequences of ``pieces`` come from (``build`` takes it, so a read-ahead that

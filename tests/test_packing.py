@@ -355,3 +355,37 @@ def test_component_packing_is_prefix_stable(tcon: mixsql.Connection) -> None:
     a = [s["input_ids"].tolist() for s in small.sequences(100, pack="component")]
     b = [s["input_ids"].tolist() for s in large.sequences(100, pack="component")]
     assert len(b) > len(a) > 0 and b[: len(a)] == a
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_reused_output_memory_never_overwrites_a_batch_still_held(tcon: mixsql.Connection, monkeypatch,
+                                                                   batched: bool) -> None:
+    from mixsql import dataset
+
+    monkeypatch.setattr(dataset, "READ_TOKENS", 4 * 64)  # many reads of 4 sequences each
+    mix = _mix(tcon, 3)
+    L = 64
+    ref = [s["input_ids"].tolist() for s in mix.sequences(L)]
+
+    def stream(keep: bool) -> tuple[list[list[int]], set[int]]:
+        ds = mix.torch_dataset(batch_size=2, rank=0, world_size=1, seq_len=L, batched=batched)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None if batched else 2)
+        held, seen, storages = [], [], set()
+        for batch in loader:
+            storages.add(batch["input_ids"].untyped_storage().data_ptr())
+            if keep:
+                held.append(batch)  # the consumer keeps every batch: none may be written again
+            else:
+                seen += batch["input_ids"].tolist()  # copied out, the batch dropped: its memory is reused
+        if keep:
+            seen = [x for b in held for x in b["input_ids"].tolist()]
+        return seen, storages
+
+    kept, fresh = stream(True)
+    batches = len(ref) // 2
+    assert [sorted(kept[2 * k: 2 * k + 2]) for k in range(batches)] == \
+        [sorted(ref[2 * k: 2 * k + 2]) for k in range(batches)] and len(kept) == 2 * batches
+    dropped, reused = stream(False)
+    assert dropped == kept
+    if batched:  # the batches are views of the read's block: a few blocks serve every read
+        assert len(reused) <= packing.KEPT_BLOCKS < len(fresh)
