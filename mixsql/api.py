@@ -24,6 +24,7 @@ from mixsql import plan as _plan
 from mixsql import state as _state
 from mixsql.bind import BoundMix, bind
 from mixsql.catalog import Catalog, DatasetInfo
+from mixsql.catalog.gc import DEFAULT_GRACE_SECONDS
 from mixsql.errors import MixSQLError
 from mixsql.explain import Explanation, explain
 from mixsql import planfile as _planfile
@@ -356,6 +357,17 @@ class Connection:
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""
         self.catalog.drop(name)
+
+    def gc(self, *, all_unused: bool = False, max_bytes: int | None = None,
+           grace_seconds: float = DEFAULT_GRACE_SECONDS,
+           dry_run: bool = False) -> t.Any:
+        """Remove what the catalog no longer needs and no process uses: plans and compacted caches of
+        superseded dataset versions (``all_unused``: every unused one; ``max_bytes``: then the least
+        recently used until they fit), superseded versions no remaining plan was compiled from (once
+        replaced more than ``grace_seconds`` ago), stale binding counts, leftovers of killed processes.
+        Returns what was removed and what was kept because in use (``dry_run``: removes nothing)."""
+        return self.catalog.gc(all_unused=all_unused, max_bytes=max_bytes, grace_seconds=grace_seconds,
+                               dry_run=dry_run)
 
     def datasets(self) -> list[str]:
         """Registered dataset names."""

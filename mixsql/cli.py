@@ -6,6 +6,7 @@ Errors print as ``FILE:LINE:COL: error: message`` with the source line and a car
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import typing as t
@@ -16,7 +17,8 @@ import click
 from mixsql.api import Connection, parse_param
 from mixsql.catalog.duck import ident
 from mixsql.errors import MixSQLError
-from mixsql.output import cell, json_value, shorten
+from mixsql.catalog.gc import DEFAULT_GRACE_SECONDS
+from mixsql.output import cell, human_bytes, json_value, shorten
 from mixsql.output import format_table as _format
 
 EXIT_USER_ERROR = 2
@@ -203,6 +205,39 @@ def drop(ctx: click.Context, name: str) -> None:
     """Remove dataset NAME from the catalog (its files are untouched)."""
     _connect(ctx).drop(name)
     click.echo(f"dropped {name}")
+
+
+@main.command()
+@click.option("--all", "all_unused", is_flag=True, help="Also remove current plans and caches no process uses.")
+@click.option("--max-bytes", default=None, metavar="SIZE",
+              help="Then remove the least recently used unused plans and caches until they fit (e.g. 20GB).")
+@click.option("--grace", default=DEFAULT_GRACE_SECONDS, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Keep a superseded dataset version this long after its replacement.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def gc(ctx: click.Context, all_unused: bool, max_bytes: str | None, grace: float, dry_run: bool) -> None:
+    """Remove what the catalog no longer needs: plans and caches of superseded dataset versions,
+    superseded versions no plan was compiled from, stale binding counts, what killed processes left.
+    Never anything a process uses (a plan or cache it reads, a version it binds against)."""
+    collected = _connect(ctx).gc(all_unused=all_unused, max_bytes=None if max_bytes is None else _parse_size(max_bytes),
+                                 grace_seconds=grace, dry_run=dry_run)
+    words = {"removed": "would remove" if dry_run else "removed", "in use": "kept, in use:",
+             "recent": f"kept, superseded less than {grace:g} s ago:"}
+    lines = [f"{words[what]} {n} {kind}{'s' * (n != 1)} ({human_bytes(size)})"
+             for what, kind, n, size in collected.kinds()]
+    click.echo("\n".join(lines) if lines else "nothing to remove")
+    if collected.removed and not dry_run:
+        click.echo(f"freed {human_bytes(collected.freed_bytes)}")
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+             "GIB": 2**30, "TIB": 2**40}
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in units:
+        raise click.BadParameter(f"{text!r} is not a size: a number with an optional unit (B, KB, MB, GB, TB, "
+                                 f"KiB, MiB, GiB, TiB)", param_hint="--max-bytes")
+    return int(float(match.group(1)) * units[match.group(2).upper()])
 
 
 @main.command()

@@ -16,6 +16,7 @@ one too. ``Compact`` (the reading side) imports no compile stage; ``build`` does
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixsql import locks
 from mixsql.errors import DataError, MixSQLError
 
 FORMAT = 1
@@ -72,11 +74,16 @@ class Compact:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        try:
-            self.meta = json.loads((self.directory / "cache.json").read_text(encoding="utf-8"))
+        try:  # held while this object lives: ``mixsql gc`` does not remove a cache in use
+            self._in_use = locks.hold(self.directory / "cache.json")
+            self.meta = json.loads(self._in_use.read().decode("utf-8")) if self._in_use is not None else None
         except (OSError, ValueError):
+            self.meta = None
+        if self.meta is None:
             raise MixSQLError(f"no compacted cache in {self.directory}",
-                              hint="build one with `mixsql cache FILE` (API: mix.cache())") from None
+                              hint="build one with `mixsql cache FILE` (API: mix.cache())")
+        with contextlib.suppress(OSError):  # when it was last used, for a size-bounded cache (``gc``)
+            os.utime(self.directory)
         if self.meta.get("format") != FORMAT:
             raise MixSQLError(f"{self.directory} holds a cache of format {self.meta.get('format')}; this mixsql "
                               f"reads {FORMAT}", hint="build it again")

@@ -1,13 +1,20 @@
 """Fill locks: a one-byte range lock of one file per key, so that of the processes wanting the same
 missing entry one makes it and the others wait. Range locks belong to a process (the kernel drops
 them when it dies; a forked child holds none of its parent's), so each process opens the file
-itself; callers serialise their own threads."""
+itself; callers serialise their own threads.
+
+In-use holds: a shared ``flock`` on a directory's marker file (a plan's ``plan.json``, a cache's
+``cache.json``, a dataset version's ``files.parquet``) while a process uses it; ``mixsql gc``
+removes a directory only if it can take that lock exclusively, without waiting. Neither side ever
+blocks the other."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import shutil
+import typing as t
 from pathlib import Path
 
 
@@ -69,3 +76,50 @@ class FillLocks:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(key[:12], 16))
         except OSError:
             pass
+
+
+def hold(path: str | os.PathLike[str]) -> t.BinaryIO | None:
+    """``path`` opened with a shared lock, held while the returned file stays open (a forked child
+    shares it): a process using the directory ``path`` belongs to says so, and ``remove_unused``
+    leaves it alone. Never waits: None when that directory is being removed at this moment (it then
+    no longer is where it was). FileNotFoundError when there is no such file."""
+    fh = open(path, "rb")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        fh.close()
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    try:
+        same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino  # not renamed away before the lock
+    except FileNotFoundError:
+        same = False
+    if not same:
+        fh.close()
+        return None
+    return fh
+
+
+def remove_unused(directory: Path, marker: str, trash: Path) -> bool:
+    """Remove ``directory`` unless a process holds its file ``marker`` (``hold``): the exclusive lock
+    is tried without waiting, the directory renamed to ``trash`` (on the same filesystem) under it,
+    then deleted. False, with nothing changed, when it is in use; True when it is gone."""
+    try:
+        fh = open(directory / marker, "rb")
+    except FileNotFoundError:
+        fh = None  # a directory without its marker (torn): nothing can hold it
+    try:
+        if fh is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+        os.rename(directory, trash)
+    finally:
+        if fh is not None:
+            fh.close()
+    shutil.rmtree(trash, ignore_errors=True)
+    return True

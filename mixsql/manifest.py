@@ -609,9 +609,21 @@ def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,
     finished directory, which appears atomically (rename). If the cache cannot be written (a
     read-only catalog), the plan is compiled into a private temporary directory instead.
     """
-    key, bound = plan_key(spec), spec.bound
+    key = plan_key(spec)
     root = catalog.path / "plans"
     final = root / key
+    for _ in range(3):  # ``mixsql gc`` may remove an unused plan between finding and opening it
+        try:
+            return _compiled(spec, catalog, root, final, key, wait, progress)
+        except PlanError:
+            if (final / "plan.json").exists():
+                raise
+    return _compiled(spec, catalog, root, final, key, wait, progress)
+
+
+def _compiled(spec: _plan.PlanSpec, catalog: Catalog, root: Path, final: Path, key: str, wait: float,
+              progress: t.Callable[[int, int, str], None] | None) -> CompiledPlan:
+    bound = spec.bound
     if (final / "plan.json").exists():
         return _cached(final, key, bound)
     lock = root / f".{key}.lock"

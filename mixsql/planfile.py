@@ -14,6 +14,7 @@ This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from mixsql import locks
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
 from mixsql.fs import version_of
@@ -77,11 +79,15 @@ class CompiledPlan:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        try:
-            self.meta = json.loads((self.directory / "plan.json").read_text(encoding="utf-8"))
+        try:  # held while this object lives: ``mixsql gc`` does not remove a plan in use
+            self._in_use = locks.hold(self.directory / "plan.json")
         except FileNotFoundError:
-            raise PlanError(f"no compiled plan in {self.directory}", hint="create one with `mixsql plan FILE -o DIR`") \
-                from None
+            self._in_use = None
+        if self._in_use is None:
+            raise PlanError(f"no compiled plan in {self.directory}", hint="create one with `mixsql plan FILE -o DIR`")
+        self.meta = json.loads(self._in_use.read().decode("utf-8"))
+        with contextlib.suppress(OSError):  # when it was last used, for a size-bounded cache (``gc``)
+            os.utime(self.directory)
         if self.meta.get("format") != PLAN_FORMAT:
             raise PlanError(f"{self.directory} holds a plan of format {self.meta.get('format')}; "
                             f"this mixsql reads {PLAN_FORMAT}", hint="compile it again")

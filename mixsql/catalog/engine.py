@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixsql import locks
 from mixsql.catalog.duck import connect, ident, literal, lock_down
 from mixsql.catalog.info import DatasetInfo, known
 from mixsql.errors import CatalogError
@@ -33,6 +34,18 @@ class Engine:
         # dataset -> (its members' (index, predicate) pairs, each sample's component): what binding
         # scanned, kept for the compile that follows (``bind.matches``); one entry per dataset
         self.matches: dict[str, tuple[tuple[tuple[int, str | None], ...], np.ndarray]] = {}
+        # held while this engine lives: ``mixsql gc`` does not remove a dataset version being bound
+        self._in_use = []
+        for info in infos.values():
+            try:
+                held = locks.hold(info.files_path)
+            except FileNotFoundError:
+                held = None
+            if held is None:
+                raise CatalogError(f"dataset {info.name!r} version {info.version} is no longer in the catalog's "
+                                   f"directory (removed by mixsql gc once superseded)",
+                                   hint="open the catalog again: this state of it is superseded")
+            self._in_use.append(held)
         self.con = connect()
         for info in infos.values():
             self.con.execute(f"CREATE VIEW {ident(info.name)} AS "

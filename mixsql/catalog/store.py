@@ -10,7 +10,11 @@ Layout of ``DIR`` (default ``./.mixsql``)::
     tokenizers/<fingerprint>.json   the tokenizers that datasets were counted with (``tokens``)
     counts/<key>.json               binding's counts per component (``bind``), keyed by versions and predicates
     plans/<key>/                    compiled plans (``manifest``), keyed by versions, statement and parameters
-    .lock                           held (flock) only by a process that registers
+    caches/<key>/                   compacted caches (``compact``), keyed by versions, predicates and columns
+    .lock                           held (flock) only by a process that registers (or collects: ``gc``)
+
+A replaced, appended-to or dropped dataset's earlier version stays until ``mixsql gc`` (``gc``)
+finds that no plan was compiled from it and no process binds against it.
 
 Why not a ``.duckdb`` file: DuckDB lets one process write a database file and no process read it
 meanwhile, so a notebook holding the catalog would block a registration, and a registration would
@@ -46,6 +50,7 @@ import pyarrow.parquet as pq
 
 from mixsql import atomic
 from mixsql import tokens as tokens_
+from mixsql.catalog import gc as gc_
 from mixsql import fs as mfs
 from mixsql.catalog import scan
 from mixsql.catalog.duck import ident
@@ -335,8 +340,8 @@ class Catalog:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            if old is not None and previous is None:  # an append keeps the earlier version for its plans
-                shutil.rmtree(self.path / old["directory"], ignore_errors=True)
+            # the earlier version (replaced or appended to) stays for the plans and processes that use
+            # it, until ``mixsql gc`` finds neither
             self._load()
             return self.dataset(name)
 
@@ -387,10 +392,15 @@ class Catalog:
             if name not in self._index["datasets"]:
                 raise CatalogError(f"unknown dataset {name!r}", hint=known(self._index["datasets"]))
             index = json.loads(json.dumps(self._index))
-            old = index["datasets"].pop(name)
-            self._write_index(index)
-            shutil.rmtree(self.path / old["directory"], ignore_errors=True)
+            index["datasets"].pop(name)
+            self._write_index(index)  # its directory stays for what uses it, until ``mixsql gc``
             self._load()
+
+    def gc(self, *, all_unused: bool = False, max_bytes: int | None = None,
+           grace_seconds: float = gc_.DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> gc_.Collected:
+        """Remove what this catalog no longer needs and no process uses (``catalog.gc``)."""
+        return gc_.collect(self, all_unused=all_unused, max_bytes=max_bytes, grace_seconds=grace_seconds,
+                           dry_run=dry_run)
 
     def close(self) -> None:
         if self._con is not None:

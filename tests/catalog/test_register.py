@@ -163,7 +163,9 @@ def test_replace_and_content_version(scratch: mixsql.Connection, data_copy: Path
     third = scratch.register("c", [glob], replace=True)
     assert third.version != first.version and scratch.version != v1
     assert third.samples == 3 * 1050 + 10
-    assert not first.directory.exists()  # superseded version removed
+    assert first.directory.exists()  # superseded: kept for what may use it, until gc
+    scratch.gc(grace_seconds=0)
+    assert not first.directory.exists() and third.directory.exists()
 
 
 def test_dataset_names_and_drop(scratch: mixsql.Connection) -> None:

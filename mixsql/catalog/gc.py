@@ -1,0 +1,229 @@
+"""``mixsql gc``: removing what a catalog no longer needs, never what a process uses.
+
+What goes (each only if no process holds it, ``locks.hold``; ``all_unused`` and ``max_bytes``
+widen the first two):
+
+- **compiled plans** (``plans/<key>``) of dataset versions that are no longer current: no compile
+  can find them again. With ``all_unused``, every plan not in use; with ``max_bytes``, the least
+  recently used unused plans and caches until both fit;
+- **compacted caches** (``caches/<key>``), by the same rules;
+- **dataset versions** (``datasets/<name>-<version>-*``) that are superseded (``register --replace``
+  or ``--append``) or dropped, once no remaining plan was compiled from them and their successor is
+  older than ``grace_seconds`` (a process that read the catalog before may still bind against
+  them);
+- **binding counts** (``counts/``) of versions that are no longer current;
+- what killed processes left: temporary directories older than ``grace_seconds`` whose compile lock
+  no one holds, and ``.trash-*`` directories of an interrupted gc.
+
+It runs under the catalog's writers' lock, so no registration changes what is current meanwhile;
+readers take no lock that gc waits for, and gc takes none that they wait for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+from mixsql import locks
+
+if t.TYPE_CHECKING:
+    from mixsql.catalog.store import Catalog
+
+DEFAULT_GRACE_SECONDS = 600.0
+
+
+@dataclasses.dataclass
+class Collected:
+    """What a gc removed (or, dry, would remove) and what it kept because a process uses it."""
+
+    removed: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # (kind, path, bytes)
+    in_use: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    recent: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # superseded within the grace
+    dry_run: bool = False
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(b for _, _, b in self.removed)
+
+    def kinds(self) -> list[tuple[str, str, int, int]]:
+        """(what happened, kind, how many, bytes) for each kind, in the order: removed, in use, recent."""
+        out = []
+        for what, items in (("removed", self.removed), ("in use", self.in_use), ("recent", self.recent)):
+            kinds: dict[str, list[int]] = {}
+            for kind, _, size in items:
+                kinds.setdefault(kind, []).append(size)
+            out += [(what, kind, len(sizes), sum(sizes)) for kind, sizes in kinds.items()]
+        return out
+
+
+def _bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _meta(path: Path) -> dict[str, t.Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _free_lock(path: Path) -> bool:
+    """No process holds ``path``'s flock (a compile in progress holds its key's)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return True
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return True
+
+
+def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | None = None,
+            grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> Collected:
+    """Remove what ``catalog`` no longer needs (module docstring); ``dry_run`` only says what."""
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be a number of bytes >= 0, not {max_bytes!r}")
+    if not isinstance(grace_seconds, (int, float)) or grace_seconds < 0:
+        raise ValueError(f"grace_seconds must be >= 0, not {grace_seconds!r}")
+    out = Collected(dry_run=dry_run)
+    root = catalog.path
+    now = time.time()
+    with catalog._write_lock():
+        catalog._stamp = None
+        catalog._load()
+        entries = catalog._index["datasets"]
+        current = {(name, e["version"]) for name, e in entries.items()}
+        current_dirs = {e["directory"] for e in entries.values()}
+
+        def remove(kind: str, directory: Path, marker: str) -> bool:
+            size = _bytes(directory)
+            if dry_run:
+                if _free_lock(directory / marker):
+                    out.removed.append((kind, str(directory.relative_to(root)), size))
+                    return True
+                out.in_use.append((kind, str(directory.relative_to(root)), size))
+                return False
+            trash = directory.parent / f".trash-{directory.name}-{uuid.uuid4().hex[:8]}"
+            if locks.remove_unused(directory, marker, trash):
+                out.removed.append((kind, str(directory.relative_to(root)), size))
+                return True
+            out.in_use.append((kind, str(directory.relative_to(root)), size))
+            return False
+
+        # plans and caches: stale (or every unused one) first
+        kept: list[tuple[float, str, Path, str]] = []  # (last used, kind, directory, marker) still there
+        referenced: set[tuple[str, str]] = set()  # dataset versions the remaining plans were compiled from
+        for kind, folder, marker in (("plan", "plans", "plan.json"), ("compacted cache", "caches", "cache.json")):
+            base = root / folder
+            if not base.is_dir():
+                continue
+            for directory in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                meta = _meta(directory / marker)
+                versions = _versions(meta, kind)
+                stale = meta is None or not versions <= current
+                if (stale or all_unused) and remove(kind, directory, marker):
+                    continue
+                with contextlib.suppress(OSError):
+                    kept.append((directory.stat().st_mtime, kind, directory, marker))
+                if kind == "plan":
+                    referenced |= versions
+            for leftover in base.iterdir():  # what killed processes left behind
+                if leftover.name.startswith(".trash-") or (
+                        leftover.name.startswith(".tmp-") and now - _mtime(leftover) > grace_seconds
+                        and _free_lock(base / f".{leftover.name[5:].rsplit('-', 1)[0]}.lock")):
+                    out.removed.append(("temporary directory", str(leftover.relative_to(root)), _bytes(leftover)))
+                    if not dry_run:
+                        shutil.rmtree(leftover, ignore_errors=True)
+        if max_bytes is not None:  # least recently used first, until what stays fits
+            total = sum(_bytes(d) for _, _, d, _ in kept)
+            for _, kind, directory, marker in sorted(kept, key=lambda k: k[0]):
+                if total <= max_bytes:
+                    break
+                size = _bytes(directory)
+                if remove(kind, directory, marker):
+                    total -= size
+                    if kind == "plan":
+                        referenced = _still_referenced(root)
+        # dataset versions
+        datasets = root / "datasets"
+        successors = {name: _mtime(root / e["directory"]) for name, e in entries.items()}
+        if datasets.is_dir():
+            for directory in sorted(p for p in datasets.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                relative = str(directory.relative_to(root))
+                if relative in current_dirs:
+                    continue
+                name, _, rest = directory.name.partition("-")
+                version = rest.rsplit("-", 1)[0]
+                if (name, version) in referenced and (name, version) not in current:  # (else its twin serves)
+                    out.in_use.append(("dataset version", relative, _bytes(directory)))
+                    continue
+                since = successors.get(name, _mtime(directory))  # dropped: its own age
+                if now - since <= grace_seconds:
+                    out.recent.append(("dataset version", relative, _bytes(directory)))
+                    continue
+                remove("dataset version", directory, "files.parquet")
+            if not dry_run:
+                from mixsql.catalog.store import _sweep
+
+                _sweep(datasets)
+        # binding counts of versions no longer current
+        counts = root / "counts"
+        if counts.is_dir():
+            for path in sorted(counts.glob("*.json")):
+                meta = _meta(path)
+                try:
+                    versions = {tuple(d) for d in json.loads(meta["ident"])["datasets"]} if meta else set()
+                except (KeyError, TypeError, ValueError):
+                    versions = set()
+                if meta is None or not versions or not versions <= current or all_unused:
+                    out.removed.append(("binding count", str(path.relative_to(root)), _bytes(path)))
+                    if not dry_run:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+    return out
+
+
+def _versions(meta: dict[str, t.Any] | None, kind: str) -> set[tuple[str, str]]:
+    if meta is None:
+        return set()
+    if kind == "plan":
+        return {(str(d[0]), str(d[1])) for d in meta.get("datasets", [])}
+    return {(str(d), str(v)) for d, v in meta.get("datasets", {}).items()}
+
+
+def _still_referenced(root: Path) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    base = root / "plans"
+    for directory in base.iterdir() if base.is_dir() else ():
+        if directory.is_dir() and not directory.name.startswith("."):
+            out |= _versions(_meta(directory / "plan.json"), "plan")
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
