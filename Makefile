@@ -58,3 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/remote.py
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/ranks.py

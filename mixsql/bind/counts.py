@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import typing as t
+from pathlib import Path
 
 import duckdb
 from sqlglot import expressions as exp
@@ -59,23 +60,28 @@ class Counts(_Base):
         ident = json.dumps({"v": 3, "datasets": [[d, self.engine.dataset(d).version] for d in datasets],
                             "names": names, "where": stmt_pred, "preds": preds}, sort_keys=True)
         path = self.catalog.path / "counts" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved["ident"] == ident:
-                counts = {int(k): (int(v[0]), int(v[1]), int(v[2]), tuple((str(a), int(b)) for a, b in v[3]),
-                                   None if v[4] is None else int(v[4]))
-                          for k, v in saved["counts"].items()}
-                if sorted(counts) == list(range(len(names))) and all(min(v[:3]) >= 0 for v in counts.values()):
-                    return counts
-        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-            pass
-        counts = self._count(names, datasets, stmt_pred, preds)
+        counts = _saved(path, ident, len(names))
+        if counts is not None:
+            return counts
+        lock = path.parent / f".{path.stem}.lock"
         try:
             path.parent.mkdir(exist_ok=True)
-            atomic.write_text(path, json.dumps({"ident": ident, "counts": {
-                k: [v[0], v[1], v[2], [list(o) for o in v[3]], v[4]] for k, v in counts.items()}}))
-        except OSError:
-            pass
+            open(lock, "a+").close()
+        except OSError:  # a read-only catalog: counted here, not cached
+            return self._count(names, datasets, stmt_pred, preds)
+        # of the processes binding the same statement at once (256 ranks starting), one counts
+        with atomic.locked(lock, timeout=600, ready=lambda: path.exists(), busy=lambda: BindError(
+                "timed out waiting for another process to count this statement's components")) as held:
+            counts = _saved(path, ident, len(names))
+            if counts is not None:
+                return counts
+            counts = self._count(names, datasets, stmt_pred, preds)
+            if held:
+                try:
+                    atomic.write_text(path, json.dumps({"ident": ident, "counts": {
+                        k: [v[0], v[1], v[2], [list(o) for o in v[3]], v[4]] for k, v in counts.items()}}))
+                except OSError:
+                    pass
         return counts
 
     def _count(self, names: list[str], datasets: list[str], stmt_pred: str | None,
@@ -142,3 +148,18 @@ class Counts(_Base):
             hint = "check its predicate against the data: mixsql sql \"SELECT ...\""
         node = c.args.get("where").this if c.args.get("where") is not None else c.this
         return self.error(f"component {name!r} matches no sample of dataset {ds!r}", node, hint=hint)
+
+
+def _saved(path: Path, ident: str, components: int) -> dict[int, CountRow] | None:
+    """The counts cached at ``path`` if it holds ``ident``'s, in the expected shape."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved["ident"] == ident:
+            counts = {int(k): (int(v[0]), int(v[1]), int(v[2]), tuple((str(a), int(b)) for a, b in v[3]),
+                               None if v[4] is None else int(v[4]))
+                      for k, v in saved["counts"].items()}
+            if sorted(counts) == list(range(components)) and all(min(v[:3]) >= 0 for v in counts.values()):
+                return counts
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return None

@@ -132,3 +132,33 @@ def test_counts_are_cached_by_dataset_versions_and_predicates(scratch: mixsql.Co
         assert [c.samples for c in scratch.mix(text).bound.components] == expected, foreign
     scratch.mix(text.replace("'docs'", "'manual'"))
     assert len(list((scratch.path / "counts").glob("*.json"))) == 2
+
+
+def test_of_binders_starting_together_one_counts_and_the_others_read_its_counts(scratch: mixsql.Connection,
+                                                                                 monkeypatch) -> None:
+    import fcntl
+    import threading
+
+    from mixsql.bind.counts import Counts
+
+    scratch.register("corpus", [PARQUET_GLOB])
+    text = "MIX 1 AS a WHERE domain = 'code', 1 AS b FROM corpus"
+    scratch.mix(text)
+    path = next((scratch.path / "counts").glob("*.json"))
+    saved = path.read_text()
+    path.unlink()
+    counted = []
+    original = Counts._count
+    monkeypatch.setattr(Counts, "_count", lambda self, *a: counted.append(1) or original(self, *a))
+    lock = path.parent / f".{path.stem}.lock"
+    with open(lock, "a+") as held:  # another process is counting this statement
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        got = []
+        binder = threading.Thread(target=lambda: got.append(scratch.mix(text)))
+        binder.start()
+        binder.join(0.5)
+        assert binder.is_alive() and not counted  # it waits, and counts nothing meanwhile
+        path.write_text(saved)  # the other process's counts appear
+    binder.join(30)
+    assert not counted and [c.samples for c in got[0].bound.components] == \
+        [c.samples for c in scratch.mix(text).bound.components]
