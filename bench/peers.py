@@ -9,8 +9,9 @@ planning; the first repetition, from nothing), docs/s, time to the first sample,
 disk a copy takes, and mixsql's docs/s over each peer's.
 
 Peers so far: Hugging Face `datasets` 5.0.1, streaming (`load_dataset(..., streaming=True)` +
-`filter` + `interleave_datasets`) and from its Arrow cache (the same, not streaming). MosaicML
-Streaming and LitData are not in it yet.
+`filter` + `interleave_datasets`) and from its Arrow cache (the same, not streaming); LitData 0.2.76
+(`optimize` per component, then `CombinedStreamingDataset` with the weights). MosaicML Streaming is
+not in it yet.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bench.report import splice  # noqa: E402
 from bench.run import DATA, ensure_corpus  # noqa: E402
 from bench.speed import SELECTIVE, arm_samples, arm_torch, fresh_cache  # noqa: E402
 
-PEERS = {"hf": ["datasets==5.0.1"]}
+PEERS = {"hf": ["datasets==5.0.1"], "litdata": ["litdata==0.2.76", "pyarrow==26.0.1"]}
 
 
 def venv(name: str, packages: list[str]) -> tuple[Path | None, str]:
@@ -54,9 +55,10 @@ def venv(name: str, packages: list[str]) -> tuple[Path | None, str]:
     return python, ""
 
 
-def peer_arm(python: Path, mode: str, workers: int, samples: int, cache: Path) -> dict:
-    proc = subprocess.run([str(python), str(ROOT / "bench" / "peer_hf.py"), "--files", str(DATA / "corpus"),
-                           "--samples", str(samples), "--workers", str(workers), "--mode", mode, "--cache", str(cache)],
+def peer_arm(python: Path, script: str, workers: int, samples: int, cache: Path, *extra: str) -> dict:
+    """One repetition of a peer's arm: its child script in its own environment, one JSON line back."""
+    proc = subprocess.run([str(python), str(ROOT / "bench" / script), "--files", str(DATA / "corpus"),
+                           "--samples", str(samples), "--workers", str(workers), "--cache", str(cache), *extra],
                           check=True, capture_output=True, text=True, timeout=3600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -97,8 +99,17 @@ def main() -> None:
     else:
         for mode, label in (("arrow", "HF datasets, Arrow cache"), ("stream", "HF datasets, streaming")):
             for workers in (0, 2):
-                arms[f"{label}, {workers} workers"] = (lambda m=mode, w=workers: peer_arm(hf, m, w, args.samples,
-                                                                                          cache))
+                arms[f"{label}, {workers} workers"] = (lambda m=mode, w=workers: peer_arm(
+                    hf, "peer_hf.py", w, args.samples, cache, "--mode", m))
+    lit, why = venv("litdata", PEERS["litdata"])
+    lit_cache = DATA / "litdata-cache"
+    shutil.rmtree(lit_cache, ignore_errors=True)  # its `optimize` runs in the first repetition: the set-up
+    if lit is None:
+        unavailable["LitData"] = why
+    else:
+        for workers in (0, 2):
+            arms[f"LitData, {workers} workers"] = (lambda w=workers: peer_arm(lit, "peer_litdata.py", w, args.samples,
+                                                                                  lit_cache))
     runs: dict[str, list[dict]] = {k: [] for k in arms}
     for rep in range(args.reps):
         for name, arm in arms.items():
@@ -120,6 +131,8 @@ def main() -> None:
     rows["mixsql, 0 workers"]["setup_s"] = rows["mixsql, 2 workers"]["setup_s"] = mixsql_setup
     for k in ("mixsql compacted cache, 0 workers", "mixsql compacted cache, 2 workers"):
         rows[k]["setup_s"], rows[k]["disk_bytes"] = cache_setup, built.bytes
+    if "LitData, 2 workers" in rows:  # one `optimize` serves both arms: it ran in the 0-worker arm's first repetition
+        rows["LitData, 2 workers"]["setup_s"] = rows["LitData, 0 workers"]["setup_s"]
     lines = [
         "## (j) The peers (`bench/peers.py`)",
         "",
@@ -137,7 +150,7 @@ def main() -> None:
     ratios = []
     for workers in (0, 2):
         ours, cache_ours = rows[f"mixsql, {workers} workers"], rows[f"mixsql compacted cache, {workers} workers"]
-        for peer in ("HF datasets, streaming", "HF datasets, Arrow cache"):
+        for peer in ("HF datasets, streaming", "HF datasets, Arrow cache", "LitData"):
             other = rows.get(f"{peer}, {workers} workers")
             if other is None:
                 continue
@@ -147,10 +160,16 @@ def main() -> None:
         lines += ["| mixsql docs/s over | from the files | from the compacted cache |", "|---|---|---|", *ratios, "",
                   "Targets: from the files ≥ 4 × HF streaming (and MosaicML) at every worker count; with the "
                   "compacted cache ahead of every peer."]
+    if "LitData, 0 workers" in rows:
+        lit, ours = rows["LitData, 0 workers"], rows["mixsql compacted cache, 0 workers"]
+        lines += ["", f"- Compacted cache against LitData's copy: set-up {ours['setup_s'] / lit['setup_s']:.2f} × "
+                  f"(target ≤ 0.5), disk {ours['disk_bytes'] / lit['disk_bytes']:.2f} × (target < 1)."]
     for name, why in unavailable.items():
         lines.append(f"- {name} could not be installed: {why}")
-    lines.append("- MosaicML Streaming and LitData are not in this benchmark yet. mixsql's arms run in this process "
-                 "(time to the first sample and RSS: section (i)).")
+    lines.append("- LitData's set-up is its `optimize` of the three components' documents (`text` only) into its "
+                 "chunk format, on every core; it reads them with `CombinedStreamingDataset(weights=(0.3, 0.5, 0.2))`, "
+                 "unshuffled (mixsql shuffles within windows). MosaicML Streaming is not in this benchmark yet. "
+                 "mixsql's arms run in this process (time to the first sample and RSS: section (i)).")
     splice(args.report, None, {"j": "\n".join(lines)})
     (DATA / "peers.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
