@@ -196,8 +196,9 @@ class Mix:
         select, with ``columns`` only (default: the content), copied once to local shards, found
         again by any statement over the same components (whatever its weights, schedule or seed).
         From then on this mixture's ``samples`` and ``torch_dataset`` read it instead of the
-        sources, with the same stream; reading a column it lacks is an error. ``build=False`` only
-        finds one (an error if there is none: for every rank but the one that builds it)."""
+        sources, with the same stream; reading a column it lacks is an error. Of the processes asking
+        at once (every rank of a run), one builds it and the others wait for it. ``build=False`` only
+        finds one (waiting for one being built; an error if there is none)."""
         from mixsql.compact import build as build_cache
 
         self._compact = build_cache(self, columns, directory, progress, find_only=not build)

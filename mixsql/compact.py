@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixsql import locks
+from mixsql import atomic, locks
 from mixsql.errors import DataError, MixSQLError
 
 FORMAT = 1
@@ -132,6 +132,9 @@ def cache_key(datasets: t.Sequence[tuple[str, str]], predicates: dict[str, list[
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
+BUILD_WAIT_SECONDS = 24 * 3600.0  # how long a process waits for another's build (a dead builder's lock goes)
+
+
 def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | os.PathLike[str] | None = None,
           progress: t.Callable[[int, int, str], None] | None = None, find_only: bool = False) -> Compact:
     """The compacted cache of ``mix``'s components (``columns``: default the datasets' content),
@@ -168,96 +171,115 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
     key = cache_key([(d, infos[d].version) for d in datasets], predicates, columns)
     target = Path(directory) if directory is not None else catalog.path / "caches" / key
     if (target / "cache.json").exists():
-        found = Compact(target)
-        if found.meta.get("key") == key:
-            return found
-        raise MixSQLError(f"{target} holds another cache", hint="give another directory, or remove it")
-    if find_only:
-        raise MixSQLError(f"no compacted cache of these components and columns ({', '.join(columns)}) in {target}",
-                          hint="build it first, in one process: mixsql cache FILE --columns " + ",".join(columns))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+        return _found(target, key)
     try:
-        jobs: list[tuple[dict[str, t.Any], np.ndarray]] = []
-        for d in datasets:
-            members = [c for c in bound.components if c.dataset == d]
-            files = engine.file_rows(d)
-            component = matches.scan(engine.con, d, [m.index for m in members], [m.predicate for m in members],
-                                     [None] * len(members), [f["rows"] for f in files], count=False,
-                                     tokens=False).component
-            selected = np.flatnonzero(component >= 0)
-            starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
-            for i, f in enumerate(files):
-                lo, hi = np.searchsorted(selected, starts[i: i + 2])
-                jobs.append(({**f, "dataset": d}, (selected[lo:hi] - starts[i]).astype(np.int32)))
-        from mixsql import fs as mfs
-        from mixsql.read import check_file
-        from mixsql.planfile import PlanFile
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = target.parent / f".{target.name}.lock"
+        open(lock, "a+").close()
+    except OSError as e:
+        raise MixSQLError(f"cannot write a compacted cache in {target.parent}: {e.strerror or e}",
+                          hint="give a writable directory (mixsql cache -o DIR, mix.cache(directory=...))") from None
+    # of the processes asking at once (every rank of a run), one builds and the others wait for it
+    with atomic.locked(lock, timeout=BUILD_WAIT_SECONDS, ready=lambda: (target / "cache.json").exists(),
+                       busy=lambda: MixSQLError(f"timed out waiting for another process to build the cache in "
+                                                f"{target}")) as held:
+        if held and not (target / "cache.json").exists():
+            if find_only:
+                raise MixSQLError(f"no compacted cache of these components and columns ({', '.join(columns)}) in "
+                                  f"{target}, and none being built", hint="build it first: mixsql cache FILE "
+                                                                          "--columns " + ",".join(columns))
+            tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                jobs: list[tuple[dict[str, t.Any], np.ndarray]] = []
+                for d in datasets:
+                    members = [c for c in bound.components if c.dataset == d]
+                    files = engine.file_rows(d)
+                    component = matches.scan(engine.con, d, [m.index for m in members], [m.predicate for m in members],
+                                             [None] * len(members), [f["rows"] for f in files], count=False,
+                                             tokens=False).component
+                    selected = np.flatnonzero(component >= 0)
+                    starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
+                    for i, f in enumerate(files):
+                        lo, hi = np.searchsorted(selected, starts[i: i + 2])
+                        jobs.append(({**f, "dataset": d}, (selected[lo:hi] - starts[i]).astype(np.int32)))
+                from mixsql import fs as mfs
+                from mixsql.read import check_file
+                from mixsql.planfile import PlanFile
 
-        def copy(n: int, f: dict[str, t.Any], rows: np.ndarray) -> dict[str, t.Any]:
-            info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"], format=f["format"],
-                            compression=f["compression"], size=f["size"], mtime=f["mtime"],
-                            row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
-            check_file(info)  # the source is as registered
-            shard = tmp / f"shard-{n:06d}.parquet"
-            group_starts = info.row_group_starts
-            group_of = info.row_group_of(rows)
-            offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
-                np.zeros(1, dtype=np.int64)
-            cache_group = np.full(len(group_starts), -1, dtype=np.int64)
-            cache_rows: list[int] = []
-            with mfs.open_binary(info.url, info.size) as fh:
-                source = pq.ParquetFile(fh)
-                available = set(source.schema_arrow.names)
-                wanted = [c for c in columns if c in available]
-                writer = None
+                def copy(n: int, f: dict[str, t.Any], rows: np.ndarray) -> dict[str, t.Any]:
+                    info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"],
+                                    format=f["format"],
+                                    compression=f["compression"], size=f["size"], mtime=f["mtime"],
+                                    row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
+                    check_file(info)  # the source is as registered
+                    shard = tmp / f"shard-{n:06d}.parquet"
+                    group_starts = info.row_group_starts
+                    group_of = info.row_group_of(rows)
+                    offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
+                        np.zeros(1, dtype=np.int64)
+                    cache_group = np.full(len(group_starts), -1, dtype=np.int64)
+                    cache_rows: list[int] = []
+                    with mfs.open_binary(info.url, info.size) as fh:
+                        source = pq.ParquetFile(fh)
+                        available = set(source.schema_arrow.names)
+                        wanted = [c for c in columns if c in available]
+                        writer = None
+                        try:
+                            for g in range(len(group_starts)):
+                                lo, hi = int(offsets[g]), int(offsets[g + 1])
+                                if hi == lo:
+                                    continue
+                                table = source.read_row_group(g, columns=wanted, use_threads=False)
+                                table = table.take(rows[lo:hi] - group_starts[g])
+                                if writer is None:
+                                    writer = pq.ParquetWriter(shard, table.schema, compression=CACHE_COMPRESSION)
+                                cache_group[g] = len(cache_rows)
+                                cache_rows.append(hi - lo)
+                                writer.write_table(table, row_group_size=max(1, hi - lo))
+                            if writer is None:  # nothing selected: an empty shard
+                                schema = source.schema_arrow
+                                writer = pq.ParquetWriter(shard, pa.schema([schema.field(c) for c in wanted]),
+                                                          compression=CACHE_COMPRESSION)
+                        finally:
+                            if writer is not None:
+                                writer.close()
+                    check_file(info)  # and was all along
+                    np.save(shard.with_suffix(".rows.npy"), rows)
+                    st = shard.stat()
+                    return {"url": info.url, "version": info.version, "dataset": f["dataset"], "shard": shard.name,
+                            "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
+                            "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
+
+                began = time.perf_counter()
+                workers = max(1, min(len(jobs), os.cpu_count() or 1))
+                with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
+                    futures = [pool.submit(copy, n, f, rows) for n, (f, rows) in enumerate(jobs)]
+                    entries = []
+                    for n, future in enumerate(futures):
+                        entries.append(future.result())
+                        if progress is not None:
+                            progress(n + 1, len(futures), entries[-1]["url"])
+                meta = {"format": FORMAT, "key": key, "columns": columns,
+                        "datasets": {d: infos[d].version for d in datasets},
+                        "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
+                        "seconds": time.perf_counter() - began}
+                (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
                 try:
-                    for g in range(len(group_starts)):
-                        lo, hi = int(offsets[g]), int(offsets[g + 1])
-                        if hi == lo:
-                            continue
-                        table = source.read_row_group(g, columns=wanted, use_threads=False)
-                        table = table.take(rows[lo:hi] - group_starts[g])
-                        if writer is None:
-                            writer = pq.ParquetWriter(shard, table.schema, compression=CACHE_COMPRESSION)
-                        cache_group[g] = len(cache_rows)
-                        cache_rows.append(hi - lo)
-                        writer.write_table(table, row_group_size=max(1, hi - lo))
-                    if writer is None:  # nothing selected: an empty shard
-                        schema = source.schema_arrow
-                        writer = pq.ParquetWriter(shard, pa.schema([schema.field(c) for c in wanted]),
-                                                  compression=CACHE_COMPRESSION)
-                finally:
-                    if writer is not None:
-                        writer.close()
-            check_file(info)  # and was all along
-            np.save(shard.with_suffix(".rows.npy"), rows)
-            st = shard.stat()
-            return {"url": info.url, "version": info.version, "dataset": f["dataset"], "shard": shard.name,
-                    "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
-                    "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
-
-        began = time.perf_counter()
-        workers = max(1, min(len(jobs), os.cpu_count() or 1))
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
-            futures = [pool.submit(copy, n, f, rows) for n, (f, rows) in enumerate(jobs)]
-            entries = []
-            for n, future in enumerate(futures):
-                entries.append(future.result())
-                if progress is not None:
-                    progress(n + 1, len(futures), entries[-1]["url"])
-        meta = {"format": FORMAT, "key": key, "columns": columns, "datasets": {d: infos[d].version for d in datasets},
-                "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
-                "seconds": time.perf_counter() - began}
-        (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process built it meanwhile
-            if not (target / "cache.json").exists():
+                    os.rename(tmp, target)
+                except OSError:  # another process built it meanwhile
+                    if not (target / "cache.json").exists():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Compact(target)
+    return _found(target, key)
+
+
+def _found(target: Path, key: str) -> Compact:
+    found = Compact(target)
+    if found.meta.get("key") != key:
+        raise MixSQLError(f"{target} holds another cache", hint="give another directory, or remove it")
+    return found
+

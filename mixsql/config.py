@@ -153,8 +153,8 @@ class Data:
             self.connection.register(name, spec["paths"], tokenizer=spec.get("tokenizer"), tokens=spec.get("tokens"),
                                      content=spec.get("content"))
         self.mix = self.connection.load(config.mixture, params=config.params)
-        if config.compact is not None:  # built by the registering process; the others find it
-            self.mix.cache(config.compact, build=register)
+        if config.compact is not None:  # built by one process; the others (every rank at once) wait for it
+            self.mix.cache(config.compact)
 
     @property
     def components(self) -> list[str]:

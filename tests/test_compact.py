@@ -121,7 +121,8 @@ def test_an_interrupted_build_leaves_nothing(own: mixsql.Connection, monkeypatch
     monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
     with pytest.raises(KeyboardInterrupt):
         own.mix(SELECTIVE.format(limit=500)).cache(["text"])
-    assert calls and not list((own.path / "caches").iterdir())
+    assert calls and [p.name for p in (own.path / "caches").iterdir()] == [next((own.path / "caches").iterdir()).name]
+    assert next((own.path / "caches").iterdir()).name.endswith(".lock")  # only the (empty) lock file stays
 
 
 def test_only_parquet_is_compacted(con: mixsql.Connection) -> None:
@@ -152,3 +153,49 @@ def test_packed_sequences_read_the_cache_too(tmp_path: Path) -> None:
     assert [s["input_ids"].tolist() for s in mix.sequences(64, limit=30)] == plain
     ds = mix.torch_dataset(batch_size=4, rank=0, world_size=1, seq_len=64)
     assert ds.compact is not None and len(next(iter(ds))["input_ids"]) == 64
+
+
+def test_of_processes_asking_at_once_one_builds_and_the_others_wait(own: mixsql.Connection,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import threading
+
+    import mixsql.compact as compact
+    from mixsql.bind import matches
+
+    statement = SELECTIVE.format(limit=100)
+    mixes = [mixsql.connect(own.path).mix(statement) for _ in range(3)]  # as many ranks
+    scans = []
+    original = matches.scan
+    monkeypatch.setattr(matches, "scan", lambda *a, **k: scans.append(1) or original(*a, **k))
+    got, errors = [], []
+
+    def ask(mix: mixsql.api.Mix) -> None:
+        try:
+            got.append(mix.cache(["text"]).directory)
+        except Exception as e:  # pragma: no cover - what the assertion reports
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in mixes]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors and len(got) == 3 and len(set(got)) == 1 and len(scans) == 1  # built once
+    # a rank that only finds waits for a build in progress, and is told when there is none
+    fresh = own.mix(statement.replace("'code'", "'manual'"))
+    locks_taken = []
+    real_locked = compact.atomic.locked
+    monkeypatch.setattr(compact.atomic, "locked", lambda path, **kw: locks_taken.append(path) or real_locked(path, **kw))
+    with pytest.raises(MixSQLError, match="none being built"):
+        fresh.cache(["text"], build=False)
+    told = []
+    with open(locks_taken[-1], "a+") as held:  # another process is building it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        finder = threading.Thread(target=lambda: told.append(pytest.raises(MixSQLError, fresh.cache, ["text"],
+                                                                           build=False)))
+        finder.start()
+        finder.join(0.5)
+        assert finder.is_alive()  # it waits for the builder
+    finder.join(30)
+    assert not finder.is_alive() and told  # the builder went away without building: told so
