@@ -176,6 +176,7 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     fields = [c.strip() for c in content.split(",") if c.strip()] if content is not None else None
     image_columns = [c.strip() for c in images.split(",") if c.strip()] if images is not None else None
     before = con.dataset(name) if append else None
+    existed = name in con.datasets()
     started = time.perf_counter()
     with _bar(ctx, f"{'adding to' if append else 'registering'} {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
@@ -193,6 +194,9 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
                f"{len(rows)} file{'s' * (len(rows) != 1)}{note} in {seconds:.1f} s ({scanned / max(seconds, 1e-9):,.0f} "
                f"samples/s){f', {info.samples:,} in all' if before is not None else ''} (version {info.version}) "
                f"in {con.path}")
+    if existed:
+        click.echo("  the earlier version stays on disk for the plans and processes using it: `mixsql gc` removes it "
+                   "once none does")
     if info.tokenizer:
         total = con.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM {ident(name)}").column("n")[0].as_py() or 0
         click.echo(f"  {total:,} tokens ({info.tokenizer['source']}, fingerprint {info.tokenizer['fingerprint']})")
@@ -204,7 +208,7 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
 def drop(ctx: click.Context, name: str) -> None:
     """Remove dataset NAME from the catalog (its files are untouched)."""
     _connect(ctx).drop(name)
-    click.echo(f"dropped {name}")
+    click.echo(f"dropped {name} (its catalog tables stay until `mixsql gc` finds nothing using them)")
 
 
 @main.command()
