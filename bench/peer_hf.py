@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
-import resource
 import time
+
+from peer_common import consume, report
 
 
 def _components(ds):  # type: ignore[no-untyped-def]
@@ -46,34 +46,13 @@ def main() -> None:
     mixed = datasets.interleave_datasets(parts, probabilities=[0.3, 0.5, 0.2], seed=0,
                                          stopping_strategy="all_exhausted").select_columns(["text"])
     setup = time.perf_counter() - t0
-    n = chars = 0
-    first = None
-    t1 = time.perf_counter()
     if args.workers == 0:
-        for row in mixed:
-            if first is None:
-                first = time.perf_counter() - t1
-            chars += len(row["text"])
-            n += 1
-            if n >= args.samples:
-                break
+        counted = consume(mixed, args.samples, batched=False)
     else:
         loader = torch.utils.data.DataLoader(mixed, batch_size=32, num_workers=args.workers,
                                              collate_fn=lambda rows: [r["text"] for r in rows])
-        for batch in loader:
-            if first is None:
-                first = time.perf_counter() - t1
-            for text in batch[: args.samples - n]:
-                chars += len(text)
-                n += 1
-            if n >= args.samples:
-                break
-    seconds = time.perf_counter() - t1
-    disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.cache) for f in fs) \
-        if args.mode == "arrow" else 0
-    print(json.dumps({"setup_s": setup, "seconds": seconds, "samples": n, "chars": chars, "first_s": first or 0.0,
-                      "disk_bytes": disk, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "version": datasets.__version__}))
+        counted = consume(loader, args.samples, batched=True)
+    report(setup, counted, args.cache if args.mode == "arrow" else None, datasets.__version__)
 
 
 if __name__ == "__main__":

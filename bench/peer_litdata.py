@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import functools
 import glob
-import json
 import os
-import resource
 import time
+
+from peer_common import consume, report
 
 COMPONENTS = ("code", "web", "ref")
 WEIGHTS = (0.3, 0.5, 0.2)
@@ -65,22 +65,7 @@ def main() -> None:
     mixed = litdata.CombinedStreamingDataset([litdata.StreamingDataset(d) for d in dirs], weights=WEIGHTS, seed=0,
                                              iterate_over_all=False)
     loader = litdata.StreamingDataLoader(mixed, batch_size=32, num_workers=args.workers, collate_fn=_texts)
-    n = chars = 0
-    first = None
-    t1 = time.perf_counter()
-    for batch in loader:
-        if first is None:
-            first = time.perf_counter() - t1
-        for text in batch[: args.samples - n]:
-            chars += len(text)
-            n += 1
-        if n >= args.samples:
-            break
-    seconds = time.perf_counter() - t1
-    disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.cache) for f in fs)
-    print(json.dumps({"setup_s": setup, "seconds": seconds, "samples": n, "chars": chars, "first_s": first or 0.0,
-                      "disk_bytes": disk, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "version": litdata.__version__}))
+    report(setup, consume(loader, args.samples, batched=True), args.cache, litdata.__version__)
 
 
 if __name__ == "__main__":

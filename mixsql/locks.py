@@ -110,16 +110,32 @@ def remove_unused(directory: Path, marker: str, trash: Path) -> bool:
     except FileNotFoundError:
         fh = None  # a directory without its marker (torn): nothing can hold it
     try:
-        if fh is not None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES):
-                    return False
-                raise
+        if fh is not None and not _exclusive(fh):
+            return False
         os.rename(directory, trash)
     finally:
         if fh is not None:
             fh.close()
     shutil.rmtree(trash, ignore_errors=True)
     return True
+
+
+def unused(path: Path) -> bool:
+    """No process holds ``path``'s flock (``hold``, or a writer's lock): checked without waiting."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return True
+    with fh:
+        return _exclusive(fh)  # closing the file drops the lock again
+
+
+def _exclusive(fh: t.BinaryIO) -> bool:
+    """Take ``fh``'s flock exclusively if no one holds it, without waiting."""
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -83,23 +81,6 @@ def _meta(path: Path) -> dict[str, t.Any] | None:
         return None
 
 
-def _free_lock(path: Path) -> bool:
-    """No process holds ``path``'s flock (a compile in progress holds its key's)."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return True
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return True
-
-
 def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | None = None,
             grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> Collected:
     """Remove what ``catalog`` no longer needs (module docstring); ``dry_run`` only says what."""
@@ -120,7 +101,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
         def remove(kind: str, directory: Path, marker: str) -> bool:
             size = _bytes(directory)
             if dry_run:
-                if _free_lock(directory / marker):
+                if locks.unused(directory / marker):
                     out.removed.append((kind, str(directory.relative_to(root)), size))
                     return True
                 out.in_use.append((kind, str(directory.relative_to(root)), size))
@@ -152,7 +133,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
             for leftover in base.iterdir():  # what killed processes left behind
                 if leftover.name.startswith(".trash-") or (
                         leftover.name.startswith(".tmp-") and now - _mtime(leftover) > grace_seconds
-                        and _free_lock(base / f".{leftover.name[5:].rsplit('-', 1)[0]}.lock")):
+                        and locks.unused(base / f".{leftover.name[5:].rsplit('-', 1)[0]}.lock")):
                     out.removed.append(("temporary directory", str(leftover.relative_to(root)), _bytes(leftover)))
                     if not dry_run:
                         shutil.rmtree(leftover, ignore_errors=True)
