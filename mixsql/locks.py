@@ -82,15 +82,16 @@ def hold(path: str | os.PathLike[str]) -> t.BinaryIO | None:
     """``path`` opened with a shared lock, held while the returned file stays open (a forked child
     shares it): a process using the directory ``path`` belongs to says so, and ``remove_unused``
     leaves it alone. Never waits: None when that directory is being removed at this moment (it then
-    no longer is where it was). FileNotFoundError when there is no such file."""
+    no longer is where it was). FileNotFoundError when there is no such file. On a filesystem
+    without flock the file comes back unlocked: gc cannot see the use there, but nothing fails."""
     fh = open(path, "rb")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
-        fh.close()
         if e.errno in (errno.EAGAIN, errno.EACCES):
+            fh.close()
             return None
-        raise
+        return fh  # a filesystem without flock (ENOLCK, EOPNOTSUPP): used unprotected, never refused
     try:
         same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino  # not renamed away before the lock
     except FileNotFoundError:
