@@ -10,8 +10,8 @@ disk a copy takes, and mixsql's docs/s over each peer's.
 
 Peers so far: Hugging Face `datasets` 5.0.1, streaming (`load_dataset(..., streaming=True)` +
 `filter` + `interleave_datasets`) and from its Arrow cache (the same, not streaming); LitData 0.2.76
-(`optimize` per component, then `CombinedStreamingDataset` with the weights). MosaicML Streaming is
-not in it yet.
+(`optimize` per component, then `CombinedStreamingDataset` with the weights); MosaicML Streaming
+0.13.0 (`MDSWriter` per component, then one `StreamingDataset` of three `Stream`s).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from bench.report import splice  # noqa: E402
 from bench.run import DATA, ensure_corpus  # noqa: E402
 from bench.speed import SELECTIVE, arm_samples, arm_torch, fresh_cache  # noqa: E402
 
-PEERS = {"hf": ["datasets==5.0.1"], "litdata": ["litdata==0.2.76", "pyarrow==26.0.1"]}
+PEERS = {"hf": ["datasets==5.0.1"], "litdata": ["litdata==0.2.76", "pyarrow==26.0.1"],
+         # its torchvision 0.29.1 takes torch 2.14.1 (this machine's copy on disk) in place of 2.13.0
+         "mosaic": ["mosaicml-streaming==0.13.0", "pyarrow==26.0.1"]}
 
 
 def venv(name: str, packages: list[str]) -> tuple[Path | None, str]:
@@ -110,6 +112,15 @@ def main() -> None:
         for workers in (0, 2):
             arms[f"LitData, {workers} workers"] = (lambda w=workers: peer_arm(lit, "peer_litdata.py", w, args.samples,
                                                                                   lit_cache))
+    mosaic, why = venv("mosaic", PEERS["mosaic"])
+    mosaic_cache = DATA / "mosaic-cache"
+    shutil.rmtree(mosaic_cache, ignore_errors=True)  # its MDS conversion runs in the first repetition: the set-up
+    if mosaic is None:
+        unavailable["MosaicML Streaming"] = why
+    else:
+        for workers in (0, 2):
+            arms[f"MosaicML Streaming, {workers} workers"] = (lambda w=workers: peer_arm(
+                mosaic, "peer_mosaic.py", w, args.samples, mosaic_cache))
     runs: dict[str, list[dict]] = {k: [] for k in arms}
     for rep in range(args.reps):
         for name, arm in arms.items():
@@ -131,8 +142,9 @@ def main() -> None:
     rows["mixsql, 0 workers"]["setup_s"] = rows["mixsql, 2 workers"]["setup_s"] = mixsql_setup
     for k in ("mixsql compacted cache, 0 workers", "mixsql compacted cache, 2 workers"):
         rows[k]["setup_s"], rows[k]["disk_bytes"] = cache_setup, built.bytes
-    if "LitData, 2 workers" in rows:  # one `optimize` serves both arms: it ran in the 0-worker arm's first repetition
-        rows["LitData, 2 workers"]["setup_s"] = rows["LitData, 0 workers"]["setup_s"]
+    for peer in ("LitData", "MosaicML Streaming"):  # one conversion serves both arms: in the 0-worker arm's first rep
+        if f"{peer}, 2 workers" in rows:
+            rows[f"{peer}, 2 workers"]["setup_s"] = rows[f"{peer}, 0 workers"]["setup_s"]
     lines = [
         "## (j) The peers (`bench/peers.py`)",
         "",
@@ -150,7 +162,7 @@ def main() -> None:
     ratios = []
     for workers in (0, 2):
         ours, cache_ours = rows[f"mixsql, {workers} workers"], rows[f"mixsql compacted cache, {workers} workers"]
-        for peer in ("HF datasets, streaming", "HF datasets, Arrow cache", "LitData"):
+        for peer in ("HF datasets, streaming", "HF datasets, Arrow cache", "LitData", "MosaicML Streaming"):
             other = rows.get(f"{peer}, {workers} workers")
             if other is None:
                 continue
@@ -168,7 +180,9 @@ def main() -> None:
         lines.append(f"- {name} could not be installed: {why}")
     lines.append("- LitData's set-up is its `optimize` of the three components' documents (`text` only) into its "
                  "chunk format, on every core; it reads them with `CombinedStreamingDataset(weights=(0.3, 0.5, 0.2))`, "
-                 "unshuffled (mixsql shuffles within windows). MosaicML Streaming is not in this benchmark yet. "
+                 "unshuffled (mixsql shuffles within windows). MosaicML Streaming's set-up is `MDSWriter` per component "
+                 "(`text` only, uncompressed shards), read by one `StreamingDataset` of three `Stream`s with the "
+                 "weights as proportions, unshuffled; its environment has torch 2.14.1, which its torchvision needs. "
                  "mixsql's arms run in this process (time to the first sample and RSS: section (i)).")
     splice(args.report, None, {"j": "\n".join(lines)})
     (DATA / "peers.json").write_text(json.dumps(rows, indent=1))
