@@ -1,14 +1,54 @@
-"""What every peer's child script shares (standard library only: each runs in the peer's own
-virtual environment, with this directory on its path): consuming N documents' text from an
-iterable of rows or of batches, and the one JSON line it prints."""
+"""What every peer's child script shares (standard library only at import: each runs in the peer's
+own virtual environment, with this directory on its path): the arguments, the mixture's components
+and weights and their documents, consuming N documents' text from an iterable of rows or of
+batches, and the one JSON line it prints."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
 import time
 import typing as t
+
+
+COMPONENTS = ("code", "web", "ref")
+WEIGHTS = (0.3, 0.5, 0.2)
+
+
+def documents(path: str, component: str):  # type: ignore[no-untyped-def]
+    """The component's documents in one Parquet file, as items ``{"text": ...}`` (the filters are
+    the mixture's WHERE clauses; pyarrow is the peer environment's)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["text", "domain", "quality"])
+    domain = table.column("domain")
+    if component == "code":
+        keep = pc.equal(domain, "code")
+    elif component == "web":
+        keep = pc.and_(pc.equal(domain, "web"), pc.greater(table.column("quality"), 0.6))
+    else:
+        keep = pc.is_in(domain, value_set=pa.array(["books", "arxiv", "wiki"]))
+    for text in table.filter(keep).column("text").to_pylist():
+        yield {"text": text}
+
+
+def texts(rows):  # type: ignore[no-untyped-def]
+    """A DataLoader's collate function: a batch of rows as its list of texts."""
+    return [r["text"] for r in rows]
+
+
+def arguments() -> argparse.ArgumentParser:
+    """The options every peer's arm takes."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", required=True)
+    parser.add_argument("--samples", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--cache", required=True)
+    return parser
 
 
 def consume(items: t.Iterable[t.Any], samples: int, batched: bool) -> tuple[int, int, float, float]:

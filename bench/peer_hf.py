@@ -8,12 +8,11 @@ probabilities, N documents' text delivered. Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import time
 
-from peer_common import consume, report
+from peer_common import arguments, consume, report, texts
 
 
 def _components(ds):  # type: ignore[no-untyped-def]
@@ -25,12 +24,8 @@ def _components(ds):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", required=True)
-    parser.add_argument("--samples", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=0)
+    parser = arguments()
     parser.add_argument("--mode", choices=["stream", "arrow"], required=True)
-    parser.add_argument("--cache", required=True)
     args = parser.parse_args()
     import datasets
     import torch.utils.data
@@ -50,7 +45,7 @@ def main() -> None:
         counted = consume(mixed, args.samples, batched=False)
     else:
         loader = torch.utils.data.DataLoader(mixed, batch_size=32, num_workers=args.workers,
-                                             collate_fn=lambda rows: [r["text"] for r in rows])
+                                             collate_fn=texts)
         counted = consume(loader, args.samples, batched=True)
     report(setup, counted, args.cache if args.mode == "arrow" else None, datasets.__version__)
 

@@ -10,26 +10,15 @@ DataLoader deliver N documents' text. Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import time
 
-from peer_common import consume, report
-from peer_litdata import COMPONENTS, WEIGHTS, documents
-
-
-def _texts(rows):  # type: ignore[no-untyped-def]
-    return [r["text"] for r in rows]
+from peer_common import COMPONENTS, WEIGHTS, arguments, consume, documents, report, texts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", required=True)
-    parser.add_argument("--samples", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--cache", required=True)
-    args = parser.parse_args()
+    args = arguments().parse_args()
     import streaming
     import torch.utils.data
 
@@ -48,7 +37,7 @@ def main() -> None:
     setup = time.perf_counter() - t0 if built else 0.0
     streams = [streaming.Stream(local=d, proportion=w) for d, w in zip(dirs, WEIGHTS)]
     mixed = streaming.StreamingDataset(streams=streams, shuffle=False, batch_size=32, epoch_size=args.samples)
-    loader = torch.utils.data.DataLoader(mixed, batch_size=32, num_workers=args.workers, collate_fn=_texts)
+    loader = torch.utils.data.DataLoader(mixed, batch_size=32, num_workers=args.workers, collate_fn=texts)
     report(setup, consume(loader, args.samples, batched=True), os.path.join(args.cache, "mds"), streaming.__version__)
     streaming.base.util.clean_stale_shared_memory()
 

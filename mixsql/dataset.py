@@ -208,7 +208,7 @@ class MixDataset(torch.utils.data.IterableDataset):
             at, step = at + step, min(step * 2, group)
         ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
         depth = remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
-        planned: dict[int, np.ndarray] = {}  # rows of reads further ahead (remote data)
+        planned: dict[int, t.Any] = {}  # reads further ahead: their rows (samples) or layouts (sequences)
         for k, batches in enumerate(reads):
             if self._adaptive is not None:
                 plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()

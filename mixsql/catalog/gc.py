@@ -98,8 +98,8 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
         current = {(name, e["version"]) for name, e in entries.items()}
         current_dirs = {e["directory"] for e in entries.values()}
 
-        def remove(kind: str, directory: Path, marker: str) -> bool:
-            size = _bytes(directory)
+        def remove(kind: str, directory: Path, marker: str, size: int | None = None) -> bool:
+            size = _bytes(directory) if size is None else size
             if dry_run:
                 if locks.unused(directory / marker):
                     out.removed.append((kind, str(directory.relative_to(root)), size))
@@ -114,8 +114,8 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
             return False
 
         # plans and caches: stale (or every unused one) first
-        kept: list[tuple[float, str, Path, str]] = []  # (last used, kind, directory, marker) still there
-        referenced: set[tuple[str, str]] = set()  # dataset versions the remaining plans were compiled from
+        # (last used, kind, directory, marker, bytes, dataset versions) of what stays
+        kept: list[tuple[float, str, Path, str, int, set[tuple[str, str]]]] = []
         for kind, folder, marker in (("plan", "plans", "plan.json"), ("compacted cache", "caches", "cache.json")):
             base = root / folder
             if not base.is_dir():
@@ -126,10 +126,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                 stale = meta is None or not versions <= current
                 if (stale or all_unused) and remove(kind, directory, marker):
                     continue
-                with contextlib.suppress(OSError):
-                    kept.append((directory.stat().st_mtime, kind, directory, marker))
-                if kind == "plan":
-                    referenced |= versions
+                kept.append((_mtime(directory), kind, directory, marker, _bytes(directory), versions))
             for leftover in base.iterdir():  # what killed processes left behind
                 if leftover.name.startswith(".trash-") or (
                         leftover.name.startswith(".tmp-") and now - _mtime(leftover) > grace_seconds
@@ -138,15 +135,14 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                     if not dry_run:
                         shutil.rmtree(leftover, ignore_errors=True)
         if max_bytes is not None:  # least recently used first, until what stays fits
-            total = sum(_bytes(d) for _, _, d, _ in kept)
-            for _, kind, directory, marker in sorted(kept, key=lambda k: k[0]):
+            total = sum(k[4] for k in kept)
+            for entry in sorted(kept, key=lambda k: k[0]):
                 if total <= max_bytes:
                     break
-                size = _bytes(directory)
-                if remove(kind, directory, marker):
-                    total -= size
-                    if kind == "plan":
-                        referenced = _still_referenced(root)
+                if remove(entry[1], entry[2], entry[3], entry[4]):
+                    total -= entry[4]
+                    kept.remove(entry)
+        referenced = set().union(*(k[5] for k in kept if k[1] == "plan"))  # what the remaining plans were compiled from
         # dataset versions
         datasets = root / "datasets"
         successors = {name: _mtime(root / e["directory"]) for name, e in entries.items()}
@@ -192,15 +188,6 @@ def _versions(meta: dict[str, t.Any] | None, kind: str) -> set[tuple[str, str]]:
     if kind == "plan":
         return {(str(d[0]), str(d[1])) for d in meta.get("datasets", [])}
     return {(str(d), str(v)) for d, v in meta.get("datasets", {}).items()}
-
-
-def _still_referenced(root: Path) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    base = root / "plans"
-    for directory in base.iterdir() if base.is_dir() else ():
-        if directory.is_dir() and not directory.name.startswith("."):
-            out |= _versions(_meta(directory / "plan.json"), "plan")
-    return out
 
 
 def _mtime(path: Path) -> float:
