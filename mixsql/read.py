@@ -108,13 +108,24 @@ def _task(work: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         return work(*args)
 
 
+Decoded = tuple[pa.Table, int, int]  # a row group as held (cut down to the plan's rows, or whole), rows and bytes decoded
+
+
+def _cut(table: pa.Table, keep: np.ndarray | None) -> Decoded:
+    """A decoded row group cut down to rows ``keep`` (None: kept whole), with what was decoded."""
+    if keep is not None:  # a table of no columns (a file with none of those asked) keeps its row count
+        table, decoded = (table.take(pa.array(keep)) if table.num_columns else table.slice(0, len(keep))), table
+        return table, decoded.num_rows, decoded.nbytes
+    return table, table.num_rows, table.nbytes
+
+
 class _Part:
     """One row group of a batched decode: its table once the batch is decoded."""
 
-    def __init__(self, batch: concurrent.futures.Future[list[pa.Table]], at: int) -> None:
+    def __init__(self, batch: concurrent.futures.Future[list[Decoded]], at: int) -> None:
         self.batch, self.at = batch, at
 
-    def result(self) -> pa.Table:
+    def result(self) -> Decoded:
         return self.batch.result()[self.at]
 
     def cancel(self) -> bool:
@@ -320,15 +331,16 @@ class Reader:
                     try:
                         read, rg = self._target(info, g)
                         projection = self._projection(read)
+                        wanted, cut = self._selection(info, g)
                     except DataError:
                         break  # the file cannot be opened: said when a sample needs it, not ahead of time
-                    local.setdefault(projection, []).append((read, rg, key))
+                    local.setdefault(projection, []).append((read, rg, wanted if cut else None, key))
         for (columns, schema), groups in local.items():
             for at in range(0, len(groups), BATCH_GROUPS):
                 batch = groups[at: at + BATCH_GROUPS]
-                job = self._pool().submit(_task, self._decode_batch, [(i, g) for i, g, _ in batch], list(columns),
-                                          schema)
-                for i, (_, _, key) in enumerate(batch):
+                job = self._pool().submit(_task, self._decode_batch, [(i, g) for i, g, _, _ in batch],
+                                          list(columns), schema, [k for _, _, k, _ in batch])
+                for i, (_, _, _, key) in enumerate(batch):
                     self._ahead[key] = _Part(job, i)
         while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
             self._ahead.pop(next(iter(self._ahead))).cancel()
@@ -355,14 +367,28 @@ class Reader:
             if key not in self._ahead:
                 self._ahead[key] = self._pool().submit(_task, self._fetch_plain, info, starts, ends)
 
-    def _decode_batch(self, groups: list[tuple[PlanFile, int]], columns: list[str], schema: pa.Schema
-                      ) -> list[pa.Table]:
-        """``_decode_many``, through the workers' shared blocks when there are some."""
+    def _decode_batch(self, groups: list[tuple[PlanFile, int]], columns: list[str], schema: pa.Schema,
+                      keep: list[np.ndarray | None]) -> list[Decoded]:
+        """``_decode_many``, each row group cut down to its rows ``keep`` here, in the read-ahead thread;
+        through the workers' shared blocks (cut, so only what the plan takes is written) when there are some."""
         if self.shared is None:
-            return _decode_many(groups, columns, schema, self._fragments)
-        keys = [self.shared.key(info.url, info.version, g, columns) for info, g in groups]
-        return self.shared.fill(keys, lambda todo: _decode_many([groups[i] for i in todo], columns, schema,
-                                                                self._fragments))
+            return [_cut(table, k) for table, k in zip(_decode_many(groups, columns, schema, self._fragments), keep)]
+        shared = self.shared
+        decoded: dict[int, Decoded] = {}
+
+        def decode(todo: list[int]) -> list[pa.Table]:
+            for i, table in zip(todo, _decode_many([groups[i] for i in todo], columns, schema, self._fragments)):
+                decoded[i] = _cut(table, keep[i])
+            return [decoded[i][0] for i in todo]
+
+        tables = shared.fill([self._shared_key(info, g, columns, k) for (info, g), k in zip(groups, keep)], decode)
+        return [decoded.get(i) or (table, table.num_rows, table.nbytes) for i, table in enumerate(tables)]
+
+    def _shared_key(self, info: PlanFile, g: int, columns: list[str], keep: np.ndarray | None) -> str:
+        """A row group's entry among the shared blocks: a cut one is this plan's rows of it."""
+        assert self.shared is not None
+        return self.shared.key(info.url, info.version, g, [*columns, *(() if keep is None else
+                                                                        ("\0cut", str(self.plan.directory)))])
 
     def _read_ahead(self, info: PlanFile, g: int, columns: list[str] | None) -> pa.Table:
         """Runs in a read-ahead thread, on that thread's own open files."""
@@ -485,16 +511,9 @@ class Reader:
             return table
         if key[0] == "rg":
             info = self.plan.files[key[1]]
-            members = self._group_members(key[1], key[2])
-            shard = self._shards[key[1]]
-            if shard is None:
-                wanted = self.plan.row[members].astype(np.int64) - info.row_group_starts[key[2]]
-            else:  # the cache's row group holds the selected rows of the source's only
-                wanted = shard[1].positions(key[2], self.plan.row[members].astype(np.int64))
-            table = self._decode_row_group(info, key[2])
-            if 2 * len(wanted) < table.num_rows:  # the plan takes little of the group: keep only that
-                table = table.take(pa.array(wanted))
-            else:  # most of it: kept whole (no copy), its members found through ``wanted``
+            wanted, cut = self._selection(info, key[2])
+            table = self._decode_row_group(info, key[2], wanted if cut else None)
+            if not cut:
                 self._index[key] = wanted
         else:  # a JSONL source that was evicted: resolve its window again
             self._resolved.pop(key[2], None)
@@ -618,25 +637,27 @@ class Reader:
             self._shards_checked.add(info.index)
         return shard[0], int(shard[1].cache_group[g])
 
-    def _decode_row_group(self, info: PlanFile, g: int) -> pa.Table:
+    def _decode_row_group(self, info: PlanFile, g: int, keep: np.ndarray | None) -> pa.Table:
+        """Row group g of ``info`` (or its compacted cache's), cut down to its rows ``keep`` (``_selection``)."""
         ahead = self._ahead.pop(("rg", info.index, g), None)
         began = time.perf_counter()
         read, rg = self._target(info, g)
+        decoded: Decoded | None = None
         try:
             if isinstance(ahead, _Part):
                 try:
-                    table = ahead.result()
+                    decoded = ahead.result()
                 except (pa.ArrowException, OSError, DataError, concurrent.futures.CancelledError):
-                    ahead = None  # the batch failed: this row group alone says whether it is the one
+                    pass  # the batch failed: this row group alone says whether it is the one
             elif ahead is not None and not ahead.cancelled():
-                table = ahead.result()
-            if ahead is None or ahead.cancelled():
+                decoded = _cut(ahead.result(), keep)
+            if decoded is None:
                 columns = self._group_columns(read)
                 if self.shared is not None and not self._remote[read.index]:
-                    table = self.shared.fill([self.shared.key(read.url, read.version, rg, columns)], lambda _: [
-                        self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False)])[0]
+                    decoded = self._decode_batch([(read, rg)], columns, self._projection(read)[1], [keep])[0]
                 else:
-                    table = self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False)
+                    decoded = _cut(self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False),
+                                   keep)
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             where = info.url if read is info else f"{read.url} (the compacted cache of {info.url})"
@@ -644,10 +665,24 @@ class Reader:
                             row=int(info.row_group_starts[g])) from None
         self.stats.decode_seconds += time.perf_counter() - began
         self._check(info, again=True)
+        table, rows, nbytes = decoded
         self.stats.row_groups += 1
-        self.stats.row_group_rows += table.num_rows
-        self.stats.bytes_decoded += table.nbytes
+        self.stats.row_group_rows += rows
+        self.stats.bytes_decoded += nbytes
         return self._conform(table, info.dataset)
+
+    def _selection(self, info: PlanFile, g: int) -> tuple[np.ndarray, bool]:
+        """Rows of decoded row group g of ``info`` (the source's, or its compacted cache's) that hold
+        the plan's members of it, ascending; and whether the group is cut down to them at decode (in
+        the read-ahead thread), which it is where the plan takes under half of it; else it is kept
+        whole, without a copy, and its members found through these rows."""
+        members = self.plan.row[self._group_members(info.index, g)].astype(np.int64)
+        shard = self._shards[info.index]
+        if shard is None:
+            wanted, size = members - info.row_group_starts[g], info.row_groups[g]  # type: ignore[index]
+        else:  # the cache's row group holds the selected rows of the source's only
+            wanted, size = shard[1].positions(g, members), shard[1].cache_rows[int(shard[1].cache_group[g])]
+        return wanted, 2 * len(wanted) < size
 
     # -- flat token arrays ---------------------------------------------------------------------------
 

@@ -222,3 +222,36 @@ def test_a_reads_rows_are_its_batches_rows_one_after_another(mix: mixsql.Mix, wo
     batches = range(min(first, ds.batches - 1), ds.batches, step)[:count]
     expected = np.concatenate([ds.batch_rows(plan, b) for b in batches])
     assert np.array_equal(ds._rows(plan, batches), expected)
+
+
+class _Tuning(torch.utils.data.IterableDataset):
+    """What a DataLoader worker's process looks like once a mixsql dataset started iterating in it."""
+
+    def __init__(self, inner: MixDataset) -> None:
+        self.inner = inner
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        import fcntl
+
+        import pyarrow as pa
+
+        first = next(iter(self.inner))
+        read, write = os.pipe()
+        sizes = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                fd = int(name)
+                if fd not in (read, write) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                    sizes.append(fcntl.fcntl(fd, 1032))  # F_GETPIPE_SZ; not a pipe: OSError
+            except OSError:
+                continue
+        yield {"id": first["id"], "threads": pa.cpu_count(), "pipes": sizes}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_a_worker_takes_its_share_of_the_cores_and_writes_batches_in_one_go(mix: mixsql.Mix) -> None:
+    ds = mix.torch_dataset(batch_size=4, columns=["id"])
+    got = list(torch.utils.data.DataLoader(_Tuning(ds), batch_size=None, num_workers=2))
+    cores = len(os.sched_getaffinity(0))
+    assert len(got) == 2 and all(g["threads"] == max(1, cores // 2) for g in got)
+    assert all(g["pipes"] and max(g["pipes"]) == 1 << 20 for g in got)  # the queue to the main process

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -126,3 +127,26 @@ def test_workers_of_a_dataset_decode_each_row_group_once(con: mixsql.Connection,
     assert sum(decoded) == once  # not once per worker
     batches = [alone[i: i + 4] for i in range(0, len(alone), 4)]
     assert parts[0] == [i for b in batches[0::2] for i in b] and parts[1] == [i for b in batches[1::2] for i in b]
+
+
+def test_workers_share_only_the_rows_a_selective_plan_takes(con: mixsql.Connection, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """A row group the plan takes little of is cut down to the plan's rows where it is decoded, so
+    the shared entries hold those rows only; the workers' batches are still the plain stream's."""
+    mix = con.mix("MIX 0.5 AS code WHERE domain = 'code', 0.5 AS rest FROM corpus CHUNK SIZE 30 LIMIT 64 SAMPLES",
+                  partitions=4)
+    plan = mix.plan()
+    ds = mix.torch_dataset(batch_size=4, columns=["id", "text"])
+    ds._shared = str(tmp_path / "blocks")  # this test's entries alone
+    alone = [s["id"] for s in ds]
+    parts = []
+    for w in range(2):
+        monkeypatch.setattr(world, "worker", lambda w=w: (w, 2))
+        parts.append([s["id"] for s in ds])
+    batches = [alone[i: i + 4] for i in range(0, len(alone), 4)]
+    assert parts[0] == [i for b in batches[0::2] for i in b] and parts[1] == [i for b in batches[1::2] for i in b]
+    entries = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in Path(ds._shared).glob("*.arrow")]
+    groups = {(int(f), int(plan.files[f].row_group_of(np.array([r]))[0])) for f, r in zip(plan.file, plan.row)}
+    whole = sum(plan.files[f].row_groups[g] for f, g in groups)
+    assert entries and sum(e.num_rows for e in entries) == len(plan) < whole / 2
+    assert sorted(i for e in entries for i in e.column("id").to_pylist()) == sorted(alone)
