@@ -1,9 +1,10 @@
 """The compacted cache: the samples a mixture's components select, their chosen columns only, copied
 once to local shards that a run then reads instead of the sources.
 
-One shard per source file (``shard-<file>.parquet``, LZ4), one row group per source row group that
-holds a selected sample, the selected rows in their source order. ``<shard>.rows.npy`` lists the
-source rows a shard holds. So a source row group maps to one cache row group and a source row to a
+One shard per source file (``shard-<file>.parquet``, LZ4), one row group per source block that holds
+a selected sample (a Parquet row group; a JSONL file's 1 MiB byte range, or the whole of a
+compressed one, its records parsed once here), the selected rows in their source order. ``<shard>.rows.npy`` lists the
+source rows a shard holds. So a source block maps to one cache row group and a source row to a
 row of it, and the plan does not change: it still names source files and rows, lineage still says
 where a sample came from, and the stream is the same with or without the cache. The cache is keyed by
 the dataset versions, the components' predicates (their union is what it holds) and the columns:
@@ -58,7 +59,8 @@ class CompactFile:
 
     def positions(self, g: int, rows: np.ndarray) -> np.ndarray:
         """The rows of cache group ``cache_group[g]`` holding source ``rows`` of source group g."""
-        lo, hi = int(self.group_offsets[g]), int(self.group_offsets[g + 1])
+        lo, hi = (int(self.group_offsets[g]), int(self.group_offsets[g + 1])) if g + 1 < len(self.group_offsets) \
+            else (0, 0)  # a block past the last the cache holds a row of
         held = self.rows[lo:hi]
         at = np.searchsorted(held, rows)
         if len(rows) and (int(at.max()) >= len(held) or not np.array_equal(held[at], rows)):
@@ -163,10 +165,10 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
         if unknown and len(datasets) == 1:
             raise MixSQLError(f"dataset {d!r} has no field {unknown[0]!r}", hint=f"its fields: {', '.join(names)}")
         files = engine.file_rows(d)
-        other = next((f for f in files if f["format"] != "parquet"), None)
+        other = next((f for f in files if f["format"] not in ("parquet", "jsonl")), None)
         if other is not None:
-            raise MixSQLError(f"a compacted cache copies Parquet row groups, and {other['url']} is {other['format']}",
-                              hint="read that dataset from its files (or convert it to Parquet)")
+            raise MixSQLError(f"a compacted cache copies Parquet and JSONL files, and {other['url']} is "
+                              f"{other['format']}", hint="read that dataset from its files")
     predicates = {d: [c.predicate for c in bound.components if c.dataset == d] for d in datasets}
     key = cache_key([(d, infos[d].version) for d in datasets], predicates, columns)
     target = Path(directory) if directory is not None else catalog.path / "caches" / key
@@ -191,7 +193,7 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
             tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
-                jobs: list[tuple[dict[str, t.Any], np.ndarray]] = []
+                jobs: list[tuple[dict[str, t.Any], np.ndarray, dict[str, np.ndarray] | None]] = []
                 for d in datasets:
                     members = [c for c in bound.components if c.dataset == d]
                     files = engine.file_rows(d)
@@ -200,20 +202,34 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
                                              tokens=False).component
                     selected = np.flatnonzero(component >= 0)
                     starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
+                    ranges = None  # a JSONL record's byte range and block, in catalog order
+                    if any(f["format"] == "jsonl" for f in files):
+                        table = engine.con.sql(f'SELECT _offset, _length, _block FROM "{d}"').to_arrow_table()
+                        ranges = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
                     for i, f in enumerate(files):
                         lo, hi = np.searchsorted(selected, starts[i: i + 2])
-                        jobs.append(({**f, "dataset": d}, (selected[lo:hi] - starts[i]).astype(np.int32)))
+                        mine = selected[lo:hi]
+                        jobs.append(({**f, "dataset": d}, (mine - starts[i]).astype(np.int32),
+                                     None if f["format"] != "jsonl" or ranges is None else
+                                     {n: v[mine].astype(np.int64) for n, v in ranges.items()}))
                 from mixsql import fs as mfs
                 from mixsql.read import check_file
                 from mixsql.planfile import PlanFile
 
-                def copy(n: int, f: dict[str, t.Any], rows: np.ndarray) -> dict[str, t.Any]:
+                def copy(n: int, f: dict[str, t.Any], rows: np.ndarray, ranges: dict[str, np.ndarray] | None
+                         ) -> dict[str, t.Any]:
                     info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"],
                                     format=f["format"],
                                     compression=f["compression"], size=f["size"], mtime=f["mtime"],
                                     row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
                     check_file(info)  # the source is as registered
                     shard = tmp / f"shard-{n:06d}.parquet"
+                    if ranges is not None:
+                        schema = infos[info.dataset].record_schema
+                        entry = _copy_records(info, rows, ranges, shard,
+                                              pa.schema([schema.field(c) for c in columns if c in schema.names]))
+                        check_file(info)  # and was all along
+                        return entry
                     group_starts = info.row_group_starts
                     group_of = info.row_group_of(rows)
                     offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
@@ -245,16 +261,12 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
                             if writer is not None:
                                 writer.close()
                     check_file(info)  # and was all along
-                    np.save(shard.with_suffix(".rows.npy"), rows)
-                    st = shard.stat()
-                    return {"url": info.url, "version": info.version, "dataset": f["dataset"], "shard": shard.name,
-                            "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
-                            "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
+                    return _entry(info, shard, rows, offsets, cache_group, cache_rows)
 
                 began = time.perf_counter()
                 workers = max(1, min(len(jobs), os.cpu_count() or 1))
                 with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
-                    futures = [pool.submit(copy, n, f, rows) for n, (f, rows) in enumerate(jobs)]
+                    futures = [pool.submit(copy, n, f, rows, ranges) for n, (f, rows, ranges) in enumerate(jobs)]
                     entries = []
                     for n, future in enumerate(futures):
                         entries.append(future.result())
@@ -275,6 +287,42 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     return _found(target, key)
+
+
+def _copy_records(info: t.Any, rows: np.ndarray, ranges: dict[str, np.ndarray], shard: Path,
+                  schema: t.Any) -> dict[str, t.Any]:
+    """A JSONL file's selected records (source ``rows``, ascending, with their ``_offset``,
+    ``_length`` and ``_block``) parsed once, in one sequential pass, into a shard of one row group
+    per block: a cache row group stands for a block as it does for a Parquet row group."""
+    import pyarrow.parquet as pq
+
+    from mixsql.read import parse_records, record_ranges
+
+    blocks = ranges["_block"]
+    offsets = np.searchsorted(blocks, np.arange(int(blocks[-1]) + 2 if len(blocks) else 1))  # block -> first row
+    cache_group = np.full(len(offsets) - 1, -1, dtype=np.int64)
+    cache_rows: list[int] = []
+    records = record_ranges(info, ranges["_offset"], ranges["_offset"] + ranges["_length"])
+    with pq.ParquetWriter(shard, schema, compression=CACHE_COMPRESSION) as writer:
+        for b in range(len(cache_group)):
+            lo, hi = int(offsets[b]), int(offsets[b + 1])
+            if hi == lo:
+                continue
+            table = parse_records(info, [next(records) for _ in range(hi - lo)], rows[lo:hi], schema)
+            cache_group[b] = len(cache_rows)
+            cache_rows.append(hi - lo)
+            writer.write_table(table, row_group_size=hi - lo)
+    return _entry(info, shard, rows, offsets, cache_group, cache_rows)
+
+
+def _entry(info: t.Any, shard: Path, rows: np.ndarray, offsets: np.ndarray, cache_group: np.ndarray,
+           cache_rows: list[int]) -> dict[str, t.Any]:
+    """A shard's entry in ``cache.json``, its rows saved beside it."""
+    np.save(shard.with_suffix(".rows.npy"), rows)
+    st = shard.stat()
+    return {"url": info.url, "version": info.version, "dataset": info.dataset, "shard": shard.name,
+            "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
+            "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
 
 
 def _found(target: Path, key: str) -> Compact:

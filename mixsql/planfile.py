@@ -31,6 +31,12 @@ from mixsql.errors import PlanError
 from mixsql.fs import version_of
 from mixsql.world import partition_indices
 
+# A sample's block (the catalog's ``_block``): its Parquet row group; else a range of its file, from
+# its offset (the decompressed byte offset of a JSONL record or shard sample, the first token of a
+# document in a token array), and the whole file for a compressed JSONL file.
+JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's (and a shard's) blocks are its 1 MiB byte ranges
+NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
+
 PLAN_FORMAT = 11  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
@@ -72,6 +78,15 @@ class PlanFile:
     def row_group_of(self, rows: np.ndarray) -> np.ndarray:
         """The row group holding each of ``rows``."""
         return np.searchsorted(self.row_group_starts, rows, side="right") - 1
+
+    def block_of(self, rows: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+        """The block of each of ``rows`` (``offsets``: theirs, for a file read by ranges)."""
+        if self.format == "parquet":
+            return self.row_group_of(rows)
+        if self.compression is not None:
+            return np.zeros(len(rows), dtype=np.int64)
+        assert offsets is not None
+        return np.asarray(offsets, dtype=np.int64) >> (NPY_BLOCK_SHIFT if self.format == "npy" else JSONL_BLOCK_SHIFT)
 
 
 class CompiledPlan:
@@ -241,7 +256,8 @@ class CompiledPlan:
             if len(windows) else np.zeros(0, dtype=np.int64)
         if self.meta["window"] > 1:  # a window of several blocks: keep this block's rows
             rows = rows[self.file[rows] == file]
-            rows = rows[self.files[file].row_group_of(self.row[rows]) == block]
+            offsets = None if self.byte_offset is None else self.byte_offset[rows]
+            rows = rows[self.files[file].block_of(self.row[rows], offsets) == block]
         return rows
 
     def window_range(self, w: int) -> tuple[int, int]:

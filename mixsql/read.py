@@ -201,7 +201,7 @@ class Reader:
         self._shards: list[tuple[PlanFile, CompactFile] | None] = [None] * len(plan.files)
         if compact is not None:
             for info in plan.files:
-                held = compact.file(info.url, info.version) if info.format == "parquet" else None
+                held = compact.file(info.url, info.version) if info.format in ("parquet", "jsonl") else None
                 if held is not None:  # read as a local Parquet file of its own index, after the plan's files
                     shard = PlanFile(index=len(plan.files) + info.index, dataset=info.dataset, file_id=info.file_id,
                                      url=str(held.path), format="parquet", compression=None, size=held.size,
@@ -317,11 +317,11 @@ class Reader:
             info = self.plan.files[f]
             if self._remote[f] and f not in self._checked and f not in self._checks:
                 self._checks[f] = self._pool().submit(_task, check_file, info)  # its fingerprint, meanwhile too
-            if info.format != "parquet":
+            if info.format != "parquet" and self._shards[f] is None:
                 if self._remote[f] and info.format in ("jsonl", "tar") and info.compression is None:
                     self._prefetch_ranges(info, rows[mine])  # a remote file's records: their bytes, meanwhile
                 continue
-            for g in np.unique(info.row_group_of(self.plan.row[rows[mine]])).tolist():
+            for g in np.unique(self._blocks(info, rows[mine])).tolist():
                 key = ("rg", f, g)
                 if key in self._sources or key in self._ahead:
                     continue
@@ -480,8 +480,8 @@ class Reader:
         for f, mine in _by_value(self.plan.file[rows]):
             info = self.plan.files[f]
             self._check(info)
-            if info.format == "parquet":
-                for g, at in _by_value(info.row_group_of(self.plan.row[rows[mine]])):
+            if info.format == "parquet" or self._shards[f] is not None:  # by blocks (a cached JSONL file too)
+                for g, at in _by_value(self._blocks(info, rows[mine])):
                     sel = mine[at]
                     members = self._group_members(f, g)
                     ids[sel] = self._key_id(("rg", f, g))
@@ -662,7 +662,8 @@ class Reader:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             where = info.url if read is info else f"{read.url} (the compacted cache of {info.url})"
             raise DataError(f"cannot decode row group {rg} of {where}: {e}", file=read.url,
-                            row=int(info.row_group_starts[g])) from None
+                            row=int(info.row_group_starts[g]) if info.format == "parquet" else  # a JSONL file's
+                            int(self.plan.row[self._group_members(info.index, g)[0]])) from None  # cache: its first
         self.stats.decode_seconds += time.perf_counter() - began
         self._check(info, again=True)
         table, rows, nbytes = decoded
@@ -670,6 +671,11 @@ class Reader:
         self.stats.row_group_rows += rows
         self.stats.bytes_decoded += nbytes
         return self._conform(table, info.dataset)
+
+    def _blocks(self, info: PlanFile, rows: np.ndarray) -> np.ndarray:
+        """The block (row group; for a cached JSONL file its byte range) of each of plan ``rows`` of ``info``."""
+        return info.block_of(self.plan.row[rows], None if self.plan.byte_offset is None else
+                             self.plan.byte_offset[rows])
 
     def _selection(self, info: PlanFile, g: int) -> tuple[np.ndarray, bool]:
         """Rows of decoded row group g of ``info`` (the source's, or its compacted cache's) that hold
@@ -801,55 +807,74 @@ class Reader:
         return [records[i] for i in np.searchsorted(offsets, starts).tolist()]
 
     def _decompressed_ranges(self, info: PlanFile, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
-        records: list[bytes] = []
-        position = 0  # decompressed offset of buffer[0]
-        buffer = b""
-        with mfs.open_stream(info.url, info.compression, info.size, info.version) as stream:
-            for s, e in zip(starts.tolist(), ends.tolist()):
-                while position + len(buffer) < e:
-                    chunk = stream.read(8 << 20)
-                    if not chunk:
-                        raise DataError(f"{info.url} ends before byte {e} of its decompressed stream", file=info.url)
-                    self.stats.bytes_decoded += len(chunk)
-                    if s >= position + len(buffer):  # nothing held is needed any more
-                        position, buffer = position + len(buffer), chunk
-                    else:
-                        buffer += chunk
-                records.append(buffer[s - position: e - position])
-                buffer, position = buffer[e - position:], e
+        def counted(n: int) -> None:
+            self.stats.bytes_decoded += n
+
+        records = list(record_ranges(info, starts, ends, counted))
         self._check(info, again=True)
         self.stats.decompressed_files += 1
         return records
 
     def _parse(self, info: PlanFile, records: list[bytes], rows: np.ndarray) -> pa.Table:
         schema = self.schemas[info.dataset]
-        wanted = pa.schema([schema.field(c) for c in self.columns if c in schema.names])
-        data = b"\n".join(records) + b"\n"
         try:
-            table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(use_threads=False,
-                                     block_size=max(1 << 20, len(data) + 1)),
-                                     parse_options=pajson.ParseOptions(explicit_schema=wanted,
-                                                                       unexpected_field_behavior="ignore"))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            self._check(info, again=True, failed=True)
-            raise self._bad_record(info, records, rows, str(e)) from None
-        if table.num_rows != len(records):
-            raise self._bad_record(info, records, rows, f"{table.num_rows} records parsed from {len(records)} lines")
-        return table
+            return parse_records(info, records, rows, pa.schema([schema.field(c) for c in self.columns
+                                                                 if c in schema.names]))
+        except DataError:
+            self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot parse"
+            raise
 
-    def _bad_record(self, info: PlanFile, records: list[bytes], rows: np.ndarray, reason: str) -> DataError:
-        import json
 
-        for record, row in zip(records, rows.tolist()):
-            try:
-                value = json.loads(record)
-                if not isinstance(value, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                return DataError(f"{info.url}, record {row}: cannot parse ({e}); the file changed since it was "
-                                 "registered or is corrupt", file=info.url, row=int(row),
-                                 hint=f"register dataset {info.dataset!r} again with --replace")
-        return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)
+def record_ranges(info: PlanFile, starts: np.ndarray, ends: np.ndarray,
+                  read: t.Callable[[int], None] = lambda n: None) -> t.Iterator[bytes]:
+    """The byte ranges [starts, ends) (ascending) of a file's decompressed stream, in one sequential
+    pass that stops after the last (``read`` is told the size of each chunk read)."""
+    position = 0  # decompressed offset of buffer[0]
+    buffer = b""
+    with mfs.open_stream(info.url, info.compression, info.size, info.version) as stream:
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            while position + len(buffer) < e:
+                chunk = stream.read(8 << 20)
+                if not chunk:
+                    raise DataError(f"{info.url} ends before byte {e} of its decompressed stream", file=info.url)
+                read(len(chunk))
+                if s >= position + len(buffer):  # nothing held is needed any more
+                    position, buffer = position + len(buffer), chunk
+                else:
+                    buffer += chunk
+            yield buffer[s - position: e - position]
+            buffer, position = buffer[e - position:], e
+
+
+def parse_records(info: PlanFile, records: list[bytes], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """JSONL ``records`` (source ``rows`` of file ``info``) as a table of ``schema``'s fields; a record
+    that does not parse is an error naming file and row."""
+    data = b"\n".join(records) + b"\n"
+    try:
+        table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(use_threads=False,
+                                 block_size=max(1 << 20, len(data) + 1)),
+                                 parse_options=pajson.ParseOptions(explicit_schema=schema,
+                                                                   unexpected_field_behavior="ignore"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise _bad_record(info, records, rows, str(e)) from None
+    if table.num_rows != len(records):
+        raise _bad_record(info, records, rows, f"{table.num_rows} records parsed from {len(records)} lines")
+    return table
+
+
+def _bad_record(info: PlanFile, records: list[bytes], rows: np.ndarray, reason: str) -> DataError:
+    import json
+
+    for record, row in zip(records, rows.tolist()):
+        try:
+            value = json.loads(record)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            return DataError(f"{info.url}, record {row}: cannot parse ({e}); the file changed since it was "
+                             "registered or is corrupt", file=info.url, row=int(row),
+                             hint=f"register dataset {info.dataset!r} again with --replace")
+    return DataError(f"{info.url}: cannot parse records: {reason}", file=info.url)
 
 
 @functools.lru_cache(maxsize=1)

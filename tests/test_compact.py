@@ -14,6 +14,7 @@ import torch.utils.data
 
 import mixsql
 from mixsql.compact import Compact
+from mixsql.dataset import collate
 from mixsql.errors import DataError, MixSQLError
 from mixsql.read import Reader
 from tests.conftest import PARQUET_GLOB, ROOT, SAMPLE
@@ -125,9 +126,56 @@ def test_an_interrupted_build_leaves_nothing(own: mixsql.Connection, monkeypatch
     assert next((own.path / "caches").iterdir()).name.endswith(".lock")  # only the (empty) lock file stays
 
 
-def test_only_parquet_is_compacted(con: mixsql.Connection) -> None:
-    with pytest.raises(MixSQLError, match="copies Parquet row groups"):
-        con.mix("MIX 1.0 AS all FROM corpus_jsonl LIMIT 10 SAMPLES").cache()
+JSONL_MIX = """MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest WHERE language = 'de'
+FROM corpus_jsonl CHUNK SIZE 64 LIMIT 900 SAMPLES ON EXHAUSTION REPEAT"""
+
+
+@pytest.fixture()
+def jsonl(tmp_path: Path) -> mixsql.Connection:
+    data = tmp_path / "jsonl"
+    shutil.copytree(SAMPLE / "jsonl", data)  # plain and gzip files
+    c = mixsql.connect(tmp_path / "cat")
+    c.register("corpus_jsonl", [str(data / "*.jsonl*")])
+    yield c
+    c.close()
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_jsonl_is_compacted_to_the_same_stream_without_parsing_json(jsonl: mixsql.Connection) -> None:
+    plain_mix, mix = jsonl.mix(JSONL_MIX), jsonl.mix(JSONL_MIX)
+    plain = list(plain_mix.samples(columns=["id", "text"]))
+    cache = mix.cache(["id", "text"])
+    assert cache.meta["samples"] == sum(c.samples for c in mix.bound.components)
+    assert {e["url"].rsplit(".", 1)[-1] for e in cache.meta["files"]} == {"jsonl", "gz"}
+    assert list(mix.samples(columns=["id", "text"])) == plain
+    plan = mix.plan()
+    rows = plan.positions_rows(0, len(plan))
+    source, cached = Reader(plan, ["id", "text"]), Reader(plan, ["id", "text"], compact=cache)
+    assert source.read(rows).equals(cached.read(rows))
+    assert source.stats.jsonl_ranges + source.stats.decompressed_files > 0
+    assert cached.stats.jsonl_ranges == cached.stats.decompressed_files == 0  # no JSON parsed: the cache decoded
+    assert 0 < cached.stats.row_group_rows <= cache.meta["samples"]
+    batches = {}
+    for name, m, workers in (("plain", plain_mix, 0), ("cached", mix, 2)):
+        ds = m.torch_dataset(batch_size=8, columns=["id"])
+        batches[name] = [b["id"] for b in torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers,
+                                                                      collate_fn=collate)]
+    assert batches["cached"] == batches["plain"] and len(batches["plain"]) == len(plan) // 8
+
+
+def test_a_jsonl_source_changed_after_building_is_an_error(jsonl: mixsql.Connection, tmp_path: Path) -> None:
+    mix = jsonl.mix(JSONL_MIX)
+    cache = mix.cache(["text"])
+    target = tmp_path / "jsonl" / "corpus-00000.jsonl"
+    target.write_bytes(target.read_bytes().replace(b'"text": "', b'"text": "!', 1))
+    with pytest.raises(DataError, match="corpus-00000.jsonl"):
+        list(mix.samples(columns=["text"]))
+
+
+def test_what_is_neither_parquet_nor_jsonl_is_refused(scratch: mixsql.Connection) -> None:
+    scratch.register("shards", [str(SAMPLE / "images" / "webdataset")])
+    with pytest.raises(MixSQLError, match="copies Parquet and JSONL files"):
+        scratch.mix("MIX 1.0 AS all FROM shards LIMIT 10 SAMPLES").cache()
 
 
 def test_the_cli_builds_it(tmp_path: Path) -> None:

@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 
 from mixsql import fs as mfs
 from mixsql.errors import CatalogError, DataError
+from mixsql.planfile import JSONL_BLOCK_SHIFT, NPY_BLOCK_SHIFT
 
 RESERVED = ("_file_id", "_row", "_block", "_offset", "_length", "_bytes")
 OUTPUT_NAMES = ("component", "component_id")  # what the stream adds to every record
 N_TOKENS = "n_tokens"  # the property registration with a tokenizer adds
 INT64 = (-(1 << 63), (1 << 63) - 1)
-JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's blocks are its 1 MiB byte ranges
 BLOCK_BYTES = 32 << 20
 BATCH_ROWS = 65536
 _WS = np.zeros(256, dtype=bool)
@@ -429,7 +429,6 @@ def unify(schemas: t.Sequence[tuple[str, pa.Schema]]) -> pa.Schema:
 
 
 NPY_FIELD = mfs.NPY_FIELD
-NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
 npy_header = mfs.npy_header
 
 
