@@ -331,7 +331,8 @@ class Connection:
     def register(self, name: str, paths: t.Sequence[str] | str, *, replace: bool = False,
                  content: t.Sequence[str] | None = None, tokenizer: t.Any = None, tokens: str | None = None,
                  eos: str | int | None = None, images: t.Sequence[str] | None = None,
-                 progress: t.Callable[[int, int, str], None] | None = None, append: bool = False) -> DatasetInfo:
+                 progress: t.Callable[[int, int, str], None] | None = None, append: bool = False,
+                 ray: str | None = None) -> DatasetInfo:
         """Index the samples of JSONL/Parquet files (paths, globs, directories or fsspec URLs) as ``name``;
         ``progress(done, total, file)`` is called as files are scanned. With ``tokenizer`` (a
         tokenizer.json path or a ``tokenizers.Tokenizer``) every sample gets ``n_tokens``; with
@@ -339,21 +340,25 @@ class Connection:
         arrays (``.npy``) register one sample per document (split at the tokenizer's EOS, or ``eos``).
         WebDataset shards (``.tar``) register one image-text sample per key; in Parquet, ``images``
         names the columns of encoded images (default: byte columns named image, jpg, png ...).
-        ``append`` adds new files to a registered dataset as a new version, scanning only them."""
+        ``append`` adds new files to a registered dataset as a new version, scanning only them.
+        ``ray`` scans the files as tasks on a Ray cluster: its address (``HOST:PORT``,
+        ``ray://HOST:PORT``), or "" for the one ``RAY_ADDRESS`` names or a local one; the catalog
+        directory must be one every node sees. Same catalog as a local scan."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
         return self.catalog.register(name, [os.fspath(p) for p in paths], replace=replace, content=content,
                                      tokenizer=tokenizer, tokens=tokens, eos=eos, images=images, progress=progress,
-                                     append=append)
+                                     append=append, ray=ray)
 
     def tokenize(self, dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *, column: str = "token_ids",
-                 progress: t.Callable[[int, int, str], None] | None = None) -> DatasetInfo:
+                 progress: t.Callable[[int, int, str], None] | None = None, ray: str | None = None) -> DatasetInfo:
         """Write ``dataset``'s token ids once, as Parquet shards in ``output`` (row groups aligned to the
         source's blocks), and register the dataset again from them with the ids as its token source:
-        the same statements give the same streams, and packing reads the ids instead of tokenizing."""
+        the same statements give the same streams, and packing reads the ids instead of tokenizing.
+        ``ray`` writes each file's shard as a task on a Ray cluster (as ``register``'s)."""
         from mixsql.tokenize import tokenize
 
-        return tokenize(self, dataset, tokenizer, output, column=column, progress=progress)
+        return tokenize(self, dataset, tokenizer, output, column=column, progress=progress, ray=ray)
 
     def drop(self, name: str) -> None:
         """Remove a dataset from the catalog (never its files)."""

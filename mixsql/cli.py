@@ -163,9 +163,14 @@ def _load(ctx: click.Context, file: str, opts: dict[str, t.Any]) -> t.Any:
               help="The separator of documents in .npy token arrays (default: the tokenizer's end-of-text token).")
 @click.option("--images", default=None, metavar="COLUMNS",
               help="Comma-separated Parquet columns of encoded images [default: byte columns named image, jpg, png ...].")
+@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Scan the files as tasks on a Ray cluster: --ray=HOST:PORT (or ray://HOST:PORT), or --ray alone "
+                   "for the one RAY_ADDRESS names or a local one. The catalog must be on a filesystem every node "
+                   "sees.")
 @click.pass_context
 def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: bool, append: bool, content: str | None,
-             tokenizer: str | None, tokens: str | None, eos: str | None, images: str | None) -> None:
+             tokenizer: str | None, tokens: str | None, eos: str | None, images: str | None,
+             ray: str | None) -> None:
     """Index JSONL (.jsonl, .gz, .zst), Parquet, flat token array (.npy) and WebDataset image-text
     (.tar) files as dataset NAME.
 
@@ -180,7 +185,7 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     started = time.perf_counter()
     with _bar(ctx, f"{'adding to' if append else 'registering'} {name}") as progress:
         info = con.register(name, list(paths), replace=replace, content=fields, tokenizer=tokenizer, tokens=tokens,
-                            eos=_token(eos), images=image_columns, progress=progress, append=append)
+                            eos=_token(eos), images=image_columns, progress=progress, append=append, ray=ray)
     seconds = time.perf_counter() - started
     import pyarrow.parquet as pq
 
@@ -192,7 +197,8 @@ def register(ctx: click.Context, name: str, paths: tuple[str, ...], replace: boo
     scanned = sum(rows)
     click.echo(f"{'added to' if before is not None else 'registered'} {info.name}: {scanned:,} samples from "
                f"{len(rows)} file{'s' * (len(rows) != 1)}{note} in {seconds:.1f} s ({scanned / max(seconds, 1e-9):,.0f} "
-               f"samples/s){f', {info.samples:,} in all' if before is not None else ''} (version {info.version}) "
+               f"samples/s{' on Ray' if ray is not None else ''}){f', {info.samples:,} in all' if before is not None else ''} "
+               f"(version {info.version}) "
                f"in {con.path}")
     if existed:
         click.echo("  the earlier version stays on disk for the plans and processes using it: `mixsql gc` removes it "
@@ -271,8 +277,12 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int, plan_dir: str |
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Directory for the token shards (one Parquet file per source file).")
 @click.option("--column", default="token_ids", show_default=True, help="Name of the column of token ids.")
+@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Write the shards (and register them) as tasks on a Ray cluster: --ray=HOST:PORT, or --ray alone "
+                   "for the one RAY_ADDRESS names or a local one. OUTPUT and the catalog must be on a filesystem "
+                   "every node sees.")
 @click.pass_context
-def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, column: str) -> None:
+def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, column: str, ray: str | None) -> None:
     """Write DATASET's token ids once into OUTPUT and register it again from them.
 
     The shards hold the records and their ids, one row group per block of the source, so every
@@ -280,7 +290,7 @@ def tokenize(ctx: click.Context, dataset: str, tokenizer: str, output: str, colu
     """
     con = _connect(ctx)
     with _bar(ctx, f"tokenizing {dataset}") as progress:
-        info = con.tokenize(dataset, tokenizer, output, column=column, progress=progress)
+        info = con.tokenize(dataset, tokenizer, output, column=column, progress=progress, ray=ray)
     total = con.sql(f"SELECT sum(n_tokens)::BIGINT AS n FROM {ident(dataset)}").column("n")[0].as_py() or 0
     click.echo(f"tokenized {dataset}: {total:,} tokens of {info.samples:,} samples in {output}; the dataset now reads "
                f"its token ids from column {column!r} (version {info.version})")

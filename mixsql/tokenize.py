@@ -31,12 +31,58 @@ if t.TYPE_CHECKING:
 TOKEN_COLUMN = "token_ids"
 
 
-def tokenize(con: "Connection", dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *,
-             column: str = TOKEN_COLUMN, progress: t.Callable[[int, int, str], None] | None = None) -> "DatasetInfo":
-    """Write ``dataset``'s token ids as shards in ``output`` and register it again from them."""
-    from mixsql.catalog.duck import ident
+def _shard(plan_dir: str, rows: np.ndarray, blocks: np.ndarray, path: str, tokenizer: tuple[str, str], field: str,
+           column: str, wide: bool) -> str:
+    """One source file's shard (its plan ``rows`` in row order, ``blocks`` of each): its records and
+    their token ids, a row group per block, written under a temporary name and renamed to ``path``
+    once complete (so a task run again never leaves half a shard). A thread or a Ray task."""
+    from mixsql.planfile import CompiledPlan
     from mixsql.read import Reader
 
+    tok = _tokens.from_json(*tokenizer)
+    reader = Reader(CompiledPlan(plan_dir))
+    kind = pa.list_(pa.uint32() if wide else pa.uint16())
+    partial = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}")
+    writer = None
+    try:
+        cuts = np.flatnonzero(np.diff(blocks)) + 1
+        for part in np.split(rows, cuts) if len(rows) else []:
+            table = reader.read(part).drop_columns(["component_id"])
+            ids = tok.encode(table.column(field).to_pylist())
+            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+            flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+            offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32))
+            values = pa.array(flat.astype(np.uint32 if wide else np.uint16))
+            table = table.append_column(column, pa.ListArray.from_arrays(offsets, values, type=kind))
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(partial, schema, compression="zstd")
+            writer.write_table(table.cast(schema), row_group_size=max(len(part), 1))
+        if writer is None:  # an empty source file: an empty shard keeps the file list aligned
+            empty = reader._empty().drop_columns(["component_id"])
+            pq.write_table(empty.append_column(column, pa.array([], kind)), partial)
+        else:
+            writer.close()
+            writer = None
+        os.replace(partial, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def tokenize(con: "Connection", dataset: str, tokenizer: t.Any, output: str | os.PathLike[str], *,
+             column: str = TOKEN_COLUMN, progress: t.Callable[[int, int, str], None] | None = None,
+             ray: str | None = None) -> "DatasetInfo":
+    """Write ``dataset``'s token ids as shards in ``output`` and register it again from them. With
+    ``ray`` (an address, or "" for the cluster ``RAY_ADDRESS`` names or a local one) each source
+    file's shard is a Ray task, and so is the registration's scan; ``output`` and the catalog must
+    then be on a filesystem every node sees."""
+    if ray is not None:
+        from mixsql import cluster
+
+        cluster.check_address(ray)
     info = con.catalog.dataset(dataset)
     tok = _tokens.load(tokenizer)
     content = tuple(info.content)
@@ -56,50 +102,53 @@ def tokenize(con: "Connection", dataset: str, tokenizer: t.Any, output: str | os
     clash = [s for s in stems if (out / s).exists()]
     if clash:
         raise CatalogError(f"{out / clash[0]} exists", hint="tokenize into an empty directory")
+    if ray is not None:  # all checked before a cluster is connected to; one connection for shards and registration
+        with cluster.connected(ray):
+            return _write(con, dataset, tok, content, column, out, files, stems, progress, ray)
+    return _write(con, dataset, tok, content, column, out, files, stems, progress, None)
+
+
+def _write(con: "Connection", dataset: str, tok: _tokens.Tokenizer, content: tuple[str, ...], column: str,
+           out: Path, files: list[t.Any], stems: list[str], progress: t.Callable[[int, int, str], None] | None,
+           ray: str | None) -> "DatasetInfo":
+    """The shards, on this machine or as Ray tasks, then the dataset registered again from them."""
+    from mixsql.catalog.duck import ident
+
     mix = con.mix(f"MIX 1 AS all_samples FROM {ident(dataset)} PARTITIONS 1")
     plan = mix.plan()
-    reader = Reader(plan)
     blocks = con.catalog.engine().con.sql(
         f"SELECT _file_id, _row, _block FROM {ident(dataset)} ORDER BY _file_id, _row").to_arrow_table()
     block_file = blocks.column("_file_id").to_numpy()
     block_of = blocks.column("_block").to_numpy()
     order = np.lexsort((np.asarray(plan.row), np.asarray(plan.file)))  # plan rows in (file, row) order
-    kind = pa.list_(pa.uint16() if tok.vocab_size <= 1 << 16 else pa.uint32())
+    wide = tok.vocab_size > 1 << 16
     tmp = out / f".tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    written: list[Path] = []
     try:
+        calls = []
         at = 0
-        for file_id, (src, stem) in enumerate(zip(files, stems)):
-            if progress is not None:
-                progress(file_id, len(files), src.url)
+        for file_id, stem in enumerate(stems):
             mine = np.flatnonzero(block_file == file_id)
-            n = len(mine)
-            rows = order[at: at + n]
-            at += n
-            groups = block_of[mine]
-            cuts = np.flatnonzero(np.diff(groups)) + 1 if n else np.zeros(0, dtype=np.int64)
-            schema = None
-            writer = None
-            path = tmp / stem
-            for part in np.split(rows, cuts) if n else []:
-                table = reader.read(part).drop_columns(["component_id"])
-                ids = tok.encode(table.column(content[0]).to_pylist())
-                lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-                flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-                offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32))
-                values = pa.array(flat.astype(np.uint16 if kind.value_type == pa.uint16() else np.uint32))
-                table = table.append_column(column, pa.ListArray.from_arrays(offsets, values, type=kind))
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(path, schema, compression="zstd")
-                writer.write_table(table.cast(schema), row_group_size=max(len(part), 1))
-            if writer is None:  # an empty source file: an empty shard keeps the file list aligned
-                empty = reader._empty().drop_columns(["component_id"])
-                pq.write_table(empty.append_column(column, pa.array([], kind)), path)
-            else:
-                writer.close()
-            written.append(path)
+            calls.append((str(plan.directory), order[at: at + len(mine)], block_of[mine], str(tmp / stem),
+                          (tok.json, tok.source), content[0], column, wide))
+            at += len(mine)
+        if ray is not None:
+            from mixsql import cluster
+
+            finished = [0]
+
+            def told(i: int) -> None:
+                finished[0] += 1
+                if progress is not None:
+                    progress(finished[0], len(files), files[i].url)
+
+            written = [Path(p) for p in cluster.run(_shard, calls, told, "tokenization")]
+        else:
+            written = []
+            for file_id, call in enumerate(calls):
+                if progress is not None:
+                    progress(file_id, len(files), files[file_id].url)
+                written.append(Path(_shard(*call)))
         if progress is not None:
             progress(len(files), len(files), "registering the tokenized shards")
         final = []
@@ -108,7 +157,7 @@ def tokenize(con: "Connection", dataset: str, tokenizer: t.Any, output: str | os
             final.append(out / path.name)
         try:
             return con.register(dataset, [str(p) for p in final], replace=True, content=list(content) + [column],
-                                tokenizer=tok, tokens=column)
+                                tokenizer=tok, tokens=column, ray=None if ray is None else "")  # this connection
         except BaseException:
             for p in final:
                 p.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -213,6 +214,7 @@ class Catalog:
         images: t.Sequence[str] | None = None,
         progress: t.Callable[[int, int, str], None] | None = None,
         append: bool = False,
+        ray: str | None = None,
     ) -> DatasetInfo:
         """Index the samples of the files that ``paths`` name as dataset ``name`` (``progress`` is
         called with (files done, files, file) as the scan goes).
@@ -235,8 +237,16 @@ class Catalog:
         ``caption``, properties ``key``, ``image_format``, ``image_bytes`` and the ``.json`` fields.
         In Parquet, columns of bytes (or the Hugging Face image struct) are content, never
         properties; ``images`` names the image columns (default: such columns named image, jpg, png ...).
+        ``ray`` (an address, or "" for the cluster ``RAY_ADDRESS`` names or a local one) scans the
+        files as Ray tasks, a range of files each, which write their parts of the new version into
+        the catalog's directory (on a cluster of several machines it must be on a filesystem every
+        node sees); the result is the same catalog as a scan on this machine's cores.
         All or nothing: on any error the catalog is exactly as it was.
         """
+        if ray is not None:  # first: on the command line, a word after a bare --ray is taken for its address
+            from mixsql import cluster
+
+            cluster.check_address(ray)
         _check_name(name)
         urls = mfs.expand(paths)
         previous: DatasetInfo | None = None
@@ -314,7 +324,7 @@ class Catalog:
             try:
                 field = tokens if tokens is not None else content[0]
                 entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos, image_columns,
-                               previous)
+                               previous, ray)
                 entry["sources"] = list(previous.sources if previous is not None else ()) + [str(p) for p in paths]
                 if previous is not None:
                     entry["earlier"] = [previous.version, *previous.earlier]
@@ -451,111 +461,129 @@ class _IdCounter:
         return np.asarray(pc.fill_null(pc.list_value_length(column), 0), dtype=np.int64)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ScanJob:
+    """What scanning files of one registration needs, picklable: a thread, or a Ray task on another
+    machine, scans a range of them with ``scan_range`` and writes its parts into ``tmp``."""
+
+    tmp: str
+    urls: tuple[str, ...]
+    first: int  # the file id of urls[0] (an append's new files follow the dataset's)
+    content: tuple[str, ...]
+    tokenizer: tuple[str, str] | None  # (JSON, source)
+    field: str
+    ids: bool
+    npy_eos: int | None
+    image_columns: tuple[str, ...]
+
+    def counter(self) -> scan.Counter | None:
+        if self.tokenizer is None:
+            return None
+        tok = tokens_.from_json(*self.tokenizer)
+        return _IdCounter(tok, self.field) if self.ids else _TextCounter(tok, self.field)
+
+
+Scanned = list[tuple[pa.Schema, dict[str, t.Any], "_Part | None"]]  # per file: record schema, file row, new part
+
+
+def _scan_file(job: _ScanJob, count: scan.Counter | None, file_id: int, url: str
+               ) -> tuple[pa.Table, pa.Schema, dict[str, t.Any]]:
+    """Index one file: its catalog rows, its record schema and its row of the file table."""
+    src = mfs.describe(url)
+    row_groups: list[int] | None = None
+    if src.format == "parquet":
+        table, row_groups, record = scan.scan_parquet(src, file_id, job.content, count)
+    elif src.format == "npy":
+        assert job.tokenizer is not None and job.npy_eos is not None
+        table, record = scan.scan_npy(src, file_id, job.npy_eos, tokens_.from_json(*job.tokenizer).vocab_size)
+    elif src.format == "tar":
+        table, record = scan.scan_tar(src, file_id)
+    else:
+        table, record = scan.scan_jsonl(src, file_id, job.content, count)
+    if count is not None and scan.N_TOKENS in record.names and src.format != "npy":
+        raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
+                        file=url, hint="rename the field in the data, or register without --tokenizer")
+    for column in job.image_columns:  # an image is its encoded bytes in every record, whatever the layout
+        at = record.get_field_index(column)
+        if at < 0 or not scan.blob_column(record.field(column).type):
+            kind = "missing" if at < 0 else f"of type {record.field(column).type}"
+            raise DataError(f"{url}: image column {column!r} is {kind}, not image bytes", file=url,
+                            hint="an image column holds binary, or a struct with a binary field 'bytes' (the "
+                                 "Hugging Face layout)")
+        record = record.set(at, pa.field(column, pa.binary()))
+    if mfs.describe(url) != src:
+        raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
+    return table, record, {"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
+                           "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
+                           "etag": src.etag}
+
+
+def scan_range(job: _ScanJob, start: int, stop: int, done: t.Callable[[str], None] | None = None) -> Scanned:
+    """Files start..stop-1 of ``job`` in order, each run of them with one schema written to one part
+    of the samples table (complete once renamed into place); ``done`` is told each file scanned."""
+    count = job.counter()
+    out: Scanned = []
+    part: _Part | None = None
+    try:
+        for i in range(start, stop):
+            table, record, row = _scan_file(job, count, job.first + i, job.urls[i])
+            if part is None or part.schema != table.schema:
+                if part is not None:
+                    part.close()
+                part = _Part(Path(job.tmp) / f"samples-{job.first + i:06d}.parquet", table.schema, job.urls[i])
+                out.append((record, row, part))
+            else:
+                out.append((record, row, None))
+            part.write(table)
+            if done is not None:
+                done(job.urls[i])
+        if part is not None:
+            part.close()
+            part = None
+    finally:
+        if part is not None:
+            part.abandon()
+    return out
+
+
 def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
            progress: t.Callable[[int, int, str], None] | None = None,
            tok: tokens_.Tokenizer | None = None, field: str = "", ids: bool = False,
            npy_eos: int | None = None, image_columns: t.Sequence[str] = (),
-           previous: DatasetInfo | None = None) -> dict[str, t.Any]:
+           previous: DatasetInfo | None = None, ray: str | None = None) -> dict[str, t.Any]:
     """Scan every file (``paths``: expanded URLs) into parts, unify the schemas, and write the
     dataset's two tables. With ``previous`` (an append), its files come first, unchanged: their
     parts are linked into the new version (or written again where the union widened their schema)
-    and the new files' ids follow theirs."""
+    and the new files' ids follow theirs. With ``ray`` (an address; "" for the local or configured
+    cluster), Ray tasks scan the files, a range each, instead of this machine's threads."""
     urls = list(paths)
     before = pq.read_table(previous.files_path).to_pylist() if previous is not None else []
-    first = len(before)
-    count: scan.Counter | None = None
-    if tok is not None:
-        count = _IdCounter(tok, field) if ids else _TextCounter(tok, field)
+    job = _ScanJob(str(tmp), tuple(urls), len(before), tuple(content),
+                   None if tok is None else (tok.json, tok.source), field, ids, npy_eos, tuple(image_columns))
+    if ray is not None:
+        from mixsql import cluster
 
-    def one(file_id: int, url: str) -> tuple[pa.Table, pa.Schema, dict[str, t.Any]]:
-        """Index one file: its catalog rows, its record schema and its row of the file table."""
-        src = mfs.describe(url)
-        row_groups: list[int] | None = None
-        if src.format == "parquet":
-            table, row_groups, record = scan.scan_parquet(src, file_id, content, count)
-        elif src.format == "npy":
-            assert tok is not None and npy_eos is not None
-            table, record = scan.scan_npy(src, file_id, npy_eos, tok.vocab_size)
-        elif src.format == "tar":
-            table, record = scan.scan_tar(src, file_id)
-        else:
-            table, record = scan.scan_jsonl(src, file_id, content, count)
-        if count is not None and scan.N_TOKENS in record.names and src.format != "npy":
-            raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
-                            file=url, hint="rename the field in the data, or register without --tokenizer")
-        for column in image_columns:  # an image is its encoded bytes in every record, whatever the layout
-            at = record.get_field_index(column)
-            if at < 0 or not scan.blob_column(record.field(column).type):
-                kind = "missing" if at < 0 else f"of type {record.field(column).type}"
-                raise DataError(f"{url}: image column {column!r} is {kind}, not image bytes", file=url,
-                                hint="an image column holds binary, or a struct with a binary field 'bytes' (the "
-                                     "Hugging Face layout)")
-            record = record.set(at, pa.field(column, pa.binary()))
-        if mfs.describe(url) != src:
-            raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
-        return table, record, {"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
-                               "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
-                               "etag": src.etag}
+        with cluster.connected(ray) as cpus:
+            ranges = _file_ranges(len(urls), cpus)
+            finished = [0]
 
-    done = [0, ""]
-    lock = threading.Lock()
+            def told(i: int) -> None:
+                finished[0] += ranges[i][1] - ranges[i][0]
+                if progress is not None:
+                    progress(finished[0], len(urls), urls[ranges[i][1] - 1])
 
-    def run(start: int, stop: int) -> list[tuple[pa.Schema, dict[str, t.Any], _Part | None]]:
-        """Files start..stop-1 in order, each run of them with one schema written to one part."""
-        out: list[tuple[pa.Schema, dict[str, t.Any], _Part | None]] = []
-        part: _Part | None = None
-        try:
-            for i in range(start, stop):
-                table, record, row = one(first + i, urls[i])
-                if part is None or part.schema != table.schema:
-                    if part is not None:
-                        part.close()
-                    part = _Part(tmp / f"samples-{first + i:06d}.parquet", table.schema, urls[i])
-                    out.append((record, row, part))
-                else:
-                    out.append((record, row, None))
-                part.write(table)
-                with lock:
-                    done[0] += 1
-                    done[1] = urls[i]
-        finally:
-            if part is not None:
-                part.close()
-        return out
-
-    workers = max(1, min(len(urls), os.cpu_count() or 1))
-    ranges = _file_ranges(len(urls), workers)
+            scanned = cluster.run(scan_range, [(job, a, b) for a, b in ranges], told, "scanning files")
+    else:
+        scanned = _scan_threads(job, progress)
     records: list[tuple[str, pa.Schema]] = []
     file_rows: list[dict[str, t.Any]] = []
     parts: list[_Part] = []
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-register") as pool:
-        pending = [pool.submit(run, a, b) for a, b in ranges]  # decoding releases the GIL: every core scans
-        try:
-            while True:
-                finished, waiting = concurrent.futures.wait(pending, timeout=0.2,
-                                                            return_when=concurrent.futures.FIRST_EXCEPTION)
-                if progress is not None:
-                    with lock:
-                        progress(done[0], len(urls), str(done[1]))
-                failed = any(f.exception() is not None for f in finished)
-                if not waiting or failed:
-                    break
-            if failed:
-                for future in pending:
-                    future.cancel()
-                concurrent.futures.wait(pending)
-                raise next(f.exception() for f in pending  # the first failure in file order is the one reported
-                           if not f.cancelled() and f.exception() is not None)  # type: ignore[misc]
-            for future in pending:
-                for record, row, part in future.result():
-                    records.append((row["url"], record))
-                    file_rows.append(row)
-                    if part is not None:
-                        parts.append(part)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    for result in scanned:
+        for record, row, part in result:
+            records.append((row["url"], record))
+            file_rows.append(row)
+            if part is not None:
+                parts.append(part)
     if progress is not None:
         progress(len(urls), len(urls), "writing the catalog tables")
     kept: list[tuple[Path, pa.Schema]] = []
@@ -615,16 +643,55 @@ def _build(tmp: Path, paths: t.Sequence[str], content: tuple[str, ...],
     }
 
 
+def _scan_threads(job: _ScanJob, progress: t.Callable[[int, int, str], None] | None) -> list[Scanned]:
+    """``scan_range`` over consecutive file ranges on every core of this machine (threads: decoding
+    releases the GIL); the first failure in file order is the one raised."""
+    done = [0, ""]
+    lock = threading.Lock()
+
+    def told(url: str) -> None:
+        with lock:
+            done[0] += 1
+            done[1] = url
+
+    workers = max(1, min(len(job.urls), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-register") as pool:
+        pending = [pool.submit(scan_range, job, a, b, told) for a, b in _file_ranges(len(job.urls), workers)]
+        try:
+            while True:
+                finished, waiting = concurrent.futures.wait(pending, timeout=0.2,
+                                                            return_when=concurrent.futures.FIRST_EXCEPTION)
+                if progress is not None:
+                    with lock:
+                        progress(done[0], len(job.urls), str(done[1]))
+                failed = any(f.exception() is not None for f in finished)
+                if not waiting or failed:
+                    break
+            if failed:
+                for future in pending:
+                    future.cancel()
+                concurrent.futures.wait(pending)
+                raise next(f.exception() for f in pending  # the first failure in file order is the one reported
+                           if not f.cancelled() and f.exception() is not None)  # type: ignore[misc]
+            return [future.result() for future in pending]
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
 ROW_GROUP_ROWS = 1 << 17  # the catalog's row groups: DuckDB scans them in parallel
 
 
 class _Part:
-    """One Parquet file of a dataset's samples table, written as its files are scanned."""
+    """One Parquet file of a dataset's samples table, written as its files are scanned, under a
+    name of its own until it is complete (a task killed and run again never leaves half a part)."""
 
     def __init__(self, path: Path, schema: pa.Schema, url: str) -> None:
         self.path, self.schema, self.url = path, schema, url
         self.rows = self.bytes = 0
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, schema, compression="zstd")
+        self._partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._partial, schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         assert self._writer is not None
@@ -636,6 +703,14 @@ class _Part:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            os.replace(self._partial, self.path)
+
+    def abandon(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        with contextlib.suppress(OSError):
+            self._partial.unlink()
 
 
 def _as_stored(schema: pa.Schema) -> pa.Schema:
