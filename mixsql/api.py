@@ -375,6 +375,17 @@ class Connection:
         return self.catalog.gc(all_unused=all_unused, max_bytes=max_bytes, grace_seconds=grace_seconds,
                                dry_run=dry_run)
 
+    @property
+    def cache_limit(self) -> int | None:
+        """Bytes the catalog keeps its plans and compacted caches under (``set_cache_limit``), or None."""
+        return self.catalog.cache_limit
+
+    def set_cache_limit(self, max_bytes: int | None) -> None:
+        """Keep the catalog's plans and compacted caches under ``max_bytes`` from now on (None: no
+        limit): every process that compiles a plan or builds a cache then removes the least
+        recently used ones that no process uses until they fit. A setting of the catalog."""
+        self.catalog.set_cache_limit(max_bytes)
+
     def datasets(self) -> list[str]:
         """Registered dataset names."""
         return self.catalog.datasets()

@@ -224,12 +224,26 @@ def drop(ctx: click.Context, name: str) -> None:
 @click.option("--grace", default=DEFAULT_GRACE_SECONDS, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="Keep a superseded dataset version this long after its replacement.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--keep-under", "keep_under", default=None, metavar="SIZE|off",
+              help="From now on keep plans and caches under SIZE: every process that compiles a plan or builds a "
+                   "cache removes the least recently used unused ones until they fit ('off': no limit).")
 @click.pass_context
-def gc(ctx: click.Context, all_unused: bool, max_bytes: str | None, grace: float, dry_run: bool) -> None:
+def gc(ctx: click.Context, all_unused: bool, max_bytes: str | None, grace: float, dry_run: bool,
+       keep_under: str | None) -> None:
     """Remove what the catalog no longer needs: plans and caches of superseded dataset versions,
     superseded versions no plan was compiled from, stale binding counts, what killed processes left.
     Never anything a process uses (a plan or cache it reads, a version it binds against)."""
-    collected = _connect(ctx).gc(all_unused=all_unused, max_bytes=None if max_bytes is None else _parse_size(max_bytes),
+    con = _connect(ctx)
+    if keep_under is not None:
+        limit = None if keep_under.strip().lower() == "off" else _parse_size(keep_under)
+        con.set_cache_limit(limit)
+        click.echo("no size limit for plans and caches" if limit is None else
+                   f"plans and caches are kept under {human_bytes(limit)} from now on")
+        if max_bytes is None and limit is not None:
+            max_bytes = keep_under
+    elif con.cache_limit is not None:
+        click.echo(f"plans and caches are kept under {human_bytes(con.cache_limit)} (--keep-under off to lift it)")
+    collected = con.gc(all_unused=all_unused, max_bytes=None if max_bytes is None else _parse_size(max_bytes),
                                  grace_seconds=grace, dry_run=dry_run)
     words = {"removed": "would remove" if dry_run else "removed", "in use": "kept, in use:",
              "recent": f"kept, superseded less than {grace:g} s ago:"}

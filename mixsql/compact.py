@@ -286,6 +286,10 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            found = _found(target, key)  # held now (``locks.hold``), so never the one removed
+            if directory is None:
+                catalog.prune()
+            return found
     return _found(target, key)
 
 

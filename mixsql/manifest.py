@@ -634,6 +634,7 @@ def _compiled(spec: _plan.PlanSpec, catalog: Catalog, root: Path, final: Path, k
         private = Path(tempfile.mkdtemp(prefix="mixsql-plan-")) / key
         compile_plan(spec, catalog, private, progress)
         return CompiledPlan(private)
+    compiled = False
     with atomic.locked(lock, timeout=wait, ready=lambda: (final / "plan.json").exists(), busy=lambda: PlanError(
             f"timed out waiting for another process to compile plan {key}")) as held:
         if held and not (final / "plan.json").exists():
@@ -641,9 +642,13 @@ def _compiled(spec: _plan.PlanSpec, catalog: Catalog, root: Path, final: Path, k
             try:
                 compile_plan(spec, catalog, tmp, progress)
                 os.rename(tmp, final)
+                compiled = True
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    return _cached(final, key, bound)
+    plan = _cached(final, key, bound)
+    if compiled:  # held now (``locks.hold``), so never the one removed
+        catalog.prune()
+    return plan
 
 
 def _cached(directory: Path, key: str, bound: BoundMix) -> CompiledPlan:

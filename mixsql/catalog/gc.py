@@ -17,6 +17,10 @@ widen the first two):
 
 It runs under the catalog's writers' lock, so no registration changes what is current meanwhile;
 readers take no lock that gc waits for, and gc takes none that they wait for.
+
+A catalog may keep its plans and compacted caches under a size (``Catalog.set_cache_limit``): then
+every process that compiles a plan or builds a cache runs ``prune`` afterwards, which is ``collect``
+with that ``max_bytes``, skipped (until the next one) while another process holds the writers' lock.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def _meta(path: Path) -> dict[str, t.Any] | None:
 
 
 def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | None = None,
-            grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> Collected:
-    """Remove what ``catalog`` no longer needs (module docstring); ``dry_run`` only says what."""
+            grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False, wait: float = 600.0) -> Collected:
+    """Remove what ``catalog`` no longer needs (module docstring); ``dry_run`` only says what.
+    ``wait``: seconds to wait for the writers' lock (then an error)."""
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
         raise ValueError(f"max_bytes must be a number of bytes >= 0, not {max_bytes!r}")
     if not isinstance(grace_seconds, (int, float)) or grace_seconds < 0:
@@ -91,7 +96,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
     out = Collected(dry_run=dry_run)
     root = catalog.path
     now = time.time()
-    with catalog._write_lock():
+    with catalog._write_lock(timeout=wait):
         catalog._stamp = None
         catalog._load()
         entries = catalog._index["datasets"]
@@ -180,6 +185,20 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                         with contextlib.suppress(OSError):
                             path.unlink()
     return out
+
+
+def prune(catalog: "Catalog") -> Collected | None:
+    """With a cache limit set, ``collect`` down to it now, without waiting for the writers' lock
+    (None: no limit, or another process writes the catalog and the next compile prunes)."""
+    limit = catalog.cache_limit
+    if limit is None:
+        return None
+    from mixsql.errors import CatalogError
+
+    try:
+        return collect(catalog, max_bytes=limit, wait=0.0)
+    except CatalogError:
+        return None
 
 
 def _versions(meta: dict[str, t.Any] | None, kind: str) -> set[tuple[str, str]]:

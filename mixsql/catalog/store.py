@@ -406,6 +406,34 @@ class Catalog:
             self._write_index(index)  # its directory stays for what uses it, until ``mixsql gc``
             self._load()
 
+    @property
+    def cache_limit(self) -> int | None:
+        """Bytes this catalog keeps its plans and compacted caches under (``set_cache_limit``), or None."""
+        self._load()
+        return self._index.get("settings", {}).get("cache_max_bytes")
+
+    def set_cache_limit(self, max_bytes: int | None) -> None:
+        """Keep plans and compacted caches under ``max_bytes`` from now on (None: no limit): every
+        process that compiles a plan or builds a cache then removes the least recently used ones no
+        process uses until they fit (``gc.prune``). A setting of the catalog, not of one process."""
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise CatalogError(f"a cache limit is a number of bytes >= 0, not {max_bytes!r}")
+        with self._write_lock():
+            self._stamp = None
+            self._load()
+            index = json.loads(json.dumps(self._index))
+            settings = index.setdefault("settings", {})
+            if max_bytes is None:
+                settings.pop("cache_max_bytes", None)
+            else:
+                settings["cache_max_bytes"] = max_bytes
+            self._write_index(index)
+            self._load()
+
+    def prune(self) -> gc_.Collected | None:
+        """Down to the cache limit, if one is set, without waiting for another writer (``gc.prune``)."""
+        return gc_.prune(self)
+
     def gc(self, *, all_unused: bool = False, max_bytes: int | None = None,
            grace_seconds: float = gc_.DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> gc_.Collected:
         """Remove what this catalog no longer needs and no process uses (``catalog.gc``)."""

@@ -166,3 +166,44 @@ def test_the_command_line(grown) -> None:
     assert result.exit_code == 0, result.output
     with pytest.raises(ValueError, match="max_bytes"):
         con.gc(max_bytes=-1)
+
+
+def test_a_cache_limit_keeps_plans_and_caches_under_it_as_they_are_made(tmp_path: Path) -> None:
+    """With a limit set on the catalog, every compile prunes: least recently used first, never the
+    plan just made or one a process holds; another process sees the setting too."""
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", FILES)
+    first = con.mix(STATEMENT).plan()
+    size = sum(f.stat().st_size for f in first.directory.iterdir())
+    con.set_cache_limit(int(size * 1.5))  # room for one plan, not two
+    assert mixsql.connect(tmp_path / "cat").cache_limit == int(size * 1.5)
+    held = first  # still open in this process: kept whatever the limit
+    plans = []
+    for seed in (2, 3, 4):
+        plans.append(con.mix(STATEMENT.replace("SEED 1", f"SEED {seed}")).plan().directory)
+        _pygc.collect()
+        time.sleep(0.01)
+    assert held.directory.is_dir() and plans[-1].is_dir()  # held, and just made
+    assert not plans[0].exists() and not plans[1].exists()  # the least recently used unheld ones went
+    cache = con.mix(STATEMENT).cache(["text"])  # a cache is pruned for too, and not itself removed
+    assert cache.directory.is_dir() and held.directory.is_dir() and not plans[-1].exists()
+    con.set_cache_limit(None)
+    assert con.cache_limit is None
+    before = _dirs(con.path, "plans")
+    more = con.mix(STATEMENT.replace("SEED 1", "SEED 9")).plan().directory
+    assert _dirs(con.path, "plans") == before | {more.name}  # no limit: nothing pruned
+    with pytest.raises(mixsql.MixSQLError, match="bytes >= 0"):
+        con.set_cache_limit(-1)
+
+
+def test_keep_under_on_the_command_line(tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--catalog", str(cat), "register", "corpus", *FILES]).exit_code == 0
+    out = runner.invoke(main, ["--catalog", str(cat), "gc", "--keep-under", "20MB"])
+    assert out.exit_code == 0 and "kept under 20.0 MB from now on" in out.output, out.output
+    assert mixsql.connect(cat).cache_limit == 20_000_000
+    out = runner.invoke(main, ["--catalog", str(cat), "gc"])
+    assert "kept under 20.0 MB (--keep-under off to lift it)" in out.output
+    out = runner.invoke(main, ["--catalog", str(cat), "gc", "--keep-under", "off"])
+    assert "no size limit" in out.output and mixsql.connect(cat).cache_limit is None
