@@ -3,7 +3,8 @@
 ``replacing(path)`` gives a temporary name beside ``path`` and renames it over ``path`` once the
 block succeeds (removing it otherwise); ``write_text`` is that for a string, flushed to disk.
 ``locked(path)`` holds an exclusive ``flock`` on ``path``, polling until ``timeout``. Readers never
-take a lock (the catalog's design): only writers among themselves.
+take a lock (the catalog's design): only writers among themselves. ``writing(directory, what)``
+turns a full, read-only or forbidden filesystem met while writing into an error that says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,31 @@ import time
 import typing as t
 import uuid
 from pathlib import Path
+
+
+_CANNOT_WRITE = {errno.ENOSPC: "the filesystem is full", errno.EDQUOT: "the disk quota is used up",
+                 errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied",
+                 errno.EPERM: "permission denied"}
+
+
+@contextlib.contextmanager
+def writing(directory: str | os.PathLike[str], what: str) -> t.Iterator[None]:
+    """Writing ``what`` into ``directory``: a full, read-only or forbidden filesystem is a
+    ``MixSQLError`` naming both (the writer removes what it had begun, as on any error)."""
+    from mixsql.errors import MixSQLError
+
+    try:
+        yield
+    except OSError as e:
+        why = _CANNOT_WRITE.get(e.errno or 0)
+        named = e.filename is not None and not os.path.abspath(os.fspath(e.filename)).startswith(
+            os.path.abspath(os.fspath(directory)))
+        if why is None or named:  # not a write, or of another file (a source that cannot be read)
+            raise
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise MixSQLError(f"cannot write {what} in {directory}: {why} ({e.strerror or e})",
+                          hint="free space there (`mixsql gc` removes unused plans, caches and superseded versions)"
+                               if full else "make it writable, or use a directory that is") from None
 
 
 @contextlib.contextmanager

@@ -193,96 +193,97 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
             tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
-                jobs: list[tuple[dict[str, t.Any], np.ndarray, dict[str, np.ndarray] | None]] = []
-                for d in datasets:
-                    members = [c for c in bound.components if c.dataset == d]
-                    files = engine.file_rows(d)
-                    component = matches.scan(engine.con, d, [m.index for m in members], [m.predicate for m in members],
-                                             [None] * len(members), [f["rows"] for f in files], count=False,
-                                             tokens=False).component
-                    selected = np.flatnonzero(component >= 0)
-                    starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
-                    ranges = None  # a JSONL record's byte range and block, in catalog order
-                    if any(f["format"] == "jsonl" for f in files):
-                        table = engine.con.sql(f'SELECT _offset, _length, _block FROM "{d}"').to_arrow_table()
-                        ranges = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
-                    for i, f in enumerate(files):
-                        lo, hi = np.searchsorted(selected, starts[i: i + 2])
-                        mine = selected[lo:hi]
-                        jobs.append(({**f, "dataset": d}, (mine - starts[i]).astype(np.int32),
-                                     None if f["format"] != "jsonl" or ranges is None else
-                                     {n: v[mine].astype(np.int64) for n, v in ranges.items()}))
-                from mixsql import fs as mfs
-                from mixsql.read import check_file
-                from mixsql.planfile import PlanFile
+                with atomic.writing(target.parent, "a compacted cache"):
+                    jobs: list[tuple[dict[str, t.Any], np.ndarray, dict[str, np.ndarray] | None]] = []
+                    for d in datasets:
+                        members = [c for c in bound.components if c.dataset == d]
+                        files = engine.file_rows(d)
+                        component = matches.scan(engine.con, d, [m.index for m in members], [m.predicate for m in members],
+                                                 [None] * len(members), [f["rows"] for f in files], count=False,
+                                                 tokens=False).component
+                        selected = np.flatnonzero(component >= 0)
+                        starts = np.concatenate(([0], np.cumsum([f["rows"] for f in files])))
+                        ranges = None  # a JSONL record's byte range and block, in catalog order
+                        if any(f["format"] == "jsonl" for f in files):
+                            table = engine.con.sql(f'SELECT _offset, _length, _block FROM "{d}"').to_arrow_table()
+                            ranges = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
+                        for i, f in enumerate(files):
+                            lo, hi = np.searchsorted(selected, starts[i: i + 2])
+                            mine = selected[lo:hi]
+                            jobs.append(({**f, "dataset": d}, (mine - starts[i]).astype(np.int32),
+                                         None if f["format"] != "jsonl" or ranges is None else
+                                         {n: v[mine].astype(np.int64) for n, v in ranges.items()}))
+                    from mixsql import fs as mfs
+                    from mixsql.read import check_file
+                    from mixsql.planfile import PlanFile
 
-                def copy(n: int, f: dict[str, t.Any], rows: np.ndarray, ranges: dict[str, np.ndarray] | None
-                         ) -> dict[str, t.Any]:
-                    info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"],
-                                    format=f["format"],
-                                    compression=f["compression"], size=f["size"], mtime=f["mtime"],
-                                    row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
-                    check_file(info)  # the source is as registered
-                    shard = tmp / f"shard-{n:06d}.parquet"
-                    if ranges is not None:
-                        schema = infos[info.dataset].record_schema
-                        entry = _copy_records(info, rows, ranges, shard,
-                                              pa.schema([schema.field(c) for c in columns if c in schema.names]))
+                    def copy(n: int, f: dict[str, t.Any], rows: np.ndarray, ranges: dict[str, np.ndarray] | None
+                             ) -> dict[str, t.Any]:
+                        info = PlanFile(index=n, dataset=f["dataset"], file_id=f["file_id"], url=f["url"],
+                                        format=f["format"],
+                                        compression=f["compression"], size=f["size"], mtime=f["mtime"],
+                                        row_groups=tuple(f["row_groups"] or ()), etag=f.get("etag"))
+                        check_file(info)  # the source is as registered
+                        shard = tmp / f"shard-{n:06d}.parquet"
+                        if ranges is not None:
+                            schema = infos[info.dataset].record_schema
+                            entry = _copy_records(info, rows, ranges, shard,
+                                                  pa.schema([schema.field(c) for c in columns if c in schema.names]))
+                            check_file(info)  # and was all along
+                            return entry
+                        group_starts = info.row_group_starts
+                        group_of = info.row_group_of(rows)
+                        offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
+                            np.zeros(1, dtype=np.int64)
+                        cache_group = np.full(len(group_starts), -1, dtype=np.int64)
+                        cache_rows: list[int] = []
+                        with mfs.open_binary(info.url, info.size) as fh:
+                            source = pq.ParquetFile(fh)
+                            available = set(source.schema_arrow.names)
+                            wanted = [c for c in columns if c in available]
+                            writer = None
+                            try:
+                                for g in range(len(group_starts)):
+                                    lo, hi = int(offsets[g]), int(offsets[g + 1])
+                                    if hi == lo:
+                                        continue
+                                    table = source.read_row_group(g, columns=wanted, use_threads=False)
+                                    table = table.take(rows[lo:hi] - group_starts[g])
+                                    if writer is None:
+                                        writer = pq.ParquetWriter(shard, table.schema, compression=CACHE_COMPRESSION)
+                                    cache_group[g] = len(cache_rows)
+                                    cache_rows.append(hi - lo)
+                                    writer.write_table(table, row_group_size=max(1, hi - lo))
+                                if writer is None:  # nothing selected: an empty shard
+                                    schema = source.schema_arrow
+                                    writer = pq.ParquetWriter(shard, pa.schema([schema.field(c) for c in wanted]),
+                                                              compression=CACHE_COMPRESSION)
+                            finally:
+                                if writer is not None:
+                                    writer.close()
                         check_file(info)  # and was all along
-                        return entry
-                    group_starts = info.row_group_starts
-                    group_of = info.row_group_of(rows)
-                    offsets = np.searchsorted(group_of, np.arange(len(group_starts) + 1)) if len(group_starts) else \
-                        np.zeros(1, dtype=np.int64)
-                    cache_group = np.full(len(group_starts), -1, dtype=np.int64)
-                    cache_rows: list[int] = []
-                    with mfs.open_binary(info.url, info.size) as fh:
-                        source = pq.ParquetFile(fh)
-                        available = set(source.schema_arrow.names)
-                        wanted = [c for c in columns if c in available]
-                        writer = None
-                        try:
-                            for g in range(len(group_starts)):
-                                lo, hi = int(offsets[g]), int(offsets[g + 1])
-                                if hi == lo:
-                                    continue
-                                table = source.read_row_group(g, columns=wanted, use_threads=False)
-                                table = table.take(rows[lo:hi] - group_starts[g])
-                                if writer is None:
-                                    writer = pq.ParquetWriter(shard, table.schema, compression=CACHE_COMPRESSION)
-                                cache_group[g] = len(cache_rows)
-                                cache_rows.append(hi - lo)
-                                writer.write_table(table, row_group_size=max(1, hi - lo))
-                            if writer is None:  # nothing selected: an empty shard
-                                schema = source.schema_arrow
-                                writer = pq.ParquetWriter(shard, pa.schema([schema.field(c) for c in wanted]),
-                                                          compression=CACHE_COMPRESSION)
-                        finally:
-                            if writer is not None:
-                                writer.close()
-                    check_file(info)  # and was all along
-                    return _entry(info, shard, rows, offsets, cache_group, cache_rows)
+                        return _entry(info, shard, rows, offsets, cache_group, cache_rows)
 
-                began = time.perf_counter()
-                workers = max(1, min(len(jobs), os.cpu_count() or 1))
-                with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
-                    futures = [pool.submit(copy, n, f, rows, ranges) for n, (f, rows, ranges) in enumerate(jobs)]
-                    entries = []
-                    for n, future in enumerate(futures):
-                        entries.append(future.result())
-                        if progress is not None:
-                            progress(n + 1, len(futures), entries[-1]["url"])
-                meta = {"format": FORMAT, "key": key, "columns": columns,
-                        "datasets": {d: infos[d].version for d in datasets},
-                        "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
-                        "seconds": time.perf_counter() - began}
-                (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
-                try:
-                    os.rename(tmp, target)
-                except OSError:  # another process built it meanwhile
-                    if not (target / "cache.json").exists():
-                        raise
-                    shutil.rmtree(tmp, ignore_errors=True)
+                    began = time.perf_counter()
+                    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+                    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-cache") as pool:
+                        futures = [pool.submit(copy, n, f, rows, ranges) for n, (f, rows, ranges) in enumerate(jobs)]
+                        entries = []
+                        for n, future in enumerate(futures):
+                            entries.append(future.result())
+                            if progress is not None:
+                                progress(n + 1, len(futures), entries[-1]["url"])
+                    meta = {"format": FORMAT, "key": key, "columns": columns,
+                            "datasets": {d: infos[d].version for d in datasets},
+                            "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
+                            "seconds": time.perf_counter() - began}
+                    (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
+                    try:
+                        os.rename(tmp, target)
+                    except OSError:  # another process built it meanwhile
+                        if not (target / "cache.json").exists():
+                            raise
+                        shutil.rmtree(tmp, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -640,8 +640,9 @@ def _compiled(spec: _plan.PlanSpec, catalog: Catalog, root: Path, final: Path, k
         if held and not (final / "plan.json").exists():
             tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                compile_plan(spec, catalog, tmp, progress)
-                os.rename(tmp, final)
+                with atomic.writing(root, "a compiled plan"):
+                    compile_plan(spec, catalog, tmp, progress)
+                    os.rename(tmp, final)
                 compiled = True
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixsql import atomic
 from mixsql import tokens as _tokens
 from mixsql.errors import CatalogError
 
@@ -142,13 +143,15 @@ def _write(con: "Connection", dataset: str, tok: _tokens.Tokenizer, content: tup
                 if progress is not None:
                     progress(finished[0], len(files), files[i].url)
 
-            written = [Path(p) for p in cluster.run(_shard, calls, told, "tokenization")]
+            with atomic.writing(out, "token shards"):
+                written = [Path(p) for p in cluster.run(_shard, calls, told, "tokenization")]
         else:
             written = []
-            for file_id, call in enumerate(calls):
-                if progress is not None:
-                    progress(file_id, len(files), files[file_id].url)
-                written.append(Path(_shard(*call)))
+            with atomic.writing(out, "token shards"):
+                for file_id, call in enumerate(calls):
+                    if progress is not None:
+                        progress(file_id, len(files), files[file_id].url)
+                    written.append(Path(_shard(*call)))
         if progress is not None:
             progress(len(files), len(files), "registering the tokenized shards")
         final = []

@@ -323,8 +323,9 @@ class Catalog:
             tmp.mkdir(parents=True)
             try:
                 field = tokens if tokens is not None else content[0]
-                entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos, image_columns,
-                               previous, ray)
+                with atomic.writing(self.path, f"dataset {name!r}"):
+                    entry = _build(tmp, urls, content, progress, tok, field, tokens is not None, npy_eos,
+                                   image_columns, previous, ray)
                 entry["sources"] = list(previous.sources if previous is not None else ()) + [str(p) for p in paths]
                 if previous is not None:
                     entry["earlier"] = [previous.version, *previous.earlier]
