@@ -156,22 +156,27 @@ def arm_torch(mix: mixsql.Mix, workers: int, stats: Path) -> dict:
 
 
 class _Floor(torch.utils.data.IterableDataset):
-    """Ready batches of distinct texts of the stream's sizes: what torch's DataLoader alone costs."""
+    """Ready batches of distinct texts of the stream's sizes: what torch's DataLoader alone costs
+    (``empty``: as many batches, each an int: its cost per batch alone)."""
 
-    def __init__(self, sizes: list[int]) -> None:
-        self.sizes = sizes
+    def __init__(self, sizes: list[int], empty: bool = False) -> None:
+        self.sizes, self.empty = sizes, empty
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         info = torch.utils.data.get_worker_info()
         w, n = (0, 1) if info is None else (info.id, info.num_workers)
         base = "abcdefghij" * 500
         for b in range(w, len(self.sizes) // BATCH, n):
+            if self.empty:
+                yield {"text": [b] * BATCH}
+                continue
             texts = [f"{b}-{k}" + base[: self.sizes[b * BATCH + k]] for k in range(BATCH)]
             yield {"text": texts, "component": ["web"] * BATCH}
 
 
-def arm_floor(sizes: list[int], workers: int) -> dict:
-    loader = torch.utils.data.DataLoader(_Floor(sizes), batch_size=None, num_workers=workers, collate_fn=batch_as_is)
+def arm_floor(sizes: list[int], workers: int, empty: bool = False) -> dict:
+    loader = torch.utils.data.DataLoader(_Floor(sizes, empty), batch_size=None, num_workers=workers,
+                                         collate_fn=batch_as_is)
     n = 0
     t = time.perf_counter()
     for batch in loader:
@@ -181,18 +186,23 @@ def arm_floor(sizes: list[int], workers: int) -> dict:
 
 FIRST_CHILD = r"""
 import json, os, sys, time
-import mixsql, mixsql.api, torch.utils.data
-from mixsql.dataset import batch_as_is
+import torch.utils.data
 kind, workers, context = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+if kind != "bare":  # torch alone imports nothing of mixsql
+    import mixsql, mixsql.api
+    from mixsql.dataset import batch_as_is
 t0 = time.perf_counter()
-mix = mixsql.connect(sys.argv[1], create=False).mix(sys.argv[2])
+mix = None if kind == "bare" else mixsql.connect(sys.argv[1], create=False).mix(sys.argv[2])
 if kind == "samples":
     next(iter(mix.samples(columns=["text"])))
     print(json.dumps({"first_s": time.perf_counter() - t0}))
     sys.exit(0)
-ds = mix.torch_dataset(batch_size=32, columns=["text"], batched=True)
 kw = {} if workers == 0 else {"multiprocessing_context": context}
-loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=batch_as_is, **kw)
+if kind == "bare":  # torch's own worker: a DataLoader over range(), what any worker costs before mixsql
+    loader = torch.utils.data.DataLoader(range(1 << 20), batch_size=32, num_workers=workers, **kw)
+else:
+    ds = mix.torch_dataset(batch_size=32, columns=["text"], batched=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=batch_as_is, **kw)
 it = iter(loader)
 next(it)
 first = time.perf_counter() - t0
@@ -309,15 +319,23 @@ def section(r: dict) -> str:
         f"{_verdict(q['two_over_zero_workers'], 1.5, True)} |",
         f"| DataLoader docs/s, 2 workers / torch's DataLoader alone with 2 workers | {q['two_workers_over_floor']:.2f} "
         "| (≤ 1 by definition) | |",
+        f"| torch's DataLoader alone, 2 workers handing over empty batches / mixsql with 0 workers (s) | "
+        f"{arms['floor: DataLoader alone, empty batches, 2 workers']['seconds']:.2f} / "
+        f"{arms['full: DataLoader, 0 workers']['seconds']:.2f} | | the hand-off alone |",
         f"| first sample, `Mix.samples` / first batch, DataLoader 0 workers (s) | {first['Mix.samples']['first_s']:.2f}"
         f" / {first['DataLoader, 0 workers']['first_s']:.2f} | as fast | "
         f"{_verdict(first['Mix.samples']['first_s'], 1.15 * first['DataLoader, 0 workers']['first_s'], False)} |",
         f"| worker start-up to the first batch, fork / spawn (s) | {first['DataLoader, 2 workers (fork)']['first_s']:.2f}"
         f" / {first['DataLoader, 2 workers (spawn)']['first_s']:.2f} | ≤ 0.5 | "
         f"{_verdict(first['DataLoader, 2 workers (spawn)']['first_s'], 0.5, False)} (spawn) |",
+        f"| the same for torch alone (a DataLoader over `range()`), fork / spawn (s) | "
+        f"{first['torch alone, 2 workers (fork)']['first_s']:.2f} / "
+        f"{first['torch alone, 2 workers (spawn)']['first_s']:.2f} | | the floor |",
         f"| a worker's peak RSS, fork / spawn (MB) | {first['DataLoader, 2 workers (fork)']['worker_rss_mb']:.0f} / "
         f"{first['DataLoader, 2 workers (spawn)']['worker_rss_mb']:.0f} | ≤ 150 | "
         f"{_verdict(first['DataLoader, 2 workers (spawn)']['worker_rss_mb'], 150, False)} |",
+        f"| the same for torch alone, fork / spawn (MB) | {first['torch alone, 2 workers (fork)']['worker_rss_mb']:.0f} / "
+        f"{first['torch alone, 2 workers (spawn)']['worker_rss_mb']:.0f} | | the floor |",
         "",
         f"Per worker (2 workers): decoded {r['workers']['decoded_2']} row groups, mapped {r['workers']['mapped_2']} "
         f"decoded by the other; 0 workers: {r['workers']['decoded_0']}.",
@@ -331,9 +349,7 @@ def section(r: dict) -> str:
           f"**{q[k + '_cached_over_source']:.2f}** |" for k, v in r["compact"].items()],
         "",
         f"Full coverage from the cache / `read_table(files).to_pylist()`: **{q['full_cached_over_read_table']:.2f}**. "
-        "The peers (LitData, HF, MosaicML) are not yet in this benchmark, so the issue's targets against them "
-        "(streaming ≥ LitData's and HF non-streaming's docs/s, set-up ≤ 0.5 × LitData's `optimize`) are not "
-        "measured here.",
+        "The peers (LitData, HF, MosaicML) against the cache: section (j).",
     ]
     return "\n".join(lines)
 
@@ -384,6 +400,7 @@ def main() -> None:
         "full: DataLoader, 2 workers": lambda: arm_torch(full, 2, stats),
         "floor: DataLoader alone, 0 workers": lambda: arm_floor(sizes, 0),
         "floor: DataLoader alone, 2 workers": lambda: arm_floor(sizes, 2),
+        "floor: DataLoader alone, empty batches, 2 workers": lambda: arm_floor(sizes, 2, empty=True),
     }
     runs: dict[str, list[dict]] = {k: [] for k in arms}
     for rep in range(args.reps):
@@ -431,7 +448,9 @@ def main() -> None:
     first: dict = {}
     for label, kind, workers, context in (("Mix.samples", "samples", 0, "fork"), ("DataLoader, 0 workers", "torch", 0,
                                            "fork"), ("DataLoader, 2 workers (fork)", "torch", 2, "fork"),
-                                          ("DataLoader, 2 workers (spawn)", "torch", 2, "spawn")):
+                                          ("DataLoader, 2 workers (spawn)", "torch", 2, "spawn"),
+                                          ("torch alone, 2 workers (fork)", "bare", 2, "fork"),
+                                          ("torch alone, 2 workers (spawn)", "bare", 2, "spawn")):
         got = [first_sample(cat, statement, kind, workers, context) for _ in range(args.reps)]
         first[label] = {"first_s": statistics.median(g["first_s"] for g in got),
                         "worker_rss_mb": max((max(g.get("worker_rss_mb") or [0]) for g in got), default=0)}
