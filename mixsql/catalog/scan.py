@@ -207,11 +207,13 @@ def _as_binary(kind: pa.DataType) -> pa.DataType:
 def _line_bounds(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start offsets and lengths (without the newline) of the non-blank lines of a block."""
     ends = np.flatnonzero(block == 10)
-    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.zeros(0, dtype=np.int64)
+    if not len(ends):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], ends[:-1] + 1))
     lengths = ends - starts
-    nonws = np.concatenate(([0], np.cumsum(~_WS[block])))
-    content = nonws[ends] - nonws[starts]
-    keep = content > 0
+    # whether each line holds a byte that is not white space: one pass over the block's bytes (each
+    # line's span [start, next start) is never empty: it holds at least its newline)
+    keep = np.logical_or.reduceat(~_WS[block[: int(ends[-1]) + 1]], starts)
     return starts[keep].astype(np.int64), lengths[keep].astype(np.int64)
 
 

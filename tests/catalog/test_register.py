@@ -12,6 +12,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mixsql
 from mixsql.errors import CatalogError, DataError
@@ -409,3 +411,22 @@ def test_append_refuses_what_it_cannot_add(scratch: mixsql.Connection, tmp_path:
     info = scratch.register("d", [str(files[2])], append=True)
     info = scratch.register("d", [str(files[3])], append=True)
     assert len(info.earlier) == 2 and info.samples == 4200
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"{}", b" ", b"\t", b"\r", b"\n", b"\n", b"\xc3\xa9"]), max_size=80))
+def test_line_bounds_are_the_non_blank_lines_of_a_block(parts: list[bytes]) -> None:
+    """A JSONL block's records: every line holding a byte other than JSON white space, up to its last
+    newline (what follows belongs to the next block)."""
+    import numpy as np
+
+    from mixsql.catalog.scan import _line_bounds
+
+    data = b"".join(parts)
+    expected, at = [], 0
+    for line in data.split(b"\n")[:-1]:
+        if line.strip(b" \t\r"):
+            expected.append((at, len(line)))
+        at += len(line) + 1
+    starts, lengths = _line_bounds(np.frombuffer(data, dtype=np.uint8))
+    assert list(zip(starts.tolist(), lengths.tolist())) == expected
