@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import mixsql  # noqa: E402
 from bench.report import splice  # noqa: E402
-from bench.run import DATA, ensure_corpus, touched  # noqa: E402
+from bench.run import DATA, ensure_corpus, ensure_jsonl, touched  # noqa: E402
 from mixsql.dataset import MixDataset, batch_as_is  # noqa: E402
 
 FULL = """MIX NATURAL web WHERE domain = 'web', code WHERE domain = 'code',
@@ -385,6 +385,13 @@ def main() -> None:
         results.setdefault("compact", {})[name] = {"seconds": seconds, "bytes": built.bytes,
                                                    "samples": built.meta["samples"]}
         print(f"  compacted cache ({name}): {results['compact'][name]}", flush=True)
+    if "bench_jsonl" not in con.datasets():  # the same corpus as JSONL: its cache parses no JSON when read
+        con.register("bench_jsonl", [str(ensure_jsonl() / "*.jsonl")])
+    jsonl_statement = SELECTIVE.format(limit="").replace("FROM bench", "FROM bench_jsonl")
+    jsonl = con.mix(jsonl_statement)
+    cached["jsonl"], built, seconds = fresh_cache(con, jsonl_statement)
+    results["compact"]["selective, from JSONL"] = {"seconds": seconds, "bytes": built.bytes,
+                                                   "samples": built.meta["samples"]}
     results["source_bytes"] = sum(p.stat().st_size for p in paths)
     arms = {
         "full: Mix.samples": lambda: arm_samples(full),
@@ -394,6 +401,8 @@ def main() -> None:
         "selective: Mix.samples": lambda: arm_samples(selective),
         "selective: Mix.samples, compacted cache": lambda: arm_samples(cached["selective"]),
         "selective: oracle": lambda: arm_oracle(*oracles["selective"]),
+        "selective, from JSONL: Mix.samples": lambda: arm_samples(jsonl),
+        "selective, from JSONL: Mix.samples, compacted cache": lambda: arm_samples(cached["jsonl"]),
         "short: Mix.samples": lambda: arm_samples(short),
         "short: oracle": lambda: arm_oracle(*oracles["short"]),
         "full: DataLoader, 0 workers": lambda: arm_torch(full, 0, stats),
@@ -413,6 +422,7 @@ def main() -> None:
     for a, b in (("selective: Mix.samples", "selective: oracle"), ("short: Mix.samples", "short: oracle"),
                  ("full: Mix.samples", "full: Mix.samples, compacted cache"),
                  ("selective: Mix.samples", "selective: Mix.samples, compacted cache"),
+                 ("selective, from JSONL: Mix.samples", "selective, from JSONL: Mix.samples, compacted cache"),
                  ("full: DataLoader, 0 workers", "full: DataLoader, 2 workers")):
         _same(runs[a][0], runs[b][0], f"{a} / {b}")
     if runs["full: Mix.samples"][0]["samples"] > runs["full: read_table"][0]["samples"]:
@@ -436,6 +446,8 @@ def main() -> None:
         "worker_decodes_over_zero": sum(two["decoded"]) / max(1, sum(zero["decoded"])),
         "full_cached_over_source": samples_per_s["full: Mix.samples, compacted cache"]
         / samples_per_s["full: Mix.samples"],
+        "selective, from JSONL_cached_over_source": samples_per_s["selective, from JSONL: Mix.samples, compacted cache"]
+        / samples_per_s["selective, from JSONL: Mix.samples"],
         "selective_cached_over_source": samples_per_s["selective: Mix.samples, compacted cache"]
         / samples_per_s["selective: Mix.samples"],
         "full_cached_over_read_table": samples_per_s["full: Mix.samples, compacted cache"]

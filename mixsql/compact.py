@@ -294,11 +294,15 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
     return _found(target, key)
 
 
+PARSE_BYTES = 16 << 20  # records of consecutive blocks parsed by one call while building a JSONL file's shard
+
+
 def _copy_records(info: t.Any, rows: np.ndarray, ranges: dict[str, np.ndarray], shard: Path,
                   schema: t.Any) -> dict[str, t.Any]:
     """A JSONL file's selected records (source ``rows``, ascending, with their ``_offset``,
     ``_length`` and ``_block``) parsed once, in one sequential pass, into a shard of one row group
-    per block: a cache row group stands for a block as it does for a Parquet row group."""
+    per block: a cache row group stands for a block as it does for a Parquet row group. Records of
+    consecutive blocks are parsed together, up to ``PARSE_BYTES`` at a time."""
     import pyarrow.parquet as pq
 
     from mixsql.read import parse_records, record_ranges
@@ -307,16 +311,23 @@ def _copy_records(info: t.Any, rows: np.ndarray, ranges: dict[str, np.ndarray], 
     offsets = np.searchsorted(blocks, np.arange(int(blocks[-1]) + 2 if len(blocks) else 1))  # block -> first row
     cache_group = np.full(len(offsets) - 1, -1, dtype=np.int64)
     cache_rows: list[int] = []
+    held = [b for b in range(len(cache_group)) if offsets[b + 1] > offsets[b]]
     records = record_ranges(info, ranges["_offset"], ranges["_offset"] + ranges["_length"])
     with pq.ParquetWriter(shard, schema, compression=CACHE_COMPRESSION) as writer:
-        for b in range(len(cache_group)):
-            lo, hi = int(offsets[b]), int(offsets[b + 1])
-            if hi == lo:
-                continue
+        at = 0
+        while at < len(held):
+            group, size = [held[at]], int(ranges["_length"][offsets[held[at]]: offsets[held[at] + 1]].sum())
+            while at + len(group) < len(held) and size < PARSE_BYTES:
+                b = held[at + len(group)]
+                group.append(b)
+                size += int(ranges["_length"][offsets[b]: offsets[b + 1]].sum())
+            lo, hi = int(offsets[group[0]]), int(offsets[group[-1] + 1])
             table = parse_records(info, [next(records) for _ in range(hi - lo)], rows[lo:hi], schema)
-            cache_group[b] = len(cache_rows)
-            cache_rows.append(hi - lo)
-            writer.write_table(table, row_group_size=hi - lo)
+            for b in group:
+                cache_group[b] = len(cache_rows)
+                cache_rows.append(int(offsets[b + 1] - offsets[b]))
+                writer.write_table(table.slice(int(offsets[b]) - lo, cache_rows[-1]), row_group_size=cache_rows[-1])
+            at += len(group)
     return _entry(info, shard, rows, offsets, cache_group, cache_rows)
 
 

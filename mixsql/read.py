@@ -58,6 +58,7 @@ READ_AHEAD_THREADS = 1  # threads per reader that start decodes (each decode its
 BATCH_GROUPS = 16  # local row groups decoded by one call (``_decode_many``)
 MAX_AHEAD = 256  # blocks held read ahead at most (decoded row groups, fetched ranges)
 LOCAL_DEPTH = 2  # reads of local files decoded ahead of the one in use (remote: ``remote.settings().depth``)
+RANGE_CHUNK = 8 << 20  # bytes read at a time from a decompressed stream (``record_ranges``)
 DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
 
 
@@ -828,22 +829,27 @@ class Reader:
 def record_ranges(info: PlanFile, starts: np.ndarray, ends: np.ndarray,
                   read: t.Callable[[int], None] = lambda n: None) -> t.Iterator[bytes]:
     """The byte ranges [starts, ends) (ascending) of a file's decompressed stream, in one sequential
-    pass that stops after the last (``read`` is told the size of each chunk read)."""
+    pass that stops after the last (``read`` is told the size of each chunk read). What is held is
+    cut down only when more must be read, so each byte is copied a bounded number of times."""
     position = 0  # decompressed offset of buffer[0]
     buffer = b""
     with mfs.open_stream(info.url, info.compression, info.size, info.version) as stream:
         for s, e in zip(starts.tolist(), ends.tolist()):
-            while position + len(buffer) < e:
-                chunk = stream.read(8 << 20)
-                if not chunk:
-                    raise DataError(f"{info.url} ends before byte {e} of its decompressed stream", file=info.url)
-                read(len(chunk))
-                if s >= position + len(buffer):  # nothing held is needed any more
-                    position, buffer = position + len(buffer), chunk
-                else:
-                    buffer += chunk
+            held = position + len(buffer)
+            if e > held:
+                parts, position = ([], held) if s >= held else ([buffer[s - position:]], s)
+                while held < e:
+                    chunk = stream.read(RANGE_CHUNK)
+                    if not chunk:
+                        raise DataError(f"{info.url} ends before byte {e} of its decompressed stream", file=info.url)
+                    read(len(chunk))
+                    held += len(chunk)
+                    if parts or held > s:
+                        parts.append(chunk)
+                    else:  # wholly before the record: not kept
+                        position = held
+                buffer = b"".join(parts)
             yield buffer[s - position: e - position]
-            buffer, position = buffer[e - position:], e
 
 
 def parse_records(info: PlanFile, records: list[bytes], rows: np.ndarray, schema: pa.Schema) -> pa.Table:

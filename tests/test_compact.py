@@ -247,3 +247,28 @@ def test_of_processes_asking_at_once_one_builds_and_the_others_wait(own: mixsql.
         assert finder.is_alive()  # it waits for the builder
     finder.join(30)
     assert not finder.is_alive() and told  # the builder went away without building: told so
+
+
+@pytest.mark.parametrize("parse_bytes", [1, 1 << 30])
+def test_a_jsonl_file_of_many_blocks_is_cached_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              parse_bytes: int) -> None:
+    """Records of several 1 MiB blocks, parsed a block at a time or all together: a cache row group
+    per block either way, and the stream of the source."""
+    import json
+
+    from mixsql import compact
+
+    monkeypatch.setattr(compact, "PARSE_BYTES", parse_bytes)
+    lines = [json.dumps({"id": i, "domain": ("code", "web", "docs")[i % 3], "text": f"{i} " + "x" * (700 + i % 500)})
+             for i in range(5000)]  # about 5.5 MB: six blocks
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("big", [str(tmp_path / "big.jsonl")])
+    statement = "MIX 0.7 AS code WHERE domain = 'code', 0.3 AS web WHERE domain = 'web' FROM big CHUNK SIZE 64 " \
+                "LIMIT 2000 SAMPLES"
+    plain = list(con.mix(statement).samples(columns=["id", "text"]))
+    mix = con.mix(statement)
+    cache = mix.cache(["id", "text"])
+    (entry,) = cache.meta["files"]
+    assert len(entry["cache_rows"]) >= 5 and sum(entry["cache_rows"]) == cache.meta["samples"] == 3334
+    assert list(mix.samples(columns=["id", "text"])) == plain

@@ -351,3 +351,29 @@ def test_id_views_of_a_chunked_column_are_its_rows_without_a_copy(chunks, data):
     values = [np.asarray(c.values) for c in column.chunks]
     for v in views:  # views of the decoded values, not copies
         assert v is None or len(v) == 0 or any(np.shares_memory(v, x) for x in values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=1, max_size=400), cuts=st.lists(st.integers(0, 400), max_size=30),
+       chunk=st.integers(1, 64), compressed=st.booleans())
+def test_record_ranges_are_the_bytes_of_each_range_read_in_one_pass(tmp_path_factory: pytest.TempPathFactory,
+                                                                    data: bytes, cuts: list[int], chunk: int,
+                                                                    compressed: bool) -> None:
+    from mixsql import read
+    from mixsql.planfile import PlanFile
+
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0})
+    starts = np.array(bounds[:-1][::2], dtype=np.int64)  # every other gap: records with space between
+    ends = np.array(bounds[1:][::2], dtype=np.int64)
+    path = tmp_path_factory.mktemp("ranges") / ("f.jsonl.gz" if compressed else "f.jsonl")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    info = PlanFile(index=0, dataset="d", file_id=0, url=str(path), format="jsonl",
+                    compression="gzip" if compressed else None, size=path.stat().st_size, mtime=None, row_groups=None)
+    sizes: list[int] = []
+    old, read.RANGE_CHUNK = read.RANGE_CHUNK, chunk
+    try:
+        got = list(read.record_ranges(info, starts, ends, sizes.append))
+    finally:
+        read.RANGE_CHUNK = old
+    assert got == [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+    assert sum(sizes) <= (int(ends[-1]) if len(ends) else 0) + chunk  # stops after the last range
