@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 import typing as t
 
@@ -68,10 +67,25 @@ def consume(items: t.Iterable[t.Any], samples: int, batched: bool) -> tuple[int,
     return n, chars, first or 0.0, time.perf_counter() - began
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB: VmHWM, which starts anew with each program (ru_maxrss
+    does not: Linux keeps it across fork and exec, so a child of a large parent reports the parent's)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def report(setup: float, counted: tuple[int, int, float, float], disk_dir: str | None, version: str) -> None:
     """The arm's one JSON line: set-up, throughput, first sample, disk of its copy, peak RSS."""
     n, chars, first, seconds = counted
     disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(disk_dir) for f in fs) if disk_dir else 0
     print(json.dumps({"setup_s": setup, "seconds": seconds, "samples": n, "chars": chars, "first_s": first,
-                      "disk_bytes": disk, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "disk_bytes": disk, "peak_rss_mb": peak_rss_mb(),
                       "version": version}))

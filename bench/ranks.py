@@ -11,6 +11,7 @@ per-rank peak RSS against the plan's size on disk.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -25,11 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.peer_common import peak_rss_mb  # noqa: E402
+
 DATA = ROOT / "bench_data"
+PEAK_RSS = inspect.getsource(peak_rss_mb)  # each rank defines it for itself
 STATEMENT = ("MIX 0.5 AS web WHERE domain = 'web' AND quality > 0.3, 0.3 AS code WHERE domain = 'code', "
              "0.2 AS rest FROM synth SEED {seed} PARTITIONS 256")
 
-RANK = r"""
+RANK = PEAK_RSS + r"""
 import json, os, resource, sys, time
 began = time.perf_counter()
 import torch
@@ -55,7 +59,7 @@ batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=mixsq
 first = time.perf_counter()
 print(json.dumps({"rank": rank, "compiled": bool(compiled), "import_s": imported - began,
                   "dataset_s": ready - called, "first_batch_s": first - called,
-                  "cpu_s": time.process_time() - cpu0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "cpu_s": time.process_time() - cpu0, "rss_mb": peak_rss_mb(),
                   "samples": len(batch["text"])}))
 """
 

@@ -15,6 +15,7 @@ Method (../shared/research/performance.md): arms run interleaved in one process 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import mixsql  # noqa: E402
 from bench.report import splice  # noqa: E402
+from bench.peer_common import peak_rss_mb  # noqa: E402
 from mixsql.read import Reader  # noqa: E402
 
 DATA = ROOT / "bench_data"
@@ -196,7 +198,9 @@ def bench_ranks(con: mixsql.Connection, oracle_ratio: float, ranks: tuple[int, .
 
 # -- (c), (d): separate processes, so peak memory and start-up are their own --------------------------------
 
-PLAN_CHILD = r"""
+PEAK_RSS = inspect.getsource(peak_rss_mb)  # the children define it for themselves
+
+PLAN_CHILD = PEAK_RSS + r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import mixsql
@@ -208,7 +212,7 @@ plan = mix.plan()
 t3 = time.perf_counter()
 print(json.dumps({"bind_s": t2 - t1, "compile_s": t3 - t2, "plan_s": t3 - t1, "stream": len(plan),
                   "matched": sum(c.samples for c in mix.bound.components),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 SYNTHETIC = """MIX 0.3 AS code WHERE domain = 'code',
@@ -244,7 +248,7 @@ def bench_planning(sizes: list[int], reps: int) -> dict:
     return out
 
 
-REGISTER_CHILD = r"""
+REGISTER_CHILD = PEAK_RSS + r"""
 import json, os, resource, shutil, sys, tempfile, time
 import mixsql
 where = tempfile.mkdtemp(prefix="mixsql-bench-register-")
@@ -260,7 +264,7 @@ try:
 finally:
     shutil.rmtree(where, ignore_errors=True)
 print(json.dumps({"seconds": seconds, "samples": info.samples, "bytes": info.bytes,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -347,13 +351,13 @@ def bench_seek(reps: int, rows: int) -> dict:
             "spread": {str(s): (max(v) - min(v)) / statistics.median(v) for s, v in times.items()}}
 
 
-WORKER_CHILD = r"""
+WORKER_CHILD = PEAK_RSS + r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import mixsql.dataset
 if sys.argv[1] == "compiler":
     import mixsql.api
-print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": peak_rss_mb(),
                   "modules": len(sys.modules)}))
 """
 
