@@ -363,7 +363,7 @@ def test_reused_output_memory_never_overwrites_a_batch_still_held(tcon: mixsql.C
     from mixsql import dataset
 
     monkeypatch.setattr(dataset, "READ_TOKENS", 4 * 64)  # many reads of 4 sequences each
-    mix = _mix(tcon, 3)
+    mix = tcon.mix(MIX.format(p=3, dataset="corpus", by="") + " LIMIT 600 SAMPLES")  # ~400 reads, KEPT_BLOCKS 3
     L = 64
     ref = [s["input_ids"].tolist() for s in mix.sequences(L)]
 
