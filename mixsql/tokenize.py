@@ -126,13 +126,9 @@ def _write(con: "Connection", dataset: str, tok: _tokens.Tokenizer, content: tup
     tmp = out / f".tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        calls = []
-        at = 0
-        for file_id, stem in enumerate(stems):
-            mine = np.flatnonzero(block_file == file_id)
-            calls.append((str(plan.directory), order[at: at + len(mine)], block_of[mine], str(tmp / stem),
-                          (tok.json, tok.source), content[0], column, wide))
-            at += len(mine)
+        bounds = np.searchsorted(block_file, np.arange(len(stems) + 1))  # the rows come in file order
+        calls = [(str(plan.directory), order[lo:hi], block_of[lo:hi], str(tmp / stem), (tok.json, tok.source),
+                  content[0], column, wide) for stem, lo, hi in zip(stems, bounds[:-1].tolist(), bounds[1:].tolist())]
         if ray is not None:
             from mixsql import cluster
 
