@@ -84,8 +84,8 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     """Copy a compiled plan to ``directory`` and add its Parquet manifest and lineage (``mixsql plan -o DIR``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    extra = [n for n in ("stream_rows.npy", "stream_tokens.npy", "row_tokens.npy", "row_index.npy",
-                              "pool_lengths.npy", "tokenizer.json") if (plan.directory / n).exists()]
+    extra = [n for n in ("stream_rows.npy", "stream_tokens.npy", "row_tokens.npy", "row_index.npy", "canon.npy",
+                         "run_starts.npy", "run_keys.npy", "tokenizer.json") if (plan.directory / n).exists()]
     for name in ["plan.json", "windows.npy", "window_blocks.npy", "chunks.npy"] + extra + \
             [f"{c}.npy" for c in plan.meta["columns"]]:
         with atomic.replacing(out / name) as tmp:

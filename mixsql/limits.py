@@ -21,14 +21,25 @@ MAX_BATCH_SIZE = 1 << 30
 MAX_BUCKETS = 1024
 MAX_EXPANDED_NODES = 20_000  # a predicate with its WITH names expanded
 MAX_WITH_CHAIN = 16  # WITH names defined through each other
-PLAN_BYTES_PER_SAMPLE = 32  # what compiling costs per sample of the stream, at its peak, with headroom
+PLAN_BYTES_PER_SAMPLE = 32  # what compiling costs per sample it stores, at its peak, with headroom
+TABLE_BYTES_PER_ENTRY = 64  # the chunk table while it is computed, per chunk row and component
+
+
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 16 << 30
 
 
 def max_stream_samples() -> int:
-    """The longest stream this machine can compile: a plan holds every sample of its stream, and
-    compiling one needs about PLAN_BYTES_PER_SAMPLE bytes of memory per sample."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        memory = 16 << 30
-    return max(1, memory // PLAN_BYTES_PER_SAMPLE)
+    """The most samples a plan can store on this machine: compiling one needs about
+    PLAN_BYTES_PER_SAMPLE bytes of memory per sample stored. A plan stores the samples its
+    components select (at most once each: later epochs are derived), or, for a stream planned from
+    token counts, every sample of its stream."""
+    return max(1, _memory() // PLAN_BYTES_PER_SAMPLE)
+
+
+def max_chunk_rows(components: int) -> int:
+    """The most rows the chunk table of a stream of ``components`` components can have here."""
+    return max(1, _memory() // (TABLE_BYTES_PER_ENTRY * max(1, components)))

@@ -16,7 +16,10 @@ Compiling a bound mixture gives, for each component, its samples in visiting ord
    A partition's sequence is its pools, epoch after epoch; it takes exactly the samples it will
    consume (known in advance from the chunk table, see ``plan``): whole epochs, then the start of
    the last epoch's visiting order (block then sample: a partial epoch touches only the blocks it
-   reaches, and a longer stream only appends). So every component moves through the *same* blocks
+   reaches, and a longer stream only appends). The plan stores only the first epoch of each pool
+   (whole, for a component that repeats) and the component's canonical order; later epochs follow
+   from the same definition on demand (``epochs``, ``planfile.CompiledPlan.physical``), so a plan's
+   size and compile time follow the samples selected, not the budget. So every component moves through the *same* blocks
    at the same pace, and a block holding samples of several components is decoded once for all of them.
    Within a pool, consecutive blocks form windows of ``window`` blocks, and the samples of each
    window are shuffled: a window is a contiguous range of the sequence touching at most
@@ -48,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from mixsql import atomic
+from mixsql import epochs as _epochs
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix, first_match, matches
 from mixsql.catalog import Catalog
@@ -73,28 +77,6 @@ def _np(table: pa.Table, name: str) -> np.ndarray:
 
 
 # -- compiling ----------------------------------------------------------------------------------------
-
-
-def _random_keys(seed: int, purpose: int, index: t.Sequence[int], n: int) -> np.ndarray:
-    """n raw 64-bit PCG64 outputs: stable across NumPy versions and platforms."""
-    generator = np.random.PCG64(np.random.SeedSequence([seed, purpose, *index]))
-    return generator.random_raw(n) if n else np.zeros(0, dtype=np.uint64)
-
-
-BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
-_U = np.uint64
-
-
-def _block_hash(keys: np.ndarray, salt: int) -> np.ndarray:
-    """A seeded pseudo-random 64-bit value per block key (splitmix64: plain integer arithmetic)."""
-    z = keys.astype(_U) ^ _U(salt)
-    with np.errstate(over="ignore"):
-        z ^= z >> _U(30)
-        z *= _U(0xBF58476D1CE4E5B9)
-        z ^= z >> _U(27)
-        z *= _U(0x94D049BB133111EB)
-        z ^= z >> _U(31)
-    return z
 
 
 ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves all components of a dataset
@@ -193,11 +175,12 @@ class _Out:
     """The plan's sample columns, appended to .npy files whose headers already give the final length:
     nothing is concatenated or held in memory."""
 
-    def __init__(self, directory: Path, names: list[str], total: int) -> None:
+    def __init__(self, directory: Path, names: list[str], total: int, dtype: t.Any = None) -> None:
         self.files = {}
+        self.dtypes = {name: np.dtype(dtype or SAMPLE_COLUMNS[name]) for name in names}
         for name in names:
             fh = open(directory / f"{name}.npy", "wb")
-            np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(SAMPLE_COLUMNS[name]).str,
+            np.lib.format.write_array_header_1_0(fh, {"descr": self.dtypes[name].str,
                                                       "fortran_order": False, "shape": (total,)})
             self.files[name] = fh
         self.total = total
@@ -207,7 +190,7 @@ class _Out:
         n = len(next(iter(columns.values())))
         for name, values in columns.items():
             if name in self.files:
-                np.ascontiguousarray(values, dtype=SAMPLE_COLUMNS[name]).tofile(self.files[name])
+                np.ascontiguousarray(values, dtype=self.dtypes[name]).tofile(self.files[name])
         self.at += n
 
     def close(self) -> None:
@@ -228,7 +211,9 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     blocks in lockstep), and each bucket is cut into P pools. Partition q's sequence is its pools
     epoch after epoch, each window of blocks shuffled over the whole epoch; it takes what the chunk
     table says it consumes from the start of that sequence, so a stream that goes on longer (a
-    larger budget, a later STAGE) only appends: every sample before is unchanged.
+    larger budget, a later STAGE) only appends: every sample before is unchanged. Only epoch 0 is
+    written; a component that repeats writes it whole, with its canonical order (``canon.npy``) and
+    block runs, from which a run derives the later epochs.
     """
     bound = spec.bound
     engine = catalog.engine()
@@ -246,8 +231,18 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     token_info, tokens_missing = token_source(engine, datasets)
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
              and (token_info is not None or n != "tokens")]
-    out = _Out(directory, names, int(used.sum()))
-    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
+    sizes = np.asarray([_epochs.pool_sizes(c.samples, spec.buckets[c.index], P) for c in bound.components],
+                       dtype=np.int64).reshape(len(bound.components), P)
+    # a component some partition takes more than one epoch of stores its first epoch whole, once, and
+    # what derives the others (``epochs``): the plan grows with the samples selected, not the budget
+    derived = [bool((used[c.index] > sizes[c.index]).any()) for c in bound.components]
+    stored = np.where(np.asarray(derived)[:, None], sizes, np.minimum(used, sizes))
+    out = _Out(directory, names, int(stored.sum()))
+    canon = _Out(directory, ["canon"], sum(c.samples for c in bound.components if derived[c.index]),
+                 dtype=np.int32 if int(stored.sum()) < 1 << 31 else np.int64) if any(derived) else None
+    runs: list[dict[str, t.Any]] = []
+    run_arrays: list[tuple[np.ndarray, np.ndarray]] = []
+    physical_starts = np.zeros((len(bound.components), P), dtype=np.int64)
     window_starts: list[np.ndarray] = []
     window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
     window_keys: list[np.ndarray] = []
@@ -256,45 +251,55 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         n = len(sel["_row"])
         buckets = spec.buckets[c.index]
         sel, run_key = component_runs(sel, buckets, base[c.dataset])
-        sizes = _plan.pool_sizes(n, buckets, P)
-        epochs = max((-(-int(used[c.index, q]) // sizes[q]) for q in range(P) if sizes[q]), default=0)
-        taken: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[] for _ in range(P)]
-        for e in range(epochs):
-            pools = epoch_pools(sel, run_key, buckets, P, spec.seed, datasets.index(c.dataset), e)
-            for q, (pool, cuts) in enumerate(pools):
-                want = min(int(used[c.index, q]) - e * sizes[q], len(pool))
-                if want > 0:
-                    taken[q].append((pool, cuts, want))
-            del pools
-        for q in range(P):
-            pool_starts[c.index, q] = out.at
-            for e, (pool, cuts, want) in enumerate(taken[q]):
-                # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
-                order, starts, block_window, block_key = _window_shuffle(sel["_run"][pool], run_key, spec,
-                                                                         (c.index, q, e), cuts)
-                chosen = pool[order[:want]]
-                starts = starts[starts < want]
-                keep = block_window < len(starts)
-                block_window, block_key = block_window[keep], block_key[keep]
-                window_blocks.append(block_window + windows_so_far)
-                window_keys.append(block_key)
-                windows_so_far += len(starts)
-                window_starts.append(starts + out.at)
-                out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
-                          file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
-                          row=sel["_row"][chosen],
-                          **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
-                             if byte_ranges else {}),
-                          **({"tokens": sel["_tokens"][chosen]} if token_info is not None else {}))
-            taken[q] = []
+        positions = np.empty(n, dtype=np.int64) if derived[c.index] else None
+        pools = epoch_pools(sel, run_key, buckets, P, spec.seed, datasets.index(c.dataset), 0) \
+            if stored[c.index].any() else []
+        for q, (pool, cuts) in enumerate(pools):
+            physical_starts[c.index, q] = out.at
+            want = int(stored[c.index, q])
+            if want <= 0:
+                continue
+            # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
+            order, starts, block_window, block_key = _epochs.window_shuffle(
+                sel["_run"][pool], run_key, spec.window, spec.seed, (c.index, q, 0), cuts)
+            chosen = pool[order[:want]]
+            starts = starts[starts < want]
+            keep = block_window < len(starts)
+            block_window, block_key = block_window[keep], block_key[keep]
+            window_blocks.append(block_window + windows_so_far)
+            window_keys.append(block_key)
+            windows_so_far += len(starts)
+            window_starts.append(starts + out.at)
+            if positions is not None:
+                positions[chosen] = out.at + np.arange(want, dtype=np.int64)
+            out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
+                      file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
+                      row=sel["_row"][chosen],
+                      **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
+                         if byte_ranges else {}),
+                      **({"tokens": sel["_tokens"][chosen]} if token_info is not None else {}))
+        for q in range(len(pools), P):
+            physical_starts[c.index, q] = out.at
+        del pools
+        if positions is not None and canon is not None:
+            starts_of_runs = _epochs.run_starts(sel["_run"])
+            runs.append({"component": c.index, "dataset": datasets.index(c.dataset), "samples": n,
+                         "canon": canon.at, "runs": sum(len(k) for _, k in run_arrays), "n_runs": len(run_key)})
+            run_arrays.append((starts_of_runs[:-1], run_key))
+            canon.write(canon=positions)
         del sel
     out.close()
+    if canon is not None:
+        canon.close()
+        np.save(directory / "run_starts.npy", np.concatenate([s for s, _ in run_arrays]).astype(np.int64))
+        np.save(directory / "run_keys.npy", np.concatenate([k for _, k in run_arrays]).astype(np.int64))
     if progress is not None:
         progress(len(bound.components), len(bound.components), "")
+    pool_starts = np.concatenate(([0], np.cumsum(used.reshape(-1))[:-1])).reshape(used.shape)  # plan rows
     save_windows(directory, spec, window_starts, window_keys, window_blocks)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
-            "tokens_missing": tokens_missing,
-            "dataset_info": dataset_info(engine, datasets)}
+    return {"files": files, "pool_starts": pool_starts.tolist(), "physical_starts": physical_starts.tolist(),
+            "pool_used": used.tolist(), "epoch_lengths": sizes.tolist(), "derived": runs, "columns": names,
+            "tokens": token_info, "tokens_missing": tokens_missing, "dataset_info": dataset_info(engine, datasets)}
 
 
 def save_windows(directory: Path, spec: _plan.PlanSpec, window_starts: list[np.ndarray], window_keys: list[np.ndarray],
@@ -388,12 +393,12 @@ def epoch_pools(sel: dict[str, np.ndarray], run_key: np.ndarray, buckets: int, p
     """Each partition's pool of one epoch (indices into ``sel``, in visiting order before the window
     shuffle) and where in it each curriculum bucket after the first starts (a window never spans two)."""
     n = len(sel["_row"])
-    salt = int(_random_keys(seed, BLOCK_ORDER, (dataset, epoch), 1)[0])
-    edges = _plan.bucket_bounds(n, buckets)
+    salt = _epochs.epoch_salt(seed, dataset, epoch)
+    edges = _epochs.bucket_bounds(n, buckets)
     pools: list[list[np.ndarray]] = [[] for _ in range(partitions)]
     for b in range(buckets):
-        laid = _block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
-        bounds = _plan.pool_bounds(len(laid), partitions)
+        laid = _epochs.block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
+        bounds = _epochs.pool_bounds(len(laid), partitions)
         for q in range(partitions):
             pool = laid[bounds[q]: bounds[q + 1]]
             pools[q].append(pool[::-1] if q % 2 == 0 else pool)  # neighbours meet at their shared block
@@ -429,7 +434,9 @@ def _stream_tokens(directory: Path) -> None:
     - ``row_tokens.npy``: the cumulative token counts over plan rows (rows + 1 values from 0), so a
       component's documents in a partition, contiguous rows in visiting order, are a difference;
     - ``row_index.npy``: each plan row's index in its partition's stream (increasing along a pool);
-    - ``pool_lengths.npy``: [component, partition] the documents of each pool in the stream.
+
+    A plan that derives later epochs (``planfile.CompiledPlan.physical``) has only ``row_tokens.npy``,
+    over its stored rows: the rest follows from the chunk table (``packing``).
     """
     plan = CompiledPlan(directory)
     rows_total = len(plan.component)
@@ -438,7 +445,6 @@ def _stream_tokens(directory: Path) -> None:
     index = np.lib.format.open_memmap(directory / "row_index.npy", mode="w+", shape=(rows_total,),
                                       dtype=np.int32 if max((plan.partition_length(q) for q in range(plan.partitions)),
                                                             default=0) < 1 << 31 else np.int64)
-    pools = np.zeros((len(plan.names), plan.partitions), dtype=np.int64)
     at = 0
     step = max(plan.chunk_size, (1 << 20) // plan.chunk_size * plan.chunk_size)
     for q in range(plan.partitions):
@@ -450,17 +456,15 @@ def _stream_tokens(directory: Path) -> None:
             out[at + 1 + start: at + 1 + start + len(cum)] = cum
             total = int(cum[-1]) if len(cum) else total
             index[rows] = np.arange(start, start + len(rows))
-            pools[:, q] += np.bincount(plan.component[rows], minlength=len(plan.names))
         at += length + 1
     _row_tokens(plan, directory)
-    np.save(directory / "pool_lengths.npy", pools)
     for array in (out, index):
         array.flush()
     del out, index
 
 
 def _row_tokens(plan: CompiledPlan, directory: Path) -> None:
-    """``row_tokens.npy``: cumulative token counts over plan rows (rows + 1 values from 0)."""
+    """``row_tokens.npy``: cumulative token counts over the stored rows (rows + 1 values from 0)."""
     rows_total = len(plan.component)
     cumulative = np.lib.format.open_memmap(directory / "row_tokens.npy", mode="w+", dtype=np.int64,
                                            shape=(rows_total + 1,))
@@ -473,80 +477,15 @@ def _row_tokens(plan: CompiledPlan, directory: Path) -> None:
     del cumulative
 
 
-def _block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
-    """Indices start..stop-1 (canonical order, so each block is one run) with the runs put in seeded
-    order: a permutation built from the runs, without sorting the samples."""
-    runs = run[start:stop]
-    if len(runs) == 0:
-        return np.zeros(0, dtype=np.int32)
-    firsts = np.flatnonzero(np.concatenate(([True], runs[1:] != runs[:-1])))
-    lengths = np.diff(np.append(firsts, len(runs)))
-    order = np.argsort(_block_hash(run_key[runs[firsts]], salt), kind="stable")
-    new_starts = np.concatenate(([0], np.cumsum(lengths[order])[:-1]))
-    shift = np.repeat((firsts[order] - new_starts + start).astype(np.int32), lengths[order])
-    shift += np.arange(len(runs), dtype=np.int32)
-    return shift
-
-
 def _canonical_order(file_id: np.ndarray, row: np.ndarray, rank: np.ndarray | None, buckets: int) -> np.ndarray | None:
     """Indices that sort samples by (bucket, file, row), or None if they already are."""
     if rank is not None and buckets > 1:
-        bucket = _plan.bucket_of(rank, len(rank), buckets).astype(_U)
+        bucket = _epochs.bucket_of(rank, len(rank), buckets).astype(np.uint64)
         return np.lexsort((row, file_id, bucket))
     later = (file_id[1:] > file_id[:-1]) | ((file_id[1:] == file_id[:-1]) & (row[1:] > row[:-1]))
     if len(row) < 2 or bool(np.all(later)):
         return None
-    return np.argsort((file_id.astype(_U) << _U(32)) | row.astype(_U), kind="stable")
-
-
-def _shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """The order that sorts samples by (window, random bits, position): windows stay in place,
-    samples shuffle within them. Where window, bits and position fit in 64 bits with at least 24
-    random bits, one sort of packed keys (NumPy sorts plain integers far faster than it argsorts);
-    else a lexsort by the same three keys with 24 random bits, which gives the same definition."""
-    n = len(window_id)
-    position_bits = max(1, (n - 1).bit_length())
-    window_bits = max(1, int(window_id[-1]).bit_length()) if n else 1
-    random_bits = max(24, 64 - position_bits - window_bits)
-    bits = random >> _U(64 - random_bits)
-    if position_bits + window_bits + random_bits <= 64:
-        key = (window_id << _U(64 - window_bits)) | (bits << _U(position_bits)) | np.arange(n, dtype=_U)
-        key.sort()
-        key &= _U((1 << position_bits) - 1)
-        return key.view(np.int64)
-    return np.lexsort((np.arange(n), bits, window_id))
-
-
-def _window_shuffle(block: np.ndarray, run_key: np.ndarray, spec: _plan.PlanSpec, index: t.Sequence[int],
-                    cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle samples within windows of ``spec.window`` consecutive blocks (``block``: each sample's run id);
-    a window also starts at each of ``cuts`` (where a curriculum bucket starts), so none spans two.
-
-    Returns the order, the window starts, and for each block of the pool its window and its key.
-    """
-    n = len(block)
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, empty
-    new_block = np.ones(n, dtype=bool)
-    new_block[1:] = block[1:] != block[:-1]
-    block_no = None
-    if cuts is not None and len(cuts):
-        new_block[cuts] = True
-        block_no = np.cumsum(new_block) - 1
-        segment = np.zeros(n, dtype=bool)
-        segment[0] = True
-        segment[cuts] = True
-        block_no -= np.maximum.accumulate(np.where(segment, block_no, 0))  # counted from each bucket's start
-    if spec.window == 1:
-        window_first = new_block
-    else:
-        block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
-        window_first = new_block & (block_no % spec.window == 0)
-    window_id = (np.cumsum(window_first) - 1).astype(_U)
-    order = _shuffle_order(window_id, _random_keys(spec.seed, WINDOW_SHUFFLE, index, n))
-    firsts = np.flatnonzero(new_block)
-    return order, np.flatnonzero(window_first), window_id[firsts].astype(np.int64), run_key[block[firsts]]
+    return np.argsort((file_id.astype(np.uint64) << np.uint64(32)) | row.astype(np.uint64), kind="stable")
 
 
 # -- persisting and caching ---------------------------------------------------------------------------
@@ -595,7 +534,7 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if tokenizer is not None:
         shutil.copyfile(tokenizer, directory / "tokenizer.json")
-        if spec.capacity is None:
+        if spec.capacity is None and not layout["derived"]:
             _stream_tokens(directory)
         else:  # an adaptive stream's layout follows its weight log: only what does not depend on it
             _row_tokens(CompiledPlan(directory), directory)

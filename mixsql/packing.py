@@ -55,7 +55,7 @@ from mixsql import tokens as _tokens
 from mixsql import world
 from mixsql.chunks import chunk_order, rotation
 from mixsql.errors import DataError, MixSQLError
-from mixsql.planfile import CompiledPlan
+from mixsql.planfile import CompiledPlan, prefix_counts
 
 FIELDS = ("input_ids", "labels", "position_ids", "document_ids", "component_ids")
 PACK_MODES = ("mixed", "component")
@@ -138,14 +138,20 @@ class PackedPlan:
         self._free = 0
         P, L, s = plan.partitions, self.seq_len, self.separators
         self.adaptive = plan.adapt is not None
+        self._from_table = self.adaptive or bool(plan.derived)
         if self.adaptive:
             self._init_adaptive()
             return
         self.lengths = np.asarray([plan.partition_length(q) for q in range(P)], dtype=np.int64)
         self.bases = np.concatenate(([0], np.cumsum(self.lengths + 1)[:-1])).astype(np.int64)
-        cum = plan.stream_tokens
-        self.stream_tokens = np.asarray([int(cum[b + n]) + int(n) * s
-                                         for b, n in zip(self.bases, self.lengths)], dtype=np.int64)
+        if self._from_table:  # a plan that derives later epochs stores no per-position layout
+            plan.row_tokens  # the error of a plan without token counts
+            self.stream_tokens = np.asarray([int(self.doc_start(q, np.asarray([n]))[0])
+                                             for q, n in enumerate(self.lengths.tolist())], dtype=np.int64)
+        else:
+            cum = plan.stream_tokens
+            self.stream_tokens = np.asarray([int(cum[b + n]) + int(n) * s
+                                             for b, n in zip(self.bases, self.lengths)], dtype=np.int64)
         if self.pack == "mixed":
             self.partition_sequences = np.maximum(0, (self.stream_tokens - 1) // L)
             self.dropped_tokens = int((self.stream_tokens - self.partition_sequences * L).sum())
@@ -153,11 +159,9 @@ class PackedPlan:
         else:
             self.pool_start = plan.pool_start
             self.pool_length = np.asarray(plan.pool_lengths, dtype=np.int64)
-            rt = plan.row_tokens
-            ends = self.pool_start + self.pool_length
-            pool_tokens = (np.asarray(rt[ends.reshape(-1)], dtype=np.int64).reshape(ends.shape)
-                           - np.asarray(rt[self.pool_start.reshape(-1)], dtype=np.int64).reshape(ends.shape)
-                           + self.pool_length * s)  # u_cq(n_cq)
+            pool_tokens = np.asarray([[int(plan.pool_tokens(c, q, np.asarray([n]))[0]) for q, n in enumerate(row)]
+                                      for c, row in enumerate(self.pool_length.tolist())],
+                                     dtype=np.int64).reshape(self.pool_length.shape) + self.pool_length * s  # u_cq(n_cq)
             self.pool_sequences = np.maximum(0, (pool_tokens - 1) // L)  # S_cq, [component, partition]
             self.pool_dropped = pool_tokens - self.pool_sequences * L
             self.partition_sequences = self.pool_sequences.sum(axis=0)
@@ -183,19 +187,17 @@ class PackedPlan:
         self.lengths = np.full(P, most, dtype=np.int64)
         self.stream_tokens = self.partition_sequences * self.seq_len + 1  # the tokens the sequences take
 
-    def adaptive_doc_start(self, q: int, m: np.ndarray) -> np.ndarray:
-        """t_q(m) of an adaptive plan: the tokens of each component's first n_c(m) documents of the
-        partition (a difference of ``row_tokens``), n_c read off the table and the chunk's order;
-        the largest int64 for a document beyond the end of the log's supply."""
+    def table_doc_start(self, q: int, m: np.ndarray) -> np.ndarray:
+        """t_q(m) from the chunk table (an adaptive plan, or one that derives later epochs): the tokens
+        of each component's first n_c(m) documents of the partition (``CompiledPlan.pool_tokens``),
+        n_c read off the table and the chunk's order; the largest int64 for a document beyond the end
+        of an adaptive log's supply."""
         plan, C, s = self.plan, self.plan.chunk_size, self.separators
         table = plan.table
         flat = np.asarray(m, dtype=np.int64).reshape(-1)
         k, r = flat // C, flat % C
         out = np.full(len(flat), np.iinfo(np.int64).max, dtype=np.int64)
-        end = table.end_row
-        rt = plan.row_tokens
-        starts = plan.pool_start[:, q]
-        base = np.asarray(rt[starts], dtype=np.int64)
+        end = getattr(table, "end_row", None)
         rot = rotation(q, plan.partitions, C)
         for kk in np.unique(k).tolist():
             sel = np.flatnonzero(k == kk)
@@ -206,8 +208,10 @@ class PackedPlan:
             before = table[kk]
             n = np.repeat(before[None, :], len(sel), axis=0)
             if (r[sel] > 0).any():
-                n = n + _prefix_counts(tuple((table[kk + 1] - before).tolist()), rot)[r[sel]]
-            tokens = (np.asarray(rt[starts[None, :] + n], dtype=np.int64) - base[None, :]).sum(axis=1)
+                n = n + prefix_counts(tuple((table[kk + 1] - before).tolist()), rot)[r[sel]]
+            tokens = np.zeros(len(sel), dtype=np.int64)
+            for c in range(n.shape[1]):
+                tokens += plan.pool_tokens(c, q, n[:, c])
             out[sel] = tokens + flat[sel] * s
         return out.reshape(np.shape(m))
 
@@ -259,8 +263,8 @@ class PackedPlan:
 
     def doc_start(self, q: int, m: np.ndarray) -> np.ndarray:
         """Token offset of document(s) m in partition q's packed stream: t_q(m) = c_q(m) + m*s."""
-        if self.adaptive:
-            return self.adaptive_doc_start(q, m)
+        if self.adaptive or self._from_table:
+            return self.table_doc_start(q, m)
         m = np.asarray(m, dtype=np.int64)
         return np.asarray(self.plan.stream_tokens[self.bases[q] + m], dtype=np.int64) + m * self.separators
 
@@ -271,9 +275,7 @@ class PackedPlan:
     def pool_doc_start(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
         """u_cq(k): token offset of document(s) k of component c's packed stream in partition q."""
         k = np.asarray(k, dtype=np.int64)
-        p0 = int(self.pool_start[c, q])
-        rt = self.plan.row_tokens
-        return np.asarray(rt[p0 + k], dtype=np.int64) - int(rt[p0]) + k * self.separators
+        return self.plan.pool_tokens(c, q, k.reshape(-1)).reshape(k.shape) + k * self.separators
 
     def pool_doc_at(self, c: int, q: int, token: np.ndarray) -> np.ndarray:
         """The document of component c's stream in partition q holding each token offset."""
@@ -283,10 +285,12 @@ class PackedPlan:
         """[component, len(x)]: the sequences of each component complete before stream document x."""
         x = np.asarray(x, dtype=np.int64)
         out = np.zeros((len(self.pool_length), len(x)), dtype=np.int64)
-        index = self.plan.row_index
+        index = None if self._from_table else self.plan.row_index
+        counts = self.plan.stream_counts(q, x) if index is None else None
         for c in np.flatnonzero(self.pool_sequences[:, q]).tolist():
             p0, n = int(self.pool_start[c, q]), int(self.pool_length[c, q])
-            seen = np.searchsorted(index[p0: p0 + n], x.astype(index.dtype))  # same dtype: no copy of the map
+            seen = np.searchsorted(index[p0: p0 + n], x.astype(index.dtype)) if index is not None \
+                else np.minimum(counts[:, c], n)  # same dtype: no copy of the map
             out[c] = np.maximum(0, (self.pool_doc_start(c, q, seen) - 1) // self.seq_len)
         return out
 
@@ -311,8 +315,7 @@ class PackedPlan:
         if i >= int(self.partition_sequences[q]):
             return self.pool_sequences[:, q].copy()
         comp, j = self.component_locate(q, np.asarray([i]))
-        x = self.plan.row_index[int(self.pool_start[comp[0], q]) + self.pool_doc_at(int(comp[0]), q, (j + 1) *
-                                                                                      self.seq_len)[0]]
+        x = int(self.plan.stream_index(int(comp[0]), q, self.pool_doc_at(int(comp[0]), q, (j + 1) * self.seq_len))[0])
         out = self._complete_before(q, np.asarray([x]))[:, 0]
         out[comp[0]] = j[0]
         return out
@@ -348,7 +351,7 @@ class PackedPlan:
         c, j0 = located
         k0, k1 = self.pool_doc_at(c, q, np.asarray([j0 * L, j0 * L + L]))
         ks = np.arange(k0, k1 + 1, dtype=np.int64)
-        return int(self.pool_start[c, q]) + ks, self.pool_doc_start(c, q, ks), j0 * L
+        return self.plan.pool_rows(c, q, ks), self.pool_doc_start(c, q, ks), j0 * L
 
     # -- assembling ------------------------------------------------------------------------------
 
@@ -435,7 +438,7 @@ class PackedPlan:
             else:
                 c, q = key
                 k0, k1 = self.pool_doc_at(c, q, np.asarray([first * L, stop * L])).tolist()
-                spans.append((int(self.pool_start[c, q]) + np.arange(k0, k1 + 1, dtype=np.int64),
+                spans.append((self.plan.pool_rows(c, q, np.arange(k0, k1 + 1, dtype=np.int64)),
                               first * L - int(self.pool_doc_start(c, q, np.asarray(k0)))))
         return segments, spans, at
 
@@ -449,7 +452,7 @@ class PackedPlan:
         for c in np.flatnonzero(stop > first).tolist():
             js = np.arange(first[c], stop[c], dtype=np.int64)
             k = self.pool_doc_at(c, q, (js + 1) * L)
-            keys.append(np.asarray(self.plan.row_index[int(self.pool_start[c, q]) + k], dtype=np.int64))
+            keys.append(self.plan.stream_index(c, q, k))
             owners.append((c, js))
         if int(sum(len(js) for _, js in owners)) != i1 - i0:  # pragma: no cover - the counts disagree
             raise MixSQLError(f"internal: partition {q} sequences [{i0}, {i1}) map to "
@@ -526,17 +529,6 @@ class PackedPlan:
             np.subtract(local, local[:, :1], out=out["document_ids"][dest], casting="unsafe")
         else:
             out["document_ids"][dest] = local - local[:, :1]
-
-
-@functools.lru_cache(maxsize=4096)
-def _prefix_counts(counts: tuple[int, ...], rot: int) -> np.ndarray:
-    """[position + 1, component]: each component's samples among a chunk's first positions."""
-    order = chunk_order(counts, rot)
-    out = np.zeros((len(order) + 1, len(counts)), dtype=np.int64)
-    out[np.arange(1, len(order) + 1), order] = 1
-    out = np.cumsum(out, axis=0)
-    out.flags.writeable = False
-    return out
 
 
 _ARANGE = np.arange(1 << 16, dtype=np.int32)

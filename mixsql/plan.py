@@ -53,6 +53,7 @@ import numpy as np
 
 from mixsql.bind import BoundMix, Schedule
 from mixsql.chunks import apportion, chunk_order, partition_length, rotation  # noqa: F401 - the planner's rule
+from mixsql.epochs import bucket_bounds, bucket_of, pool_bounds, pool_sizes  # noqa: F401 - the partitioning rule
 from mixsql.errors import PlanError, position
 from mixsql.parse import span
 
@@ -86,34 +87,6 @@ def whole_chunks(shares: t.Sequence[Fraction], chunk_size: int, have: int, i: in
         else:
             hi = mid - 1
     return lo
-
-
-def pool_bounds(samples: int, partitions: int) -> list[int]:
-    """Where each canonical partition's pool of a component starts: partition q gets [b[q], b[q+1])."""
-    return [q * samples // partitions for q in range(partitions + 1)]
-
-
-def bucket_bounds(samples: int, buckets: int) -> list[int]:
-    """Where each bucket (quantile of the curriculum key) of a component's samples starts: bucket b
-    holds the samples of key rank [b*n//k, (b+1)*n//k)."""
-    return [b * samples // buckets for b in range(buckets + 1)]
-
-
-def bucket_of(rank: np.ndarray, samples: int, buckets: int) -> np.ndarray:
-    """The bucket of each key rank, by the rule of ``bucket_bounds``: the largest b with
-    b*n//k <= r, which is ((r+1)*k - 1) // n."""
-    return ((np.asarray(rank, dtype=np.int64) + 1) * buckets - 1) // samples
-
-
-def pool_sizes(samples: int, buckets: int, partitions: int) -> list[int]:
-    """Samples of one epoch in each partition's pool: every bucket is cut into P pieces."""
-    sizes = [0] * partitions
-    edges = bucket_bounds(samples, buckets)
-    for b in range(buckets):
-        bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
-        for q in range(partitions):
-            sizes[q] += bounds[q + 1] - bounds[q]
-    return sizes
 
 
 UNLIMITED = 1 << 62

@@ -2,18 +2,34 @@
 
 A plan is a directory that every rank and DataLoader worker memory-maps (``manifest`` writes it):
 ``plan.json`` (parameters, files, components), one ``.npy`` per sample column (``component``,
-``file``, ``row``, and ``offset``/``length`` for JSONL byte ranges; one entry per sample of the
-stream, by component, partition and visiting order), ``chunks.npy`` (cumulative counts per chunk),
-``windows.npy`` (where each shuffle window starts) and ``window_blocks.npy`` (the blocks each window
-reads); a stream planned from token counts also has ``stream_rows.npy`` (each partition's stream as
-plan rows, partitions one after another: ``tokenplan``), which replaces the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column, ``stream_tokens.npy``, ``row_tokens.npy``,
-``row_index.npy`` and ``pool_lengths.npy`` (the packing layout, see ``packing`` and
-``manifest._stream_tokens``) and ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
+``file``, ``row``, and ``offset``/``length`` for JSONL byte ranges) over its **stored rows**,
+``chunks.npy`` (cumulative counts per chunk), ``windows.npy`` (where each shuffle window of the
+stored rows starts) and ``window_blocks.npy`` (the blocks each window reads).
+
+**Plan rows and stored rows.** A plan row is a position in one pool's sequence: component c's
+sequence in partition q occupies plan rows ``pool_start[c, q] + [0, pool_used[c, q])``, its epochs
+one after another, each ``epoch_lengths[c, q]`` long. The chunk arithmetic works in plan rows. The
+stored rows hold each component's first epoch in visiting order (only what the stream takes of it,
+or all of it when the component repeats); a later epoch is derived on demand from the component's
+canonical order (``canon.npy``: the stored row of each canonical position; ``run_starts.npy``,
+``run_keys.npy``: its block runs) by ``epochs.visiting_order``, and ``physical`` maps plan rows to
+stored rows. So a plan grows with the samples it selects, not with its budget, and a chunk far into
+the stream costs one epoch's order of one pool (cached), never the epochs before it. Everything a
+reader gets (``chunk_rows``, ``partition_rows``, ``positions_rows``, ``pool_rows``) is stored rows.
+
+A stream planned from token counts also has ``stream_rows.npy`` (each partition's stream as
+plan rows, partitions one after another: ``tokenplan``, which stores every epoch), which replaces
+the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column,
+``row_tokens.npy`` (cumulative over stored rows), and unless later epochs are derived
+``stream_tokens.npy`` and ``row_index.npy`` (the packing layout, see ``packing`` and
+``manifest._stream_tokens``; a plan that derives epochs computes them from the chunk table), and
+``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
 This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, catalog).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -25,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from mixsql import epochs as _epochs
 from mixsql import locks
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
@@ -37,7 +54,7 @@ from mixsql.world import partition_indices
 JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's (and a shard's) blocks are its 1 MiB byte ranges
 NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
 
-PLAN_FORMAT = 11  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 12  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
@@ -134,6 +151,18 @@ class CompiledPlan:
         self.partitions: int = self.meta["partitions"]
         self.samples: int = self.meta["stream_samples"]
         self.pool_start = np.asarray(self.meta["pool_starts"], dtype=np.int64)  # [component, partition]
+        # plan rows are the positions of every pool's sequence, pool after pool; the stored rows hold a
+        # component's first epoch (whole, when it repeats) and its later epochs are derived (``physical``)
+        self.physical_start = np.asarray(self.meta["physical_starts"], dtype=np.int64)
+        self.pool_used = np.asarray(self.meta["pool_used"], dtype=np.int64)
+        self.derived: dict[int, dict[str, t.Any]] = {int(d["component"]): d for d in self.meta["derived"]}
+        if self.derived:
+            self.epoch_lengths = np.asarray(self.meta["epoch_lengths"], dtype=np.int64)
+            self._canon = _mapped(self.directory / "canon.npy")
+            self._run_starts = _mapped(self.directory / "run_starts.npy")
+            self._run_keys = _mapped(self.directory / "run_keys.npy")
+            self._epochs: collections.OrderedDict[tuple[int, int, int], np.ndarray] = collections.OrderedDict()
+            self._flat_starts = self.pool_start.reshape(-1)
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None,
                                   "etag": f.get("etag")})
@@ -157,6 +186,145 @@ class CompiledPlan:
     def __len__(self) -> int:
         return self.samples
 
+    # -- plan rows and the stored rows -------------------------------------------------------------
+
+    def physical(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows of plan rows: the same rows, except in a later epoch of a component that
+        repeats, whose visiting order is derived (``epochs.visiting_order``) and mapped through the
+        component's first epoch, stored once."""
+        if not self.derived or not len(rows):
+            return rows
+        P = self.partitions
+        flat = np.searchsorted(self._flat_starts, rows, side="right") - 1
+        i = rows - self._flat_starts[flat]
+        c, q = flat // P, flat % P
+        size = self.epoch_lengths.reshape(-1)[flat]
+        later = i >= np.maximum(size, 1)
+        out = self.physical_start.reshape(-1)[flat] + i
+        if later.any():
+            where = np.flatnonzero(later)
+            e = i[where] // size[where]
+            j = i[where] - e * size[where]
+            key = flat[where] * (int(e.max()) + 1) + e
+            for k in np.unique(key).tolist():
+                mine = np.flatnonzero(key == k)
+                w = where[mine[0]]
+                out[where[mine]] = self._epoch_rows(int(c[w]), int(q[w]), int(e[mine[0]]))[j[mine]]
+        return out
+
+    def _epoch_rows(self, c: int, q: int, e: int) -> np.ndarray:
+        """Stored rows of epoch e of component c's sequence in partition q (e >= 1), in visiting order."""
+        found = self._epochs.get((c, q, e))
+        if found is not None:
+            self._epochs.move_to_end((c, q, e))
+            return found
+        d = self.derived[c]
+        starts, keys = self._runs(c)
+        order = _epochs.visiting_order(starts, keys, d["samples"], int(self.meta["components"][c]["buckets"]),
+                                       self.partitions, self.meta["seed"], self.meta["window"], d["dataset"], c, q, e)
+        rows = np.asarray(self._canon[d["canon"] + order], dtype=np.int64)
+        rows.flags.writeable = False
+        self._epochs[(c, q, e)] = rows
+        while len(self._epochs) > 2 * len(self.derived) * self.partitions + 4:
+            self._epochs.popitem(last=False)
+        return rows
+
+    def _runs(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Component c's block runs (their first canonical positions and the end; their block keys)."""
+        d = self.derived[c]
+        lo, n = d["runs"], d["n_runs"]
+        return np.append(self._run_starts[lo: lo + n], d["samples"]), self._run_keys[lo: lo + n]
+
+    def pool_rows(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
+        """Stored rows of documents ``k`` of component c's sequence in partition q."""
+        return self.physical(int(self.pool_start[c, q]) + np.asarray(k, dtype=np.int64))
+
+    def pool_tokens(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
+        """Tokens of the first ``k`` documents of component c's sequence in partition q."""
+        k = np.asarray(k, dtype=np.int64)
+        rt = self.row_tokens
+        p0 = int(self.physical_start[c, q])
+        if c not in self.derived:
+            return np.asarray(rt[p0 + k], dtype=np.int64) - int(rt[p0])
+        size = max(int(self.epoch_lengths[c, q]), 1)
+        e, j = k // size, k % size
+        out = np.asarray(self._epoch_tokens(c)[q][e], dtype=np.int64)
+        first = e == 0
+        out[first] += np.asarray(rt[p0 + j[first]], dtype=np.int64) - int(rt[p0])
+        for ee in np.unique(e[~first]).tolist():
+            mine = np.flatnonzero(e == ee)
+            cum = np.concatenate(([0], np.cumsum(self.tokens[self._epoch_rows(c, q, ee)].astype(np.int64))))
+            out[mine] += cum[j[mine]]
+        return out
+
+    def _epoch_tokens(self, c: int) -> np.ndarray:
+        """[partition, epoch]: tokens of component c's sequence in partition q before each of its epochs."""
+        cached = getattr(self, "_epoch_token_cache", None)
+        if cached is None:
+            cached = self._epoch_token_cache = {}
+        if c in cached:
+            return cached[c]
+        d, P = self.derived[c], self.partitions
+        n, buckets = d["samples"], int(self.meta["components"][c]["buckets"])
+        sizes = np.maximum(self.epoch_lengths[c], 1)
+        epochs = int(max(-(-int(u) // int(s)) for u, s in zip(self.pool_used[c], sizes))) + 1
+        starts, keys = self._runs(c)
+        canonical = np.concatenate(([0], np.cumsum(self.tokens[self._canon[d["canon"]: d["canon"] + n]]
+                                                   .astype(np.int64))))
+        totals = np.zeros((P, epochs), dtype=np.int64)
+        edges = _epochs.bucket_bounds(n, buckets)
+        for e in range(epochs):
+            salt = _epochs.epoch_salt(self.meta["seed"], d["dataset"], e)
+            for b in range(buckets):
+                firsts, lengths = _epochs.laid_runs(starts, keys, edges[b], edges[b + 1], salt)
+                bounds = np.asarray(_epochs.pool_bounds(edges[b + 1] - edges[b], P), dtype=np.int64)
+                ends = np.cumsum(lengths)
+                run_tokens = np.concatenate(([0], np.cumsum(canonical[firsts + lengths] - canonical[firsts])))
+                i = np.minimum(np.searchsorted(ends, bounds, side="right"), max(len(lengths) - 1, 0))
+                if len(lengths):
+                    inside = np.clip(bounds - (ends[i] - lengths[i]), 0, lengths[i])
+                    prefix = run_tokens[i] + canonical[firsts[i] + inside] - canonical[firsts[i]]
+                else:
+                    prefix = np.zeros(len(bounds), dtype=np.int64)
+                totals[:, e] += np.diff(prefix)
+        out = np.concatenate((np.zeros((P, 1), dtype=np.int64), np.cumsum(totals, axis=1)), axis=1)
+        cached[c] = out
+        return out
+
+    def stream_counts(self, q: int, m: np.ndarray) -> np.ndarray:
+        """[len(m), component]: each component's documents among the first m of partition q's stream
+        (the chunk table and the chunk's order; m within the table's rows)."""
+        C = self.chunk_size
+        m = np.asarray(m, dtype=np.int64).reshape(-1)
+        k, r = m // C, m % C
+        out = np.zeros((len(m), len(self.names)), dtype=np.int64)
+        rot = rotation(q, self.partitions, C)
+        for kk in np.unique(k).tolist():
+            sel = np.flatnonzero(k == kk)
+            before = np.asarray(self.table[kk], dtype=np.int64)
+            out[sel] = before[None, :]
+            if (r[sel] > 0).any():
+                out[sel] += prefix_counts(tuple((np.asarray(self.table[kk + 1]) - before).tolist()), rot)[r[sel]]
+        return out
+
+    def stream_index(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
+        """Where document(s) k of component c's sequence in partition q are in the partition's stream."""
+        k = np.asarray(k, dtype=np.int64).reshape(-1)
+        if not (self.directory / "row_index.npy").exists():  # derived from the chunk table
+            C = self.chunk_size
+            column = np.asarray([int(self.table[x][c]) for x in range(len(self.table))], dtype=np.int64) \
+                if not isinstance(self.table, np.ndarray) else np.asarray(self.table[:, c], dtype=np.int64)
+            kk = np.searchsorted(column, k, side="right") - 1
+            out = np.empty(len(k), dtype=np.int64)
+            rot = rotation(q, self.partitions, C)
+            for x in np.unique(kk).tolist():
+                mine = np.flatnonzero(kk == x)
+                order = chunk_order(tuple((np.asarray(self.table[x + 1]) - np.asarray(self.table[x])).tolist()), rot)
+                places = np.flatnonzero(order == c)
+                out[mine] = x * C + places[k[mine] - column[x]]
+            return out
+        return np.asarray(self.row_index[int(self.pool_start[c, q]) + k], dtype=np.int64)
+
     @functools.cached_property
     def stream_tokens(self) -> np.ndarray:
         """Cumulative tokens of each partition's documents in stream order (``manifest._stream_tokens``)."""
@@ -178,11 +346,10 @@ class CompiledPlan:
         self.stream_tokens
         return _mapped(self.directory / "row_index.npy")
 
-    @functools.cached_property
+    @property
     def pool_lengths(self) -> np.ndarray:
         """[component, partition]: documents of each pool in the stream (plan rows from ``pool_start``)."""
-        self.stream_tokens
-        return np.load(self.directory / "pool_lengths.npy")
+        return self.pool_used
 
     def partition_length(self, q: int) -> int:
         """Samples partition q contributes to the stream."""
@@ -207,7 +374,7 @@ class CompiledPlan:
         order, occurrence = _order_and_occurrence(tuple((self.table[k + 1] - before).tolist()),
                                                   rotation(q, self.partitions, self.chunk_size))
         base = self.pool_start[:, q] + before.astype(np.int64)
-        rows = base[order] + occurrence
+        rows = self.physical(base[order] + occurrence)
         if static:  # batches smaller than a chunk ask for the same chunk again and again
             rows.flags.writeable = False
             if len(self._chunk_cache) >= 4 * self.partitions + 4:
@@ -222,7 +389,7 @@ class CompiledPlan:
             return np.zeros(0, dtype=np.int64)
         if self.stream_rows is not None:
             at = int(self._partition_offsets[q])
-            return np.asarray(self.stream_rows[at + start: at + stop], dtype=np.int64)
+            return self.physical(np.asarray(self.stream_rows[at + start: at + stop], dtype=np.int64))
         size = self.chunk_size
         parts = []
         for k in range(start // size, (stop - 1) // size + 1):
@@ -263,6 +430,17 @@ class CompiledPlan:
     def window_range(self, w: int) -> tuple[int, int]:
         end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
         return int(self.window_starts[w]), end
+
+
+@functools.lru_cache(maxsize=4096)
+def prefix_counts(counts: tuple[int, ...], rot: int) -> np.ndarray:
+    """[position + 1, component]: each component's samples among a chunk's first positions."""
+    order = chunk_order(counts, rot)
+    out = np.zeros((len(order) + 1, len(counts)), dtype=np.int64)
+    out[np.arange(1, len(order) + 1), order] = 1
+    out = np.cumsum(out, axis=0)
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing as t
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from mixsql import epochs as _epochs
 from mixsql import manifest as _manifest
 from mixsql import plan as _plan
 from mixsql.bind import BoundMix, Schedule
@@ -78,14 +78,13 @@ class _Component:
     # pieces[e][q]: (indices into sel in visiting order, window starts, block windows, block keys) of epoch e
 
     def lay_out(self, epochs: int, partitions: int, seed: int, window: int) -> None:
-        shuffle = types.SimpleNamespace(seed=seed, window=window)
         while len(self.pieces) < epochs:
             e = len(self.pieces)
             out = []
             for q, (pool, cuts) in enumerate(_manifest.epoch_pools(self.sel, self.run_key, self.buckets, partitions,
                                                                   seed, self.dataset, e)):
-                order, starts, block_window, block_key = _manifest._window_shuffle(
-                    self.sel["_run"][pool], self.run_key, shuffle, (self.index, q, e), cuts)
+                order, starts, block_window, block_key = _epochs.window_shuffle(
+                    self.sel["_run"][pool], self.run_key, window, seed, (self.index, q, e), cuts)
                 out.append((pool[order], starts, block_window, block_key))
             self.pieces.append(out)
 
@@ -376,6 +375,7 @@ def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     rows.flush()
     del rows
     _manifest.save_windows(directory, spec, window_starts, window_keys, window_blocks)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "columns": names, "tokens": token_info,
+    return {"files": files, "pool_starts": pool_starts.tolist(), "physical_starts": pool_starts.tolist(),
+            "pool_used": layout.used.tolist(), "derived": [], "columns": names, "tokens": token_info,
             "tokens_missing": tokens_missing, "order": "merged",
             "dataset_info": _manifest.dataset_info(engine, datasets)}

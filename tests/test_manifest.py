@@ -212,18 +212,3 @@ def test_a_cached_plan_must_be_the_plan_of_its_key(tmp_path: Path) -> None:
         con.mix(text).plan()
     (directory / "plan.json").write_text(json.dumps(meta))
     assert len(con.mix(text).plan()) == len(con.mix(text))
-
-
-@given(windows=st.lists(st.integers(1, 40), min_size=1, max_size=30), seed=st.integers(0, 2**32 - 1))
-@settings(max_examples=50, deadline=None)
-def test_window_shuffle_order_is_its_definition(windows: list[int], seed: int) -> None:
-    """One sort of packed keys gives the order by (window, random bits, position), a permutation
-    that keeps every window in place."""
-    window_id = np.repeat(np.arange(len(windows), dtype=np.uint64), windows)
-    random = np.random.default_rng(seed).integers(0, 2**64 - 1, len(window_id), dtype=np.uint64, endpoint=True)
-    random[::3] = random[0]  # ties in the random bits are broken by position
-    order = manifest._shuffle_order(window_id, random)
-    n = len(window_id)
-    bits = 64 - max(1, (n - 1).bit_length()) - max(1, int(window_id[-1]).bit_length())
-    assert order.tolist() == np.lexsort((np.arange(n), random >> np.uint64(64 - bits), window_id)).tolist()
-    assert (window_id[order] == window_id).all()

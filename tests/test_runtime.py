@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import mixsql
 from tests.conftest import ROOT
 
@@ -24,9 +26,12 @@ print(json.dumps({"ids": ids, "loaded": [m for m in json.loads(sys.argv[2]) if m
 """
 
 
-def test_a_worker_streams_a_plan_without_the_compiler(con: mixsql.Connection) -> None:
-    mix = con.mix("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus")
+@pytest.mark.parametrize("budget", ["", " LIMIT 3000 SAMPLES ON EXHAUSTION REPEAT"])
+def test_a_worker_streams_a_plan_without_the_compiler(con: mixsql.Connection, budget: str) -> None:
+    """Also a plan whose later epochs the workers derive (``epochs``)."""
+    mix = con.mix("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus" + budget)
     plan = mix.plan()
+    assert bool(plan.derived) == bool(budget)
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(plan.directory), json.dumps(COMPILE_TIME)],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -156,12 +156,13 @@ class _Binder(Rewrite, Checks, Weights, Scheduling, Counts, Adapting):
             raise self.error("ON EXHAUSTION REPEAT without a LIMIT makes an endless stream",
                              self.mix.args["exhaustion"],
                              hint="add LIMIT <n> SAMPLES (or STEPS with BATCH SIZE)")
-        self._check_size(limit, bound, leaves, token_limit)
+        chunk = self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1, maximum=MAX_CHUNK_SIZE)
+        self._check_size(limit, bound, leaves, chunk, token_limit)
         adapt = self._adapt(batch_size, limit, token_limit)
         return BoundMix(
             text=self.text, path=self.path, tree=self.mix, components=tuple(bound),
             seed=self._option("seed", seed, DEFAULT_SEED, minimum=0),
-            chunk_size=self._option("chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, minimum=1, maximum=MAX_CHUNK_SIZE),
+            chunk_size=chunk,
             requested_partitions=self._option("partitions", partitions, None, minimum=1, maximum=MAX_PARTITIONS),
             catalog_version=self.engine.version,
             dataset_versions=tuple((ds, self.engine.dataset(ds).version) for ds in sorted(set(datasets))),

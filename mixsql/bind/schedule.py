@@ -15,7 +15,7 @@ from sqlglot import expressions as exp
 from mixsql.bind.base import _Base
 from mixsql.bind.checks import ORDERABLE
 from mixsql.bind.model import BoundComponent, DEFAULT_BUCKETS, Node, Ordering
-from mixsql.limits import MAX_BUCKETS, max_stream_samples
+from mixsql.limits import MAX_BUCKETS, max_chunk_rows, max_stream_samples
 from mixsql.parse import Component
 from mixsql.parse.ast import OrderKey, Stage
 
@@ -261,7 +261,8 @@ class Scheduling(_Base):
         return out
 
     def _check_size(self, limit: int | None, components: list[BoundComponent],
-                    leaves: list[tuple[str, Component, list[Component]]], token_limit: int | None = None) -> None:
+                    leaves: list[tuple[str, Component, list[Component]]], chunk_size: int,
+                    token_limit: int | None = None) -> None:
         """The stream fits what this machine can compile (``limits.max_stream_samples``), checked
         before the planner allocates anything for it."""
         most = max_stream_samples()
@@ -274,19 +275,28 @@ class Scheduling(_Base):
                                  "fit in its memory", self.mix.args["limit"].this,
                                  hint="lower the LIMIT (a run can be planned in stages, one statement each)")
             return
-        if limit is not None:
-            if limit > most:
-                raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan holds every "
-                                 f"sample of its stream, and at most {most:,} fit in its memory",
-                                 self.mix.args["limit"].this,
-                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
-            return
+        selected = sum(c.samples for c in components)
         supply = [c.samples * (c.max_epochs or 0) for c in components]
-        if sum(supply) > most:
-            top = max(range(len(components)), key=lambda i: supply[i])
-            _, leaf, ancestors = leaves[top]
-            node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
-                         if n.args.get("max_epochs") is not None), leaf.this)
-            raise self.error(f"the stream can hold {sum(supply):,} samples, more than this machine can plan (at most "
-                             f"{most:,} fit in its memory)", node,
-                             hint="add LIMIT <n> SAMPLES, or lower MAX EPOCHS")
+        length = limit if limit is not None else sum(supply)
+        rows = max_chunk_rows(len(components))
+        if limit is not None and min(limit, selected) > most:
+            raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan stores each "
+                             f"sample it selects once, and at most {most:,} fit in its memory",
+                             self.mix.args["limit"].this,
+                             hint="lower the LIMIT, or select fewer samples (a run can be planned in stages, "
+                                  "one statement each)")
+        if limit is None and selected > most:
+            top = max(range(len(components)), key=lambda i: components[i].samples)
+            raise self.error(f"the components select {selected:,} samples, more than this machine can plan (at most "
+                             f"{most:,} fit in its memory)", leaves[top][1].this,
+                             hint="add LIMIT <n> SAMPLES, or select fewer samples")
+        if length > rows * chunk_size:
+            node = self.mix.args["limit"].this if limit is not None else None
+            if node is None:
+                top = max(range(len(components)), key=lambda i: supply[i])
+                _, leaf, ancestors = leaves[top]
+                node = next((n.args["max_epochs"] for n in [leaf] + ancestors[::-1]
+                             if n.args.get("max_epochs") is not None), leaf.this)
+            raise self.error(f"the stream holds {length:,} samples, more than this machine can plan in chunks of "
+                             f"{chunk_size:,} (at most {rows * chunk_size:,}: the chunk table is {rows:,} rows)", node,
+                             hint="raise CHUNK SIZE, or lower the LIMIT (or MAX EPOCHS)")

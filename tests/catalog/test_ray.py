@@ -110,3 +110,29 @@ def test_tokenize_on_ray_writes_the_same_shards_and_catalog(local_ray: None, tmp
     assert len(shards_a) == len(shards_b) == 3 and all(x.equals(y) for x, y in zip(shards_a, shards_b))
     assert rows_a and a.samples == b.samples and a.tokenizer["kind"] == b.tokenizer["kind"] == "ids"
     assert [r["n_tokens"] for r in rows_a] == [r["n_tokens"] for r in rows_b]  # counted from the stored ids
+
+
+def test_a_worker_killed_after_writing_its_parts_is_retried_to_the_same_catalog(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task's process dies after it wrote its parts but before it returned (a node lost, an OOM
+    kill): Ray runs the task again, which writes the same parts under the same names, and the
+    catalog is the one a local registration makes."""
+    from mixsql.catalog import store
+
+    real, marker = store.scan_range, str(tmp_path / "killed")
+
+    def dies_once(job, start, stop, done=None):  # noqa: ANN001, ANN202 - pickled by value into the task
+        out = real(job, start, stop, done)
+        if start == 0 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return out
+
+    here, there = mixsql.connect(tmp_path / "here"), mixsql.connect(tmp_path / "there")
+    local = here.register("corpus", PARQUET)  # on this machine's threads, before the patch
+    monkeypatch.setattr(store, "scan_range", dies_once)
+    remote = there.register("corpus", PARQUET, ray="")
+    assert os.path.exists(marker), "the first attempt was killed"
+    assert remote.version == local.version and _catalog(there, "corpus") == _catalog(here, "corpus")
+    assert not [p for p in (tmp_path / "there").rglob(".*") if p.is_file() and not p.name.endswith(".lock")
+                and p.name != ".catalog.lock"]

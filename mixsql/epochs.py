@@ -1,0 +1,212 @@
+"""A component's visiting order in one epoch, as math on its selection: the one definition that
+compiling writes out and a run derives on demand (for the epochs a plan does not store).
+
+Inputs are a component's selection in canonical (bucket, file, row) order, described by its block
+**runs** (``run_starts``: where each maximal range of samples of one block starts; ``run_keys``:
+each run's block key, plan file << 32 | block) and its curriculum ``buckets``.
+
+- **Buckets**: bucket b holds canonical positions ``[b*n//k, (b+1)*n//k)`` (``bucket_bounds``).
+- **Block order of epoch e**: in each bucket, the runs (cut at the bucket's edges) are put in the
+  order of ``splitmix64(key ^ salt_e)`` (stable), with ``salt_e`` the first PCG64 output seeded
+  with (seed, BLOCK_ORDER, dataset, e): the same order for every component of a dataset, new each
+  epoch. Laying the runs out in that order gives the bucket's epoch sequence.
+- **Pools**: each bucket's sequence is cut into P pools (``pool_bounds``); even-numbered pools are
+  visited backwards. Partition q's epoch pool is its piece of every bucket, in bucket order.
+- **Window shuffle**: within a pool, consecutive blocks form windows of ``window`` blocks (a new
+  window also starts at each bucket's start), and the samples of each window are put in the order
+  of PCG64 outputs seeded with (seed, WINDOW_SHUFFLE, component, q, e) (``shuffle_order``).
+
+Only integer arithmetic and the raw 64-bit PCG64 output are used: stable across NumPy versions and
+platforms. ``pool`` computes one partition's pool in O(runs + pool size), so a rank that needs
+epoch e of its partitions never lays out the whole component. This module imports only NumPy.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import numpy as np
+
+BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
+_U = np.uint64
+
+
+def random_keys(seed: int, purpose: int, index: t.Sequence[int], n: int) -> np.ndarray:
+    """n raw 64-bit PCG64 outputs: stable across NumPy versions and platforms."""
+    generator = np.random.PCG64(np.random.SeedSequence([seed, purpose, *index]))
+    return generator.random_raw(n) if n else np.zeros(0, dtype=np.uint64)
+
+
+def block_hash(keys: np.ndarray, salt: int) -> np.ndarray:
+    """A seeded pseudo-random 64-bit value per block key (splitmix64: plain integer arithmetic)."""
+    z = keys.astype(_U) ^ _U(salt)
+    with np.errstate(over="ignore"):
+        z ^= z >> _U(30)
+        z *= _U(0xBF58476D1CE4E5B9)
+        z ^= z >> _U(27)
+        z *= _U(0x94D049BB133111EB)
+        z ^= z >> _U(31)
+    return z
+
+
+def epoch_salt(seed: int, dataset: int, epoch: int) -> int:
+    """The salt of a dataset's block order in one epoch."""
+    return int(random_keys(seed, BLOCK_ORDER, (dataset, epoch), 1)[0])
+
+
+def pool_bounds(samples: int, partitions: int) -> list[int]:
+    """Where each canonical partition's pool of a component starts: partition q gets [b[q], b[q+1])."""
+    return [q * samples // partitions for q in range(partitions + 1)]
+
+
+def bucket_bounds(samples: int, buckets: int) -> list[int]:
+    """Where each bucket (quantile of the curriculum key) of a component's samples starts: bucket b
+    holds the samples of key rank [b*n//k, (b+1)*n//k)."""
+    return [b * samples // buckets for b in range(buckets + 1)]
+
+
+def bucket_of(rank: np.ndarray, samples: int, buckets: int) -> np.ndarray:
+    """The bucket of each key rank, by the rule of ``bucket_bounds``: the largest b with
+    b*n//k <= r, which is ((r+1)*k - 1) // n."""
+    return ((np.asarray(rank, dtype=np.int64) + 1) * buckets - 1) // samples
+
+
+def pool_sizes(samples: int, buckets: int, partitions: int) -> list[int]:
+    """Samples of one epoch in each partition's pool: every bucket is cut into P pieces."""
+    sizes = [0] * partitions
+    edges = bucket_bounds(samples, buckets)
+    for b in range(buckets):
+        bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
+        for q in range(partitions):
+            sizes[q] += bounds[q + 1] - bounds[q]
+    return sizes
+
+
+def run_starts(run: np.ndarray) -> np.ndarray:
+    """Where each run starts, and the end (len(run) + 1 values), from each sample's run id."""
+    changes = np.flatnonzero(run[1:] != run[:-1]) + 1
+    return np.concatenate(([0], changes, [len(run)])).astype(np.int64)
+
+
+def laid_runs(starts: np.ndarray, keys: np.ndarray, begin: int, end: int, salt: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of canonical positions [begin, end) (cut at its edges) in the epoch's block order:
+    (each laid run's first canonical position, its length)."""
+    if end <= begin:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    lo = int(np.searchsorted(starts, begin, side="right")) - 1
+    hi = int(np.searchsorted(starts, end, side="left"))
+    firsts = starts[lo:hi].copy()
+    firsts[0] = begin
+    lengths = np.diff(np.append(firsts, end))
+    order = np.argsort(block_hash(keys[lo:hi], salt), kind="stable")
+    return firsts[order], lengths[order]
+
+
+def cut_runs(firsts: np.ndarray, lengths: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Canonical positions at laid positions [a, b) of runs laid out one after another."""
+    if b <= a:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    i = int(np.searchsorted(ends, a, side="right"))
+    j = int(np.searchsorted(ends, b, side="left"))
+    f, n = firsts[i: j + 1].copy(), lengths[i: j + 1].copy()
+    skip = a - (int(ends[i]) - int(lengths[i]))
+    f[0] += skip
+    n[0] -= skip
+    n[-1] -= int(ends[j]) - b
+    return np.repeat(f - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()), dtype=np.int64)
+
+
+def block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
+    """Positions start..stop-1 (canonical order, so each block is one run; ``run``: each sample's
+    run id) with the runs put in the epoch's order: a permutation built from the runs, no sort of
+    the samples. The same as ``cut_runs`` over ``laid_runs``, for the whole range at once."""
+    runs = run[start:stop]
+    if len(runs) == 0:
+        return np.zeros(0, dtype=np.int32)
+    firsts = np.flatnonzero(np.concatenate(([True], runs[1:] != runs[:-1])))
+    lengths = np.diff(np.append(firsts, len(runs)))
+    order = np.argsort(block_hash(run_key[runs[firsts]], salt), kind="stable")
+    new_starts = np.concatenate(([0], np.cumsum(lengths[order])[:-1]))
+    shift = np.repeat((firsts[order] - new_starts + start).astype(np.int32), lengths[order])
+    shift += np.arange(len(runs), dtype=np.int32)
+    return shift
+
+
+def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, q: int, salt: int
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Partition q's pool of one epoch (canonical positions, in visiting order before the window
+    shuffle) and where in it each curriculum bucket after the first starts: O(runs + pool size)."""
+    edges = bucket_bounds(samples, buckets)
+    pieces = []
+    for b in range(buckets):
+        firsts, lengths = laid_runs(starts, keys, edges[b], edges[b + 1], salt)
+        bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
+        piece = cut_runs(firsts, lengths, bounds[q], bounds[q + 1])
+        pieces.append(piece[::-1] if q % 2 == 0 else piece)  # neighbours meet at their shared block
+    laid = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return laid, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)
+
+
+def shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """The order that sorts samples by (window, random bits, position): windows stay in place,
+    samples shuffle within them. Where window, bits and position fit in 64 bits with at least 24
+    random bits, one sort of packed keys (NumPy sorts plain integers far faster than it argsorts);
+    else a lexsort by the same three keys with 24 random bits, which gives the same definition."""
+    n = len(window_id)
+    position_bits = max(1, (n - 1).bit_length())
+    window_bits = max(1, int(window_id[-1]).bit_length()) if n else 1
+    random_bits = max(24, 64 - position_bits - window_bits)
+    bits = random >> _U(64 - random_bits)
+    if position_bits + window_bits + random_bits <= 64:
+        key = (window_id << _U(64 - window_bits)) | (bits << _U(position_bits)) | np.arange(n, dtype=_U)
+        key.sort()
+        key &= _U((1 << position_bits) - 1)
+        return key.view(np.int64)
+    return np.lexsort((np.arange(n), bits, window_id))
+
+
+def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: int, index: t.Sequence[int],
+                   cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle samples within windows of ``window`` consecutive blocks (``block``: each sample's run id);
+    a window also starts at each of ``cuts`` (where a curriculum bucket starts), so none spans two.
+
+    Returns the order, the window starts, and for each block of the pool its window and its key.
+    """
+    n = len(block)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    new_block = np.ones(n, dtype=bool)
+    new_block[1:] = block[1:] != block[:-1]
+    block_no = None
+    if cuts is not None:
+        cuts = cuts[cuts < n]  # a bucket with nothing in this pool starts nothing
+    if cuts is not None and len(cuts):
+        new_block[cuts] = True
+        block_no = np.cumsum(new_block) - 1
+        segment = np.zeros(n, dtype=bool)
+        segment[0] = True
+        segment[cuts] = True
+        block_no -= np.maximum.accumulate(np.where(segment, block_no, 0))  # counted from each bucket's start
+    if window == 1:
+        window_first = new_block
+    else:
+        block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
+        window_first = new_block & (block_no % window == 0)
+    window_id = (np.cumsum(window_first) - 1).astype(_U)
+    order = shuffle_order(window_id, random_keys(seed, WINDOW_SHUFFLE, index, n))
+    firsts = np.flatnonzero(new_block)
+    return order, np.flatnonzero(window_first), window_id[firsts].astype(np.int64), run_key[block[firsts]]
+
+
+def visiting_order(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, seed: int,
+                   window: int, dataset: int, component: int, q: int, epoch: int) -> np.ndarray:
+    """Canonical positions of component ``component``'s samples in partition q's pool of ``epoch``,
+    in visiting order (window shuffle included): what a plan stores for the epochs it keeps."""
+    laid, cuts = pool(starts, keys, samples, buckets, partitions, q, epoch_salt(seed, dataset, epoch))
+    run = np.searchsorted(starts, laid, side="right") - 1
+    order = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts)[0]
+    return laid[order]
