@@ -59,3 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/ranks.py
+	$(BIN)/python bench/scale.py

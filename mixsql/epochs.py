@@ -135,19 +135,43 @@ def block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, sa
     return shift
 
 
-def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, q: int, salt: int
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Partition q's pool of one epoch (canonical positions, in visiting order before the window
-    shuffle) and where in it each curriculum bucket after the first starts: O(runs + pool size)."""
+Laid = t.List[t.Tuple[np.ndarray, np.ndarray]]
+
+
+def laid_buckets(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, salt: int) -> Laid:
+    """Every bucket's runs in the epoch's block order (``laid_runs``): what all pools of the epoch share."""
     edges = bucket_bounds(samples, buckets)
+    return [laid_runs(starts, keys, edges[b], edges[b + 1], salt) for b in range(buckets)]
+
+
+def pool_of(laid: Laid, samples: int, partitions: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Partition q's pool of an epoch laid out by ``laid_buckets`` (canonical positions, in visiting
+    order before the window shuffle) and where in it each curriculum bucket after the first starts."""
+    edges = bucket_bounds(samples, len(laid))
     pieces = []
-    for b in range(buckets):
-        firsts, lengths = laid_runs(starts, keys, edges[b], edges[b + 1], salt)
+    for b, (firsts, lengths) in enumerate(laid):
         bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
         piece = cut_runs(firsts, lengths, bounds[q], bounds[q + 1])
         pieces.append(piece[::-1] if q % 2 == 0 else piece)  # neighbours meet at their shared block
-    laid = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    return laid, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)
+    pool = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return pool, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)
+
+
+def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, q: int, salt: int
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Partition q's pool of one epoch: O(runs + pool size) (``laid_buckets``, then ``pool_of``)."""
+    return pool_of(laid_buckets(starts, keys, samples, buckets, salt), samples, partitions, q)
+
+
+def ordered_pool(laid: Laid, starts: np.ndarray, keys: np.ndarray, samples: int, partitions: int, seed: int,
+                 window: int, component: int, q: int, epoch: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Partition q's pool in visiting order (canonical positions), with the windows of
+    ``window_shuffle`` (window starts, each block's window and key)."""
+    pool, cuts = pool_of(laid, samples, partitions, q)
+    run = np.searchsorted(starts, pool, side="right") - 1
+    order, window_starts, block_window, block_key = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts)
+    return pool[order], window_starts, block_window, block_key
 
 
 def shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:
@@ -203,10 +227,10 @@ def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: in
 
 
 def visiting_order(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, seed: int,
-                   window: int, dataset: int, component: int, q: int, epoch: int) -> np.ndarray:
+                   window: int, dataset: int, component: int, q: int, epoch: int, laid: Laid | None = None) -> np.ndarray:
     """Canonical positions of component ``component``'s samples in partition q's pool of ``epoch``,
-    in visiting order (window shuffle included): what a plan stores for the epochs it keeps."""
-    laid, cuts = pool(starts, keys, samples, buckets, partitions, q, epoch_salt(seed, dataset, epoch))
-    run = np.searchsorted(starts, laid, side="right") - 1
-    order = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts)[0]
-    return laid[order]
+    in visiting order (window shuffle included): what a plan stores for the epochs it keeps.
+    ``laid``: the epoch's ``laid_buckets``, when already computed for another partition."""
+    if laid is None:
+        laid = laid_buckets(starts, keys, samples, buckets, epoch_salt(seed, dataset, epoch))
+    return ordered_pool(laid, starts, keys, samples, partitions, seed, window, component, q, epoch)[0]

@@ -83,13 +83,15 @@ ONE_SCAN_LIMIT = 20_000_000  # up to this many matched samples, one scan serves 
 
 
 def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[str, t.Any]],
-                byte_ranges: bool, with_tokens: bool = False) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+                byte_ranges: bool, with_tokens: bool = False, lazy: bool = False
+                ) -> t.Iterator[tuple[int, t.Any]]:
     """(component, its samples) for the dataset's components; a sample goes to the first it matches.
 
     Small selections come from one scan, split by a radix sort on the component id; larger ones
     from one scan per component, so memory follows the largest component. An ordered component
     (ORDER BY CURRICULUM ... BY key) also gets ``_rank``, each sample's place in key order (NULLs
     last, ties by file and row). All give the same arrays up to order, which compiling makes canonical.
+    ``lazy``: a component of Parquet files comes as an ``_IndexSelection`` (its catalog positions only).
     """
     members = [m for m in bound.components if m.dataset == dataset]
     cases = first_match([(m.index, m.predicate) for m in members])
@@ -101,7 +103,7 @@ def _selections(engine: Engine, bound: BoundMix, dataset: str, files: list[dict[
     if plain and not byte_ranges and all(f["format"] == "parquet" for f in files):
         tokens = _np(con.sql(f'SELECT coalesce(n_tokens, 0)::INTEGER AS _t FROM "{dataset}"').to_arrow_table(),
                      "_t") if with_tokens else None
-        yield from _parquet_selections(_components(engine, dataset, members, files), plain, files, tokens)
+        yield from _parquet_selections(_components(engine, dataset, members, files), plain, files, tokens, lazy)
         plain = []
     if sum(m.samples for m in plain) <= ONE_SCAN_LIMIT and plain:
         sql = (f'SELECT * FROM (SELECT ({cases})::SMALLINT AS _c, _file_id, _row::INTEGER AS _row, _block'
@@ -138,7 +140,7 @@ def _components(engine: Engine, dataset: str, members: list[t.Any], files: list[
 
 
 def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list[dict[str, t.Any]],
-                        n_tokens: np.ndarray | None) -> t.Iterator[tuple[int, dict[str, np.ndarray]]]:
+                        n_tokens: np.ndarray | None, lazy: bool = False) -> t.Iterator[tuple[int, t.Any]]:
     """The Parquet fast path: from each sample's component (one byte per sample), file, row and row
     group follow from the catalog's layout, which stores every row of every file, file after file,
     in row order (``catalog.store``)."""
@@ -151,7 +153,11 @@ def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list
     file_ids = np.asarray([f["file_id"] for f in files], dtype=np.int32)
     index_kind = np.int32 if len(component) < 1 << 31 else np.int64
     for m in members:
-        index = np.flatnonzero(component == m.index).astype(index_kind)
+        index = np.flatnonzero(component == m.index).astype(index_kind, copy=False)
+        if lazy:
+            yield m.index, _IndexSelection(index, layout, file_ids, files, n_tokens)
+            del index
+            continue
         # index is ascending: per-file and per-group counts, then repeats, instead of a search per sample
         per_file = np.diff(np.searchsorted(index, file_starts.astype(index_kind)))  # same dtypes: no copy of index
         file = np.repeat(np.arange(len(files), dtype=np.int32), per_file)
@@ -164,6 +170,49 @@ def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list
         del index, file, row
         yield m.index, selection
         del selection
+
+
+class _ArraySelection:
+    """A component's samples as arrays in canonical order (``component_runs``)."""
+
+    def __init__(self, sel: dict[str, np.ndarray], keys: np.ndarray) -> None:
+        self.starts = _epochs.run_starts(sel.pop("_run"))
+        self.keys = keys
+        self.sel = sel
+        self.samples = len(sel["_row"])
+
+    def columns(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: values[positions] for name, values in self.sel.items()}
+
+
+class _IndexSelection:
+    """A component of Parquet files as its samples' catalog positions, ascending (so canonical):
+    file, row and block runs follow from the catalog's layout, one pool at a time (``_parquet_selections``)."""
+
+    def __init__(self, index: np.ndarray, layout: tuple[np.ndarray, np.ndarray, np.ndarray], file_ids: np.ndarray,
+                 files: list[dict[str, t.Any]], n_tokens: np.ndarray | None) -> None:
+        file_starts, group_starts, group_local = layout
+        self.index, self.file_starts, self.file_ids, self.n_tokens = index, file_starts, file_ids, n_tokens
+        self.samples = len(index)
+        per_group = np.diff(np.append(np.searchsorted(index, group_starts.astype(index.dtype)), len(index)))
+        group_file = np.repeat(np.arange(len(files), dtype=np.int64),
+                               [len(f["row_groups"] or [f["rows"]]) for f in files])
+        present = np.flatnonzero(per_group)
+        self.starts = np.concatenate(([0], np.cumsum(per_group[present]))).astype(np.int64)
+        self.keys = (file_ids[group_file[present]].astype(np.int64) << 32) | group_local[present]
+
+    def based(self, base: int) -> "_IndexSelection":
+        """The run keys with the plan's file base added to the file (as ``component_runs`` keys them)."""
+        self.keys = self.keys + (np.int64(base) << np.int64(32))
+        return self
+
+    def columns(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        at = self.index[positions]
+        file = np.searchsorted(self.file_starts, at, side="right") - 1
+        out = {"_file_id": self.file_ids[file], "_row": (at - self.file_starts[file]).astype(np.int32)}
+        if self.n_tokens is not None:
+            out["_tokens"] = self.n_tokens[at]
+        return out
 
 
 def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
@@ -247,22 +296,26 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
-    for c, sel in component_selections(engine, bound, registered, byte_ranges, token_info is not None, progress):
-        n = len(sel["_row"])
+    for c, sel in component_selections(engine, bound, registered, byte_ranges, token_info is not None, progress,
+                                       lazy=True):
         buckets = spec.buckets[c.index]
-        sel, run_key = component_runs(sel, buckets, base[c.dataset])
+        source = sel.based(base[c.dataset]) if isinstance(sel, _IndexSelection) \
+            else _ArraySelection(*component_runs(sel, buckets, base[c.dataset]))
+        del sel
+        n = source.samples
         positions = np.empty(n, dtype=np.int64) if derived[c.index] else None
-        pools = epoch_pools(sel, run_key, buckets, P, spec.seed, datasets.index(c.dataset), 0) \
-            if stored[c.index].any() else []
-        for q, (pool, cuts) in enumerate(pools):
+        laid = _epochs.laid_buckets(source.starts, source.keys, n, buckets,
+                                    _epochs.epoch_salt(spec.seed, datasets.index(c.dataset), 0))
+        for q in range(P):  # one pool at a time: memory follows a pool, not the component
             physical_starts[c.index, q] = out.at
             want = int(stored[c.index, q])
             if want <= 0:
                 continue
             # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
-            order, starts, block_window, block_key = _epochs.window_shuffle(
-                sel["_run"][pool], run_key, spec.window, spec.seed, (c.index, q, 0), cuts)
-            chosen = pool[order[:want]]
+            ordered, starts, block_window, block_key = _epochs.ordered_pool(
+                laid, source.starts, source.keys, n, P, spec.seed, spec.window, c.index, q, 0)
+            chosen = ordered[:want]
+            del ordered
             starts = starts[starts < want]
             keep = block_window < len(starts)
             block_window, block_key = block_window[keep], block_key[keep]
@@ -272,22 +325,18 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             window_starts.append(starts + out.at)
             if positions is not None:
                 positions[chosen] = out.at + np.arange(want, dtype=np.int64)
+            columns = source.columns(chosen)
             out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
-                      file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
-                      row=sel["_row"][chosen],
-                      **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
-                         if byte_ranges else {}),
-                      **({"tokens": sel["_tokens"][chosen]} if token_info is not None else {}))
-        for q in range(len(pools), P):
-            physical_starts[c.index, q] = out.at
-        del pools
+                      file=(columns["_file_id"] + base[c.dataset]).astype(np.int32), row=columns["_row"],
+                      **({"offset": columns["_offset"], "length": columns["_length"]} if byte_ranges else {}),
+                      **({"tokens": columns["_tokens"]} if token_info is not None else {}))
+            del chosen, columns
         if positions is not None and canon is not None:
-            starts_of_runs = _epochs.run_starts(sel["_run"])
             runs.append({"component": c.index, "dataset": datasets.index(c.dataset), "samples": n,
-                         "canon": canon.at, "runs": sum(len(k) for _, k in run_arrays), "n_runs": len(run_key)})
-            run_arrays.append((starts_of_runs[:-1], run_key))
+                         "canon": canon.at, "runs": sum(len(k) for _, k in run_arrays), "n_runs": len(source.keys)})
+            run_arrays.append((source.starts[:-1], source.keys))
             canon.write(canon=positions)
-        del sel
+        del source, positions
     out.close()
     if canon is not None:
         canon.close()
@@ -331,13 +380,13 @@ def dataset_info(engine: Engine, datasets: t.Sequence[str]) -> dict[str, dict[st
 
 def component_selections(engine: Engine, bound: BoundMix, registered: dict[str, list[dict[str, t.Any]]],
                          byte_ranges: bool, with_tokens: bool,
-                         progress: t.Callable[[int, int, str], None] | None = None
-                         ) -> t.Iterator[tuple[t.Any, dict[str, np.ndarray]]]:
+                         progress: t.Callable[[int, int, str], None] | None = None, lazy: bool = False
+                         ) -> t.Iterator[tuple[t.Any, t.Any]]:
     """(component, its selected samples) in statement order, each checked against the count binding
     made; a dataset's components come from its scans (``_selections``) as they are needed."""
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     pending: dict[int, dict[str, np.ndarray]] = {}
-    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges, with_tokens) for d in datasets}
+    sources = {d: _selections(engine, bound, d, registered[d], byte_ranges, with_tokens, lazy) for d in datasets}
     for c in bound.components:
         if progress is not None:
             progress(c.index, len(bound.components), c.name)
@@ -349,8 +398,9 @@ def component_selections(engine: Engine, bound: BoundMix, registered: dict[str, 
                                 hint="the catalog changed while compiling; load the statement again") from None
             pending[index] = arrays
         sel = pending.pop(c.index)
-        if len(sel["_row"]) != c.samples:
-            raise PlanError(f"component {c.name!r} selected {len(sel['_row'])} samples, not the {c.samples} counted "
+        found = sel.samples if isinstance(sel, _IndexSelection) else len(sel["_row"])
+        if found != c.samples:
+            raise PlanError(f"component {c.name!r} selected {found} samples, not the {c.samples} counted "
                             "when binding; the catalog changed", hint="load the statement again")
         yield c, sel
 

@@ -162,6 +162,7 @@ class CompiledPlan:
             self._run_starts = _mapped(self.directory / "run_starts.npy")
             self._run_keys = _mapped(self.directory / "run_keys.npy")
             self._epochs: collections.OrderedDict[tuple[int, int, int], np.ndarray] = collections.OrderedDict()
+            self._laid: dict[tuple[int, int], t.Any] = {}
             self._flat_starts = self.pool_start.reshape(-1)
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None,
@@ -220,8 +221,15 @@ class CompiledPlan:
             return found
         d = self.derived[c]
         starts, keys = self._runs(c)
-        order = _epochs.visiting_order(starts, keys, d["samples"], int(self.meta["components"][c]["buckets"]),
-                                       self.partitions, self.meta["seed"], self.meta["window"], d["dataset"], c, q, e)
+        buckets = int(self.meta["components"][c]["buckets"])
+        laid = self._laid.get((c, e))
+        if laid is None:  # shared by the partitions of this rank that reach epoch e
+            laid = self._laid[(c, e)] = _epochs.laid_buckets(starts, keys, d["samples"], buckets,
+                                                             _epochs.epoch_salt(self.meta["seed"], d["dataset"], e))
+            while len(self._laid) > 2 * len(self.derived) + 2:
+                self._laid.pop(next(iter(self._laid)))
+        order = _epochs.visiting_order(starts, keys, d["samples"], buckets, self.partitions, self.meta["seed"],
+                                       self.meta["window"], d["dataset"], c, q, e, laid)
         rows = np.asarray(self._canon[d["canon"] + order], dtype=np.int64)
         rows.flags.writeable = False
         self._epochs[(c, q, e)] = rows
