@@ -104,10 +104,13 @@ def laid_runs(starts: np.ndarray, keys: np.ndarray, begin: int, end: int, salt: 
     return firsts[order], lengths[order]
 
 
-def cut_runs(firsts: np.ndarray, lengths: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Canonical positions at laid positions [a, b) of runs laid out one after another."""
+def cut_runs(firsts: np.ndarray, lengths: np.ndarray, a: int, b: int, starts: np.ndarray | None = None
+             ) -> t.Any:
+    """Canonical positions at laid positions [a, b) of runs laid out one after another; with
+    ``starts`` (every run's first canonical position) also the run of each."""
     if b <= a:
-        return np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return empty if starts is None else (empty, empty)
     ends = np.cumsum(lengths)
     i = int(np.searchsorted(ends, a, side="right"))
     j = int(np.searchsorted(ends, b, side="left"))
@@ -116,7 +119,10 @@ def cut_runs(firsts: np.ndarray, lengths: np.ndarray, a: int, b: int) -> np.ndar
     f[0] += skip
     n[0] -= skip
     n[-1] -= int(ends[j]) - b
-    return np.repeat(f - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()), dtype=np.int64)
+    positions = np.repeat(f - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()), dtype=np.int64)
+    if starts is None:
+        return positions
+    return positions, np.repeat(np.searchsorted(starts, f, side="right") - 1, n)
 
 
 def block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
@@ -144,17 +150,24 @@ def laid_buckets(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: in
     return [laid_runs(starts, keys, edges[b], edges[b + 1], salt) for b in range(buckets)]
 
 
-def pool_of(laid: Laid, samples: int, partitions: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+def pool_of(laid: Laid, samples: int, partitions: int, q: int, starts: np.ndarray | None = None) -> t.Any:
     """Partition q's pool of an epoch laid out by ``laid_buckets`` (canonical positions, in visiting
-    order before the window shuffle) and where in it each curriculum bucket after the first starts."""
+    order before the window shuffle) and where in it each curriculum bucket after the first starts;
+    with ``starts`` (the runs' first positions) also each sample's run."""
     edges = bucket_bounds(samples, len(laid))
-    pieces = []
+    pieces, runs = [], []
     for b, (firsts, lengths) in enumerate(laid):
         bounds = pool_bounds(edges[b + 1] - edges[b], partitions)
-        piece = cut_runs(firsts, lengths, bounds[q], bounds[q + 1])
+        piece = cut_runs(firsts, lengths, bounds[q], bounds[q + 1], starts)
+        piece, run = piece if starts is not None else (piece, None)
         pieces.append(piece[::-1] if q % 2 == 0 else piece)  # neighbours meet at their shared block
+        if run is not None:
+            runs.append(run[::-1] if q % 2 == 0 else run)
     pool = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    return pool, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)
+    cuts = np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)
+    if starts is None:
+        return pool, cuts
+    return pool, cuts, np.concatenate(runs) if len(runs) > 1 else runs[0]
 
 
 def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, q: int, salt: int
@@ -165,13 +178,12 @@ def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, parti
 
 def ordered_pool(laid: Laid, starts: np.ndarray, keys: np.ndarray, samples: int, partitions: int, seed: int,
                  window: int, component: int, q: int, epoch: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Partition q's pool in visiting order (canonical positions), with the windows of
-    ``window_shuffle`` (window starts, each block's window and key)."""
-    pool, cuts = pool_of(laid, samples, partitions, q)
-    run = np.searchsorted(starts, pool, side="right") - 1
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Partition q's pool in visiting order (canonical positions) and the run of each, with the
+    windows of ``window_shuffle`` (window starts, each block's window and key)."""
+    pool, cuts, run = pool_of(laid, samples, partitions, q, starts)
     order, window_starts, block_window, block_key = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts)
-    return pool[order], window_starts, block_window, block_key
+    return pool[order], run[order], window_starts, block_window, block_key
 
 
 def shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:

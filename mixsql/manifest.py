@@ -181,7 +181,7 @@ class _ArraySelection:
         self.sel = sel
         self.samples = len(sel["_row"])
 
-    def columns(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(self, positions: np.ndarray, run: np.ndarray) -> dict[str, np.ndarray]:
         return {name: values[positions] for name, values in self.sel.items()}
 
 
@@ -198,6 +198,7 @@ class _IndexSelection:
         group_file = np.repeat(np.arange(len(files), dtype=np.int64),
                                [len(f["row_groups"] or [f["rows"]]) for f in files])
         present = np.flatnonzero(per_group)
+        self.run_file = group_file[present]  # each run is (part of) one row group, of one file
         self.starts = np.concatenate(([0], np.cumsum(per_group[present]))).astype(np.int64)
         self.keys = (file_ids[group_file[present]].astype(np.int64) << 32) | group_local[present]
 
@@ -206,9 +207,9 @@ class _IndexSelection:
         self.keys = self.keys + (np.int64(base) << np.int64(32))
         return self
 
-    def columns(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(self, positions: np.ndarray, run: np.ndarray) -> dict[str, np.ndarray]:
         at = self.index[positions]
-        file = np.searchsorted(self.file_starts, at, side="right") - 1
+        file = self.run_file[run]
         out = {"_file_id": self.file_ids[file], "_row": (at - self.file_starts[file]).astype(np.int32)}
         if self.n_tokens is not None:
             out["_tokens"] = self.n_tokens[at]
@@ -312,9 +313,9 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             if want <= 0:
                 continue
             # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
-            ordered, starts, block_window, block_key = _epochs.ordered_pool(
+            ordered, run, starts, block_window, block_key = _epochs.ordered_pool(
                 laid, source.starts, source.keys, n, P, spec.seed, spec.window, c.index, q, 0)
-            chosen = ordered[:want]
+            chosen, run = ordered[:want], run[:want]
             del ordered
             starts = starts[starts < want]
             keep = block_window < len(starts)
@@ -325,12 +326,12 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             window_starts.append(starts + out.at)
             if positions is not None:
                 positions[chosen] = out.at + np.arange(want, dtype=np.int64)
-            columns = source.columns(chosen)
+            columns = source.columns(chosen, run)
             out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
                       file=(columns["_file_id"] + base[c.dataset]).astype(np.int32), row=columns["_row"],
                       **({"offset": columns["_offset"], "length": columns["_length"]} if byte_ranges else {}),
                       **({"tokens": columns["_tokens"]} if token_info is not None else {}))
-            del chosen, columns
+            del chosen, run, columns
         if positions is not None and canon is not None:
             runs.append({"component": c.index, "dataset": datasets.index(c.dataset), "samples": n,
                          "canon": canon.at, "runs": sum(len(k) for _, k in run_arrays), "n_runs": len(source.keys)})

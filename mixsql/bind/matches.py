@@ -103,54 +103,65 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     members = len(indices)
     total = int(sum(file_rows))
     kind = np.int8 if max(indices, default=0) < 127 else np.int16
+    component = np.empty(total, dtype=kind)  # filled batch by batch: the query's result is never held whole
     if not count:  # the component alone: CASE stops at the first match, where masks evaluate every predicate
         cases = first_match(list(zip(indices, predicates)))
-        table = con.sql(f'SELECT coalesce({cases}, -1)::{"TINYINT" if kind is np.int8 else "SMALLINT"} AS _c '
-                        f'FROM "{dataset}"').to_arrow_table()
-        _check_rows(dataset, table.num_rows, total)
-        column = table.column(0)
-        return Matches(column.chunk(0).to_numpy() if column.num_chunks == 1 else column.to_numpy(), [], [], [], [], [])
+        at = 0
+        for batch in con.sql(f'SELECT coalesce({cases}, -1)::{"TINYINT" if kind is np.int8 else "SMALLINT"} AS _c '
+                             f'FROM "{dataset}"').to_arrow_reader(batch_rows):
+            n = batch.num_rows
+            _check_rows(dataset, at + n, total, partial=True)
+            component[at: at + n] = batch.column(0).to_numpy(zero_copy_only=False)
+            at += n
+        _check_rows(dataset, at, total)
+        return Matches(component, [], [], [], [], [])
     masks = _masks(predicates)
-    table = con.sql("SELECT " + ", ".join(f"{m} AS _m{j}" for j, m in enumerate(masks)) + f' FROM "{dataset}"') \
-        .to_arrow_table()
-    _check_rows(dataset, table.num_rows, total)
-    cols = [table.column(j).to_numpy() for j in range(len(masks))]
-    del table
     to_global = np.append(np.asarray(indices, dtype=kind), kind(-1))  # member -1 (none) takes the last entry
-    if len(cols) == 1 and cols[0].dtype.itemsize <= 2:  # the usual case: one table lookup
-        lowest = _LOWEST[: 1 << (8 * cols[0].dtype.itemsize)]
-        component = to_global[np.where(lowest < members, lowest, -1)][cols[0]]  # bits past the members are never set
-    else:
-        first = _lowest_bit(cols[0])  # the member each sample goes to, -1: none
-        for j, mask in enumerate(cols[1:], 1):
-            low = _lowest_bit(mask)
-            free = (first < 0) & (low >= 0)
-            first[free] = low[free] + 64 * j
-        component = to_global[first]
-        del first
     slots = np.asarray(indices, dtype=np.intp) + 1  # a member's bin in counts over ``_bins(component)``
     overlaps = [[0] * k for k in range(members)]
     wanted = [k for k in range(1, members) if own[k] is not None]
-    if len(cols) == 1 and cols[0].dtype.itemsize <= 2 and wanted:  # from the histogram of masks
-        histogram = np.bincount(cols[0], minlength=1 << (8 * cols[0].dtype.itemsize))
+    histogram: np.ndarray | None = None
+    at = 0
+    for batch in con.sql("SELECT " + ", ".join(f"{m} AS _m{j}" for j, m in enumerate(masks)) + f' FROM "{dataset}"') \
+            .to_arrow_reader(batch_rows):
+        n = batch.num_rows
+        _check_rows(dataset, at + n, total, partial=True)
+        cols = [batch.column(j).to_numpy(zero_copy_only=False) for j in range(len(masks))]
+        if len(cols) == 1 and cols[0].dtype.itemsize <= 2:  # the usual case: one table lookup
+            lowest = _LOWEST[: 1 << (8 * cols[0].dtype.itemsize)]
+            mine = to_global[np.where(lowest < members, lowest, -1)][cols[0]]  # bits past the members are never set
+            if wanted:  # overlaps from the histogram of masks
+                counts = np.bincount(cols[0], minlength=1 << (8 * cols[0].dtype.itemsize))
+                histogram = counts if histogram is None else histogram + counts
+        else:
+            first = _lowest_bit(cols[0])  # the member each sample goes to, -1: none
+            for j, mask in enumerate(cols[1:], 1):
+                low = _lowest_bit(mask)
+                free = (first < 0) & (low >= 0)
+                first[free] = low[free] + 64 * j
+            mine = to_global[first]
+            del first
+            for k in wanted:
+                hit = ((cols[k // 64] >> cols[k // 64].dtype.type(k % 64)) & 1).astype(bool)
+                counted = np.bincount(_bins(mine[hit]), minlength=int(slots.max()) + 1)[slots[:k]]
+                overlaps[k] = [x + int(y) for x, y in zip(overlaps[k], counted.tolist())]
+        component[at: at + n] = mine
+        at += n
+        del cols, mine
+    _check_rows(dataset, at, total)
+    if histogram is not None:
         values = np.flatnonzero(histogram)
         for k in wanted:
             for v in values[(values >> k) & 1 == 1].tolist():
                 a = int(_LOWEST[v])
                 if a < k:
                     overlaps[k][a] += int(histogram[v])
-    else:
-        for k in wanted:
-            hit = ((cols[k // 64] >> cols[k // 64].dtype.type(k % 64)) & 1).astype(bool)
-            overlaps[k] = np.bincount(_bins(component[hit]), minlength=int(slots.max()) + 1)[
-                slots[:k]].tolist()
-    del cols
     sums = _sums(con, dataset, component, slots, file_rows, tokens, block_starts, batch_rows)
     return Matches(component, *sums, overlaps)
 
 
-def _check_rows(dataset: str, rows: int, listed: int) -> None:
-    if rows != listed:  # pragma: no cover - a catalog not laid out as documented
+def _check_rows(dataset: str, rows: int, listed: int, partial: bool = False) -> None:
+    if rows > listed if partial else rows != listed:  # pragma: no cover - a catalog not laid out as documented
         raise ValueError(f"dataset {dataset!r} has {rows} samples but its files list {listed}")
 
 
@@ -174,6 +185,7 @@ def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, fi
         bits[s, k // 64] = 1 << (k % 64)
     nbytes = np.zeros(width, dtype=np.int64)
     ntokens = np.zeros(width, dtype=np.int64)
+    samples = np.zeros(width, dtype=np.int64)
     file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
     present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
     previous_block = -1
@@ -183,6 +195,7 @@ def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, fi
         if n == 0:
             continue
         mine = _bins(component[at: at + n])
+        samples += np.bincount(mine, minlength=width)  # by batch: bincount widens its input to 8 bytes a value
         # float64 sums are exact below 2**53 per batch
         nbytes += np.rint(np.bincount(mine, weights=batch.column("_b").to_numpy(), minlength=width)[:width]) \
             .astype(np.int64)
@@ -205,7 +218,6 @@ def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, fi
             if len(cuts) else []
     table = np.concatenate(present).astype(np.uint64) if present else np.zeros((0, words), dtype=np.uint64)
     blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1))) for k in range(members)]
-    samples = np.bincount(_bins(component), minlength=width)
     return samples[slots].tolist(), nbytes[slots].tolist(), ntokens[slots].tolist(), blocks
 
 
