@@ -17,55 +17,59 @@ from mixsql import atomic
 from mixsql.planfile import LINEAGE_SCHEMA, CompiledPlan, lineage
 
 
+MANIFEST_SCHEMA = pa.schema([("partition", pa.int32()), ("chunk", pa.int64()), ("component", pa.string()),
+                             ("dataset", pa.string()), ("file", pa.string()), ("row_start", pa.int32()),
+                             ("row_count", pa.int64()), ("byte_offset", pa.int64()), ("byte_length", pa.int64())])
+MANIFEST_BLOCK = 1 << 20  # samples of one partition turned into manifest rows at a time
+
+
 def write_manifest(plan: CompiledPlan, directory: Path) -> Path:
-    """Write ``manifest.parquet``: one row per (partition, chunk, component, file, contiguous row range)."""
-    P, size = plan.partitions, plan.chunk_size
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("partition", "chunk", "rows")}
-    for q in range(P):
-        n = plan.partition_length(q)
-        if n == 0:
-            continue
-        rows = plan.partition_rows(q, 0, n)
-        index = np.arange(n, dtype=np.int64)
-        parts["partition"].append(np.full(n, q, dtype=np.int32))
-        parts["chunk"].append((index // size).astype(np.int64))
-        parts["rows"].append(rows)
-    partition = np.concatenate(parts["partition"]) if parts["partition"] else np.zeros(0, dtype=np.int32)
-    chunk = np.concatenate(parts["chunk"]) if parts["chunk"] else np.zeros(0, dtype=np.int64)
-    rows = np.concatenate(parts["rows"]) if parts["rows"] else np.zeros(0, dtype=np.int64)
+    """Write ``manifest.parquet``: one row per (partition, chunk, component, file, contiguous row range),
+    in that order. A row never spans two chunks, so the stream is written a block of chunks at a time:
+    memory follows the block, not the stream."""
+    size = plan.chunk_size
+    step = max(size, MANIFEST_BLOCK // size * size)
+    path = directory / "manifest.parquet"
+    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, MANIFEST_SCHEMA, compression="zstd") as writer:
+        for q in range(plan.partitions):
+            n = plan.partition_length(q)
+            for start in range(0, n, step):
+                writer.write_table(_manifest_rows(plan, q, start, min(start + step, n)))
+    return path
+
+
+def _manifest_rows(plan: CompiledPlan, q: int, start: int, stop: int) -> pa.Table:
+    """The manifest rows of partition q's samples [start, stop) (whole chunks, but for the stream's end)."""
+    rows = plan.partition_rows(q, start, stop)
+    chunk = np.arange(start, stop, dtype=np.int64) // plan.chunk_size
     comp, file, row = plan.component[rows], plan.file[rows], plan.row[rows]
     if plan.byte_offset is not None and plan.byte_length is not None:
         offset, length = plan.byte_offset[rows], plan.byte_length[rows].astype(np.int64)
     else:
         offset = length = np.full(len(rows), -1, dtype=np.int64)
-    # Group by (partition, chunk, component, file) in row order, then cut where rows stop being consecutive.
-    order = np.lexsort((row, file, comp, chunk, partition))
-    partition, chunk, comp, file, row = partition[order], chunk[order], comp[order], file[order], row[order]
+    # Group by (chunk, component, file) in row order, then cut where rows stop being consecutive.
+    order = np.lexsort((row, file, comp, chunk))
+    chunk, comp, file, row = chunk[order], comp[order], file[order], row[order]
     offset, length = offset[order], length[order]
     new = np.ones(len(row), dtype=bool)
     if len(row) > 1:
-        same = (partition[1:] == partition[:-1]) & (chunk[1:] == chunk[:-1]) & (comp[1:] == comp[:-1]) \
-            & (file[1:] == file[:-1]) & (row[1:] == row[:-1] + 1)
+        same = (chunk[1:] == chunk[:-1]) & (comp[1:] == comp[:-1]) & (file[1:] == file[:-1]) & (row[1:] == row[:-1] + 1)
         new[1:] = ~same
     starts = np.flatnonzero(new)
     ends = np.concatenate((starts[1:], [len(row)])) if len(starts) else starts
     last = ends - 1
     has_bytes = offset[starts] >= 0
-    table = pa.table({
-        "partition": partition[starts],
+    return pa.table({
+        "partition": np.full(len(starts), q, dtype=np.int32),
         "chunk": chunk[starts],
         "component": pa.array([plan.names[i] for i in comp[starts]], pa.string()),
         "dataset": pa.array([plan.files[f].dataset for f in file[starts]], pa.string()),
         "file": pa.array([plan.files[f].url for f in file[starts]], pa.string()),
-        "row_start": row[starts],
+        "row_start": row[starts].astype(np.int32),
         "row_count": (ends - starts).astype(np.int64),
         "byte_offset": pa.array(np.where(has_bytes, offset[starts], 0), mask=~has_bytes),
         "byte_length": pa.array(np.where(has_bytes, offset[last] + length[last] - offset[starts], 0), mask=~has_bytes),
-    })
-    path = directory / "manifest.parquet"
-    with atomic.replacing(path) as tmp:  # never a half-written manifest
-        pq.write_table(table, tmp, compression="zstd")
-    return path
+    }, schema=MANIFEST_SCHEMA)
 
 
 LINEAGE_BLOCK = 1 << 20

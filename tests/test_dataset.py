@@ -186,7 +186,7 @@ def test_batched_datasets_yield_the_same_batches_as_a_dataloader_would(tcon, wor
     size can reorder the stream; the batches are those of the unbatched dataset, packed or not."""
     import torch
 
-    mix = tcon.mix("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 4")
+    mix = tcon.mix("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 4 LIMIT 800 SAMPLES")
     for kwargs, key in (({"seq_len": 64}, "input_ids"), ({"columns": ["id"]}, "id")):
         plain = torch.utils.data.DataLoader(mix.torch_dataset(batch_size=4, **kwargs), batch_size=4,
                                             num_workers=workers, **({} if "seq_len" in kwargs else

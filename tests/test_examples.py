@@ -140,7 +140,7 @@ def test_the_autoscale_loop_generates_runs_trains_them_fits_and_resumes(tmp_path
     """plan-autoscale -> sweep (each proxy trained and evaluated on the held-out set) -> autoscale ->
     a .mixsql; the runs are a table; a sweep that stopped goes on where it stopped."""
     catalog, config = _proxies(tmp_path)
-    _cli(catalog, "optimize", "plan-autoscale", BASE, "--budgets", "30,120", "-o", str(tmp_path / "runs"))
+    _cli(catalog, "optimize", "plan-autoscale", BASE, "--budgets", "20,80", "-o", str(tmp_path / "runs"))
     runs = tmp_path / "runs" / "runs.json"
     _sweep(runs, config, "--eval-batches", "2")
     listing = json.loads(runs.read_text())

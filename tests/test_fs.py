@@ -69,8 +69,11 @@ _PREFIXES = ["", "file://", "memory://", "simplecache::file://", "tar://x::file:
 @hsettings(max_examples=150, deadline=None)
 @given(st.sampled_from(_PREFIXES), st.text(st.sampled_from(list("ab/.*?[]:@~ \\x0é")), max_size=24))
 def test_any_path_a_user_types_is_files_or_a_clear_error(prefix: str, rest: str) -> None:
+    from hypothesis import assume
+
     from mixsql.errors import MixSQLError
 
+    assume("**" not in rest)  # a recursive glob of / or ~ lists the whole disk: slow by nature, not a mistake
     try:
         urls = fs.expand([prefix + rest])
     except MixSQLError:
