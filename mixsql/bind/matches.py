@@ -97,8 +97,8 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     """Scan ``dataset`` once: its members' global ``indices`` and full ``predicates`` (statement
     order, the statement's WHERE included), their ``own`` predicates (for overlaps), and its files'
     row counts in catalog order. With ``count`` also the per-member sums, blocks and overlaps (from
-    a second pass over ``_bytes``, which evaluates nothing; ``block_starts``, the positions where
-    blocks start when the layout gives them, spares reading ``_block``); ``tokens`` sums
+    ``_bytes`` read in the same pass; ``block_starts``, the positions where blocks start when the
+    layout gives them, spares reading ``_block``); ``tokens`` sums
     ``n_tokens``. Raises duckdb.Error when a predicate fails on the data."""
     members = len(indices)
     total = int(sum(file_rows))
@@ -122,8 +122,11 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     wanted = [k for k in range(1, members) if own[k] is not None]
     histogram: np.ndarray | None = None
     at = 0
-    for batch in con.sql("SELECT " + ", ".join(f"{m} AS _m{j}" for j, m in enumerate(masks)) + f' FROM "{dataset}"') \
-            .to_arrow_reader(batch_rows):
+    sums = _Sums(slots, file_rows, block_starts)
+    extra = ["coalesce(_bytes, 0) AS _b"] + (["coalesce(n_tokens, 0) AS _t"] if tokens else []) \
+        + (["_block::INTEGER AS _k"] if block_starts is None else [])  # summed in the same pass
+    for batch in con.sql("SELECT " + ", ".join([f"{m} AS _m{j}" for j, m in enumerate(masks)] + extra)
+                         + f' FROM "{dataset}"').to_arrow_reader(batch_rows):
         n = batch.num_rows
         _check_rows(dataset, at + n, total, partial=True)
         cols = [batch.column(j).to_numpy(zero_copy_only=False) for j in range(len(masks))]
@@ -146,6 +149,7 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
                 counted = np.bincount(_bins(mine[hit]), minlength=int(slots.max()) + 1)[slots[:k]]
                 overlaps[k] = [x + int(y) for x, y in zip(overlaps[k], counted.tolist())]
         component[at: at + n] = mine
+        sums.add(_bins(mine), batch, at)
         at += n
         del cols, mine
     _check_rows(dataset, at, total)
@@ -156,8 +160,7 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
                 a = int(_LOWEST[v])
                 if a < k:
                     overlaps[k][a] += int(histogram[v])
-    sums = _sums(con, dataset, component, slots, file_rows, tokens, block_starts, batch_rows)
-    return Matches(component, *sums, overlaps)
+    return Matches(component, *sums.result(), overlaps)
 
 
 def _check_rows(dataset: str, rows: int, listed: int, partial: bool = False) -> None:
@@ -170,55 +173,57 @@ def _bins(component: np.ndarray) -> np.ndarray:
     return (component + component.dtype.type(1)).view(np.uint8 if component.dtype.itemsize == 1 else np.uint16)
 
 
-def _sums(con: t.Any, dataset: str, component: np.ndarray, slots: np.ndarray, file_rows: t.Sequence[int],
-          tokens: bool, block_starts: np.ndarray | None,
-          batch_rows: int) -> tuple[list[int], list[int], list[int], list[int]]:
-    """Per member (its bin in ``slots``): samples, ``_bytes`` and ``n_tokens`` sums, and distinct blocks."""
-    columns = ["coalesce(_bytes, 0) AS _b"] + (["coalesce(n_tokens, 0) AS _t"] if tokens else []) \
-        + (["_block::INTEGER AS _k"] if block_starts is None else [])
-    members, width = len(slots), int(slots.max()) + 1
-    words = -(-members // 64)
-    word = next(k for b, k in ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64)) if members <= b) \
-        if members <= 64 else np.uint64
-    bits = np.zeros((width, words), dtype=word)  # a bin's bit in the block rows
-    for k, s in enumerate(slots):
-        bits[s, k // 64] = 1 << (k % 64)
-    nbytes = np.zeros(width, dtype=np.int64)
-    ntokens = np.zeros(width, dtype=np.int64)
-    samples = np.zeros(width, dtype=np.int64)
-    file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
-    present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
-    previous_block = -1
-    at = 0
-    for batch in con.sql(f'SELECT {", ".join(columns)} FROM "{dataset}"').to_arrow_reader(batch_rows):
-        n = batch.num_rows
-        if n == 0:
-            continue
-        mine = _bins(component[at: at + n])
-        samples += np.bincount(mine, minlength=width)  # by batch: bincount widens its input to 8 bytes a value
+class _Sums:
+    """Per member (its bin in ``slots``): samples, ``_bytes`` and ``n_tokens`` sums, and distinct
+    blocks, accumulated batch by batch from the scan that finds each sample's component."""
+
+    def __init__(self, slots: np.ndarray, file_rows: t.Sequence[int], block_starts: np.ndarray | None) -> None:
+        members = len(slots)
+        self.slots, self.width = slots, int(slots.max()) + 1
+        words = -(-members // 64)
+        word = next(k for b, k in ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64)) if members <= b) \
+            if members <= 64 else np.uint64
+        self.bits = np.zeros((self.width, words), dtype=word)  # a bin's bit in the block rows
+        for k, slot in enumerate(slots):
+            self.bits[slot, k // 64] = 1 << (k % 64)
+        self.words = words
+        self.samples = np.zeros(self.width, dtype=np.int64)
+        self.nbytes = np.zeros(self.width, dtype=np.int64)
+        self.ntokens = np.zeros(self.width, dtype=np.int64)
+        self.file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
+        self.block_starts = None if block_starts is None else np.unique(block_starts)
+        self.present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
+        self.previous_block = -1
+
+    def add(self, mine: np.ndarray, batch: t.Any, at: int) -> None:
+        """One batch: ``mine``, its samples' bins (``_bins``); ``batch``, its ``_b`` (and ``_t``, ``_k``) columns."""
+        n, width = len(mine), self.width
+        self.samples += np.bincount(mine, minlength=width)  # by batch: bincount widens its input to 8 bytes a value
         # float64 sums are exact below 2**53 per batch
-        nbytes += np.rint(np.bincount(mine, weights=batch.column("_b").to_numpy(), minlength=width)[:width]) \
+        self.nbytes += np.rint(np.bincount(mine, weights=batch.column("_b").to_numpy(), minlength=width)[:width]) \
             .astype(np.int64)
-        if tokens:
-            ntokens += np.rint(np.bincount(mine, weights=batch.column("_t").to_numpy(), minlength=width)[:width]) \
+        if "_t" in batch.schema.names:
+            self.ntokens += np.rint(np.bincount(mine, weights=batch.column("_t").to_numpy(), minlength=width)[:width]) \
                 .astype(np.int64)
-        if block_starts is None:
+        starts = np.zeros(n, dtype=bool)
+        if self.block_starts is None:
             block = batch.column("_k").to_numpy()
-            starts = np.zeros(n, dtype=bool)
-            starts[0] = block[0] != previous_block
+            starts[0] = block[0] != self.previous_block
             starts[1:] = block[1:] != block[:-1]
-            previous_block = int(block[-1])
-            starts[file_starts[(file_starts >= at) & (file_starts < at + n)] - at] = True
-            present = _blocks(present, starts, bits, mine)
-        at += n
-    if block_starts is not None:  # the layout gives the blocks: one pass over the whole array
-        cuts = np.unique(block_starts[block_starts < len(component)])
-        whole = _bins(component)
-        present = [np.stack([np.bitwise_or.reduceat(bits[:, j][whole], cuts) for j in range(words)], axis=1)] \
-            if len(cuts) else []
-    table = np.concatenate(present).astype(np.uint64) if present else np.zeros((0, words), dtype=np.uint64)
-    blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1))) for k in range(members)]
-    return samples[slots].tolist(), nbytes[slots].tolist(), ntokens[slots].tolist(), blocks
+            self.previous_block = int(block[-1])
+            starts[self.file_starts[(self.file_starts >= at) & (self.file_starts < at + n)] - at] = True
+        else:  # the layout gives the blocks
+            lo, hi = np.searchsorted(self.block_starts, [at, at + n])
+            starts[self.block_starts[lo:hi] - at] = True
+        self.present = _blocks(self.present, starts, self.bits, mine)
+
+    def result(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        table = np.concatenate(self.present).astype(np.uint64) if self.present \
+            else np.zeros((0, self.words), dtype=np.uint64)
+        blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1)))
+                  for k in range(len(self.slots))]
+        s = self.slots
+        return self.samples[s].tolist(), self.nbytes[s].tolist(), self.ntokens[s].tolist(), blocks
 
 
 def _blocks(present: list[np.ndarray], starts: np.ndarray, bits: np.ndarray, slot: np.ndarray) -> list[np.ndarray]:
