@@ -60,10 +60,13 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
-def plan_key(spec: _plan.PlanSpec) -> str:
+SAME_STREAM_FORMATS = (11,)  # earlier plan formats whose streams this one reproduces (only the layout changed)
+
+
+def plan_key(spec: _plan.PlanSpec, plan_format: int = PLAN_FORMAT) -> str:
     """Identity of a stream: dataset versions, the canonical statement and every plan parameter."""
     ident = {
-        "format": PLAN_FORMAT,
+        "format": plan_format,
         "datasets": list(spec.bound.dataset_versions),
         "statement": to_sql(spec.bound.tree, pretty=False),
         "seed": spec.seed, "chunk_size": spec.chunk_size, "partitions": spec.partitions, "window": spec.window,
@@ -557,6 +560,7 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     meta = {
         "format": PLAN_FORMAT,
         "key": plan_key(spec),
+        "same_stream": [plan_key(spec, f) for f in SAME_STREAM_FORMATS],  # a state saved on these resumes here
         "statement": to_sql(bound.tree),
         "source": bound.path,
         "params": {k: v for k, v in bound.params},

@@ -30,7 +30,8 @@ class StateError(MixSQLError):
 def identity(plan: CompiledPlan) -> dict[str, t.Any]:
     """What a state must match: the statement, its parameters, the data and the plan's parameters."""
     meta = plan.meta
-    return {"plan": meta["key"], "statement": meta.get("template"), "params": meta.get("params", {}),
+    return {"plan": meta["key"], "same_stream": list(meta.get("same_stream", [])),
+            "statement": meta.get("template"), "params": meta.get("params", {}),
             "datasets": {name: version for name, version in meta["datasets"]}, "seed": meta["seed"],
             "chunk_size": meta["chunk_size"], "partitions": meta["partitions"]}
 
@@ -48,8 +49,8 @@ def differences(saved: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> lis
     (empty: the same stream)."""
     packing = [f"{key.replace('_', ' ')}: {saved.get(key)} -> {now.get(key)}" for key in PACKING
                if saved.get(key) != now.get(key)]
-    if saved.get("plan") == now["plan"]:
-        return packing
+    if saved.get("plan") == now["plan"] or saved.get("plan") in now.get("same_stream", ()):
+        return packing  # the same stream (a plan of an earlier format that only laid it out differently)
     out = packing
     if saved.get("statement") != now["statement"]:
         out.append("the statement changed")

@@ -34,3 +34,21 @@ def test_check_refuses_each_bad_field(field: str, value: object) -> None:
     s = state.make(IDENT, 32, 0, 2, 0, 3)
     with pytest.raises(StateError, match=repr(field) if field != "worker" else "names worker 2 of 2"):
         state.check({**s, field: value})
+
+
+def test_a_state_of_an_earlier_format_of_the_same_stream_resumes() -> None:
+    """Plan format 12 only changed how a plan is laid out (later epochs derived), not its stream: a
+    state saved on a format-11 plan of the same statement resumes on the format-12 plan."""
+    saved = state.make({**IDENT, "plan": "e" * 24}, 32, 0, 1, 0, 3)
+    now = {**IDENT, "plan": "f" * 24, "same_stream": ["e" * 24]}
+    assert state.differences(saved, now) == []
+    assert state.differences({**saved, "plan": "d" * 24}, now) == ["the compiled plan differs (another mixsql plan format)"]
+
+
+def test_a_compiled_plan_names_the_earlier_keys_of_its_stream(con) -> None:  # noqa: ANN001
+    from mixsql import manifest
+
+    mix = con.mix("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus SEED 4")
+    plan = mix.plan()
+    assert plan.meta["same_stream"] == [manifest.plan_key(mix.spec, 11)] != [plan.key]
+    assert state.identity(plan)["same_stream"] == plan.meta["same_stream"]
