@@ -261,9 +261,22 @@ class CompiledPlan:
         out[first] += np.asarray(rt[p0 + j[first]], dtype=np.int64) - int(rt[p0])
         for ee in np.unique(e[~first]).tolist():
             mine = np.flatnonzero(e == ee)
-            cum = np.concatenate(([0], np.cumsum(self.tokens[self._epoch_rows(c, q, ee)].astype(np.int64))))
-            out[mine] += cum[j[mine]]
+            out[mine] += self._epoch_cumulative_tokens(c, q, ee)[j[mine]]
         return out
+
+    def _epoch_cumulative_tokens(self, c: int, q: int, e: int) -> np.ndarray:
+        """Cumulative tokens along epoch e of component c's sequence in partition q (from 0), cached
+        as its rows are: a packed stream's binary searches ask for the same epoch many times."""
+        cache = self.__dict__.setdefault("_epoch_token_sums", collections.OrderedDict())
+        found = cache.get((c, q, e))
+        if found is None:
+            found = np.concatenate(([0], np.cumsum(self.tokens[self._epoch_rows(c, q, e)].astype(np.int64))))
+            cache[(c, q, e)] = found
+            while len(cache) > 2 * len(self.derived) * self.partitions + 4:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end((c, q, e))
+        return found
 
     def _epoch_tokens(self, c: int) -> np.ndarray:
         """[partition, epoch]: tokens of component c's sequence in partition q before each of its epochs."""
