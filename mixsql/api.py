@@ -129,9 +129,10 @@ class Mix:
             self._compiled = compiled
         return self._compiled
 
-    def write_plan(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the compiled plan and its Parquet manifest to ``directory``; returns the manifest's path."""
-        return _export.export(self.plan(), directory)
+    def write_plan(self, directory: str | os.PathLike[str], *, tables: bool = True) -> Path | None:
+        """Write the compiled plan and its Parquet manifest and lineage to ``directory``; returns the
+        manifest's path. ``tables=False`` writes the plan only (what ranks read), and returns None."""
+        return _export.export(self.plan(), directory, tables)
 
     def samples(self, limit: int | None = None, columns: t.Sequence[str] | None = None, *,
                 component: str = "name", log: t.Any = None, images: str = "bytes",

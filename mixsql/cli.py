@@ -460,9 +460,12 @@ def explain(ctx: click.Context, file: str, as_json: bool, plot_path: str | None,
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Directory for the compiled plan and manifest.parquet.")
+@click.option("--tables/--no-tables", default=True,
+              help="Also write manifest.parquet and lineage.parquet (a row per sample or row range of the "
+                   "whole stream) [default: yes].")
 @_overrides
 @click.pass_context
-def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
+def plan(ctx: click.Context, file: str, output: str, tables: bool, **opts: t.Any) -> None:
     """Compile FILE into a chunk manifest in OUTPUT (Parquet, one row per chunk-file-range).
 
     Hand OUTPUT to every rank: they memory-map it and never touch the catalog's lock-free tables
@@ -470,12 +473,15 @@ def plan(ctx: click.Context, file: str, output: str, **opts: t.Any) -> None:
     row per sample in plan order).
     """
     mix = _planned(ctx, _load(ctx, file, opts))
-    manifest = mix.write_plan(output)
+    manifest = mix.write_plan(output, tables=tables)
+    where = f"{mix.partitions} partition{'s' * (mix.partitions != 1)} of {mix.chunk_size:,}-sample chunks"
+    if manifest is None:
+        click.echo(f"planned {len(mix):,} samples in {where}: the plan in {output} (no manifest or lineage tables)")
+        return
     import pyarrow.parquet as pq
 
     rows = pq.ParquetFile(manifest).metadata.num_rows
-    click.echo(f"planned {len(mix):,} samples in {mix.partitions} partition{'s' * (mix.partitions != 1)} "
-               f"of {mix.chunk_size:,}-sample chunks: {rows:,} manifest rows in {manifest}")
+    click.echo(f"planned {len(mix):,} samples in {where}: {rows:,} manifest rows in {manifest}")
 
 
 @main.command()

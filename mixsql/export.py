@@ -84,8 +84,10 @@ def write_lineage(plan: CompiledPlan, directory: Path) -> Path:
     return path
 
 
-def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
-    """Copy a compiled plan to ``directory`` and add its Parquet manifest and lineage (``mixsql plan -o DIR``)."""
+def export(plan: CompiledPlan, directory: str | os.PathLike[str], tables: bool = True) -> Path | None:
+    """Copy a compiled plan to ``directory`` and add its Parquet manifest and lineage (``mixsql plan -o DIR``);
+    ``tables=False``: the plan only (the tables have a row per sample or range of the whole stream,
+    which a budget of billions makes large). Returns the manifest's path (None without tables)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     extra = [n for n in ("stream_rows.npy", "stream_tokens.npy", "row_tokens.npy", "row_index.npy", "canon.npy",
@@ -97,6 +99,8 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str]) -> Path:
     for name in ("manifest.parquet", "lineage.parquet"):
         with contextlib.suppress(FileNotFoundError):
             (out / name).unlink()
+    if not tables:
+        return None
     copy = CompiledPlan(out)
     write_lineage(copy, out)
     return write_manifest(copy, out)

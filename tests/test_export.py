@@ -38,3 +38,22 @@ def test_manifest_ranges_expand_to_the_stream_whatever_the_block(con: mixsql.Con
                                   [Path(f).name for f in lin.column("file").to_pylist()], lin.column("row").to_pylist()))
     keys = list(zip(*(whole.column(k).to_pylist() for k in ("partition", "chunk"))))
     assert keys == sorted(keys) and np.all(np.asarray(whole.column("row_count")) > 0)
+
+
+def test_a_plan_without_its_tables(con: mixsql.Connection, sample_catalog: Path, tmp_path: Path) -> None:
+    """A budget of billions makes the per-sample tables large: the plan alone is what ranks read."""
+    from click.testing import CliRunner
+
+    from mixsql.cli import main
+
+    mix = con.mix(STATEMENTS[1])
+    assert mix.write_plan(tmp_path / "bare", tables=False) is None
+    assert not (tmp_path / "bare" / "manifest.parquet").exists() and not (tmp_path / "bare" / "lineage.parquet").exists()
+    plan = mix.plan()
+    assert lineage(CompiledPlan(tmp_path / "bare"), 0, len(plan)).equals(lineage(plan, 0, len(plan)))
+    statement = tmp_path / "m.mixsql"
+    statement.write_text(STATEMENTS[1])
+    result = CliRunner().invoke(main, ["--catalog", str(sample_catalog), "plan", str(statement), "-o",
+                                       str(tmp_path / "cli"), "--no-tables"])
+    assert result.exit_code == 0, result.output
+    assert "(no manifest or lineage tables)" in result.output and (tmp_path / "cli" / "plan.json").exists()
