@@ -216,3 +216,16 @@ def test_replay_from_the_command_line_and_another_statements_log(con: mixsql.Con
     other = con.mix(BASE.replace("SEED 4", "SEED 5") + " " + ADAPT.format(lag=2))
     with pytest.raises(StateError, match="another stream"):
         other.torch_dataset(batch_size=16).load_state_dict(state)
+
+
+def test_an_adaptive_mixture_that_repeats_derives_its_later_epochs(con: mixsql.Connection) -> None:
+    """ON EXHAUSTION REPEAT: every pool holds what any weights could ask (several epochs), stored once
+    and derived; the stream still does not depend on the worker count."""
+    mix = con.mix(BASE.replace("LIMIT 60 STEPS", "LIMIT 150 STEPS") + " ON EXHAUSTION REPEAT " + ADAPT.format(lag=2))
+    plan = mix.plan()
+    assert plan.derived and len(plan.component) <= sum(c.samples for c in mix.bound.components)
+    a, _, ds = _train(mix)
+    served = [i for batch in a for i in batch]
+    assert len(served) == 150 * 16 and len(set(served)) < len(served)  # past an epoch of some component
+    assert ds.weight_log
+    assert a == _train(mix, workers=2)[0]
