@@ -221,7 +221,8 @@ def test_replay_from_the_command_line_and_another_statements_log(con: mixsql.Con
 def test_an_adaptive_mixture_that_repeats_derives_its_later_epochs(con: mixsql.Connection) -> None:
     """ON EXHAUSTION REPEAT: every pool holds what any weights could ask (several epochs), stored once
     and derived; the stream still does not depend on the worker count."""
-    mix = con.mix(BASE.replace("LIMIT 60 STEPS", "LIMIT 150 STEPS") + " ON EXHAUSTION REPEAT " + ADAPT.format(lag=2))
+    mix = con.mix(BASE.replace("LIMIT 60 STEPS", "LIMIT 150 STEPS") + " ON EXHAUSTION REPEAT "
+                  + ADAPT.format(lag=2).replace("update_every = 10", "update_every = 60"))
     plan = mix.plan()
     assert plan.derived and len(plan.component) <= sum(c.samples for c in mix.bound.components)
     a, _, ds = _train(mix)
