@@ -126,41 +126,50 @@ class Counter(t.Protocol):
 
 
 def scan_parquet(src: mfs.SourceFile, file_id: int, content: t.Sequence[str],
-                 count: Counter | None = None) -> tuple[pa.Table, list[int], pa.Schema]:
-    """Index a Parquet file; also return the row counts of its row groups and the record schema.
-    With ``count``, each record also gets ``n_tokens``: the tokens of its (one) content field."""
-    with mfs.open_binary(src.url, src.size) as fh:
-        try:
-            pf = pq.ParquetFile(fh)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"{src.url} is not a readable Parquet file: {e}", file=src.url) from None
+                 count: Counter | None = None) -> tuple[t.Iterator[pa.Table], list[int], pa.Schema]:
+    """Index a Parquet file: its catalog rows as they are scanned (a table per batch of rows, so a
+    file of any size is held a batch at a time), the row counts of its row groups and the record
+    schema. With ``count``, each record also gets ``n_tokens``: the tokens of its (one) content field."""
+    fh = mfs.open_binary(src.url, src.size)
+    try:
+        pf = pq.ParquetFile(fh)
         names = pf.schema_arrow.names
         _check_fields(names, content, src.url)
-        utf8 = [n for n in props_of(names, content) if _has_text(pf.schema_arrow.field(n).type)] + \
-            [n for n in content if _has_text(pf.schema_arrow.field(n).type)]
-        props = [n for n in names if n not in content]
-        row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    except (pa.ArrowInvalid, OSError) as e:
+        fh.close()
+        raise DataError(f"{src.url} is not a readable Parquet file: {e}", file=src.url) from None
+    except BaseException:
+        fh.close()
+        raise
+    utf8 = [n for n in props_of(names, content) if _has_text(pf.schema_arrow.field(n).type)] + \
+        [n for n in content if _has_text(pf.schema_arrow.field(n).type)]
+    props = [n for n in names if n not in content]
+    row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+
+    def tables() -> t.Iterator[pa.Table]:
         group_of_row = np.repeat(np.arange(len(row_groups), dtype=np.int32), row_groups)
-        batches = []
         start = 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=props + list(content), use_threads=False):
-            cols = _pointer_columns(file_id, batch.num_rows, start, group_of_row[start:start + batch.num_rows])
-            cols["_offset"] = pa.nulls(batch.num_rows, pa.int64())
-            cols["_length"] = pa.nulls(batch.num_rows, pa.int64())
-            cols["_bytes"] = _content_bytes(batch, content)
-            for name in props:
-                cols[name] = batch.column(name)
-            if count is not None:
-                cols[N_TOKENS] = pa.array(count(batch.column(count.field), src.url, start))
-            for name in utf8:
-                _valid_text(batch.column(name), name, src.url, start)
-            batches.append(pa.table(cols))
-            start += batch.num_rows
-    if not batches:
-        schema = pa.schema([pa.field(n, pa.int32() if n in ("_file_id", "_block") else pa.int64()) for n in RESERVED]
-                           + [pf.schema_arrow.field(n) for n in props])
-        return schema.empty_table(), row_groups, pf.schema_arrow
-    return pa.concat_tables(batches), row_groups, pf.schema_arrow
+        try:
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=props + list(content), use_threads=False):
+                cols = _pointer_columns(file_id, batch.num_rows, start, group_of_row[start:start + batch.num_rows])
+                cols["_offset"] = pa.nulls(batch.num_rows, pa.int64())
+                cols["_length"] = pa.nulls(batch.num_rows, pa.int64())
+                cols["_bytes"] = _content_bytes(batch, content)
+                for name in props:
+                    cols[name] = batch.column(name)
+                if count is not None:
+                    cols[N_TOKENS] = pa.array(count(batch.column(count.field), src.url, start))
+                for name in utf8:
+                    _valid_text(batch.column(name), name, src.url, start)
+                yield pa.table(cols)
+                start += batch.num_rows
+            if start == 0:
+                yield pa.schema([pa.field(n, pa.int32() if n in ("_file_id", "_block") else pa.int64())
+                                 for n in RESERVED] + [pf.schema_arrow.field(n) for n in props]).empty_table()
+        finally:
+            fh.close()
+
+    return tables(), row_groups, pf.schema_arrow
 
 
 def props_of(names: t.Sequence[str], content: t.Sequence[str]) -> list[str]:

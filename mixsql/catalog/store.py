@@ -516,19 +516,23 @@ Scanned = list[tuple[pa.Schema, dict[str, t.Any], "_Part | None"]]  # per file: 
 
 
 def _scan_file(job: _ScanJob, count: scan.Counter | None, file_id: int, url: str
-               ) -> tuple[pa.Table, pa.Schema, dict[str, t.Any]]:
-    """Index one file: its catalog rows, its record schema and its row of the file table."""
+               ) -> tuple[t.Iterator[pa.Table], pa.Schema, dict[str, t.Any], mfs.SourceFile]:
+    """Index one file: its catalog rows (as they are scanned: a Parquet file a batch at a time), its
+    record schema, its row of the file table, and what it was when scanned (``_unchanged``)."""
     src = mfs.describe(url)
     row_groups: list[int] | None = None
     if src.format == "parquet":
-        table, row_groups, record = scan.scan_parquet(src, file_id, job.content, count)
-    elif src.format == "npy":
-        assert job.tokenizer is not None and job.npy_eos is not None
-        table, record = scan.scan_npy(src, file_id, job.npy_eos, tokens_.from_json(*job.tokenizer).vocab_size)
-    elif src.format == "tar":
-        table, record = scan.scan_tar(src, file_id)
+        tables, row_groups, record = scan.scan_parquet(src, file_id, job.content, count)
+        rows = sum(row_groups)
     else:
-        table, record = scan.scan_jsonl(src, file_id, job.content, count)
+        if src.format == "npy":
+            assert job.tokenizer is not None and job.npy_eos is not None
+            table, record = scan.scan_npy(src, file_id, job.npy_eos, tokens_.from_json(*job.tokenizer).vocab_size)
+        elif src.format == "tar":
+            table, record = scan.scan_tar(src, file_id)
+        else:
+            table, record = scan.scan_jsonl(src, file_id, job.content, count)
+        tables, rows = iter([table]), table.num_rows
     if count is not None and scan.N_TOKENS in record.names and src.format != "npy":
         raise DataError(f"{url} has a field {scan.N_TOKENS!r}, which registering with a tokenizer adds",
                         file=url, hint="rename the field in the data, or register without --tokenizer")
@@ -540,11 +544,15 @@ def _scan_file(job: _ScanJob, count: scan.Counter | None, file_id: int, url: str
                             hint="an image column holds binary, or a struct with a binary field 'bytes' (the "
                                  "Hugging Face layout)")
         record = record.set(at, pa.field(column, pa.binary()))
+    return tables, record, {"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
+                            "size": src.size, "mtime": src.mtime, "rows": rows, "row_groups": row_groups,
+                            "etag": src.etag}, src
+
+
+def _unchanged(url: str, src: mfs.SourceFile) -> None:
+    """The file is still what it was when its scan began."""
     if mfs.describe(url) != src:
         raise CatalogError(f"{url} changed while it was being registered", hint="register again once it is stable")
-    return table, record, {"file_id": file_id, "url": url, "format": src.format, "compression": src.compression,
-                           "size": src.size, "mtime": src.mtime, "rows": table.num_rows, "row_groups": row_groups,
-                           "etag": src.etag}
 
 
 def scan_range(job: _ScanJob, start: int, stop: int, done: t.Callable[[str], None] | None = None) -> Scanned:
@@ -555,15 +563,24 @@ def scan_range(job: _ScanJob, start: int, stop: int, done: t.Callable[[str], Non
     part: _Part | None = None
     try:
         for i in range(start, stop):
-            table, record, row = _scan_file(job, count, job.first + i, job.urls[i])
-            if part is None or part.schema != table.schema:
-                if part is not None:
-                    part.close()
-                part = _Part(Path(job.tmp) / f"samples-{job.first + i:06d}.parquet", table.schema, job.urls[i])
-                out.append((record, row, part))
-            else:
-                out.append((record, row, None))
-            part.write(table)
+            tables, record, row, src = _scan_file(job, count, job.first + i, job.urls[i])
+            for k, table in enumerate(tables):
+                if k == 0:
+                    if part is None or part.schema != table.schema:
+                        if part is not None:
+                            part.close()
+                        part = _Part(Path(job.tmp) / f"samples-{job.first + i:06d}.parquet", table.schema,
+                                     job.urls[i])
+                        out.append((record, row, part))
+                    else:
+                        out.append((record, row, None))
+                elif table.schema != part.schema:  # pragma: no cover - batches of one file share a schema
+                    table = table.cast(part.schema)
+                assert part is not None
+                part.write(table)
+            assert part is not None
+            part.end_file()
+            _unchanged(job.urls[i], src)
             if done is not None:
                 done(job.urls[i])
         if part is not None:
@@ -721,12 +738,31 @@ class _Part:
         self.rows = self.bytes = 0
         self._partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._partial, schema, compression="zstd")
+        self._pending: list[pa.Table] = []  # a file's rows not yet written: less than a row group
+        self._pending_rows = self._file_rows = 0
 
     def write(self, table: pa.Table) -> None:
+        """A file's rows, batch by batch: written in row groups of ROW_GROUP_ROWS from the file's
+        first row (the rest at ``end_file``), as if the file's rows were written at once."""
         assert self._writer is not None
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._file_rows += table.num_rows
         self.rows += table.num_rows
         self.bytes += int(pc.sum(table.column("_bytes")).as_py() or 0)
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(self._pending)
+            cut = self._pending_rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            self._writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+            self._pending, self._pending_rows = [whole.slice(cut)], self._pending_rows - cut
+
+    def end_file(self) -> None:
+        """The rest of a file's rows, as its last row group."""
+        assert self._writer is not None
+        if self._pending_rows or not self._file_rows:  # an empty file writes its empty table, as it always did
+            self._writer.write_table(pa.concat_tables(self._pending) if self._pending else
+                                     self.schema.empty_table(), row_group_size=ROW_GROUP_ROWS)
+        self._pending, self._pending_rows, self._file_rows = [], 0, 0
 
     def close(self) -> None:
         if self._writer is not None:

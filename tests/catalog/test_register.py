@@ -430,3 +430,36 @@ def test_line_bounds_are_the_non_blank_lines_of_a_block(parts: list[bytes]) -> N
         at += len(line) + 1
     starts, lengths = _line_bounds(np.frombuffer(data, dtype=np.uint8))
     assert list(zip(starts.tolist(), lengths.tolist())) == expected
+
+
+def test_a_parquet_file_is_scanned_a_batch_at_a_time_into_the_same_catalog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of any size is held a batch of rows at a time, not whole, and the catalog (its rows,
+    their row groups, the version) is the one a scan of whole files writes."""
+    from mixsql.catalog import scan, store
+
+    def catalog(name: str) -> tuple[str, list[tuple[list[int], dict]]]:
+        info = mixsql.connect(tmp_path / name).register("corpus", [PARQUET_GLOB])
+        parts = []
+        for path in sorted(info.samples_paths):
+            f = pq.ParquetFile(path)
+            parts.append(([f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)],
+                          f.read().to_pydict()))
+        return info.version, parts
+
+    whole = catalog("whole")
+    monkeypatch.setattr(scan, "BATCH_ROWS", 100)
+    monkeypatch.setattr(store, "ROW_GROUP_ROWS", 256)  # several catalog row groups per file, cut across batches
+    seen: list[int] = []
+    real = scan.scan_parquet
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        tables, groups, record = real(*args, **kwargs)
+        return (seen.append(t.num_rows) or t for t in tables), groups, record
+
+    monkeypatch.setattr(scan, "scan_parquet", counting)
+    batched = catalog("batched")
+    assert max(seen) <= 100 and len(seen) > len(whole[1])
+    assert batched[0] == whole[0]
+    assert [p[1] for p in batched[1]] == [p[1] for p in whole[1]]
+    assert all(max(groups) <= 256 for groups, _ in batched[1])
