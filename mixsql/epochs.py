@@ -170,6 +170,24 @@ def pool_of(laid: Laid, samples: int, partitions: int, q: int, starts: np.ndarra
     return pool, cuts, np.concatenate(runs) if len(runs) > 1 else runs[0]
 
 
+def pool_totals(laid: Laid, samples: int, partitions: int, cumulative: np.ndarray) -> np.ndarray:
+    """Each partition's sum of a per-sample value over its pool of an epoch laid out by
+    ``laid_buckets`` (``cumulative``: the value's running sum over canonical positions, from 0),
+    from the runs alone: O(runs), without the pools' positions."""
+    edges = bucket_bounds(samples, len(laid))
+    totals = np.zeros(partitions, dtype=np.int64)
+    for b, (firsts, lengths) in enumerate(laid):
+        bounds = np.asarray(pool_bounds(edges[b + 1] - edges[b], partitions), dtype=np.int64)
+        if not len(lengths):
+            continue
+        ends = np.cumsum(lengths)
+        per_run = np.concatenate(([0], np.cumsum(cumulative[firsts + lengths] - cumulative[firsts])))
+        i = np.minimum(np.searchsorted(ends, bounds, side="right"), len(lengths) - 1)  # the run holding each bound
+        inside = np.clip(bounds - (ends[i] - lengths[i]), 0, lengths[i])
+        totals += np.diff(per_run[i] + cumulative[firsts[i] + inside] - cumulative[firsts[i]])
+    return totals
+
+
 def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, q: int, salt: int
          ) -> tuple[np.ndarray, np.ndarray]:
     """Partition q's pool of one epoch: O(runs + pool size) (``laid_buckets``, then ``pool_of``)."""

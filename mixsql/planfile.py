@@ -163,6 +163,9 @@ class CompiledPlan:
             self._run_keys = _mapped(self.directory / "run_keys.npy")
             self._epochs: collections.OrderedDict[tuple[int, int, int], np.ndarray] = collections.OrderedDict()
             self._laid: dict[tuple[int, int], t.Any] = {}
+            self._epoch_token_sums: collections.OrderedDict[tuple[int, int, int], np.ndarray] = \
+                collections.OrderedDict()
+            self._epoch_token_starts: dict[int, np.ndarray] = {}
             self._flat_starts = self.pool_start.reshape(-1)
         self.dataset_info: dict[str, dict[str, t.Any]] = self.meta["dataset_info"]
         self.files = [PlanFile(**{**f, "row_groups": tuple(f["row_groups"]) if f["row_groups"] else None,
@@ -267,7 +270,7 @@ class CompiledPlan:
     def _epoch_cumulative_tokens(self, c: int, q: int, e: int) -> np.ndarray:
         """Cumulative tokens along epoch e of component c's sequence in partition q (from 0), cached
         as its rows are: a packed stream's binary searches ask for the same epoch many times."""
-        cache = self.__dict__.setdefault("_epoch_token_sums", collections.OrderedDict())
+        cache = self._epoch_token_sums
         found = cache.get((c, q, e))
         if found is None:
             found = np.concatenate(([0], np.cumsum(self.tokens[self._epoch_rows(c, q, e)].astype(np.int64))))
@@ -280,37 +283,20 @@ class CompiledPlan:
 
     def _epoch_tokens(self, c: int) -> np.ndarray:
         """[partition, epoch]: tokens of component c's sequence in partition q before each of its epochs."""
-        cached = getattr(self, "_epoch_token_cache", None)
-        if cached is None:
-            cached = self._epoch_token_cache = {}
-        if c in cached:
-            return cached[c]
+        found = self._epoch_token_starts.get(c)
+        if found is not None:
+            return found
         d, P = self.derived[c], self.partitions
         n, buckets = d["samples"], int(self.meta["components"][c]["buckets"])
-        sizes = np.maximum(self.epoch_lengths[c], 1)
-        epochs = int(max(-(-int(u) // int(s)) for u, s in zip(self.pool_used[c], sizes))) + 1
+        epochs = int(max(-(-int(u) // max(int(s), 1)) for u, s in zip(self.pool_used[c], self.epoch_lengths[c]))) + 1
         starts, keys = self._runs(c)
         canonical = np.concatenate(([0], np.cumsum(self.tokens[self._canon[d["canon"]: d["canon"] + n]]
                                                    .astype(np.int64))))
-        totals = np.zeros((P, epochs), dtype=np.int64)
-        edges = _epochs.bucket_bounds(n, buckets)
-        for e in range(epochs):
-            salt = _epochs.epoch_salt(self.meta["seed"], d["dataset"], e)
-            for b in range(buckets):
-                firsts, lengths = _epochs.laid_runs(starts, keys, edges[b], edges[b + 1], salt)
-                bounds = np.asarray(_epochs.pool_bounds(edges[b + 1] - edges[b], P), dtype=np.int64)
-                ends = np.cumsum(lengths)
-                run_tokens = np.concatenate(([0], np.cumsum(canonical[firsts + lengths] - canonical[firsts])))
-                i = np.minimum(np.searchsorted(ends, bounds, side="right"), max(len(lengths) - 1, 0))
-                if len(lengths):
-                    inside = np.clip(bounds - (ends[i] - lengths[i]), 0, lengths[i])
-                    prefix = run_tokens[i] + canonical[firsts[i] + inside] - canonical[firsts[i]]
-                else:
-                    prefix = np.zeros(len(bounds), dtype=np.int64)
-                totals[:, e] += np.diff(prefix)
-        out = np.concatenate((np.zeros((P, 1), dtype=np.int64), np.cumsum(totals, axis=1)), axis=1)
-        cached[c] = out
-        return out
+        totals = np.stack([_epochs.pool_totals(_epochs.laid_buckets(starts, keys, n, buckets, _epochs.epoch_salt(
+            self.meta["seed"], d["dataset"], e)), n, P, canonical) for e in range(epochs)], axis=1)
+        found = self._epoch_token_starts[c] = np.concatenate((np.zeros((P, 1), dtype=np.int64),
+                                                              np.cumsum(totals, axis=1)), axis=1)
+        return found
 
     def stream_counts(self, q: int, m: np.ndarray) -> np.ndarray:
         """[len(m), component]: each component's documents among the first m of partition q's stream
@@ -331,10 +317,9 @@ class CompiledPlan:
     def stream_index(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
         """Where document(s) k of component c's sequence in partition q are in the partition's stream."""
         k = np.asarray(k, dtype=np.int64).reshape(-1)
-        if not (self.directory / "row_index.npy").exists():  # derived from the chunk table
+        if not (self.directory / "row_index.npy").exists():  # derived from the (static) chunk table
             C = self.chunk_size
-            column = np.asarray([int(self.table[x][c]) for x in range(len(self.table))], dtype=np.int64) \
-                if not isinstance(self.table, np.ndarray) else np.asarray(self.table[:, c], dtype=np.int64)
+            column = np.asarray(self.table[:, c], dtype=np.int64)
             kk = np.searchsorted(column, k, side="right") - 1
             out = np.empty(len(k), dtype=np.int64)
             rot = rotation(q, self.partitions, C)

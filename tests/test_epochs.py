@@ -200,3 +200,17 @@ def test_batches_of_a_derived_plan_are_the_same_for_every_world_size(tcon: mixsq
     loader = torch.utils.data.DataLoader(mix.torch_dataset(batch_size=8, rank=0, world_size=1, columns=["id"]),
                                          batch_size=8, collate_fn=mixsql.collate)
     assert len(next(iter(loader))["id"]) == 8
+
+
+@given(runs=_runs(), buckets=st.integers(1, 4), partitions=st.integers(1, 7), salt=st.integers(0, 2**63 - 1),
+       values=st.lists(st.integers(0, 1000), min_size=1, max_size=400))
+@settings(max_examples=60, deadline=None)
+def test_pool_totals_are_the_sums_over_the_pools(runs: tuple[np.ndarray, np.ndarray], buckets: int, partitions: int,
+                                                 salt: int, values: list[int]) -> None:
+    run, keys = runs
+    n = len(run)
+    value = np.resize(np.asarray(values, dtype=np.int64), n)
+    starts = epochs.run_starts(run)
+    laid = epochs.laid_buckets(starts, keys, n, min(buckets, n), salt)
+    totals = epochs.pool_totals(laid, n, partitions, np.concatenate(([0], np.cumsum(value))))
+    assert totals.tolist() == [int(value[epochs.pool_of(laid, n, partitions, q)[0]].sum()) for q in range(partitions)]
