@@ -125,22 +125,6 @@ def cut_runs(firsts: np.ndarray, lengths: np.ndarray, a: int, b: int, starts: np
     return positions, np.repeat(np.searchsorted(starts, f, side="right") - 1, n)
 
 
-def block_layout(run: np.ndarray, run_key: np.ndarray, start: int, stop: int, salt: int) -> np.ndarray:
-    """Positions start..stop-1 (canonical order, so each block is one run; ``run``: each sample's
-    run id) with the runs put in the epoch's order: a permutation built from the runs, no sort of
-    the samples. The same as ``cut_runs`` over ``laid_runs``, for the whole range at once."""
-    runs = run[start:stop]
-    if len(runs) == 0:
-        return np.zeros(0, dtype=np.int32)
-    firsts = np.flatnonzero(np.concatenate(([True], runs[1:] != runs[:-1])))
-    lengths = np.diff(np.append(firsts, len(runs)))
-    order = np.argsort(block_hash(run_key[runs[firsts]], salt), kind="stable")
-    new_starts = np.concatenate(([0], np.cumsum(lengths[order])[:-1]))
-    shift = np.repeat((firsts[order] - new_starts + start).astype(np.int32), lengths[order])
-    shift += np.arange(len(runs), dtype=np.int32)
-    return shift
-
-
 Laid = t.List[t.Tuple[np.ndarray, np.ndarray]]
 
 

@@ -445,22 +445,12 @@ def component_runs(sel: dict[str, np.ndarray], buckets: int, base: int) -> tuple
 def epoch_pools(sel: dict[str, np.ndarray], run_key: np.ndarray, buckets: int, partitions: int, seed: int,
                 dataset: int, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each partition's pool of one epoch (indices into ``sel``, in visiting order before the window
-    shuffle) and where in it each curriculum bucket after the first starts (a window never spans two)."""
+    shuffle) and where in it each curriculum bucket after the first starts (a window never spans two):
+    ``epochs.pool_of`` over the epoch's runs, laid out once."""
     n = len(sel["_row"])
-    salt = _epochs.epoch_salt(seed, dataset, epoch)
-    edges = _epochs.bucket_bounds(n, buckets)
-    pools: list[list[np.ndarray]] = [[] for _ in range(partitions)]
-    for b in range(buckets):
-        laid = _epochs.block_layout(sel["_run"], run_key, edges[b], edges[b + 1], salt)
-        bounds = _epochs.pool_bounds(len(laid), partitions)
-        for q in range(partitions):
-            pool = laid[bounds[q]: bounds[q + 1]]
-            pools[q].append(pool[::-1] if q % 2 == 0 else pool)  # neighbours meet at their shared block
-    out = []
-    for pieces in pools:
-        pool = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-        out.append((pool, np.cumsum([len(piece) for piece in pieces[:-1]], dtype=np.int64)))
-    return out
+    laid = _epochs.laid_buckets(_epochs.run_starts(sel["_run"]), run_key, n, buckets,
+                                _epochs.epoch_salt(seed, dataset, epoch))
+    return [_epochs.pool_of(laid, n, partitions, q) for q in range(partitions)]
 
 
 def token_source(engine: Engine, datasets: t.Sequence[str]) -> tuple[dict[str, t.Any] | None, str | None]:

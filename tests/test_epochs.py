@@ -63,18 +63,42 @@ def _runs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     return run, np.asarray(keys, dtype=np.int64)
 
 
+def _whole_epoch(run: np.ndarray, keys: np.ndarray, buckets: int, partitions: int, salt: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The reference: each bucket's samples laid out run by run in the order of the runs' hashes
+    (stable), the whole bucket at once, cut into pools, even pools backwards."""
+    n = len(run)
+    edges = epochs.bucket_bounds(n, buckets)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(partitions)]
+    for b in range(buckets):
+        positions = np.arange(edges[b], edges[b + 1])
+        ids = run[positions]
+        firsts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1]))) if len(ids) else np.zeros(0, int)
+        groups = np.split(positions, firsts[1:])
+        order = np.argsort(epochs.block_hash(keys[ids[firsts]], salt), kind="stable") if len(ids) else []
+        laid = np.concatenate([groups[i] for i in order]) if len(ids) else positions
+        bounds = epochs.pool_bounds(len(laid), partitions)
+        for q in range(partitions):
+            piece = laid[bounds[q]: bounds[q + 1]]
+            pieces[q].append(piece[::-1] if q % 2 == 0 else piece)
+    return [(np.concatenate(p), np.cumsum([len(x) for x in p[:-1]], dtype=np.int64)) for p in pieces]
+
+
 @given(runs=_runs(), buckets=st.integers(1, 4), partitions=st.integers(1, 7), seed=st.integers(0, 2**32 - 1),
        epoch=st.integers(0, 3), window=st.integers(1, 4))
 @settings(max_examples=80, deadline=None)
 def test_one_partition_pool_is_its_piece_of_the_whole_epoch(runs: tuple[np.ndarray, np.ndarray], buckets: int,
                                                             partitions: int, seed: int, epoch: int,
                                                             window: int) -> None:
-    """``epochs.pool`` (one partition, O(runs + pool)) is the compile's layout of the whole epoch cut
-    into pools (``manifest.epoch_pools``), and ``visiting_order`` adds the same window shuffle."""
+    """``epochs.pool`` (one partition, O(runs + pool)) is the whole epoch laid out as the definition
+    says (``_whole_epoch``: every bucket's runs in block order, cut into pools), the compile's
+    ``manifest.epoch_pools`` is too, and ``visiting_order`` adds the same window shuffle."""
     run, keys = runs
     n = len(run)
     buckets = min(buckets, n)
-    whole = manifest.epoch_pools({"_run": run, "_row": run}, keys, buckets, partitions, seed, 2, epoch)
+    whole = _whole_epoch(run, keys, buckets, partitions, epochs.epoch_salt(seed, 2, epoch))
+    compiled = manifest.epoch_pools({"_run": run, "_row": run}, keys, buckets, partitions, seed, 2, epoch)
+    assert [(p.tolist(), c.tolist()) for p, c in compiled] == [(p.tolist(), c.tolist()) for p, c in whole]
     starts = epochs.run_starts(run)
     for q in range(partitions):
         laid, cuts = epochs.pool(starts, keys, n, buckets, partitions, q, epochs.epoch_salt(seed, 2, epoch))
