@@ -60,7 +60,7 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
-SAME_STREAM_FORMATS = (11,)  # earlier plan formats whose streams this one reproduces (only the layout changed)
+SAME_STREAM_FORMATS = (11, 12)  # earlier plan formats whose streams this one reproduces (only the layout changed)
 
 
 def plan_key(spec: _plan.PlanSpec, plan_format: int = PLAN_FORMAT) -> str:
@@ -276,14 +276,18 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     used = np.zeros((len(bound.components), P), dtype=np.int64)  # samples partition q takes from component c
     for q in range(P):
+        if spec.layout is not None:  # planned from token counts: what the merge took
+            used[:, q] = spec.layout.used[:, q]
+            continue
         length = spec.shape.partition_length(q)
         used[:, q] = _plan.consumed(spec.table, C, length, _plan.rotation(q, P, C)) if spec.capacity is None \
             else [per[q] for per in spec.capacity]  # ADAPT: whatever the weights will ask
     files, base, registered = plan_files(engine, datasets)
     byte_ranges = any(f["format"] in ("jsonl", "npy", "tar") for f in files)
     token_info, tokens_missing = token_source(engine, datasets)
+    costs = spec.layout is not None and spec.layout.unit == "TOKENS"  # a run sorts a chunk by its tokens
     names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
-             and (token_info is not None or n != "tokens")]
+             and (token_info is not None or costs or n != "tokens")]
     sizes = np.asarray([_epochs.pool_sizes(c.samples, spec.buckets[c.index], P) for c in bound.components],
                        dtype=np.int64).reshape(len(bound.components), P)
     # a component some partition takes more than one epoch of stores its first epoch whole, once, and
@@ -300,7 +304,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     window_blocks: list[np.ndarray] = []  # (window, block key) for every block of every window
     window_keys: list[np.ndarray] = []
     windows_so_far = 0
-    for c, sel in component_selections(engine, bound, registered, byte_ranges, token_info is not None, progress,
+    for c, sel in component_selections(engine, bound, registered, byte_ranges, "tokens" in names, progress,
                                        lazy=True):
         buckets = spec.buckets[c.index]
         source = sel.based(base[c.dataset]) if isinstance(sel, _IndexSelection) \
@@ -333,7 +337,7 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
                       file=(columns["_file_id"] + base[c.dataset]).astype(np.int32), row=columns["_row"],
                       **({"offset": columns["_offset"], "length": columns["_length"]} if byte_ranges else {}),
-                      **({"tokens": columns["_tokens"]} if token_info is not None else {}))
+                      **({"tokens": columns["_tokens"]} if "tokens" in names else {}))
             del chosen, run, columns
         if positions is not None and canon is not None:
             runs.append({"component": c.index, "dataset": datasets.index(c.dataset), "samples": n,
@@ -540,17 +544,17 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     """Compile and write the plan into ``directory`` (which must not exist)."""
     bound = spec.bound
     directory.mkdir(parents=True)
-    if spec.layout is not None:
-        from mixsql import tokenplan
-
-        layout = tokenplan.write_samples(spec, catalog, directory, progress)
-    else:
-        layout = _write_samples(spec, catalog, directory, progress)
+    layout = _write_samples(spec, catalog, directory, progress)
+    if spec.layout is not None:  # planned from token counts: the merge's counts and tags (``fairmerge``)
+        np.save(directory / "merge_counts.npy", spec.layout.counts)
+        layout["merge"] = {"tags": spec.layout.rule, "unit": spec.layout.unit}
     shape = spec.shape
     meta = {
         "format": PLAN_FORMAT,
         "key": plan_key(spec),
-        "same_stream": [plan_key(spec, f) for f in SAME_STREAM_FORMATS],  # a state saved on these resumes here
+        # a state saved on these resumes here
+        "same_stream": [plan_key(spec, f) for f in SAME_STREAM_FORMATS]
+        if spec.layout is None or spec.layout.same_stream else [],
         "statement": to_sql(bound.tree),
         "source": bound.path,
         "params": {k: v for k, v in bound.params},
@@ -579,10 +583,10 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     (directory / "plan.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if tokenizer is not None:
         shutil.copyfile(tokenizer, directory / "tokenizer.json")
-        if spec.capacity is None and not layout["derived"]:
-            _stream_tokens(directory)
-        else:  # an adaptive stream's layout follows its weight log: only what does not depend on it
-            _row_tokens(CompiledPlan(directory), directory)
+    if tokenizer is not None and spec.capacity is None and not layout["derived"] and spec.layout is None:
+        _stream_tokens(directory)
+    elif "tokens" in layout["columns"]:  # the rest follows from the chunk table, the weight log or the merge
+        _row_tokens(CompiledPlan(directory), directory)
 
 
 def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,

@@ -138,7 +138,7 @@ class PackedPlan:
         self._free = 0
         P, L, s = plan.partitions, self.seq_len, self.separators
         self.adaptive = plan.adapt is not None
-        self._from_table = self.adaptive or bool(plan.derived)
+        self._from_table = self.adaptive or bool(plan.derived) or plan.merge is not None
         if self.adaptive:
             self._init_adaptive()
             return
@@ -195,6 +195,12 @@ class PackedPlan:
         plan, C, s = self.plan, self.plan.chunk_size, self.separators
         table = plan.table
         flat = np.asarray(m, dtype=np.int64).reshape(-1)
+        if not self.adaptive:
+            n = plan.stream_counts(q, flat)
+            tokens = np.zeros(len(flat), dtype=np.int64)
+            for c in range(n.shape[1]):
+                tokens += plan.pool_tokens(c, q, n[:, c])
+            return (tokens + flat * s).reshape(np.shape(m))
         k, r = flat // C, flat % C
         out = np.full(len(flat), np.iinfo(np.int64).max, dtype=np.int64)
         end = getattr(table, "end_row", None)

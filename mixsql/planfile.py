@@ -17,9 +17,11 @@ stored rows. So a plan grows with the samples it selects, not with its budget, a
 the stream costs one epoch's order of one pool (cached), never the epochs before it. Everything a
 reader gets (``chunk_rows``, ``partition_rows``, ``positions_rows``, ``pool_rows``) is stored rows.
 
-A stream planned from token counts also has ``stream_rows.npy`` (each partition's stream as
-plan rows, partitions one after another: ``tokenplan``, which stores every epoch), which replaces
-the chunk arithmetic; when the datasets have token counts, also a ``tokens`` column,
+A stream planned from token counts (``tokenplan``) also has ``merge_counts.npy``: each component's
+documents before every C-th position of each partition, partitions one after another (``ceil(len_q /
+C) + 1`` rows each, the last at the partition's end), which replace the shared chunk table; a chunk's
+order is its documents sorted by their tags (``fairmerge``, the rule in ``plan.json``'s ``merge``).
+When the datasets have token counts (or the plan mixes BY TOKENS), there is also a ``tokens`` column,
 ``row_tokens.npy`` (cumulative over stored rows), and unless later epochs are derived
 ``stream_tokens.npy`` and ``row_index.npy`` (the packing layout, see ``packing`` and
 ``manifest._stream_tokens``; a plan that derives epochs computes them from the chunk table), and
@@ -42,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from mixsql import epochs as _epochs
+from mixsql.fairmerge import Tags, merge
 from mixsql import locks
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
@@ -54,7 +57,7 @@ from mixsql.world import partition_indices
 JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's (and a shard's) blocks are its 1 MiB byte ranges
 NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
 
-PLAN_FORMAT = 12  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 13  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
@@ -133,14 +136,17 @@ class CompiledPlan:
         self.table: t.Any = _mapped(self.directory / "chunks.npy")  # cumulative counts per chunk
         self._chunk_cache: dict[tuple[int, int], np.ndarray] = {}  # the last chunks' rows (static tables)
         self._chunk_cache_of: t.Any = None
+        self._merged_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.adapt: dict[str, t.Any] | None = self.meta.get("adapt")
         if self.adapt is not None:  # ADAPT: the table follows the weight log (``adaptive``), the prior until then
             from mixsql.adaptive import AdaptiveTable
 
             self.table = AdaptiveTable(self.meta["chunk_size"], self.adapt["capacity"], self.adapt["prior"])
-        # a stream planned from token counts stores each partition's order (``tokenplan``)
-        self.stream_rows = _mapped(self.directory / "stream_rows.npy") \
-            if self.meta.get("order") == "merged" else None
+        # a stream planned from token counts: its counts at every C-th position of every partition (``fairmerge``)
+        self.merge: dict[str, t.Any] | None = self.meta.get("merge")
+        if self.merge is not None:
+            self._tags = Tags(self.merge["tags"])
+            self._merge_counts = _mapped(self.directory / "merge_counts.npy")
         self.window_starts = _mapped(self.directory / "windows.npy")
         blocks = _mapped(self.directory / "window_blocks.npy")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
@@ -305,13 +311,20 @@ class CompiledPlan:
         m = np.asarray(m, dtype=np.int64).reshape(-1)
         k, r = m // C, m % C
         out = np.zeros((len(m), len(self.names)), dtype=np.int64)
+        table = self._counts_of(q)
         rot = rotation(q, self.partitions, C)
         for kk in np.unique(k).tolist():
             sel = np.flatnonzero(k == kk)
-            before = np.asarray(self.table[kk], dtype=np.int64)
+            before = np.asarray(table[kk], dtype=np.int64)
             out[sel] = before[None, :]
             if (r[sel] > 0).any():
-                out[sel] += prefix_counts(tuple((np.asarray(self.table[kk + 1]) - before).tolist()), rot)[r[sel]]
+                if self.merge is not None:
+                    order = self._merged_chunk(q, kk)[0]
+                    prefix = np.zeros((len(order) + 1, len(self.names)), dtype=np.int64)
+                    prefix[np.arange(1, len(order) + 1), order] = 1
+                    out[sel] += np.cumsum(prefix, axis=0)[r[sel]]
+                else:
+                    out[sel] += prefix_counts(tuple((np.asarray(table[kk + 1]) - before).tolist()), rot)[r[sel]]
         return out
 
     def stream_index(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
@@ -319,17 +332,57 @@ class CompiledPlan:
         k = np.asarray(k, dtype=np.int64).reshape(-1)
         if not (self.directory / "row_index.npy").exists():  # derived from the (static) chunk table
             C = self.chunk_size
-            column = np.asarray(self.table[:, c], dtype=np.int64)
+            table = self._counts_of(q)
+            column = np.asarray(table[:, c], dtype=np.int64)
             kk = np.searchsorted(column, k, side="right") - 1
             out = np.empty(len(k), dtype=np.int64)
             rot = rotation(q, self.partitions, C)
             for x in np.unique(kk).tolist():
                 mine = np.flatnonzero(kk == x)
-                order = chunk_order(tuple((np.asarray(self.table[x + 1]) - np.asarray(self.table[x])).tolist()), rot)
+                order = self._merged_chunk(q, x)[0] if self.merge is not None else \
+                    chunk_order(tuple((np.asarray(table[x + 1]) - np.asarray(table[x])).tolist()), rot)
                 places = np.flatnonzero(order == c)
                 out[mine] = x * C + places[k[mine] - column[x]]
             return out
         return np.asarray(self.row_index[int(self.pool_start[c, q]) + k], dtype=np.int64)
+
+    def _counts_of(self, q: int) -> t.Any:
+        """Partition q's cumulative counts per chunk: the shared chunk table, or a merged stream's own rows."""
+        if self.merge is None:
+            return self.table
+        return self._merge_counts[self._merge_offsets[q]: self._merge_offsets[q + 1]]
+
+    @functools.cached_property
+    def _merge_offsets(self) -> np.ndarray:
+        C = self.chunk_size
+        rows = [-(-self.partition_length(q) // C) + 1 for q in range(self.partitions)]
+        return np.concatenate(([0], np.cumsum(rows))).astype(np.int64)
+
+    def _merged_chunk(self, q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(component, index in its sequence) of chunk k of partition q of a merged stream, in stream
+        order: the chunk's documents of each component, a range of its sequence, sorted by their
+        tags (``fairmerge``), whose costs are the pools' token sums (or the indices, BY SAMPLES)."""
+        found = self._merged_cache.get((q, k))
+        if found is not None:
+            return found
+        table = self._counts_of(q)
+        before, after = np.asarray(table[k], dtype=np.int64), np.asarray(table[k + 1], dtype=np.int64)
+        tags, comps, firsts = [], [], []
+        for c in np.flatnonzero(after > before).tolist():
+            index = np.arange(before[c], after[c], dtype=np.int64)
+            cost = self.pool_tokens(c, q, index) if self.merge["unit"] == "TOKENS" else index
+            tags.append(self._tags.of(c, cost))
+            comps.append(c)
+            firsts.append(int(before[c]))
+        comp, i = merge(tags, comps)
+        i += np.asarray(firsts, dtype=np.int64)[np.searchsorted(comps, comp)] if len(comp) else 0
+        comp = comp.astype(np.int64)
+        for array in (comp, i):
+            array.flags.writeable = False
+        if len(self._merged_cache) >= 4 * self.partitions + 4:
+            self._merged_cache.pop(next(iter(self._merged_cache)))
+        self._merged_cache[(q, k)] = (comp, i)
+        return comp, i
 
     @functools.cached_property
     def stream_tokens(self) -> np.ndarray:
@@ -361,14 +414,11 @@ class CompiledPlan:
         """Samples partition q contributes to the stream."""
         return partition_length(self.samples, self.partitions, q)
 
-    @functools.cached_property
-    def _partition_offsets(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum([self.partition_length(q) for q in range(self.partitions)])))
-
     def chunk_rows(self, q: int, k: int) -> np.ndarray:
         """Plan rows of chunk k of partition q, in stream order: O(chunk size), a lookup in the chunk table."""
-        if self.stream_rows is not None:
-            return self.partition_rows(q, k * self.chunk_size, (k + 1) * self.chunk_size)
+        if self.merge is not None:
+            comp, i = self._merged_chunk(q, k)
+            return self.physical(self.pool_start[comp, q] + i)
         static = isinstance(self.table, np.ndarray)  # an adaptive table grows: its chunks are not kept
         if static:
             if self._chunk_cache_of is not self.table:
@@ -393,9 +443,6 @@ class CompiledPlan:
         stop = min(stop, self.partition_length(q))
         if stop <= start:
             return np.zeros(0, dtype=np.int64)
-        if self.stream_rows is not None:
-            at = int(self._partition_offsets[q])
-            return self.physical(np.asarray(self.stream_rows[at + start: at + stop], dtype=np.int64))
         size = self.chunk_size
         parts = []
         for k in range(start // size, (stop - 1) // size + 1):

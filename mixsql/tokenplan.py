@@ -4,7 +4,7 @@ The sample planner (``plan``) fixes each chunk's counts from the shares alone. S
 depend on which documents come, so here every canonical partition merges its components'
 document sequences by weighted fair queueing, and the plan stores the result:
 
-1. **Sequences.** Component i's sequence in partition q is its pools (``manifest.epoch_pools``:
+1. **Sequences.** Component i's sequence in partition q is its pools (``epochs.ordered_pool``:
    the block-then-sample shuffle) epoch after epoch, each epoch's pool window-shuffled whole, so
    taking more of it never changes what comes before. Document j costs ``c_i(j)``: its
    ``n_tokens`` in a mixture BY TOKENS, 1 in one BY SAMPLES (whose budget is in tokens). Let
@@ -35,9 +35,15 @@ document sequences by weighted fair queueing, and the plan stores the result:
    partition cannot supply one); ``LIMIT n SAMPLES`` cuts it at n and ``LIMIT n TOKENS`` at the first
    sample at which it holds n tokens of content, an error if it ends earlier. A supply that
    ``REPEAT`` leaves unlimited is laid out epoch by epoch until the budget is reached.
-5. **Run time** reads ``stream_rows.npy``, each partition's stream as plan rows (``planfile``), so
-   seek and resume stay O(1); ``chunks.npy`` holds the counts per chunk row summed over partitions,
-   for plots and EXPLAIN.
+5. **Compiling** merges the partitions in lockstep, a round of positions at a time: each lays
+   out the next epoch of a component's pool only when the merge reaches it (the tags before it are
+   then final), and a round keeps only each component's count at every C-th position of the
+   partition (``merge_counts.npy``) and what decides the end. Memory follows the samples selected
+   (an epoch of each pool at most), never the budget; time follows the stream.
+6. **Run time** (``fairmerge``, ``planfile``) sorts a chunk's documents by their tags, each
+   component's a known range of its sequence, whose costs are differences of the pools' token
+   sums: seek and resume stay O(1), and later epochs are derived as in any plan (``epochs``).
+   ``chunks.npy`` holds the counts per chunk row summed over partitions, for plots and EXPLAIN.
 """
 
 from __future__ import annotations
@@ -46,7 +52,6 @@ import dataclasses
 import math
 import typing as t
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
@@ -57,145 +62,208 @@ from mixsql.bind import BoundMix, Schedule
 from mixsql.catalog import Catalog
 from mixsql.chunks import partition_length
 from mixsql.errors import PlanError, position
-from mixsql.limits import max_stream_samples
+from mixsql.fairmerge import COST_BITS, Tags
+from mixsql.limits import max_chunk_rows, max_stream_samples
 from mixsql.parse import span
-from mixsql.planfile import SAMPLE_COLUMNS
 
-_INT_KEYS = 1 << 62
-
-
-@dataclasses.dataclass(eq=False)
-class _Component:
-    """One component's selection and its sequence in every partition, laid out epoch by epoch."""
-
-    index: int
-    sel: dict[str, np.ndarray]
-    run_key: np.ndarray
-    dataset: int  # index of its dataset among the plan's
-    buckets: int
-    epochs_allowed: int | None  # None: unlimited (REPEAT)
-    pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = dataclasses.field(default_factory=list)
-    # pieces[e][q]: (indices into sel in visiting order, window starts, block windows, block keys) of epoch e
-
-    def lay_out(self, epochs: int, partitions: int, seed: int, window: int) -> None:
-        while len(self.pieces) < epochs:
-            e = len(self.pieces)
-            out = []
-            for q, (pool, cuts) in enumerate(_manifest.epoch_pools(self.sel, self.run_key, self.buckets, partitions,
-                                                                  seed, self.dataset, e)):
-                order, starts, block_window, block_key = _epochs.window_shuffle(
-                    self.sel["_run"][pool], self.run_key, window, seed, (self.index, q, e), cuts)
-                out.append((pool[order], starts, block_window, block_key))
-            self.pieces.append(out)
-
-    def sequence(self, q: int) -> np.ndarray:
-        """Indices into ``sel`` of partition q's sequence over the epochs laid out so far."""
-        parts = [epoch[q][0] for epoch in self.pieces]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-
-    @property
-    def finite(self) -> bool:
-        return self.epochs_allowed is not None
+ROUND_POSITIONS = 1 << 20  # positions merged per round, over all partitions
+LAID_RUNS = 1 << 22  # block runs of a component's epochs kept laid out for the partitions that reach them
 
 
 @dataclasses.dataclass(eq=False)
 class TokenLayout:
-    """What the merge decided: each partition's stream as (component, index in its sequence)."""
+    """What the merge decided: each component's documents in each partition, the counts at every
+    C-th position of every partition (``merge_counts.npy``) and the tag rule (``fairmerge.Tags``)."""
 
-    components: list[_Component]
-    merged: list[tuple[np.ndarray, np.ndarray]]  # per partition, cut to its length in the stream
     used: np.ndarray  # [component, partition]: documents taken
-    tokens_taken: tuple[int, ...]  # n_tokens each component gives the stream
-    stream_tokens: int  # n_tokens of the whole stream
+    counts: np.ndarray  # [sum over q of (rows_q + 1), component]: counts at min(k*C, len_q), partition after partition
+    rule: dict[str, t.Any]
+    unit: str  # what a document costs: TOKENS (its n_tokens) or SAMPLES (1)
+    same_stream: bool  # whether plans of formats 11 and 12, which chose exact tags by another bound, had this stream
 
 
-class _Keys:
-    """The tag rule (module docstring, 2) for every component: exact integers for constant shares."""
-
-    def __init__(self, bound: BoundMix, partitions: int, largest: int) -> None:
-        self.schedule = Schedule(tuple(c.share for c in bound.components), bound.schedule)
-        self.P = partitions
-        shares = self.schedule.shares
+def tag_rule(bound: t.Any, partitions: int) -> dict[str, t.Any]:
+    """The tags of module docstring, 2: exact integers for constant shares (unless their common
+    numerator is too fine for 2**62 / 2**COST_BITS), float64 shares, or the schedule's integral."""
+    schedule = Schedule(tuple(c.share for c in bound.components), bound.schedule)
+    if schedule.static:
+        shares = schedule.shares
         numerators = [s.numerator * (math.lcm(*(x.denominator for x in shares)) // s.denominator) for s in shares]
         common = math.lcm(*[a for a in numerators if a]) if any(numerators) else 1
-        self.scale = [common // a if a else 0 for a in numerators]
-        self.exact = self.schedule.static and largest * max(self.scale) < _INT_KEYS
-        if not self.schedule.static:
-            D, pieces = self.schedule._scaled
-            self.starts = np.asarray([float(p[0]) for p in pieces])
-            self.a = np.asarray([[ai / D for ai in p[1]] for p in pieces], dtype=np.float64).T  # [component, piece]
-            self.b = np.asarray([[bi / D for bi in p[2]] for p in pieces], dtype=np.float64).T
-            self.r = np.asarray([[ri / D for ri in p[3]] for p in pieces], dtype=np.float64).T
-
-    def tags(self, i: int, cum: np.ndarray) -> np.ndarray:
-        """Tags of documents whose costs before them are ``cum`` (int64 exact keys, or float64)."""
-        if self.exact:
-            return cum * np.int64(self.scale[i])
-        if self.schedule.static:
-            return cum.astype(np.float64) / float(self.schedule.shares[i])
-        y = cum.astype(np.float64) * self.P
-        a, b, r = self.a[i], self.b[i], self.r[i]
-        k = np.searchsorted(a, y, side="right") - 1
-        c = y - a[k]
-        bk, rk = b[k], r[k]
-        root = np.sqrt(np.maximum(bk * bk + 4 * rk * c, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.where(c > 0, 2 * c / (bk + root), 0.0)
-        flat = (bk == 0) & (rk == 0)
-        return np.where(flat, np.inf, self.starts[k] + d)
+        scale = [common // a if a else 0 for a in numerators]
+        if max(scale) < 1 << (62 - COST_BITS):
+            return {"kind": "exact", "scale": scale}
+        return {"kind": "shares", "shares": [float(s) for s in shares]}
+    D, pieces = schedule._scaled
+    n = len(bound.components)
+    return {"kind": "schedule", "partitions": partitions, "starts": [float(p[0]) for p in pieces],
+            **{name: [[p[k][i] / D for p in pieces] for i in range(n)] for k, name in ((1, "a"), (2, "b"), (3, "r"))}}
 
 
-def _merge(keys: _Keys, members: list[_Component], costs: list[np.ndarray], policy: str
-           ) -> tuple[np.ndarray, np.ndarray, int, int, int]:
-    """One partition: (component, index) of its documents in merged order, where its stream must
-    end (first phantom of a finite supply; everything under REDISTRIBUTE), the component that ends
-    it, and where the laid-out part of an unlimited supply ends."""
-    tags, comps, idx = [], [], []
-    phantoms: list[tuple[t.Any, int, bool]] = []
-    for m, cost in zip(members, costs):
-        cum = np.concatenate(([0], np.cumsum(cost, dtype=np.int64)))
-        tag = keys.tags(m.index, cum)
-        live = np.isfinite(tag[:-1]) if tag.dtype.kind == "f" else slice(None)
-        chosen = np.arange(len(cost), dtype=np.int64)[live]
-        tags.append(tag[:-1][live])
-        comps.append(np.full(len(chosen), m.index, dtype=np.int16))
-        idx.append(chosen)
-        phantoms.append((tag[-1], m.index, m.finite))
-    all_tags = np.concatenate(tags) if tags else np.zeros(0, dtype=np.int64)
-    all_comps = np.concatenate(comps) if comps else np.zeros(0, dtype=np.int16)
-    all_idx = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
-    order = np.lexsort((all_comps, all_tags))
-    merged_comp, merged_idx = all_comps[order], all_idx[order]
-    sorted_tags = all_tags[order]
+class _Lane:
+    """One component's sequence in one partition, laid out an epoch at a time as the merge reaches
+    it: the tags and tokens of its documents laid out and not yet merged, and the tag of the next."""
 
-    def rank(tag: t.Any, comp: int) -> int:
-        if isinstance(tag, float) and not math.isfinite(tag):
-            return len(order)
-        below = int(np.searchsorted(sorted_tags, tag, side="left"))
-        equal_end = int(np.searchsorted(sorted_tags, tag, side="right"))
-        return below + int(np.count_nonzero(merged_comp[below:equal_end] <= comp))  # after its own documents
+    def __init__(self, index: int, epochs_allowed: int | None, epoch_tokens: t.Callable[[int], np.ndarray],
+                 tags: Tags, by_tokens: bool) -> None:
+        self.index, self.epochs_allowed, self.epoch_tokens = index, epochs_allowed, epoch_tokens
+        self.tags, self.by_tokens = tags, by_tokens
+        self.epochs = 0
+        self.cost = 0  # the cost of every document laid out
+        self.supply = 0  # documents laid out
+        self.pending_tags = tags.empty
+        self.pending_tokens = np.zeros(0, dtype=np.int64)
+        self.next_tag = tags.of(index, np.zeros(1, dtype=np.int64))[0]
 
-    stop, ender = len(order), int(merged_comp[-1]) if len(order) else members[0].index
-    if policy != "REDISTRIBUTE":
-        stop, ender = min([(rank(tg, c), c) for tg, c, finite in phantoms if finite], default=(len(order), ender))
-    laid = min([rank(tg, c) for tg, c, finite in phantoms if not finite], default=len(order) + 1)
-    return merged_comp, merged_idx, stop, ender, laid
+    @property
+    def more(self) -> bool:
+        """Whether another epoch may be laid out (an empty pool has none: it is exhausted at once)."""
+        return (self.epochs_allowed is None or self.epochs < self.epochs_allowed) and \
+            (self.epochs == 0 or self.supply > 0)
+
+    def lay_out(self) -> None:
+        tokens = np.asarray(self.epoch_tokens(self.epochs), dtype=np.int64)
+        cost = tokens if self.by_tokens else np.ones(len(tokens), dtype=np.int64)
+        cum = np.concatenate(([0], np.cumsum(cost))) + self.cost
+        tags = self.tags.of(self.index, cum)
+        self.pending_tags = np.concatenate((self.pending_tags, tags[:-1]))
+        self.pending_tokens = np.concatenate((self.pending_tokens, tokens))
+        self.cost, self.next_tag = int(cum[-1]), tags[-1]
+        self.epochs += 1
+        self.supply += len(tokens)
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        tags, tokens = self.pending_tags[:count], self.pending_tokens[:count]
+        self.pending_tags, self.pending_tokens = self.pending_tags[count:], self.pending_tokens[count:]
+        return tags, tokens
 
 
-def _stream_tokens_at(cum_tokens: list[np.ndarray], samples: int, P: int) -> int:
-    return sum(int(cum_tokens[q][partition_length(samples, P, q)]) for q in range(P))
+def _finite(tag: t.Any) -> bool:
+    return not isinstance(tag, (float, np.floating)) or math.isfinite(tag)
+
+
+class _Partition:
+    """One partition's merge (module docstring, 3-4), produced as far as asked: the component and
+    tokens of every position from ``first`` (what is not yet folded into the counts) on."""
+
+    def __init__(self, lanes: list[_Lane], policy: str) -> None:
+        self.lanes, self.policy = lanes, policy
+        self.produced = 0
+        self.end: int | None = None
+        self.ender = lanes[0].index
+        self.comp: list[np.ndarray] = []
+        self.tokens: list[np.ndarray] = []
+        self.last: int | None = None  # the component of the last position merged
+
+    def extend(self, target: int) -> None:
+        """Merge until ``target`` positions exist or the stream ends."""
+        while self.end is None and self.produced < target:
+            best: tuple[t.Any, int] | None = None
+            phantom = False
+            for lane in self.lanes:
+                if not lane.more and self.policy == "REDISTRIBUTE":
+                    continue  # ran out: the others share its weight
+                if not _finite(lane.next_tag):
+                    continue  # never reached
+                if best is None or (lane.next_tag, lane.index) < best:
+                    best, phantom = (lane.next_tag, lane.index), not lane.more
+            self._emit(best)
+            if best is None or phantom:
+                self.end = self.produced
+                self.ender = self._ender(best) if best is not None else \
+                    (self.last if self.last is not None else self.ender)
+                break
+            next(lane for lane in self.lanes if lane.index == best[1]).lay_out()
+
+    def _emit(self, upto: tuple[t.Any, int] | None) -> None:
+        """Merge every pending document before ``upto`` (tag, component), or all with a finite tag."""
+        tags, comps, tokens = [], [], []
+        for lane in self.lanes:
+            pending = lane.pending_tags
+            if upto is None:
+                count = int(np.searchsorted(pending, np.inf)) if pending.dtype.kind == "f" else len(pending)
+            else:
+                count = int(np.searchsorted(pending, upto[0], side="right" if lane.index <= upto[1] else "left"))
+            if count:
+                tag, token = lane.take(count)
+                tags.append(tag)
+                comps.append(lane.index)
+                tokens.append(token)
+        if not tags:
+            return
+        all_tags = np.concatenate(tags)
+        comp = np.repeat(np.asarray(comps, dtype=np.int16), [len(x) for x in tags])
+        order = np.lexsort((comp, all_tags))
+        self.comp.append(comp[order])
+        self.tokens.append(np.concatenate(tokens)[order])
+        self.produced += len(order)
+        self.last = int(self.comp[-1][-1])
+
+    def _ender(self, first: tuple[t.Any, int]) -> int:
+        """The component that ends the stream: of the supplies that ran out with no document
+        between them and the first (the same place), the first in statement order."""
+        later = [(lane.pending_tags[0], lane.index) for lane in self.lanes if len(lane.pending_tags)]
+        later += [(lane.next_tag, lane.index) for lane in self.lanes if lane.more and _finite(lane.next_tag)]
+        nearest = min(later, default=None)
+        tied = [lane.index for lane in self.lanes if not lane.more and _finite(lane.next_tag)
+                and (nearest is None or (lane.next_tag, lane.index) < nearest)]
+        return min(tied, default=first[1])
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The component and tokens of the next ``count`` positions, removed from what is kept."""
+        if not self.comp:
+            return np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int64)
+        comp = np.concatenate(self.comp) if len(self.comp) != 1 else self.comp[0]
+        tokens = np.concatenate(self.tokens) if len(self.tokens) != 1 else self.tokens[0]
+        self.comp, self.tokens = [comp[count:]], [tokens[count:]]
+        return comp[:count], tokens[:count]
+
+    def peek_tokens(self) -> np.ndarray:
+        """Tokens of every position kept (not yet taken)."""
+        return np.concatenate(self.tokens) if self.tokens else np.zeros(0, dtype=np.int64)
+
+
+class _Counts:
+    """What a partition keeps of its merged positions once taken: each component's count at every
+    C-th position, its tokens, and where its last document was."""
+
+    def __init__(self, n: int) -> None:
+        self.at = 0
+        self.counts = np.zeros(n, dtype=np.int64)
+        self.rows: list[np.ndarray] = [self.counts[None, :].copy()]
+        self.tokens = np.zeros(n, dtype=np.int64)
+        self.last = np.full(n, -1, dtype=np.int64)
+
+    def fold(self, comp: np.ndarray, tokens: np.ndarray, C: int, final: bool) -> None:
+        n = len(self.counts)
+        stop = self.at + len(comp)
+        marks = np.arange((self.at // C + 1) * C, stop + 1, C, dtype=np.int64)
+        if final and stop % C:
+            marks = np.append(marks, stop)
+        cum = np.zeros((len(comp) + 1, n), dtype=np.int64)
+        for c in range(n):
+            mine = comp == c
+            if mine.any():
+                cum[1:, c] = np.cumsum(mine)
+                self.tokens[c] += int(tokens[mine].sum())
+                self.last[c] = self.at + int(np.flatnonzero(mine)[-1])
+        if len(marks):
+            self.rows.append(cum[marks - self.at] + self.counts)
+        self.counts = self.counts + cum[-1]
+        self.at = stop
 
 
 def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WINDOW) -> _plan.PlanSpec:
-    """Select every component's samples, lay out their sequences and merge them (module docstring):
-    the plan's parameters and the stream's shape, with the layout the compiler writes."""
+    """Select every component's samples and merge their sequences (module docstring): the plan's
+    parameters and the stream's shape, with the counts the compiler writes."""
     engine = catalog.engine()
     if engine.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
     datasets = list(dict.fromkeys(c.dataset for c in bound.components))
     files, base, registered = _manifest.plan_files(engine, datasets)
-    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
+    byte_ranges = any(f["format"] in ("jsonl", "npy", "tar") for f in files)
     names = tuple(c.name for c in bound.components)
+    n = len(names)
     buckets = tuple(min(c.ordering.buckets, c.samples) if c.ordering else 1 for c in bound.components)
     C = bound.chunk_size
     # the partitions default as for samples, from the shares of samples the token shares imply
@@ -211,171 +279,158 @@ def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WI
         sample_shares, [c.samples * (c.max_epochs or _plan.UNLIMITED) for c in bound.components], C,
         [c.blocks for c in bound.components], limit_estimate)
     P = partitions
-    members: list[_Component] = []
-    for c, sel in _manifest.component_selections(engine, bound, registered, byte_ranges, True):
-        sel, run_key = _manifest.component_runs(sel, buckets[c.index], base[c.dataset])
-        members.append(_Component(index=c.index, sel=sel, run_key=run_key, dataset=datasets.index(c.dataset),
-                                  buckets=buckets[c.index], epochs_allowed=c.max_epochs))
-    most = max_stream_samples()
-    epochs = [m.epochs_allowed or 1 for m in members]
-    while True:
-        for m, e in zip(members, epochs):
-            m.lay_out(e, P, bound.seed, window)
-        supply = sum(len(m.sel["_row"]) * len(m.pieces) for m in members)
-        if supply > most:
-            raise _too_long(bound, most)
-        largest = max((int(m.sel["_tokens"].sum()) if bound.unit == "TOKENS" else len(m.sel["_row"])) * len(m.pieces)
-                      for m in members)
-        keys = _Keys(bound, P, largest)
-        merged, stops, enders, laid, cum_tokens = [], [], [], [], []
+    most_rows = max_chunk_rows(n)
+    if sum(c.samples for c in bound.components) > max_stream_samples() or \
+            (limit_estimate is not None and limit_estimate // C > most_rows):
+        raise _too_long(bound)
+    if bound.policy != "REDISTRIBUTE":  # an empty pool would end its partition's stream at once
+        for c, b in zip(bound.components, buckets):
+            if min(_epochs.pool_sizes(c.samples, b, P)) == 0:
+                raise PlanError(f"component {c.name!r} selects {c.samples:,} samples, too few for {P:,} partitions: "
+                                "some partition would have none of it", hint="lower PARTITIONS",
+                                source=bound.text, path=bound.path)
+    rule = tag_rule(bound, P)
+    tags = Tags(rule)
+    by_tokens = bound.unit == "TOKENS"
+    partitions_of: list[list[_Lane]] = [[] for _ in range(P)]
+    for c, sel in _manifest.component_selections(engine, bound, registered, byte_ranges, True, lazy=True):
+        source = sel.based(base[c.dataset]) if isinstance(sel, _manifest._IndexSelection) \
+            else _manifest._ArraySelection(*_manifest.component_runs(sel, buckets[c.index], base[c.dataset]))
+        tokens = source.n_tokens[source.index] if isinstance(source, _manifest._IndexSelection) \
+            else source.sel["_tokens"]
+        epochs = _Epochs(source.starts, source.keys, source.samples, np.asarray(tokens), buckets[c.index], P,
+                         bound.seed, window, datasets.index(c.dataset), c.index)
+        del sel, source
         for q in range(P):
-            seqs = [m.sequence(q) for m in members]
-            costs = [m.sel["_tokens"][s].astype(np.int64) if bound.unit == "TOKENS" else np.ones(len(s), np.int64)
-                     for m, s in zip(members, seqs)]
-            comp, idx, stop, ender, lay = _merge(keys, members, costs, bound.policy)
-            merged.append((comp, idx))
-            stops.append(stop)
-            enders.append(ender)
-            laid.append(lay)
-            tokens = np.zeros(len(comp), dtype=np.int64)
-            for m, s in zip(members, seqs):
-                mine = comp == m.index
-                tokens[mine] = m.sel["_tokens"][s[idx[mine]]]
-            cum_tokens.append(np.concatenate(([0], np.cumsum(tokens))))
-        avail = [min(s, l) for s, l in zip(stops, laid)]
-        supply_samples = min(P * a + q for q, a in enumerate(avail))
-        short_laid = min(P * l + q for q, l in enumerate(laid))  # where the laid-out epochs end
-        samples, met = _end(bound, supply_samples, cum_tokens, P)
-        if met or short_laid > supply_samples or all(m.finite for m in members):
+            partitions_of[q].append(_Lane(c.index, c.max_epochs, epochs.tokens_of(q), tags, by_tokens))
+    merges = [_Partition(lanes, bound.policy) for lanes in partitions_of]
+    folded = [_Counts(n) for _ in range(P)]
+    step = -(-max(C, ROUND_POSITIONS // P) // C) * C
+    expected = -(-(limit_estimate or 0) // P)  # rounds of ``step`` up to the expected end, then shorter ones
+    known, target = 0, 0
+    while True:
+        target = min(expected, target + step) if target < expected else target + min(step, max(C, target // 8))
+        for merge in merges:
+            merge.extend(target)
+        produced = [m.produced for m in merges]
+        known_now = min(P * x + q for q, x in enumerate(produced))
+        supply = min((P * m.end + q for q, m in enumerate(merges) if m.end is not None), default=None)
+        ran_out = supply is not None and supply == known_now
+        samples, met = None, True
+        if bound.limit is not None:
+            if bound.limit <= known_now:
+                samples = bound.limit
+            elif ran_out:
+                samples, met = known_now, False
+        elif bound.token_limit is not None:
+            found = _first_with_tokens(merges, folded, known, known_now, bound.token_limit, P)
+            if found is not None:
+                samples = found
+            elif ran_out:
+                samples, met = known_now, False
+        elif ran_out:
+            samples = known_now
+        if samples is None and known_now // (P * C) > most_rows:
+            raise _too_long(bound)
+        upto = samples if samples is not None else known_now
+        for q, (merge, fold) in enumerate(zip(merges, folded)):
+            comp, tokens = merge.take(partition_length(upto, P, q) - fold.at)
+            fold.fold(comp, tokens, C, samples is not None)
+        known = known_now
+        if samples is not None:
             break
-        epochs = [len(m.pieces) if m.finite else len(m.pieces) * 2 for m in members]  # lay out more, merge again
-    first = min(range(P), key=lambda q: (P * avail[q] + q, q))
-    limiting = "LIMIT" if met and (bound.limit is not None or bound.token_limit is not None) else names[enders[first]]
+    limiting = "LIMIT" if met and (bound.limit is not None or bound.token_limit is not None) else \
+        names[merges[min(range(P), key=lambda q: (P * (merges[q].end if merges[q].end is not None else
+                                                      produced[q] + 1) + q, q))].ender]
+    stream_tokens = int(sum(int(f.tokens.sum()) for f in folded))
     error = None
     if not met:
-        error = _plan.budget_error(bound, limiting, samples, _stream_tokens_at(cum_tokens, samples, P))
+        error = _plan.budget_error(bound, limiting, samples, stream_tokens)
     if error is None and samples == 0:
         error = PlanError(f"the stream is empty: some partition of the {P:,} cannot take a first sample",
                           hint="lower PARTITIONS, or give the components more samples",
                           source=bound.text, path=bound.path)
-    n = len(members)
-    used = np.zeros((n, P), dtype=np.int64)
-    tokens_taken = [0] * n
+    used = np.stack([f.counts for f in folded], axis=1)  # [component, partition]
     left_at: list[int | None] = [None] * n
-    length = [partition_length(samples, P, q) for q in range(P)]
-    rows = max((-(-x // C) for x in length), default=0)
-    table = np.zeros((rows + 1, n), dtype=np.int64)
-    for q in range(P):
-        comp, idx = merged[q]
-        comp, idx = comp[:length[q]], idx[:length[q]]
-        merged[q] = (comp, idx)
-        for m in members:
-            positions = np.flatnonzero(comp == m.index)
-            used[m.index, q] = len(positions)
-            if len(positions):
-                seq = m.sequence(q)
-                tokens_taken[m.index] += int(m.sel["_tokens"][seq[idx[positions]]].sum())
-            table[:, m.index] += np.searchsorted(positions, np.minimum(np.arange(rows + 1) * C, length[q]))
-            supply = len(m.sequence(q))
-            if bound.policy == "REDISTRIBUTE" and used[m.index, q] == supply and supply < length[q]:
-                at = P * (int(positions[-1]) + 1 if len(positions) else 0) + q
-                left_at[m.index] = at if left_at[m.index] is None else min(left_at[m.index], at)
+    if bound.policy == "REDISTRIBUTE":
+        for q, (merge, fold) in enumerate(zip(merges, folded)):
+            for lane in merge.lanes:
+                c = lane.index
+                if not lane.more and used[c, q] == lane.supply and lane.supply < fold.at:
+                    at = P * (int(fold.last[c]) + 1) + q
+                    left_at[c] = at if left_at[c] is None else min(left_at[c], at)
     left = tuple(x if x is not None and x < samples else None for x in left_at)
+    per_partition = [np.concatenate(f.rows) for f in folded]
+    rows = max(len(r) for r in per_partition) - 1
+    table = np.zeros((rows + 1, n), dtype=np.int64)
+    for r in per_partition:
+        table[: len(r)] += r
+        table[len(r):] += r[-1]
+    tokens_taken = tuple(int(sum(int(f.tokens[c]) for f in folded)) for c in range(n))
     shape = _plan.StreamShape(samples=samples, chunk_size=C, partitions=P, limiting=limiting,
                               taken=tuple(int(x) for x in used.sum(axis=1)), left_at=left, table=table,
-                              tokens_taken=tuple(tokens_taken), tokens=sum(tokens_taken))
-    layout = TokenLayout(components=members, merged=merged, used=used, tokens_taken=tuple(tokens_taken),
-                         stream_tokens=sum(tokens_taken))
+                              tokens_taken=tokens_taken, tokens=sum(tokens_taken))
+    # formats 11 and 12 took exact tags where the costs they laid out, times the scale, stayed below 2**62
+    laid = max((lane.epochs for merge in merges for lane in merge.lanes), default=1)
+    cost = [(c.tokens or 0) if by_tokens else c.samples for c in bound.components]
+    before = max(x * (c.max_epochs or 2 * laid + 2) for x, c in zip(cost, bound.components))
+    same = rule["kind"] == "schedule" or (rule["kind"] == "exact" and before * max(rule["scale"]) < 1 << 62)
+    layout = TokenLayout(used=used, counts=np.concatenate(per_partition), rule=rule, unit=bound.unit,
+                         same_stream=same)
     return _plan.PlanSpec(bound=bound, partitions=P, buckets=buckets, window=window, shape=shape, error=error,
                           layout=layout)
 
 
-def _end(bound: BoundMix, supply: int, cum_tokens: list[np.ndarray], P: int) -> tuple[int, bool]:
-    """(samples in the stream, whether its budget is met): module docstring, 4."""
-    if bound.limit is not None:
-        return min(bound.limit, supply), supply >= bound.limit
-    if bound.token_limit is not None:
-        if _stream_tokens_at(cum_tokens, supply, P) < bound.token_limit:
-            return supply, False
-        lo, hi = 1, supply  # the first sample count whose stream holds the budget
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if _stream_tokens_at(cum_tokens, mid, P) >= bound.token_limit:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo, True
-    return supply, True
+class _Epochs:
+    """One component's epochs: each partition's pool in visiting order (``epochs.ordered_pool``), as
+    the tokens of its documents; an epoch's runs are laid out once for all partitions."""
+
+    def __init__(self, starts: np.ndarray, keys: np.ndarray, samples: int, tokens: np.ndarray, buckets: int,
+                 partitions: int, seed: int, window: int, dataset: int, component: int) -> None:
+        self.starts, self.keys, self.samples, self.tokens = starts, keys, samples, tokens
+        self.buckets, self.P, self.seed, self.window = buckets, partitions, seed, window
+        self.dataset, self.component = dataset, component
+        self._laid: dict[int, _epochs.Laid] = {}
+
+    def tokens_of(self, q: int) -> t.Callable[[int], np.ndarray]:
+        return lambda e: self._pool_tokens(q, e)
+
+    def _pool_tokens(self, q: int, e: int) -> np.ndarray:
+        laid = self._laid.get(e)
+        if laid is None:  # each partition goes through a round's epochs in turn: keep what a round lays out
+            laid = self._laid[e] = _epochs.laid_buckets(self.starts, self.keys, self.samples, self.buckets,
+                                                        _epochs.epoch_salt(self.seed, self.dataset, e))
+            while len(self._laid) > max(2, LAID_RUNS // max(len(self.keys), 1)):
+                del self._laid[next(iter(self._laid))]
+        order = _epochs.ordered_pool(laid, self.starts, self.keys, self.samples, self.P, self.seed, self.window,
+                                     self.component, q, e)[0]
+        return self.tokens[order]
 
 
-def _too_long(bound: BoundMix, most: int) -> PlanError:
+def _first_with_tokens(merges: list[_Partition], folded: list[_Counts], lo: int, hi: int, budget: int,
+                       P: int) -> int | None:
+    """The first sample count in (lo, hi] whose stream holds ``budget`` tokens, or None."""
+    cums = [np.concatenate(([0], np.cumsum(m.peek_tokens()))) + int(f.tokens.sum()) for m, f in zip(merges, folded)]
+
+    def tokens_at(samples: int) -> int:
+        return sum(int(cums[q][partition_length(samples, P, q) - folded[q].at]) for q in range(P))
+
+    if hi <= lo or tokens_at(hi) < budget:
+        return None
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if tokens_at(mid) >= budget:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _too_long(bound: BoundMix) -> PlanError:
     node = bound.tree.args.get("limit")
     where = span(node.this) if node is not None else None
     line, col = position(bound.text, where[0]) if where else (None, None)
-    return PlanError(f"the stream needs more than {most:,} samples, more than this machine can plan (a plan holds "
-                     "every sample of its stream)", hint="lower the LIMIT or MAX EPOCHS", line=line, col=col,
-                     length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)
-
-
-def write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
-                  progress: t.Callable[[int, int, str], None] | None = None) -> dict[str, t.Any]:
-    """Write the merged stream's samples (by component, partition and visiting order, as ``manifest``
-    does), ``stream_rows.npy`` (each partition's stream as plan rows, partitions one after another),
-    the windows and the summed chunk table; return the layout."""
-    layout: TokenLayout = spec.layout
-    bound = spec.bound
-    P = spec.partitions
-    engine = catalog.engine()
-    datasets = list(dict.fromkeys(c.dataset for c in bound.components))
-    files, base, _ = _manifest.plan_files(engine, datasets)
-    byte_ranges = any(f["format"] in ("jsonl", "npy") for f in files)
-    token_info, tokens_missing = _manifest.token_source(engine, datasets)
-    names = [n for n in SAMPLE_COLUMNS if (byte_ranges or n not in ("offset", "length"))
-             and (token_info is not None or n != "tokens")]
-    out = _manifest._Out(directory, names, int(layout.used.sum()))
-    pool_starts = np.zeros((len(bound.components), P), dtype=np.int64)
-    window_starts, window_blocks, window_keys = [], [], []
-    windows_so_far = 0
-    for m in layout.components:
-        c = bound.components[m.index]
-        if progress is not None:
-            progress(c.index, len(bound.components), c.name)
-        for q in range(P):
-            pool_starts[c.index, q] = out.at
-            want = int(layout.used[c.index, q])
-            for chosen, starts, block_window, block_key in (epoch[q] for epoch in m.pieces):
-                if want <= 0:
-                    break
-                take = min(want, len(chosen))
-                chosen = chosen[:take]
-                starts = starts[starts < take]
-                keep = block_window < len(starts)
-                window_blocks.append(block_window[keep] + windows_so_far)
-                window_keys.append(block_key[keep])
-                windows_so_far += len(starts)
-                window_starts.append(starts + out.at)
-                sel = m.sel
-                out.write(component=np.full(take, c.index, dtype=np.int16),
-                          file=(sel["_file_id"][chosen] + base[c.dataset]).astype(np.int32),
-                          row=sel["_row"][chosen],
-                          **({"offset": sel["_offset"][chosen], "length": sel["_length"][chosen]}
-                             if byte_ranges else {}),
-                          **({"tokens": sel["_tokens"][chosen]} if token_info is not None else {}))
-                want -= take
-    out.close()
-    if progress is not None:
-        progress(len(bound.components), len(bound.components), "")
-    total = int(layout.used.sum())
-    rows = np.lib.format.open_memmap(directory / "stream_rows.npy", mode="w+",
-                                     dtype=np.int32 if total < 1 << 31 else np.int64, shape=(total,))
-    at = 0
-    for q, (comp, idx) in enumerate(layout.merged):
-        rows[at: at + len(comp)] = pool_starts[comp.astype(np.int64), q] + idx
-        at += len(comp)
-    rows.flush()
-    del rows
-    _manifest.save_windows(directory, spec, window_starts, window_keys, window_blocks)
-    return {"files": files, "pool_starts": pool_starts.tolist(), "physical_starts": pool_starts.tolist(),
-            "pool_used": layout.used.tolist(), "derived": [], "columns": names, "tokens": token_info,
-            "tokens_missing": tokens_missing, "order": "merged",
-            "dataset_info": _manifest.dataset_info(engine, datasets)}
+    return PlanError("the stream is longer than this machine can plan (a plan keeps each component's count at every "
+                     "chunk of every partition)", hint="lower the LIMIT or MAX EPOCHS, or raise CHUNK SIZE",
+                     line=line, col=col, length=(where[1] - where[0]) if where else 1, source=bound.text,
+                     path=bound.path)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import mixsql
 from mixsql import tokenplan
 from mixsql.errors import MixSQLError
+from mixsql.fairmerge import Tags
 
 THREE = ("MIX BY TOKENS {a} AS code WHERE domain = 'code', {b} AS manual WHERE domain = 'manual', "
          "{c} AS rest FROM corpus SEED 1 CHUNK SIZE {chunk} PARTITIONS {p}")
@@ -33,6 +34,50 @@ def _check_bound(components: np.ndarray, costs: np.ndarray, shares: list[Fractio
         assert int(dev.min(initial=0)) >= -under, (i, int(dev.min()), -under)
 
 
+def _merged(rule: dict, epochs: list[list[np.ndarray]], allowed: list[int | None], policy: str = "STOP",
+            by_tokens: bool = True, upto: int = 1 << 20) -> tuple[np.ndarray, list[tuple[int, int]], int | None, int]:
+    """Merge fixed epochs (``epochs[i][e]``: component i's costs in epoch e, the last repeated when
+    unlimited) as a compile does, in rounds of ``upto`` positions; (components, (component, index) of
+    each position, where the stream ended, the component that ended it)."""
+    tags = Tags(rule)
+    lanes = [tokenplan._Lane(i, allowed[i], (lambda e, i=i: epochs[i][min(e, len(epochs[i]) - 1)]), tags, by_tokens)
+             for i in range(len(epochs))]
+    merge = tokenplan._Partition(lanes, policy)
+    parts, target = [], 0
+    while merge.end is None and target < 1 << 20:
+        target += upto
+        merge.extend(target)
+        parts.append(merge.take(merge.produced - sum(len(p) for p in parts))[0])  # taken a round at a time
+    comp = np.concatenate(parts)
+    seen = [0] * len(epochs)
+    out = []
+    for c in comp.tolist():
+        out.append((c, seen[c]))
+        seen[c] += 1
+    return comp, out, merge.end, merge.ender
+
+
+def _reference(rule: dict, epochs: list[list[np.ndarray]], allowed: list[int], policy: str = "STOP",
+               by_tokens: bool = True) -> tuple[list[tuple[int, int]], int]:
+    """The definition over whole sequences (module docstring, 2-4): every document's tag from the
+    costs before it, one sort by (tag, component, index), cut at the first phantom (STOP)."""
+    tags = Tags(rule)
+    keys, phantoms = [], []
+    for i, (epoch_list, k) in enumerate(zip(epochs, allowed)):
+        costs = np.concatenate([epoch_list[min(e, len(epoch_list) - 1)] for e in range(k)]).astype(np.int64)
+        costs = costs if by_tokens else np.ones(len(costs), dtype=np.int64)
+        tag = tags.of(i, np.concatenate(([0], np.cumsum(costs))))
+        keys += [(tag[j], i, j) for j in range(len(costs)) if np.isfinite(tag[j])]
+        if np.isfinite(tag[-1]):
+            phantoms.append((tag[-1], i))
+    keys.sort()
+    stop = len(keys)
+    if policy != "REDISTRIBUTE" and phantoms:
+        first = min(phantoms)
+        stop = sum(1 for tg, c, _ in keys if tg < first[0] or (tg == first[0] and c <= first[1]))
+    return [(c, j) for _, c, j in keys[:stop]], stop
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.data())
 def test_every_prefix_is_within_one_document_of_the_shares(weights: list[int], data: st.DataObject) -> None:
@@ -42,18 +87,37 @@ def test_every_prefix_is_within_one_document_of_the_shares(weights: list[int], d
     costs = [np.asarray(data.draw(st.lists(st.integers(0, 400) | st.integers(1000, 3000), min_size=1, max_size=60)),
                         dtype=np.int64) for _ in weights]
     bound = types.SimpleNamespace(components=[types.SimpleNamespace(share=s) for s in shares], schedule=())
-    keys = tokenplan._Keys(bound, 1, sum(int(c.sum()) for c in costs))
-    members = [types.SimpleNamespace(index=i, finite=True) for i in range(len(weights))]
-    comp, idx, stop, ender, _ = tokenplan._merge(keys, members, costs, "STOP")
+    comp, order, stop, ender = _merged(tokenplan.tag_rule(bound, 1), [[c] for c in costs], [1] * len(costs))
     # each component's documents come in order, once
-    for i, c in enumerate(costs):
-        assert idx[comp == i].tolist() == list(range(int((comp == i).sum())))
-    comp, idx = comp[:stop], idx[:stop]
-    per_doc = np.asarray([costs[c][j] for c, j in zip(comp, idx)], dtype=np.int64)
+    assert stop == len(comp)
+    per_doc = np.asarray([costs[c][j] for c, j in order], dtype=np.int64)
     _check_bound(comp, per_doc, shares, [int(c.max()) for c in costs], np.arange(stop + 1))
     # the stream ends where a component has no next document
     exhausted = [i for i, c in enumerate(costs) if int((comp == i).sum()) == len(c)]
     assert exhausted and ender in exhausted
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.data())
+def test_merging_epoch_by_epoch_is_the_sort_of_the_whole_sequences(weights: list[int], data: st.DataObject) -> None:
+    """Laying out an epoch only when the merge reaches it, in rounds of any length, gives the
+    definition: one sort of every document's tag, cut at the first phantom (or none, REDISTRIBUTE)."""
+    total = sum(weights)
+    shares = [Fraction(w, total) for w in weights]
+    sizes = [data.draw(st.integers(0, 12)) for _ in weights]  # a pool is as large in every epoch
+    epochs = [[np.asarray(data.draw(st.lists(st.integers(0, 50) | st.integers(200, 400), min_size=n, max_size=n)),
+                          dtype=np.int64) for _ in range(data.draw(st.integers(1, 3)))] for n in sizes]
+    allowed = [data.draw(st.integers(1, 4)) for _ in weights]
+    policy = data.draw(st.sampled_from(["STOP", "REDISTRIBUTE"]))
+    by_tokens = data.draw(st.booleans())
+    fine = data.draw(st.booleans())  # float shares, as for weights too fine for exact tags
+    bound = types.SimpleNamespace(components=[types.SimpleNamespace(share=s) for s in shares], schedule=())
+    rule = tokenplan.tag_rule(bound, 1)
+    if fine:
+        rule = {"kind": "shares", "shares": [float(x) for x in shares]}
+    expected, stop = _reference(rule, epochs, allowed, policy, by_tokens)
+    _, got, end, _ = _merged(rule, epochs, allowed, policy, by_tokens, data.draw(st.integers(1, 20)))
+    assert end == stop and got == expected
 
 
 @pytest.mark.parametrize("p,chunk", [(1, 64), (3, 50)])
@@ -159,9 +223,12 @@ def test_token_units_refused_without_counts_or_mixed(con: mixsql.Connection, tco
                  "ORDER BY CURRICULUM (STAGE UNTIL 1000 TOKENS (a = 0))")
     with pytest.raises(MixSQLError, match="LIMIT must be at least 1"):
         tcon.mix("MIX BY TOKENS 1 AS a WHERE domain = 'code', 1 AS b FROM corpus LIMIT 0 TOKENS")
-    with pytest.raises(MixSQLError, match="more than this machine can plan"):
+    with pytest.raises(MixSQLError, match="more than this machine can plan in chunks of 1,024"):
         tcon.mix("MIX BY TOKENS 1 AS a WHERE domain = 'code', 1 AS b FROM corpus LIMIT 9000000000000000000 TOKENS "
                  "ON EXHAUSTION REPEAT")
+    with pytest.raises(MixSQLError, match="too few for 3,000 partitions"):
+        tcon.mix("MIX BY TOKENS 1 AS a WHERE domain = 'code', 1 AS b FROM corpus LIMIT 100000 TOKENS "
+                 "ON EXHAUSTION REPEAT PARTITIONS 3000")
 
 
 def test_natural_by_tokens_is_full_coverage_in_tokens(tcon: mixsql.Connection) -> None:
@@ -181,3 +248,82 @@ def test_the_sample_token_mixture_explains_exact_shares(tcon: mixsql.Connection)
     assert e.stream.limiting == "LIMIT" and e.stream.tokens >= 400_000
     shares = [c.exact_tokens / e.stream.tokens for c in e.components]
     assert abs(shares[0] - 0.3) < 0.01 and abs(shares[1] - 0.7) < 0.01
+
+
+# Streams planned from token counts, each with the digest of its lineage (file name, row, component of
+# every position), its samples and tokens, as format 12 stored every position (``stream_rows.npy``):
+# the counts at every chunk and the sort by tags at run time give the same stream.
+MERGED = {
+    "exact": ("MIX BY TOKENS 5 AS a WHERE domain = 'code', 2 AS b WHERE domain = 'manual', 3 AS c FROM corpus SEED 1 CHUNK SIZE 50 PARTITIONS 3",
+               1, "ac96f13fae87d4b1", 2141, 272651),
+    "repeat": ("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS prose WHERE domain <> 'code' FROM corpus LIMIT 2000000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2 SEED 4",
+               1, "62be9b13663b77b1", 11899, 2000158),
+    "samples_tok": ("MIX 0.7 AS code WHERE domain = 'code', 0.3 AS prose WHERE domain <> 'code' FROM corpus LIMIT 900000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 3 CHUNK SIZE 100 SEED 2",
+               1, "55eaf102f1529658", 4202, 901038),
+    "schedule": ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS prose WHERE domain <> 'code' FROM corpus ORDER BY CURRICULUM (STAGE UNTIL 100000 TOKENS (code = 0), STAGE UNTIL 200000 TOKENS (prose = 0)) LIMIT 1500000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2",
+               1, "c3960d7ba04dbbd3", 9849, 1502443),
+    "redistribute": ("MIX BY TOKENS 0.8 AS code WHERE domain = 'code', 0.2 AS prose WHERE domain <> 'code' FROM corpus ON EXHAUSTION REDISTRIBUTE PARTITIONS 2",
+               1, "3ede14a8de620a89", 4200, 627400),
+    "maxepochs": ("MIX BY TOKENS 0.7 AS a WHERE domain = 'code' MAX EPOCHS 3, 0.3 AS b WHERE domain <> 'code' MAX EPOCHS 2 FROM corpus LIMIT 1000000 TOKENS ON EXHAUSTION REPEAT SEED 5 CHUNK SIZE 8 PARTITIONS 3",
+               3, "f69a267eefd185ba", 5409, 1000054),
+    "buckets": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus ORDER BY CURRICULUM (a BY quality DESC BUCKETS 3) LIMIT 1200000 TOKENS ON EXHAUSTION REPEAT SEED 9 CHUNK SIZE 32 PARTITIONS 5",
+               2, "48ac86dba8e88af9", 6798, 1200019),
+    "jsonl": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus_jsonl LIMIT 900000 TOKENS ON EXHAUSTION REPEAT SEED 1 CHUNK SIZE 32 PARTITIONS 2",
+               2, "9695361f295aa743", 5332, 900031),
+    "stop": ("MIX BY TOKENS 0.5 AS a WHERE domain = 'code', 0.5 AS b WHERE domain <> 'code' FROM corpus SEED 7 CHUNK SIZE 64 PARTITIONS 4",
+               1, "1cc4b0cf4f79930d", 3437, 538082),
+}
+MERGED_PACKED = {"mixed": "509f1fede21a915a", "component": "0a8e9f734651bda7"}  # 1,500 sequences of 64 of "repeat"
+
+
+@pytest.mark.parametrize("name", sorted(MERGED))
+def test_a_merged_stream_is_the_one_that_stored_every_position(tcon: mixsql.Connection, name: str) -> None:
+    import hashlib
+    import json
+    import os
+
+    from mixsql import manifest
+    from mixsql.planfile import lineage
+
+    sql, window, expected, samples, tokens = MERGED[name]
+    mix = tcon.mix(sql)
+    plan = manifest.cached_plan(tokenplan.resolve(mix.bound, tcon.catalog, window=window), tcon.catalog)
+    assert plan.merge is not None and not (plan.directory / "stream_rows.npy").exists()
+    lin = lineage(plan, 0, len(plan))
+    digest = hashlib.sha256(json.dumps([[os.path.basename(f) for f in lin.column("file").to_pylist()],
+                                        lin.column("row").to_pylist(), lin.column("component").to_pylist()]).encode())
+    assert (digest.hexdigest()[:16], len(plan), plan.meta["stream_content_tokens"]) == (expected, samples, tokens)
+
+
+@pytest.mark.parametrize("pack", sorted(MERGED_PACKED))
+def test_packed_sequences_of_a_merged_stream_are_unchanged(tcon: mixsql.Connection, pack: str) -> None:
+    import hashlib
+    import json
+
+    got = [s["input_ids"].tolist() for s in tcon.mix(MERGED["repeat"][0]).sequences(64, limit=1500, pack=pack)]
+    assert hashlib.sha256(json.dumps(got).encode()).hexdigest()[:16] == MERGED_PACKED[pack]
+
+
+def test_a_merged_plan_grows_with_the_samples_selected_not_the_budget(tcon: mixsql.Connection) -> None:
+    from mixsql.planfile import CompiledPlan
+
+    q = ("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS prose WHERE domain <> 'code' FROM corpus "
+         "LIMIT {n} TOKENS ON EXHAUSTION REPEAT PARTITIONS 2 SEED 4")
+    small, large = (tcon.mix(q.format(n=n)).plan() for n in (2_000_000, 60_000_000))
+
+    def stored(plan: CompiledPlan) -> int:
+        return sum(f.stat().st_size for f in plan.directory.iterdir()
+                   if f.name not in ("merge_counts.npy", "chunks.npy", "plan.json"))
+
+    assert len(large) > 25 * len(small) and stored(large) == stored(small)  # every sample stored once
+    C = large.chunk_size
+    counts = np.load(large.directory / "merge_counts.npy")
+    assert len(counts) == sum(-(-large.partition_length(q) // C) + 1 for q in range(2))
+    # a fresh process's seek to the end computes the last chunks only, and the budget is met there
+    fresh = CompiledPlan(large.directory)
+    end = fresh.positions_rows(len(fresh) - 3 * C, len(fresh))
+    assert np.array_equal(end, large.positions_rows(len(large) - 3 * C, len(large)))
+    assert large.meta["stream_content_tokens"] >= 60_000_000
+    # the stream's prefix is the smaller budget's stream
+    first, short = large.positions_rows(0, len(small)), small.positions_rows(0, len(small))
+    assert np.array_equal(large.file[first], small.file[short]) and np.array_equal(large.row[first], small.row[short])

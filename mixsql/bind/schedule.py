@@ -266,19 +266,21 @@ class Scheduling(_Base):
         """The stream fits what this machine can compile (``limits.max_stream_samples``), checked
         before the planner allocates anything for it."""
         most = max_stream_samples()
-        if token_limit is not None:
+        rows = max_chunk_rows(len(components))
+        if token_limit is not None:  # a merged stream keeps its counts at every chunk of every partition
             per = [c.tokens / c.samples for c in components if c.tokens and c.samples]
             estimate = token_limit / min(per) if per else float(token_limit)
-            if estimate > most:
+            if estimate > rows * chunk_size:
                 raise self.error(f"LIMIT {token_limit:,} tokens is about {estimate:,.0f} samples, more than this "
-                                 f"machine can plan: a plan holds every sample of its stream, and at most {most:,} "
-                                 "fit in its memory", self.mix.args["limit"].this,
-                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
+                                 f"machine can plan in chunks of {chunk_size:,} (at most {rows * chunk_size:,}: a "
+                                 "stream planned from token counts keeps each component's count at every chunk)",
+                                 self.mix.args["limit"].this,
+                                 hint="raise CHUNK SIZE, or lower the LIMIT (a run can be planned in stages, one "
+                                      "statement each)")
             return
         selected = sum(c.samples for c in components)
         supply = [c.samples * (c.max_epochs or 0) for c in components]
         length = limit if limit is not None else sum(supply)
-        rows = max_chunk_rows(len(components))
         if limit is not None and min(limit, selected) > most:
             raise self.error(f"LIMIT {limit:,} samples is more than this machine can plan: a plan stores each "
                              f"sample it selects once, and at most {most:,} fit in its memory",
