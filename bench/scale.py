@@ -7,10 +7,11 @@
 (n) A billion samples on one machine: bind + compile of bench/run.py's 3-component mixture over
     synthetic catalogs of 10^7, 10^8 and 10^9 samples (built with bench/gen_corpus.py and registered
     once: about 20 minutes and 20 GB of disk for 10^9), time and peak memory.
-(o) Token budgets bounded by the data: a mixture BY TOKENS of the same selection as (m) under
-    budgets of 10^8 to 10^10 tokens, each bound and compiled in a fresh process, then the seek
-    into the stream's end in another; with ``--before DIR`` (a checkout of the format-12 code, which
-    stored every position) the same for the budgets it can hold, interleaved, for the ratio.
+(o) Token budgets bounded by the data: bench/run.py's 3-component mixture BY TOKENS over a copy
+    of the bench corpus (2M documents, registered once with the sample tokenizer) under budgets of 10^8
+    to 10^11 tokens (ON EXHAUSTION REPEAT), each bound and compiled in a fresh process, then the
+    seek into the stream's end in another; with ``--before DIR`` (a checkout of the format-12
+    code, which stored every position) the same for the budgets it can hold, interleaved.
 
 Arms are interleaved, repetition by repetition; medians and spreads.
 
@@ -68,20 +69,49 @@ print(json.dumps({"seek_s": time.perf_counter() - t0, "samples": table.num_rows,
 """
 
 
-TOKEN_STATEMENT = ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code' AND quality > 0.45, 0.5 AS wiki WHERE "
-                   "domain = 'wiki' AND quality > 0.4 FROM synth LIMIT {budget} TOKENS ON EXHAUSTION REPEAT "
-                   "SEED {seed}")
-TOKEN_BUDGETS = (10 ** 8, 10 ** 9, 10 ** 10)
-BEFORE_BUDGETS = (10 ** 8, 10 ** 9)  # the format-12 code stores every position: 10^10 would not fit
+TOKEN_STATEMENT = ("MIX BY TOKENS 0.3 AS code WHERE domain = 'code', 0.5 AS web WHERE domain = 'web' AND "
+                   "quality > 0.6, 0.2 AS ref WHERE domain IN ('books', 'arxiv', 'wiki') FROM bench "
+                   "LIMIT {budget} TOKENS ON EXHAUSTION REPEAT SEED {seed}")
+TOKEN_BUDGETS = (10 ** 8, 10 ** 9, 10 ** 10, 10 ** 11)
+BEFORE_BUDGETS = (10 ** 8, 10 ** 9, 10 ** 10)  # the format-12 code stores every position: 10^11 would need ~14 GB
+
+
+def ensure_tokens() -> Path:
+    """The bench corpus registered with the sample tokenizer, once (a few minutes): a copy without
+    its synthetic ``n_tokens`` property (registering with a tokenizer counts them), row groups kept."""
+    import pyarrow.parquet as pq
+    from run import DATA, ensure_corpus, open_catalog
+
+    ensure_corpus().close()
+    src, copy = DATA / "corpus", DATA / "corpus-tokens"
+    if not copy.exists():
+        tmp = DATA / "corpus-tokens.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for path in sorted(src.glob("*.parquet")):
+            reader = pq.ParquetFile(path)
+            schema = reader.schema_arrow
+            schema = schema.remove(schema.get_field_index("n_tokens"))
+            with pq.ParquetWriter(tmp / path.name, schema, compression="zstd") as writer:
+                for g in range(reader.num_row_groups):
+                    writer.write_table(reader.read_row_group(g).drop_columns(["n_tokens"]))
+        tmp.rename(copy)
+    cat = DATA / "catalog-tokens"
+    con = open_catalog(cat)
+    if "bench" not in con.datasets():
+        con.register("bench", [str(copy)], tokenizer=str(ROOT / "sample_data" / "tokenizer.json"))
+    con.close()
+    return cat
 
 
 def _child(code: str, *args: str, path: str | None = None) -> dict:
     env = None
-    if path is not None:
+    if path is not None:  # python -c puts its working directory first on the path: run there too
         import os
 
         env = {**os.environ, "PYTHONPATH": path}
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env,
+                         cwd=path)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,9 +138,7 @@ def bench(reps: int) -> dict:
 
 
 def bench_tokens(reps: int, before: str | None) -> dict:
-    from ranks import ensure
-
-    cat = ensure(10_000_000)
+    cat = ensure_tokens()
     arms = [("now", b, None) for b in TOKEN_BUDGETS] + \
         ([("before", b, before) for b in BEFORE_BUDGETS] if before else [])
     runs: dict[tuple[str, int], list[dict]] = {(a, b): [] for a, b, _ in arms}
@@ -135,8 +163,9 @@ def report_tokens(results: dict, reps: int, when: str) -> str:
     lines = [
         "## (o) Token budgets bounded by the data (`bench/scale.py --only o`)",
         "",
-        "The selection of (m) mixed `BY TOKENS` (0.5 / 0.5) under budgets of 10^8 to 10^10 tokens, `ON EXHAUSTION "
-        f"REPEAT`; {reps} interleaved repetitions at {when}, medians (spread: (max - min) / median). Compile: bind "
+        "bench/run.py's 3-component mixture `BY TOKENS` over the bench corpus (2M documents, the sample tokenizer) "
+        f"under budgets of 10^8 to 10^11 tokens, `ON EXHAUSTION REPEAT`; {reps} interleaved repetitions at {when}, "
+        "medians (spread: (max - min) / median). Compile: bind "
         "and compile in a fresh process, no cache (a merged stream is merged when bound). Seek: a second fresh "
         "process opens the plan and reads the stream's last 4,096 samples. *before*: the format-12 code, which "
         "stored every position of a merged stream, in the same run.",
@@ -152,11 +181,11 @@ def report_tokens(results: dict, reps: int, when: str) -> str:
                      f"{r['peak_rss_mb']:,.0f} | {r['seek_s']:.2f} |")
     lines += [
         "",
-        "A merged plan stores each selected sample once plus each component's count at every chunk of every "
-        "partition (8 bytes per component per C positions), so its size follows the selection; its merge still "
-        "visits every position once (time linear in the budget, about a microsecond per position), with memory "
-        "bounded by an epoch of each pool. Sublinear compile time would need sparser counts, with a run finding "
-        "a chunk's counts by a binary search over the fair-queueing tag (`tokenplan`, module docstring).",
+        "A merged plan stores each selected sample once and its tag rule: nothing per position. Compiling finds "
+        "the stream's end by searches over the fair-queueing tags (`fairmerge`), which lay out only the epochs "
+        "around the places asked about, plus each epoch's token sum per pool from the block runs (O(runs) per "
+        "epoch): so its time follows the selection and the number of epochs, not the positions. A run's seek "
+        "is the same search in the rank's partitions.",
     ]
     return "\n".join(lines)
 

@@ -90,7 +90,7 @@ def export(plan: CompiledPlan, directory: str | os.PathLike[str], tables: bool =
     which a budget of billions makes large). Returns the manifest's path (None without tables)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    extra = [n for n in ("merge_counts.npy", "stream_tokens.npy", "row_tokens.npy", "row_index.npy", "canon.npy",
+    extra = [n for n in ("stream_tokens.npy", "row_tokens.npy", "epoch_tokens.npy", "row_index.npy", "canon.npy",
                          "run_starts.npy", "run_keys.npy", "tokenizer.json") if (plan.directory / n).exists()]
     for name in ["plan.json", "windows.npy", "window_blocks.npy", "chunks.npy"] + extra + \
             [f"{c}.npy" for c in plan.meta["columns"]]:

@@ -35,8 +35,7 @@ def _memory() -> int:
 def max_stream_samples() -> int:
     """The most samples a plan can store on this machine: compiling one needs about
     PLAN_BYTES_PER_SAMPLE bytes of memory per sample stored. A plan stores the samples its
-    components select (at most once each: later epochs are derived), or, for a stream planned from
-    token counts, every sample of its stream."""
+    components select, at most once each (later epochs are derived), whatever its budget."""
     return max(1, _memory() // PLAN_BYTES_PER_SAMPLE)
 
 

@@ -60,7 +60,7 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
-SAME_STREAM_FORMATS = (11, 12)  # earlier plan formats whose streams this one reproduces (only the layout changed)
+SAME_STREAM_FORMATS = (11, 12, 13)  # earlier plan formats whose streams this one reproduces (only the layout changed)
 
 
 def plan_key(spec: _plan.PlanSpec, plan_format: int = PLAN_FORMAT) -> str:
@@ -545,8 +545,7 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
     bound = spec.bound
     directory.mkdir(parents=True)
     layout = _write_samples(spec, catalog, directory, progress)
-    if spec.layout is not None:  # planned from token counts: the merge's counts and tags (``fairmerge``)
-        np.save(directory / "merge_counts.npy", spec.layout.counts)
+    if spec.layout is not None:  # planned from token counts: the tag rule a run sorts by (``fairmerge``)
         layout["merge"] = {"tags": spec.layout.rule, "unit": spec.layout.unit}
     shape = spec.shape
     meta = {
@@ -587,6 +586,22 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         _stream_tokens(directory)
     elif "tokens" in layout["columns"]:  # the rest follows from the chunk table, the weight log or the merge
         _row_tokens(CompiledPlan(directory), directory)
+        if layout["derived"] and spec.layout is not None and spec.layout.unit == "TOKENS":
+            _epoch_tokens(CompiledPlan(directory), directory)  # every seek of a merged stream needs them
+
+
+def _epoch_tokens(plan: CompiledPlan, directory: Path) -> None:
+    """``epoch_tokens.npy`` [component, partition, epoch]: the tokens of each derived component's
+    sequence in partition q before each of its epochs (from the block runs, O(runs) per epoch), so
+    that no rank computes them again to seek a stream merged BY TOKENS (whose number of epochs the
+    merge bounded: they are what it searched); zeros for a component that does not repeat."""
+    sums = {c: plan._epoch_tokens(c) for c in plan.derived}
+    width = max(s.shape[1] for s in sums.values())
+    out = np.zeros((len(plan.names), plan.partitions, width), dtype=np.int64)
+    for c, s in sums.items():
+        out[c, :, : s.shape[1]] = s
+        out[c, :, s.shape[1]:] = s[:, -1:]
+    np.save(directory / "epoch_tokens.npy", out)
 
 
 def cached_plan(spec: _plan.PlanSpec, catalog: Catalog, *, wait: float = 600.0,

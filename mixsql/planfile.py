@@ -17,12 +17,12 @@ stored rows. So a plan grows with the samples it selects, not with its budget, a
 the stream costs one epoch's order of one pool (cached), never the epochs before it. Everything a
 reader gets (``chunk_rows``, ``partition_rows``, ``positions_rows``, ``pool_rows``) is stored rows.
 
-A stream planned from token counts (``tokenplan``) also has ``merge_counts.npy``: each component's
-documents before every C-th position of each partition, partitions one after another (``ceil(len_q /
-C) + 1`` rows each, the last at the partition's end), which replace the shared chunk table; a chunk's
-order is its documents sorted by their tags (``fairmerge``, the rule in ``plan.json``'s ``merge``).
-When the datasets have token counts (or the plan mixes BY TOKENS), there is also a ``tokens`` column,
-``row_tokens.npy`` (cumulative over stored rows), and unless later epochs are derived
+A stream planned from token counts (``tokenplan``) has no chunk table: each partition's chunk is
+the next C documents of its components sorted by their tags (``fairmerge``, the rule in
+``plan.json``'s ``merge``), from each component's count at the chunk's start, found by a search over
+the tags (a seek) or carried from the chunk before. When the datasets have token counts (or the plan mixes BY TOKENS), there is also a ``tokens`` column,
+``row_tokens.npy`` (cumulative over stored rows; for a stream merged BY TOKENS whose epochs are
+derived, ``epoch_tokens.npy``: each pool's tokens before each epoch), and unless later epochs are derived
 ``stream_tokens.npy`` and ``row_index.npy`` (the packing layout, see ``packing`` and
 ``manifest._stream_tokens``; a plan that derives epochs computes them from the chunk table), and
 ``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from mixsql import epochs as _epochs
-from mixsql.fairmerge import Tags, merge
+from mixsql.fairmerge import Merge, Tags
 from mixsql import locks
 from mixsql.chunks import chunk_order, partition_length, rotation
 from mixsql.errors import PlanError
@@ -57,7 +57,7 @@ from mixsql.world import partition_indices
 JSONL_BLOCK_SHIFT = 20  # a plain JSONL file's (and a shard's) blocks are its 1 MiB byte ranges
 NPY_BLOCK_SHIFT = 20  # a flat token array's blocks are its ranges of 2**20 tokens
 
-PLAN_FORMAT = 13  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
+PLAN_FORMAT = 14  # part of every plan key: bump it whenever the stream a statement defines, or the layout, changes
 SAMPLE_COLUMNS = {"component": np.int16, "file": np.int32, "row": np.int32, "offset": np.int64, "length": np.int32,
                   "tokens": np.int32}
 # offset and length (JSONL byte ranges) are left out of plans that read only Parquet; tokens (each
@@ -146,7 +146,8 @@ class CompiledPlan:
         self.merge: dict[str, t.Any] | None = self.meta.get("merge")
         if self.merge is not None:
             self._tags = Tags(self.merge["tags"])
-            self._merge_counts = _mapped(self.directory / "merge_counts.npy")
+            self._merges: dict[int, Merge] = {}
+            self._merge_next: dict[int, tuple[int, np.ndarray]] = {}  # partition: (chunk, its first counts)
         self.window_starts = _mapped(self.directory / "windows.npy")
         blocks = _mapped(self.directory / "window_blocks.npy")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
@@ -162,8 +163,8 @@ class CompiledPlan:
         self.physical_start = np.asarray(self.meta["physical_starts"], dtype=np.int64)
         self.pool_used = np.asarray(self.meta["pool_used"], dtype=np.int64)
         self.derived: dict[int, dict[str, t.Any]] = {int(d["component"]): d for d in self.meta["derived"]}
+        self.epoch_lengths = np.asarray(self.meta["epoch_lengths"], dtype=np.int64)  # [component, partition]
         if self.derived:
-            self.epoch_lengths = np.asarray(self.meta["epoch_lengths"], dtype=np.int64)
             self._canon = _mapped(self.directory / "canon.npy")
             self._run_starts = _mapped(self.directory / "run_starts.npy")
             self._run_keys = _mapped(self.directory / "run_keys.npy")
@@ -292,6 +293,10 @@ class CompiledPlan:
         found = self._epoch_token_starts.get(c)
         if found is not None:
             return found
+        stored = self.directory / "epoch_tokens.npy"  # written when compiled
+        if stored.exists():
+            found = self._epoch_token_starts[c] = _mapped(stored)[c]
+            return found
         d, P = self.derived[c], self.partitions
         n, buckets = d["samples"], int(self.meta["components"][c]["buckets"])
         epochs = int(max(-(-int(u) // max(int(s), 1)) for u, s in zip(self.pool_used[c], self.epoch_lengths[c]))) + 1
@@ -311,72 +316,69 @@ class CompiledPlan:
         m = np.asarray(m, dtype=np.int64).reshape(-1)
         k, r = m // C, m % C
         out = np.zeros((len(m), len(self.names)), dtype=np.int64)
-        table = self._counts_of(q)
         rot = rotation(q, self.partitions, C)
         for kk in np.unique(k).tolist():
             sel = np.flatnonzero(k == kk)
-            before = np.asarray(table[kk], dtype=np.int64)
-            out[sel] = before[None, :]
-            if (r[sel] > 0).any():
-                if self.merge is not None:
+            if self.merge is not None:
+                before = self._chunk_counts(q, kk)
+                out[sel] = before[None, :]
+                if (r[sel] > 0).any():
                     order = self._merged_chunk(q, kk)[0]
                     prefix = np.zeros((len(order) + 1, len(self.names)), dtype=np.int64)
                     prefix[np.arange(1, len(order) + 1), order] = 1
                     out[sel] += np.cumsum(prefix, axis=0)[r[sel]]
-                else:
-                    out[sel] += prefix_counts(tuple((np.asarray(table[kk + 1]) - before).tolist()), rot)[r[sel]]
+                continue
+            before = np.asarray(self.table[kk], dtype=np.int64)
+            out[sel] = before[None, :]
+            if (r[sel] > 0).any():
+                out[sel] += prefix_counts(tuple((np.asarray(self.table[kk + 1]) - before).tolist()), rot)[r[sel]]
         return out
 
     def stream_index(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
         """Where document(s) k of component c's sequence in partition q are in the partition's stream."""
         k = np.asarray(k, dtype=np.int64).reshape(-1)
+        if self.merge is not None:  # the documents before its key
+            return self._merge(q).position(c, k)
         if not (self.directory / "row_index.npy").exists():  # derived from the (static) chunk table
             C = self.chunk_size
-            table = self._counts_of(q)
-            column = np.asarray(table[:, c], dtype=np.int64)
+            column = np.asarray(self.table[:, c], dtype=np.int64)
             kk = np.searchsorted(column, k, side="right") - 1
             out = np.empty(len(k), dtype=np.int64)
             rot = rotation(q, self.partitions, C)
             for x in np.unique(kk).tolist():
                 mine = np.flatnonzero(kk == x)
-                order = self._merged_chunk(q, x)[0] if self.merge is not None else \
-                    chunk_order(tuple((np.asarray(table[x + 1]) - np.asarray(table[x])).tolist()), rot)
+                order = chunk_order(tuple((np.asarray(self.table[x + 1]) - np.asarray(self.table[x])).tolist()), rot)
                 places = np.flatnonzero(order == c)
                 out[mine] = x * C + places[k[mine] - column[x]]
             return out
         return np.asarray(self.row_index[int(self.pool_start[c, q]) + k], dtype=np.int64)
 
-    def _counts_of(self, q: int) -> t.Any:
-        """Partition q's cumulative counts per chunk: the shared chunk table, or a merged stream's own rows."""
-        if self.merge is None:
-            return self.table
-        return self._merge_counts[self._merge_offsets[q]: self._merge_offsets[q + 1]]
+    # -- a stream planned from token counts (``fairmerge``) ------------------------------------------
 
-    @functools.cached_property
-    def _merge_offsets(self) -> np.ndarray:
-        C = self.chunk_size
-        rows = [-(-self.partition_length(q) // C) + 1 for q in range(self.partitions)]
-        return np.concatenate(([0], np.cumsum(rows))).astype(np.int64)
+    def _merge(self, q: int) -> Merge:
+        found = self._merges.get(q)
+        if found is None:
+            found = self._merges[q] = Merge(self._tags, _PlanCosts(self), q, len(self.names))
+        return found
+
+    def _chunk_counts(self, q: int, k: int) -> np.ndarray:
+        """Each component's documents before chunk k of partition q: carried from chunk k - 1 when
+        that was the last read, else a search over the tags (a seek)."""
+        carried = self._merge_next.get(q)
+        if carried is not None and carried[0] == k:
+            return carried[1]
+        return self._merge(q).counts_at(min(k * self.chunk_size, self.partition_length(q)))
 
     def _merged_chunk(self, q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(component, index in its sequence) of chunk k of partition q of a merged stream, in stream
-        order: the chunk's documents of each component, a range of its sequence, sorted by their
-        tags (``fairmerge``), whose costs are the pools' token sums (or the indices, BY SAMPLES)."""
+        order: the next documents of each component, sorted by their tags."""
         found = self._merged_cache.get((q, k))
         if found is not None:
             return found
-        table = self._counts_of(q)
-        before, after = np.asarray(table[k], dtype=np.int64), np.asarray(table[k + 1], dtype=np.int64)
-        tags, comps, firsts = [], [], []
-        for c in np.flatnonzero(after > before).tolist():
-            index = np.arange(before[c], after[c], dtype=np.int64)
-            cost = self.pool_tokens(c, q, index) if self.merge["unit"] == "TOKENS" else index
-            tags.append(self._tags.of(c, cost))
-            comps.append(c)
-            firsts.append(int(before[c]))
-        comp, i = merge(tags, comps)
-        i += np.asarray(firsts, dtype=np.int64)[np.searchsorted(comps, comp)] if len(comp) else 0
-        comp = comp.astype(np.int64)
+        C = self.chunk_size
+        before = self._chunk_counts(q, k)
+        comp, i = self._merge(q).following(before, max(0, min(C, self.partition_length(q) - k * C)))
+        self._merge_next[q] = (k + 1, before + np.bincount(comp, minlength=len(self.names)))
         for array in (comp, i):
             array.flags.writeable = False
         if len(self._merged_cache) >= 4 * self.partitions + 4:
@@ -483,6 +485,39 @@ class CompiledPlan:
     def window_range(self, w: int) -> tuple[int, int]:
         end = int(self.window_starts[w + 1]) if w + 1 < len(self.window_starts) else len(self.component)
         return int(self.window_starts[w]), end
+
+
+class _PlanCosts:
+    """``fairmerge.Costs`` of a compiled plan: a component's sequence in partition q as far as the
+    stream takes it (its first epoch stored, later ones derived), costed by tokens or one each."""
+
+    def __init__(self, plan: CompiledPlan) -> None:
+        self.plan = plan
+        self.by_tokens = plan.merge is not None and plan.merge["unit"] == "TOKENS"
+
+    def size(self, c: int, q: int) -> int:
+        return int(self.plan.epoch_lengths[c, q])
+
+    def known(self, c: int, q: int) -> int | None:
+        return int(self.plan.pool_used[c, q])
+
+    def starts(self, c: int, q: int, epochs: int, what: str = "cost") -> np.ndarray:
+        if what == "cost" and not self.by_tokens:
+            return np.arange(epochs, dtype=np.int64) * self.size(c, q)
+        if c in self.plan.derived:
+            return np.asarray(self.plan._epoch_tokens(c)[q][:epochs], dtype=np.int64)
+        return np.zeros(min(epochs, 1), dtype=np.int64)  # one epoch, stored
+
+    def epoch(self, c: int, q: int, e: int, what: str = "cost") -> np.ndarray:
+        size, known = self.size(c, q), self.known(c, q) or 0
+        if what == "cost" and not self.by_tokens:
+            return np.arange(min(size, max(known - e * size, 0)) + 1, dtype=np.int64)
+        if e == 0:
+            rt = self.plan.row_tokens
+            p0 = int(self.plan.physical_start[c, q])
+            stored = size if c in self.plan.derived else min(size, known)
+            return np.asarray(rt[p0: p0 + stored + 1], dtype=np.int64) - int(rt[p0])
+        return self.plan._epoch_cumulative_tokens(c, q, e)
 
 
 @functools.lru_cache(maxsize=4096)

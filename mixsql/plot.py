@@ -39,18 +39,21 @@ def plot(mix: "Mix", path: str | os.PathLike[str], *, points: int = 400) -> None
     counts = np.diff(spec.table, axis=0).astype(float)
     rows = np.arange(len(counts)) * C * P
     what = f"shares of each chunk row ({C:,} samples x {P} partitions)"
-    if mix.bound.unit == "TOKENS":  # progress and shares in tokens, from the compiled plan
+    if mix.bound.in_tokens:  # a merged stream has no chunk table: shares from the compiled plan
         plan = mix.plan()
         order = plan.positions_rows(0, len(plan))
-        tokens = np.asarray(plan.tokens[order], dtype=np.float64)
-        before = np.concatenate(([0.0], np.cumsum(tokens)))[:-1]
-        length, unit, scale = max(float(tokens.sum()), 1.0), "tokens", 1.0
+        by_tokens = mix.bound.unit == "TOKENS"  # progress and shares in tokens, else in samples
+        weight = np.asarray(plan.tokens[order], dtype=np.float64) if by_tokens else np.ones(len(order))
+        before = np.concatenate(([0.0], np.cumsum(weight)))[:-1]
+        length = max(float(weight.sum()), 1.0)
+        if by_tokens:
+            unit, scale = "tokens", 1.0
         edges = np.linspace(0, length, points + 1)
         bins = np.clip(np.searchsorted(edges, before, side="right") - 1, 0, points - 1)
         counts = np.zeros((points, len(names)))
-        np.add.at(counts, (bins, np.asarray(plan.component[order], dtype=np.int64)), tokens)
+        np.add.at(counts, (bins, np.asarray(plan.component[order], dtype=np.int64)), weight)
         rows = edges[:-1]
-        what = f"token shares of {points} equal stretches of the stream"
+        what = f"{'token' if by_tokens else 'sample'} shares of {points} equal stretches of the stream"
     xs = np.linspace(0, length, points)
     declared = np.array([[float(v) for v in schedule.at(int(x))] for x in xs]).T
     keep = rows < length

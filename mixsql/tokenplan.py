@@ -34,20 +34,22 @@ document sequences by weighted fair queueing, and the plan stores the result:
    until all ran out. The stream has ``min_q P*len_q + q`` samples (the first position whose
    partition cannot supply one); ``LIMIT n SAMPLES`` cuts it at n and ``LIMIT n TOKENS`` at the first
    sample at which it holds n tokens of content, an error if it ends earlier. A supply that
-   ``REPEAT`` leaves unlimited is laid out epoch by epoch until the budget is reached.
-5. **Compiling** merges the partitions in lockstep, a round of positions at a time: each lays
-   out the next epoch of a component's pool only when the merge reaches it (the tags before it are
-   then final), and a round keeps only each component's count at every C-th position of the
-   partition (``merge_counts.npy``) and what decides the end. Memory follows the samples selected
-   (an epoch of each pool at most), never the budget; time follows the stream.
-6. **Run time** (``fairmerge``, ``planfile``) sorts a chunk's documents by their tags, each
-   component's a known range of its sequence, whose costs are differences of the pools' token
-   sums: seek and resume stay O(1), and later epochs are derived as in any plan (``epochs``).
-   ``chunks.npy`` holds the counts per chunk row summed over partitions, for plots and EXPLAIN.
+   ``REPEAT`` leaves unlimited has no phantom: its epochs go on as far as a search reaches.
+5. **Nothing per position is stored** (``fairmerge``): each component's count at any position of a
+   partition is a binary search over the tag, whose counts are binary searches over the tags at
+   its epoch starts (sums of whole pools, from the block runs alone) and then within one epoch.
+   Compiling finds each partition's end (the first phantom's place), the stream's length (for a
+   token budget a search over positions, each probe a count per partition) and what each
+   partition takes: work and memory follow the epochs around the places asked about, never the
+   budget. A plan stores each selected sample once (later epochs derived, ``epochs``) and the tag
+   rule; ``chunks.npy`` holds only the counts at the start and the end.
+6. **Run time** finds a chunk's first counts by that search (a seek) or from the chunk before, and
+   sorts the next C documents of each component by tag: seek and resume stay O(1).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import typing as t
@@ -62,21 +64,19 @@ from mixsql.bind import BoundMix, Schedule
 from mixsql.catalog import Catalog
 from mixsql.chunks import partition_length
 from mixsql.errors import PlanError, position
-from mixsql.fairmerge import COST_BITS, Tags
-from mixsql.limits import max_chunk_rows, max_stream_samples
+from mixsql.fairmerge import COST_BITS, Merge, Tags
+from mixsql.limits import max_stream_samples
 from mixsql.parse import span
 
-ROUND_POSITIONS = 1 << 20  # positions merged per round, over all partitions
 LAID_RUNS = 1 << 22  # block runs of a component's epochs kept laid out for the partitions that reach them
 
 
 @dataclasses.dataclass(eq=False)
 class TokenLayout:
-    """What the merge decided: each component's documents in each partition, the counts at every
-    C-th position of every partition (``merge_counts.npy``) and the tag rule (``fairmerge.Tags``)."""
+    """What the merge decided: each component's documents in each partition, and the tag rule
+    (``fairmerge.Tags``) a run sorts by."""
 
     used: np.ndarray  # [component, partition]: documents taken
-    counts: np.ndarray  # [sum over q of (rows_q + 1), component]: counts at min(k*C, len_q), partition after partition
     rule: dict[str, t.Any]
     unit: str  # what a document costs: TOKENS (its n_tokens) or SAMPLES (1)
     same_stream: bool  # whether plans of formats 11 and 12, which chose exact tags by another bound, had this stream
@@ -100,162 +100,85 @@ def tag_rule(bound: t.Any, partitions: int) -> dict[str, t.Any]:
             **{name: [[p[k][i] / D for p in pieces] for i in range(n)] for k, name in ((1, "a"), (2, "b"), (3, "r"))}}
 
 
-class _Lane:
-    """One component's sequence in one partition, laid out an epoch at a time as the merge reaches
-    it: the tags and tokens of its documents laid out and not yet merged, and the tag of the next."""
+class _Epochs:
+    """One component's epochs: each partition's pool in visiting order (``epochs.ordered_pool``) as
+    the tokens of its documents, and each epoch's token sum per partition from the block runs alone
+    (``epochs.pool_totals``); an epoch's runs are laid out once for all partitions."""
 
-    def __init__(self, index: int, epochs_allowed: int | None, epoch_tokens: t.Callable[[int], np.ndarray],
-                 tags: Tags, by_tokens: bool) -> None:
-        self.index, self.epochs_allowed, self.epoch_tokens = index, epochs_allowed, epoch_tokens
-        self.tags, self.by_tokens = tags, by_tokens
-        self.epochs = 0
-        self.cost = 0  # the cost of every document laid out
-        self.supply = 0  # documents laid out
-        self.pending_tags = tags.empty
-        self.pending_tokens = np.zeros(0, dtype=np.int64)
-        self.next_tag = tags.of(index, np.zeros(1, dtype=np.int64))[0]
+    def __init__(self, starts: np.ndarray, keys: np.ndarray, samples: int, tokens: np.ndarray, buckets: int,
+                 partitions: int, seed: int, window: int, dataset: int, component: int) -> None:
+        self.starts, self.keys, self.samples, self.tokens = starts, keys, samples, tokens
+        self.buckets, self.P, self.seed, self.window = buckets, partitions, seed, window
+        self.dataset, self.component = dataset, component
+        self.cumulative = np.concatenate(([0], np.cumsum(tokens, dtype=np.int64)))
+        self._laid: dict[int, _epochs.Laid] = {}
+        self._totals: list[np.ndarray] = []  # [epoch][partition]
 
-    @property
-    def more(self) -> bool:
-        """Whether another epoch may be laid out (an empty pool has none: it is exhausted at once)."""
-        return (self.epochs_allowed is None or self.epochs < self.epochs_allowed) and \
-            (self.epochs == 0 or self.supply > 0)
+    def _laid_out(self, e: int) -> _epochs.Laid:
+        laid = self._laid.get(e)
+        if laid is None:
+            laid = self._laid[e] = _epochs.laid_buckets(self.starts, self.keys, self.samples, self.buckets,
+                                                        _epochs.epoch_salt(self.seed, self.dataset, e))
+            while len(self._laid) > max(2, LAID_RUNS // max(len(self.keys), 1)):
+                del self._laid[next(iter(self._laid))]
+        return laid
 
-    def lay_out(self) -> None:
-        tokens = np.asarray(self.epoch_tokens(self.epochs), dtype=np.int64)
-        cost = tokens if self.by_tokens else np.ones(len(tokens), dtype=np.int64)
-        cum = np.concatenate(([0], np.cumsum(cost))) + self.cost
-        tags = self.tags.of(self.index, cum)
-        self.pending_tags = np.concatenate((self.pending_tags, tags[:-1]))
-        self.pending_tokens = np.concatenate((self.pending_tokens, tokens))
-        self.cost, self.next_tag = int(cum[-1]), tags[-1]
-        self.epochs += 1
-        self.supply += len(tokens)
+    def pool_tokens(self, q: int, e: int) -> np.ndarray:
+        order = _epochs.ordered_pool(self._laid_out(e), self.starts, self.keys, self.samples, self.P, self.seed,
+                                     self.window, self.component, q, e)[0]
+        return self.tokens[order].astype(np.int64)
 
-    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        tags, tokens = self.pending_tags[:count], self.pending_tokens[:count]
-        self.pending_tags, self.pending_tokens = self.pending_tags[count:], self.pending_tokens[count:]
-        return tags, tokens
+    def totals(self, epochs: int) -> np.ndarray:
+        """[epoch, partition]: tokens of each partition's pool in the first ``epochs`` epochs."""
+        while len(self._totals) < epochs:
+            e = len(self._totals)
+            self._totals.append(_epochs.pool_totals(self._laid_out(e), self.samples, self.P, self.cumulative))
+        return np.asarray(self._totals[:epochs]).reshape(epochs, self.P)
 
 
-def _finite(tag: t.Any) -> bool:
-    return not isinstance(tag, (float, np.floating)) or math.isfinite(tag)
+class _SourceCosts:
+    """``fairmerge.Costs`` of the selections while compiling: a component's supply in partition q
+    is its pool times ``MAX EPOCHS`` (unlimited under REPEAT without it)."""
 
+    def __init__(self, sources: dict[int, _Epochs], sizes: np.ndarray, allowed: list[int | None],
+                 by_tokens: bool) -> None:
+        self.sources, self.sizes, self.allowed, self.by_tokens = sources, sizes, allowed, by_tokens
+        self._epochs: collections.OrderedDict[tuple[int, int, int], np.ndarray] = collections.OrderedDict()
 
-class _Partition:
-    """One partition's merge (module docstring, 3-4), produced as far as asked: the component and
-    tokens of every position from ``first`` (what is not yet folded into the counts) on."""
+    def size(self, c: int, q: int) -> int:
+        return int(self.sizes[c, q])
 
-    def __init__(self, lanes: list[_Lane], policy: str) -> None:
-        self.lanes, self.policy = lanes, policy
-        self.produced = 0
-        self.end: int | None = None
-        self.ender = lanes[0].index
-        self.comp: list[np.ndarray] = []
-        self.tokens: list[np.ndarray] = []
-        self.last: int | None = None  # the component of the last position merged
+    def known(self, c: int, q: int) -> int | None:
+        return None if self.allowed[c] is None else int(self.sizes[c, q]) * int(self.allowed[c])
 
-    def extend(self, target: int) -> None:
-        """Merge until ``target`` positions exist or the stream ends."""
-        while self.end is None and self.produced < target:
-            best: tuple[t.Any, int] | None = None
-            phantom = False
-            for lane in self.lanes:
-                if not lane.more and self.policy == "REDISTRIBUTE":
-                    continue  # ran out: the others share its weight
-                if not _finite(lane.next_tag):
-                    continue  # never reached
-                if best is None or (lane.next_tag, lane.index) < best:
-                    best, phantom = (lane.next_tag, lane.index), not lane.more
-            self._emit(best)
-            if best is None or phantom:
-                self.end = self.produced
-                self.ender = self._ender(best) if best is not None else \
-                    (self.last if self.last is not None else self.ender)
-                break
-            next(lane for lane in self.lanes if lane.index == best[1]).lay_out()
+    def starts(self, c: int, q: int, epochs: int, what: str = "cost") -> np.ndarray:
+        if what == "cost" and not self.by_tokens:
+            return np.arange(epochs, dtype=np.int64) * int(self.sizes[c, q])
+        totals = self.sources[c].totals(max(epochs - 1, 0))[:, q]
+        return np.concatenate(([0], np.cumsum(totals))).astype(np.int64)[:epochs]
 
-    def _emit(self, upto: tuple[t.Any, int] | None) -> None:
-        """Merge every pending document before ``upto`` (tag, component), or all with a finite tag."""
-        tags, comps, tokens = [], [], []
-        for lane in self.lanes:
-            pending = lane.pending_tags
-            if upto is None:
-                count = int(np.searchsorted(pending, np.inf)) if pending.dtype.kind == "f" else len(pending)
-            else:
-                count = int(np.searchsorted(pending, upto[0], side="right" if lane.index <= upto[1] else "left"))
-            if count:
-                tag, token = lane.take(count)
-                tags.append(tag)
-                comps.append(lane.index)
-                tokens.append(token)
-        if not tags:
-            return
-        all_tags = np.concatenate(tags)
-        comp = np.repeat(np.asarray(comps, dtype=np.int16), [len(x) for x in tags])
-        order = np.lexsort((comp, all_tags))
-        self.comp.append(comp[order])
-        self.tokens.append(np.concatenate(tokens)[order])
-        self.produced += len(order)
-        self.last = int(self.comp[-1][-1])
-
-    def _ender(self, first: tuple[t.Any, int]) -> int:
-        """The component that ends the stream: of the supplies that ran out with no document
-        between them and the first (the same place), the first in statement order."""
-        later = [(lane.pending_tags[0], lane.index) for lane in self.lanes if len(lane.pending_tags)]
-        later += [(lane.next_tag, lane.index) for lane in self.lanes if lane.more and _finite(lane.next_tag)]
-        nearest = min(later, default=None)
-        tied = [lane.index for lane in self.lanes if not lane.more and _finite(lane.next_tag)
-                and (nearest is None or (lane.next_tag, lane.index) < nearest)]
-        return min(tied, default=first[1])
-
-    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """The component and tokens of the next ``count`` positions, removed from what is kept."""
-        if not self.comp:
-            return np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int64)
-        comp = np.concatenate(self.comp) if len(self.comp) != 1 else self.comp[0]
-        tokens = np.concatenate(self.tokens) if len(self.tokens) != 1 else self.tokens[0]
-        self.comp, self.tokens = [comp[count:]], [tokens[count:]]
-        return comp[:count], tokens[:count]
-
-    def peek_tokens(self) -> np.ndarray:
-        """Tokens of every position kept (not yet taken)."""
-        return np.concatenate(self.tokens) if self.tokens else np.zeros(0, dtype=np.int64)
-
-
-class _Counts:
-    """What a partition keeps of its merged positions once taken: each component's count at every
-    C-th position, its tokens, and where its last document was."""
-
-    def __init__(self, n: int) -> None:
-        self.at = 0
-        self.counts = np.zeros(n, dtype=np.int64)
-        self.rows: list[np.ndarray] = [self.counts[None, :].copy()]
-        self.tokens = np.zeros(n, dtype=np.int64)
-        self.last = np.full(n, -1, dtype=np.int64)
-
-    def fold(self, comp: np.ndarray, tokens: np.ndarray, C: int, final: bool) -> None:
-        n = len(self.counts)
-        stop = self.at + len(comp)
-        marks = np.arange((self.at // C + 1) * C, stop + 1, C, dtype=np.int64)
-        if final and stop % C:
-            marks = np.append(marks, stop)
-        cum = np.zeros((len(comp) + 1, n), dtype=np.int64)
-        for c in range(n):
-            mine = comp == c
-            if mine.any():
-                cum[1:, c] = np.cumsum(mine)
-                self.tokens[c] += int(tokens[mine].sum())
-                self.last[c] = self.at + int(np.flatnonzero(mine)[-1])
-        if len(marks):
-            self.rows.append(cum[marks - self.at] + self.counts)
-        self.counts = self.counts + cum[-1]
-        self.at = stop
+    def epoch(self, c: int, q: int, e: int, what: str = "cost") -> np.ndarray:
+        if what == "cost" and not self.by_tokens:
+            return np.arange(int(self.sizes[c, q]) + 1, dtype=np.int64)
+        found = self._epochs.get((c, q, e))
+        if found is None:
+            found = self._epochs[(c, q, e)] = np.concatenate(([0], np.cumsum(self.sources[c].pool_tokens(q, e))))
+            while len(self._epochs) > 4 * len(self.sources) + 4:
+                self._epochs.popitem(last=False)
+        return found
 
 
 def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WINDOW) -> _plan.PlanSpec:
-    """Select every component's samples and merge their sequences (module docstring): the plan's
-    parameters and the stream's shape, with the counts the compiler writes."""
+    """Select every component's samples and find the stream's end and what each partition takes
+    (module docstring): the plan's parameters and the stream's shape, with what the compiler writes."""
+    try:
+        return _resolve(bound, catalog, window)
+    except OverflowError as e:  # exact tags past 2**62: a budget of ~10^13 tokens in one partition
+        raise PlanError(f"the stream is too long for its partitions: {e}", hint="use more PARTITIONS, or a lower LIMIT",
+                        source=bound.text, path=bound.path) from None
+
+
+def _resolve(bound: BoundMix, catalog: Catalog, window: int) -> _plan.PlanSpec:
     engine = catalog.engine()
     if engine.version != bound.catalog_version:
         raise PlanError("the catalog changed since the statement was bound", hint="load the statement again")
@@ -279,158 +202,157 @@ def resolve(bound: BoundMix, catalog: Catalog, *, window: int = _plan.DEFAULT_WI
         sample_shares, [c.samples * (c.max_epochs or _plan.UNLIMITED) for c in bound.components], C,
         [c.blocks for c in bound.components], limit_estimate)
     P = partitions
-    most_rows = max_chunk_rows(n)
-    if sum(c.samples for c in bound.components) > max_stream_samples() or \
-            (limit_estimate is not None and limit_estimate // C > most_rows):
+    if sum(c.samples for c in bound.components) > max_stream_samples():
         raise _too_long(bound)
+    sizes = np.asarray([_epochs.pool_sizes(c.samples, b, P) for c, b in zip(bound.components, buckets)],
+                       dtype=np.int64).reshape(n, P)
     if bound.policy != "REDISTRIBUTE":  # an empty pool would end its partition's stream at once
-        for c, b in zip(bound.components, buckets):
-            if min(_epochs.pool_sizes(c.samples, b, P)) == 0:
+        for c in bound.components:
+            if int(sizes[c.index].min()) == 0:
                 raise PlanError(f"component {c.name!r} selects {c.samples:,} samples, too few for {P:,} partitions: "
                                 "some partition would have none of it", hint="lower PARTITIONS",
                                 source=bound.text, path=bound.path)
+    by_tokens = bound.unit == "TOKENS"
+    if by_tokens:
+        for c in bound.components:
+            if c.max_epochs is None and not c.tokens:
+                raise PlanError(f"component {c.name!r} has no tokens: mixed BY TOKENS and repeated, it would "
+                                "never end", hint="drop it, or give it MAX EPOCHS", source=bound.text, path=bound.path)
     rule = tag_rule(bound, P)
     tags = Tags(rule)
-    by_tokens = bound.unit == "TOKENS"
-    partitions_of: list[list[_Lane]] = [[] for _ in range(P)]
+    sources: dict[int, _Epochs] = {}
     for c, sel in _manifest.component_selections(engine, bound, registered, byte_ranges, True, lazy=True):
         source = sel.based(base[c.dataset]) if isinstance(sel, _manifest._IndexSelection) \
             else _manifest._ArraySelection(*_manifest.component_runs(sel, buckets[c.index], base[c.dataset]))
         tokens = source.n_tokens[source.index] if isinstance(source, _manifest._IndexSelection) \
             else source.sel["_tokens"]
-        epochs = _Epochs(source.starts, source.keys, source.samples, np.asarray(tokens), buckets[c.index], P,
-                         bound.seed, window, datasets.index(c.dataset), c.index)
+        sources[c.index] = _Epochs(source.starts, source.keys, source.samples, np.asarray(tokens), buckets[c.index],
+                                   P, bound.seed, window, datasets.index(c.dataset), c.index)
         del sel, source
-        for q in range(P):
-            partitions_of[q].append(_Lane(c.index, c.max_epochs, epochs.tokens_of(q), tags, by_tokens))
-    merges = [_Partition(lanes, bound.policy) for lanes in partitions_of]
-    folded = [_Counts(n) for _ in range(P)]
-    step = -(-max(C, ROUND_POSITIONS // P) // C) * C
-    expected = -(-(limit_estimate or 0) // P)  # rounds of ``step`` up to the expected end, then shorter ones
-    known, target = 0, 0
-    while True:
-        target = min(expected, target + step) if target < expected else target + min(step, max(C, target // 8))
-        for merge in merges:
-            merge.extend(target)
-        produced = [m.produced for m in merges]
-        known_now = min(P * x + q for q, x in enumerate(produced))
-        supply = min((P * m.end + q for q, m in enumerate(merges) if m.end is not None), default=None)
-        ran_out = supply is not None and supply == known_now
-        samples, met = None, True
-        if bound.limit is not None:
-            if bound.limit <= known_now:
-                samples = bound.limit
-            elif ran_out:
-                samples, met = known_now, False
-        elif bound.token_limit is not None:
-            found = _first_with_tokens(merges, folded, known, known_now, bound.token_limit, P)
-            if found is not None:
-                samples = found
-            elif ran_out:
-                samples, met = known_now, False
-        elif ran_out:
-            samples = known_now
-        if samples is None and known_now // (P * C) > most_rows:
-            raise _too_long(bound)
-        upto = samples if samples is not None else known_now
-        for q, (merge, fold) in enumerate(zip(merges, folded)):
-            comp, tokens = merge.take(partition_length(upto, P, q) - fold.at)
-            fold.fold(comp, tokens, C, samples is not None)
-        known = known_now
-        if samples is not None:
-            break
-    limiting = "LIMIT" if met and (bound.limit is not None or bound.token_limit is not None) else \
-        names[merges[min(range(P), key=lambda q: (P * (merges[q].end if merges[q].end is not None else
-                                                      produced[q] + 1) + q, q))].ender]
-    stream_tokens = int(sum(int(f.tokens.sum()) for f in folded))
+    costs = _SourceCosts(sources, sizes, [c.max_epochs for c in bound.components], by_tokens)
+    merges = [Merge(tags, costs, q, n) for q in range(P)]
+    avail: list[int | None] = []
+    enders: list[int] = []
+    finite = all(c.max_epochs is not None for c in bound.components)
+    for merge in merges:  # where each partition's supply ends (module docstring, 4)
+        phantoms = []
+        if bound.policy != "REDISTRIBUTE":
+            for c in range(n):
+                theta = merge.end_tag(c) if bound.components[c].max_epochs is not None else None
+                if theta is not None and tags.finite(theta):
+                    phantoms.append((merge.below(theta, c), c))
+        if phantoms:  # the first supply to run out ends it
+            at, ender = min(phantoms)
+        elif finite:  # every finite document, then the end (REDISTRIBUTE: the others share a weight left)
+            docs = [merge.finite_docs(c) for c in range(n)]
+            last = [(tags.key(merge.tags_of(c, d - 1, d)[0]), c) for c, d in enumerate(docs) if d]
+            at, ender = sum(docs), (max(last)[1] if last else 0)
+        else:
+            at, ender = None, 0
+        avail.append(at)
+        enders.append(ender)
+    supply = min((P * a + q for q, a in enumerate(avail) if a is not None), default=None)
+
+    def stream_tokens(m: np.ndarray) -> np.ndarray:
+        """Tokens of each partition's first m[q] documents."""
+        out = np.zeros(P, dtype=np.int64)
+        for q, merge in enumerate(merges):
+            counts = merge.counts_at(int(m[q]))
+            out[q] = sum(merge.total(c, int(k), "tokens") for c, k in enumerate(counts.tolist()))
+        return out
+
+    met = True
+    if bound.limit is not None:
+        samples = bound.limit if supply is None else min(bound.limit, supply)
+        met = supply is None or supply >= bound.limit
+    elif bound.token_limit is not None:
+        samples, met = _token_end(stream_tokens, bound.token_limit, supply, limit_estimate, P)
+    else:
+        assert supply is not None, "the binder refuses REPEAT without a LIMIT"
+        samples = supply
+    lengths = [partition_length(samples, P, q) for q in range(P)]
+    used = np.stack([merge.counts_at(x) for merge, x in zip(merges, lengths)], axis=1)  # [component, partition]
+    taken_tokens = np.asarray([[merge.total(c, int(used[c, q]), "tokens") for q, merge in enumerate(merges)]
+                               for c in range(n)], dtype=np.int64).reshape(n, P)
+    first = min(range(P), key=lambda q: (P * avail[q] + q if avail[q] is not None else float("inf"), q))
+    limiting = "LIMIT" if met and (bound.limit is not None or bound.token_limit is not None) else names[enders[first]]
     error = None
     if not met:
-        error = _plan.budget_error(bound, limiting, samples, stream_tokens)
+        error = _plan.budget_error(bound, limiting, samples, int(taken_tokens.sum()))
     if error is None and samples == 0:
         error = PlanError(f"the stream is empty: some partition of the {P:,} cannot take a first sample",
                           hint="lower PARTITIONS, or give the components more samples",
                           source=bound.text, path=bound.path)
-    used = np.stack([f.counts for f in folded], axis=1)  # [component, partition]
     left_at: list[int | None] = [None] * n
-    if bound.policy == "REDISTRIBUTE":
-        for q, (merge, fold) in enumerate(zip(merges, folded)):
-            for lane in merge.lanes:
-                c = lane.index
-                if not lane.more and used[c, q] == lane.supply and lane.supply < fold.at:
-                    at = P * (int(fold.last[c]) + 1) + q
+    if bound.policy == "REDISTRIBUTE":  # where a component ran out: after its last document's place
+        for q, merge in enumerate(merges):
+            for c in range(n):
+                docs = merge.finite_docs(c)
+                if docs and used[c, q] == docs and docs < lengths[q]:
+                    at = P * (int(merge.position(c, np.asarray([docs - 1]))[0]) + 1) + q
                     left_at[c] = at if left_at[c] is None else min(left_at[c], at)
     left = tuple(x if x is not None and x < samples else None for x in left_at)
-    per_partition = [np.concatenate(f.rows) for f in folded]
-    rows = max(len(r) for r in per_partition) - 1
-    table = np.zeros((rows + 1, n), dtype=np.int64)
-    for r in per_partition:
-        table[: len(r)] += r
-        table[len(r):] += r[-1]
-    tokens_taken = tuple(int(sum(int(f.tokens[c]) for f in folded)) for c in range(n))
+    tokens_taken = tuple(int(x) for x in taken_tokens.sum(axis=1))
+    # a merged stream has no table of counts shared by its partitions: the start and the end, for EXPLAIN
+    table = np.stack([np.zeros(n, dtype=np.int64), used.sum(axis=1)])
     shape = _plan.StreamShape(samples=samples, chunk_size=C, partitions=P, limiting=limiting,
                               taken=tuple(int(x) for x in used.sum(axis=1)), left_at=left, table=table,
                               tokens_taken=tokens_taken, tokens=sum(tokens_taken))
     # formats 11 and 12 took exact tags where the costs they laid out, times the scale, stayed below 2**62
-    laid = max((lane.epochs for merge in merges for lane in merge.lanes), default=1)
+    laid = max((-(-int(used[c, q]) // max(int(sizes[c, q]), 1)) for c in range(n) for q in range(P)), default=1)
     cost = [(c.tokens or 0) if by_tokens else c.samples for c in bound.components]
     before = max(x * (c.max_epochs or 2 * laid + 2) for x, c in zip(cost, bound.components))
     same = rule["kind"] == "schedule" or (rule["kind"] == "exact" and before * max(rule["scale"]) < 1 << 62)
-    layout = TokenLayout(used=used, counts=np.concatenate(per_partition), rule=rule, unit=bound.unit,
-                         same_stream=same)
+    layout = TokenLayout(used=used, rule=rule, unit=bound.unit, same_stream=same)
     return _plan.PlanSpec(bound=bound, partitions=P, buckets=buckets, window=window, shape=shape, error=error,
                           layout=layout)
 
 
-class _Epochs:
-    """One component's epochs: each partition's pool in visiting order (``epochs.ordered_pool``), as
-    the tokens of its documents; an epoch's runs are laid out once for all partitions."""
+def _token_end(stream_tokens: t.Callable[[np.ndarray], np.ndarray], budget: int, supply: int | None,
+               estimate: int | None, P: int) -> tuple[int, bool]:
+    """(samples, met): the first sample count whose stream holds ``budget`` tokens of content.
+    Sample count P*(M-1) + r has M documents in partitions q < r and M - 1 in the others, so M
+    is found first (each probe a count at one position per partition), then r."""
 
-    def __init__(self, starts: np.ndarray, keys: np.ndarray, samples: int, tokens: np.ndarray, buckets: int,
-                 partitions: int, seed: int, window: int, dataset: int, component: int) -> None:
-        self.starts, self.keys, self.samples, self.tokens = starts, keys, samples, tokens
-        self.buckets, self.P, self.seed, self.window = buckets, partitions, seed, window
-        self.dataset, self.component = dataset, component
-        self._laid: dict[int, _epochs.Laid] = {}
+    def g(M: int) -> int:
+        return int(stream_tokens(np.full(P, M, dtype=np.int64)).sum())
 
-    def tokens_of(self, q: int) -> t.Callable[[int], np.ndarray]:
-        return lambda e: self._pool_tokens(q, e)
-
-    def _pool_tokens(self, q: int, e: int) -> np.ndarray:
-        laid = self._laid.get(e)
-        if laid is None:  # each partition goes through a round's epochs in turn: keep what a round lays out
-            laid = self._laid[e] = _epochs.laid_buckets(self.starts, self.keys, self.samples, self.buckets,
-                                                        _epochs.epoch_salt(self.seed, self.dataset, e))
-            while len(self._laid) > max(2, LAID_RUNS // max(len(self.keys), 1)):
-                del self._laid[next(iter(self._laid))]
-        order = _epochs.ordered_pool(laid, self.starts, self.keys, self.samples, self.P, self.seed, self.window,
-                                     self.component, q, e)[0]
-        return self.tokens[order]
-
-
-def _first_with_tokens(merges: list[_Partition], folded: list[_Counts], lo: int, hi: int, budget: int,
-                       P: int) -> int | None:
-    """The first sample count in (lo, hi] whose stream holds ``budget`` tokens, or None."""
-    cums = [np.concatenate(([0], np.cumsum(m.peek_tokens()))) + int(f.tokens.sum()) for m, f in zip(merges, folded)]
-
-    def tokens_at(samples: int) -> int:
-        return sum(int(cums[q][partition_length(samples, P, q) - folded[q].at]) for q in range(P))
-
-    if hi <= lo or tokens_at(hi) < budget:
-        return None
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        if tokens_at(mid) >= budget:
-            hi = mid
+    if supply is not None:
+        full = stream_tokens(np.asarray([partition_length(supply, P, q) for q in range(P)], dtype=np.int64))
+        if int(full.sum()) < budget:
+            return supply, False
+        hi = -(-supply // P)
+    else:  # from the estimate up, a quarter more each time: few epochs past the end are ever laid out
+        hi = max(1, -(-(estimate or 1) // P) * 21 // 20)
+        while g(hi) < budget:
+            hi += hi // 4 + 1
+    lo, g_lo, g_hi = 0, 0, g(hi)  # g(lo) < budget <= g(hi)
+    bisect = False
+    while hi - lo > 1:
+        if bisect:
+            mid = (lo + hi) // 2
+        else:  # the tokens grow about linearly: interpolate, every other probe
+            mid = min(hi - 1, max(lo + 1, lo + int((budget - g_lo) * (hi - lo) / max(g_hi - g_lo, 1))))
+        bisect = not bisect
+        value = g(mid)
+        if value >= budget:
+            hi, g_hi = mid, value
         else:
-            lo = mid
-    return hi
+            lo, g_lo = mid, value
+    before = stream_tokens(np.full(P, hi - 1, dtype=np.int64))
+    after = stream_tokens(np.full(P, hi, dtype=np.int64))
+    running = int(before.sum())
+    for r in range(1, P + 1):
+        running += int(after[r - 1] - before[r - 1])
+        if running >= budget:
+            return P * (hi - 1) + r, True
+    raise AssertionError("unreachable: g(hi) holds the budget")  # pragma: no cover
 
 
 def _too_long(bound: BoundMix) -> PlanError:
     node = bound.tree.args.get("limit")
     where = span(node.this) if node is not None else None
     line, col = position(bound.text, where[0]) if where else (None, None)
-    return PlanError("the stream is longer than this machine can plan (a plan keeps each component's count at every "
-                     "chunk of every partition)", hint="lower the LIMIT or MAX EPOCHS, or raise CHUNK SIZE",
-                     line=line, col=col, length=(where[1] - where[0]) if where else 1, source=bound.text,
-                     path=bound.path)
+    return PlanError("the components select more samples than this machine can plan (a plan stores each once)",
+                     hint="select fewer samples", line=line, col=col,
+                     length=(where[1] - where[0]) if where else 1, source=bound.text, path=bound.path)

@@ -44,3 +44,15 @@ def test_a_token_mixture_is_plotted_in_tokens(token_catalog: Path, tmp_path: Pat
     late = _plot(token_catalog, tmp_path, text.format(until=120000), "late")
     a, b = matplotlib.image.imread(early), matplotlib.image.imread(late)
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_a_sample_mixture_with_a_token_budget_is_plotted_from_its_plan(token_catalog: Path, tmp_path: Path) -> None:
+    """A stream merged for a token budget has no chunk table: its sample shares come from the plan."""
+    import matplotlib.image
+
+    text = ("MIX 0.5 AS code WHERE domain = 'code', 0.5 AS docs WHERE domain <> 'code' FROM corpus "
+            "ORDER BY CURRICULUM (STAGE UNTIL {until} SAMPLES (docs = 0)) LIMIT 200000 TOKENS")
+    early = _plot(token_catalog, tmp_path, text.format(until=300), "early")
+    late = _plot(token_catalog, tmp_path, text.format(until=900), "late")
+    a, b = matplotlib.image.imread(early), matplotlib.image.imread(late)
+    assert a.shape == b.shape and not np.array_equal(a, b)

@@ -37,8 +37,8 @@ def test_check_refuses_each_bad_field(field: str, value: object) -> None:
 
 
 def test_a_state_of_an_earlier_format_of_the_same_stream_resumes() -> None:
-    """Plan formats 12 and 13 only changed how a plan is laid out (later epochs derived; a merged
-    stream's counts), not its stream: a state saved on an earlier plan of the statement resumes."""
+    """Plan formats 12 to 14 only changed how a plan is laid out (later epochs derived; a merged
+    stream's counts, then none), not its stream: a state saved on an earlier plan of the statement resumes."""
     saved = state.make({**IDENT, "plan": "e" * 24}, 32, 0, 1, 0, 3)
     now = {**IDENT, "plan": "f" * 24, "same_stream": ["e" * 24]}
     assert state.differences(saved, now) == []
@@ -50,7 +50,7 @@ def test_a_compiled_plan_names_the_earlier_keys_of_its_stream(con) -> None:  # n
 
     mix = con.mix("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus SEED 4")
     plan = mix.plan()
-    assert plan.meta["same_stream"] == [manifest.plan_key(mix.spec, 11), manifest.plan_key(mix.spec, 12)]
+    assert plan.meta["same_stream"] == [manifest.plan_key(mix.spec, f) for f in (11, 12, 13)]
     assert plan.key not in plan.meta["same_stream"]
     assert state.identity(plan)["same_stream"] == plan.meta["same_stream"]
 
@@ -59,6 +59,6 @@ def test_a_merged_plan_names_its_earlier_keys_where_its_tags_were_chosen_alike(t
     from mixsql import manifest
 
     mix = tcon.mix("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus SEED 4")
-    assert mix.plan().meta["same_stream"] == [manifest.plan_key(mix.spec, f) for f in (11, 12)]
+    assert mix.plan().meta["same_stream"] == [manifest.plan_key(mix.spec, f) for f in (11, 12, 13)]
     fine = tcon.mix("MIX BY TOKENS 0.123457 AS code WHERE domain = 'code', 0.876543 AS rest FROM corpus")
     assert fine.plan().meta["merge"]["tags"]["kind"] == "shares" and fine.plan().meta["same_stream"] == []

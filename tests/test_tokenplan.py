@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mixsql
 from mixsql import tokenplan
 from mixsql.errors import MixSQLError
-from mixsql.fairmerge import Tags
+from mixsql.fairmerge import Merge, Tags
 
 THREE = ("MIX BY TOKENS {a} AS code WHERE domain = 'code', {b} AS manual WHERE domain = 'manual', "
          "{c} AS rest FROM corpus SEED 1 CHUNK SIZE {chunk} PARTITIONS {p}")
@@ -34,48 +34,59 @@ def _check_bound(components: np.ndarray, costs: np.ndarray, shares: list[Fractio
         assert int(dev.min(initial=0)) >= -under, (i, int(dev.min()), -under)
 
 
-def _merged(rule: dict, epochs: list[list[np.ndarray]], allowed: list[int | None], policy: str = "STOP",
-            by_tokens: bool = True, upto: int = 1 << 20) -> tuple[np.ndarray, list[tuple[int, int]], int | None, int]:
-    """Merge fixed epochs (``epochs[i][e]``: component i's costs in epoch e, the last repeated when
-    unlimited) as a compile does, in rounds of ``upto`` positions; (components, (component, index) of
-    each position, where the stream ended, the component that ended it)."""
-    tags = Tags(rule)
-    lanes = [tokenplan._Lane(i, allowed[i], (lambda e, i=i: epochs[i][min(e, len(epochs[i]) - 1)]), tags, by_tokens)
-             for i in range(len(epochs))]
-    merge = tokenplan._Partition(lanes, policy)
-    parts, target = [], 0
-    while merge.end is None and target < 1 << 20:
-        target += upto
-        merge.extend(target)
-        parts.append(merge.take(merge.produced - sum(len(p) for p in parts))[0])  # taken a round at a time
-    comp = np.concatenate(parts)
-    seen = [0] * len(epochs)
-    out = []
-    for c in comp.tolist():
-        out.append((c, seen[c]))
-        seen[c] += 1
-    return comp, out, merge.end, merge.ender
+class _FixedCosts:
+    """``fairmerge.Costs`` over given epochs (``epochs[c][e]``: component c's costs in epoch e, the
+    last repeated; ``allowed[c]``: its epochs, None for unlimited), one partition."""
+
+    def __init__(self, epochs: list[list[np.ndarray]], allowed: list[int | None], by_tokens: bool) -> None:
+        self.epochs, self.allowed, self.by_tokens = epochs, allowed, by_tokens
+
+    def _costs(self, c: int, e: int, what: str) -> np.ndarray:
+        costs = self.epochs[c][min(e, len(self.epochs[c]) - 1)].astype(np.int64)
+        return costs if what == "tokens" or self.by_tokens else np.ones(len(costs), dtype=np.int64)
+
+    def size(self, c: int, q: int) -> int:
+        return len(self.epochs[c][0])
+
+    def known(self, c: int, q: int) -> int | None:
+        return None if self.allowed[c] is None else self.size(c, q) * self.allowed[c]
+
+    def starts(self, c: int, q: int, epochs: int, what: str = "cost") -> np.ndarray:
+        totals = [int(self._costs(c, e, what).sum()) for e in range(max(epochs - 1, 0))]
+        return np.concatenate(([0], np.cumsum(totals, dtype=np.int64))).astype(np.int64)[:epochs]
+
+    def epoch(self, c: int, q: int, e: int, what: str = "cost") -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self._costs(c, e, what))))
 
 
-def _reference(rule: dict, epochs: list[list[np.ndarray]], allowed: list[int], policy: str = "STOP",
-               by_tokens: bool = True) -> tuple[list[tuple[int, int]], int]:
+def _reference(rule: dict, epochs: list[list[np.ndarray]], allowed: list[int | None], policy: str = "STOP",
+               by_tokens: bool = True, laid: int = 12) -> tuple[list[tuple[int, int]], int | None, int]:
     """The definition over whole sequences (module docstring, 2-4): every document's tag from the
-    costs before it, one sort by (tag, component, index), cut at the first phantom (STOP)."""
+    costs before it, one sort by (tag, component, index), cut at the first phantom (STOP). An
+    unlimited supply is laid out ``laid`` epochs: (the order as far as it is exact, where the stream
+    ends if that is known, how far the order is exact)."""
     tags = Tags(rule)
-    keys, phantoms = [], []
+    keys, phantoms, bound = [], [], None
     for i, (epoch_list, k) in enumerate(zip(epochs, allowed)):
-        costs = np.concatenate([epoch_list[min(e, len(epoch_list) - 1)] for e in range(k)]).astype(np.int64)
+        costs = np.concatenate([epoch_list[min(e, len(epoch_list) - 1)] for e in range(k or laid)]).astype(np.int64)
         costs = costs if by_tokens else np.ones(len(costs), dtype=np.int64)
         tag = tags.of(i, np.concatenate(([0], np.cumsum(costs))))
         keys += [(tag[j], i, j) for j in range(len(costs)) if np.isfinite(tag[j])]
-        if np.isfinite(tag[-1]):
+        if k is None:
+            bound = tag[-1] if bound is None else min(bound, tag[-1])
+        elif np.isfinite(tag[-1]) and policy != "REDISTRIBUTE":
             phantoms.append((tag[-1], i))
     keys.sort()
     stop = len(keys)
-    if policy != "REDISTRIBUTE" and phantoms:
+    if phantoms:
         first = min(phantoms)
         stop = sum(1 for tg, c, _ in keys if tg < first[0] or (tg == first[0] and c <= first[1]))
-    return [(c, j) for _, c, j in keys[:stop]], stop
+        if bound is not None and not first[0] < bound:
+            stop = None  # past what was laid out
+    exact = len(keys) if bound is None else sum(1 for tg, _, _ in keys if tg < bound)
+    if stop is not None:
+        exact = min(exact, stop)
+    return [(c, j) for _, c, j in keys[:exact]], stop, exact
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,37 +98,61 @@ def test_every_prefix_is_within_one_document_of_the_shares(weights: list[int], d
     costs = [np.asarray(data.draw(st.lists(st.integers(0, 400) | st.integers(1000, 3000), min_size=1, max_size=60)),
                         dtype=np.int64) for _ in weights]
     bound = types.SimpleNamespace(components=[types.SimpleNamespace(share=s) for s in shares], schedule=())
-    comp, order, stop, ender = _merged(tokenplan.tag_rule(bound, 1), [[c] for c in costs], [1] * len(costs))
+    tags = Tags(tokenplan.tag_rule(bound, 1))
+    merge = Merge(tags, _FixedCosts([[c] for c in costs], [1] * len(costs), True), 0, len(costs))
+    stop, ender = min((merge.below(merge.end_tag(c), c), c) for c in range(len(costs)))
+    comp, index = merge.following(np.zeros(len(costs), dtype=np.int64), stop)
     # each component's documents come in order, once
-    assert stop == len(comp)
-    per_doc = np.asarray([costs[c][j] for c, j in order], dtype=np.int64)
+    for i in range(len(costs)):
+        assert index[comp == i].tolist() == list(range(int((comp == i).sum())))
+    per_doc = np.asarray([costs[c][j] for c, j in zip(comp.tolist(), index.tolist())], dtype=np.int64)
     _check_bound(comp, per_doc, shares, [int(c.max()) for c in costs], np.arange(stop + 1))
     # the stream ends where a component has no next document
-    exhausted = [i for i, c in enumerate(costs) if int((comp == i).sum()) == len(c)]
-    assert exhausted and ender in exhausted
+    assert int((comp == ender).sum()) == len(costs[ender])
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.data())
-def test_merging_epoch_by_epoch_is_the_sort_of_the_whole_sequences(weights: list[int], data: st.DataObject) -> None:
-    """Laying out an epoch only when the merge reaches it, in rounds of any length, gives the
-    definition: one sort of every document's tag, cut at the first phantom (or none, REDISTRIBUTE)."""
+def test_the_merge_at_any_position_is_the_sort_of_the_whole_sequences(weights: list[int],
+                                                                      data: st.DataObject) -> None:
+    """Counts at any position (a search over tags), the documents that follow, a document's place
+    and where the supply ends are the definition: one sort of every document's tag, cut at the
+    first phantom (none under REDISTRIBUTE); supplies finite or unlimited, tags exact or float."""
     total = sum(weights)
     shares = [Fraction(w, total) for w in weights]
     sizes = [data.draw(st.integers(0, 12)) for _ in weights]  # a pool is as large in every epoch
     epochs = [[np.asarray(data.draw(st.lists(st.integers(0, 50) | st.integers(200, 400), min_size=n, max_size=n)),
                           dtype=np.int64) for _ in range(data.draw(st.integers(1, 3)))] for n in sizes]
-    allowed = [data.draw(st.integers(1, 4)) for _ in weights]
     policy = data.draw(st.sampled_from(["STOP", "REDISTRIBUTE"]))
+    allowed = [data.draw(st.integers(1, 4) | st.none()) if policy == "STOP" else data.draw(st.integers(1, 4))
+               for _ in weights]
     by_tokens = data.draw(st.booleans())
-    fine = data.draw(st.booleans())  # float shares, as for weights too fine for exact tags
+    for c, (k, n) in enumerate(zip(allowed, sizes)):
+        if k is None and (n == 0 or (by_tokens and not any(int(e.sum()) for e in epochs[c]))):
+            allowed[c] = 1  # a repeated supply that costs nothing never ends (refused when planning)
     bound = types.SimpleNamespace(components=[types.SimpleNamespace(share=s) for s in shares], schedule=())
     rule = tokenplan.tag_rule(bound, 1)
-    if fine:
+    if data.draw(st.booleans()):  # float shares, as for weights too fine for exact tags
         rule = {"kind": "shares", "shares": [float(x) for x in shares]}
-    expected, stop = _reference(rule, epochs, allowed, policy, by_tokens)
-    _, got, end, _ = _merged(rule, epochs, allowed, policy, by_tokens, data.draw(st.integers(1, 20)))
-    assert end == stop and got == expected
+    expected, stop, exact = _reference(rule, epochs, allowed, policy, by_tokens)
+    merge = Merge(Tags(rule), _FixedCosts(epochs, allowed, by_tokens), 0, len(weights))
+    if policy == "STOP" and any(k is not None for k in allowed):
+        phantoms = [(merge.below(merge.end_tag(c), c), c) for c, k in enumerate(allowed) if k is not None
+                    and merge.tags.finite(merge.end_tag(c))]
+        assert stop is None or min(phantoms)[0] == stop
+    elif all(k is not None for k in allowed):
+        assert sum(merge.finite_docs(c) for c in range(len(weights))) == stop
+    counts = np.zeros(len(weights), dtype=np.int64)
+    for m in range(exact + 1):
+        assert merge.counts_at(m).tolist() == counts.tolist(), m
+        if m < exact:
+            c, j = expected[m]
+            assert merge.position(c, np.asarray([j])).tolist() == [m]
+            counts[c] += 1
+    step = data.draw(st.integers(1, 9))
+    for m in range(0, exact, step):  # reading on from any position
+        comp, index = merge.following(merge.counts_at(m), min(step, exact - m))
+        assert list(zip(comp.tolist(), index.tolist())) == expected[m: min(m + step, exact)]
 
 
 @pytest.mark.parametrize("p,chunk", [(1, 64), (3, 50)])
@@ -223,7 +258,7 @@ def test_token_units_refused_without_counts_or_mixed(con: mixsql.Connection, tco
                  "ORDER BY CURRICULUM (STAGE UNTIL 1000 TOKENS (a = 0))")
     with pytest.raises(MixSQLError, match="LIMIT must be at least 1"):
         tcon.mix("MIX BY TOKENS 1 AS a WHERE domain = 'code', 1 AS b FROM corpus LIMIT 0 TOKENS")
-    with pytest.raises(MixSQLError, match="more than this machine can plan in chunks of 1,024"):
+    with pytest.raises(MixSQLError, match="more than this machine can plan"):
         tcon.mix("MIX BY TOKENS 1 AS a WHERE domain = 'code', 1 AS b FROM corpus LIMIT 9000000000000000000 TOKENS "
                  "ON EXHAUSTION REPEAT")
     with pytest.raises(MixSQLError, match="too few for 3,000 partitions"):
@@ -312,13 +347,13 @@ def test_a_merged_plan_grows_with_the_samples_selected_not_the_budget(tcon: mixs
     small, large = (tcon.mix(q.format(n=n)).plan() for n in (2_000_000, 60_000_000))
 
     def stored(plan: CompiledPlan) -> int:
-        return sum(f.stat().st_size for f in plan.directory.iterdir()
-                   if f.name not in ("merge_counts.npy", "chunks.npy", "plan.json"))
+        return sum(f.stat().st_size for f in plan.directory.iterdir() if f.name not in ("plan.json", "epoch_tokens.npy"))
 
-    assert len(large) > 25 * len(small) and stored(large) == stored(small)  # every sample stored once
+    assert len(large) > 25 * len(small) and stored(large) == stored(small)  # every sample stored once, nothing more
+    epochs = np.load(large.directory / "epoch_tokens.npy")  # each pool's tokens before each epoch: what a seek needs
+    assert epochs.shape[:2] == (2, 2) and epochs.shape[2] <= 2 + max(
+        -(-int(u) // int(s)) for u, s in zip(large.pool_used.ravel(), large.epoch_lengths.ravel()))
     C = large.chunk_size
-    counts = np.load(large.directory / "merge_counts.npy")
-    assert len(counts) == sum(-(-large.partition_length(q) // C) + 1 for q in range(2))
     # a fresh process's seek to the end computes the last chunks only, and the budget is met there
     fresh = CompiledPlan(large.directory)
     end = fresh.positions_rows(len(fresh) - 3 * C, len(fresh))

@@ -267,16 +267,14 @@ class Scheduling(_Base):
         before the planner allocates anything for it."""
         most = max_stream_samples()
         rows = max_chunk_rows(len(components))
-        if token_limit is not None:  # a merged stream keeps its counts at every chunk of every partition
+        if token_limit is not None:  # a stream as long as a sample budget's longest
             per = [c.tokens / c.samples for c in components if c.tokens and c.samples]
             estimate = token_limit / min(per) if per else float(token_limit)
             if estimate > rows * chunk_size:
                 raise self.error(f"LIMIT {token_limit:,} tokens is about {estimate:,.0f} samples, more than this "
-                                 f"machine can plan in chunks of {chunk_size:,} (at most {rows * chunk_size:,}: a "
-                                 "stream planned from token counts keeps each component's count at every chunk)",
+                                 f"machine can plan (at most {rows * chunk_size:,} in chunks of {chunk_size:,})",
                                  self.mix.args["limit"].this,
-                                 hint="raise CHUNK SIZE, or lower the LIMIT (a run can be planned in stages, one "
-                                      "statement each)")
+                                 hint="lower the LIMIT (a run can be planned in stages, one statement each)")
             return
         selected = sum(c.samples for c in components)
         supply = [c.samples * (c.max_epochs or 0) for c in components]
