@@ -2,7 +2,8 @@
 
 ``replacing(path)`` gives a temporary name beside ``path`` and renames it over ``path`` once the
 block succeeds (removing it otherwise); ``write_text`` is that for a string, flushed to disk.
-``locked(path)`` holds an exclusive ``flock`` on ``path``, polling until ``timeout``. Readers never
+``locked(path)`` holds an exclusive ``flock`` on ``path``, polling until ``timeout`` (``remove_lock``
+unlinks one no process holds, which a process that had opened it notices). Readers never
 take a lock (the catalog's design): only writers among themselves. ``writing(directory, what)``
 turns a full, read-only or forbidden filesystem met while writing into an error that says so.
 """
@@ -73,21 +74,54 @@ def locked(path: str | os.PathLike[str], *, timeout: float, busy: t.Callable[[],
            ready: t.Callable[[], bool] = lambda: False) -> t.Iterator[bool]:
     """Hold an exclusive lock on ``path`` (created if missing). Yields True when held; False, without
     the lock, as soon as ``ready()`` says another holder already did the work. ``busy()`` is the
-    error raised once ``timeout`` seconds have passed."""
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            if ready():
-                yield False
-                return
+    error raised once ``timeout`` seconds have passed. A lock file that ``remove_lock`` unlinked
+    between opening and locking it is not the lock any more: the file at ``path`` is tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path, "a+") as fh:
+            while True:
+                if ready():
+                    yield False
+                    return
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise busy() from None
+                    time.sleep(0.05)
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    raise busy() from None
-                time.sleep(0.05)
+                current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                continue
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+
+
+def remove_lock(path: str | os.PathLike[str]) -> bool:
+    """Unlink the lock file ``path`` if no process holds it (holding it meanwhile, so whoever opened
+    it before sees it is gone and takes the new one, ``locked``); False if held or missing."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return False
+    with fh:
         try:
-            yield True
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        try:
+            if os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino:
+                return False
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False

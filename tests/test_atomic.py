@@ -82,3 +82,22 @@ def test_a_read_only_cache_directory_is_said(tmp_path: Path) -> None:
             con.mix(STATEMENT).cache(["text"], directory=ro / "cache")
     finally:
         ro.chmod(0o755)
+
+
+def test_a_lock_file_removed_between_opening_and_locking_is_not_the_lock(tmp_path: Path) -> None:
+    """``remove_lock`` (gc) may unlink a lock file that a process has opened but not yet locked: that
+    process then takes the file now at the path, so two processes never both hold "the" lock."""
+    lock = tmp_path / ".key.lock"
+    calls: list[int] = []
+
+    def ready() -> bool:
+        if not calls:  # gc runs just after this process opened the file
+            assert atomic.remove_lock(lock) and not lock.exists()
+        calls.append(1)
+        return False
+
+    with atomic.locked(lock, timeout=5, busy=lambda: RuntimeError("busy"), ready=ready) as held:
+        assert held and lock.exists() and len(calls) == 2  # the second try, on the new file
+        assert not atomic.remove_lock(lock)  # held: it stays
+    assert atomic.remove_lock(lock) and not lock.exists()
+    assert not atomic.remove_lock(lock)  # already gone

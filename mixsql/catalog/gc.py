@@ -13,7 +13,9 @@ widen the first two):
   them);
 - **binding counts** (``counts/``) of versions that are no longer current;
 - what killed processes left: temporary directories older than ``grace_seconds`` whose compile lock
-  no one holds, and ``.trash-*`` directories of an interrupted gc.
+  no one holds, and ``.trash-*`` directories of an interrupted gc;
+- compile locks (``.<key>.lock`` of a plan, cache or count) that no process holds: a process that
+  opened one before it went waits on the new one (``atomic.locked``).
 
 It runs under the catalog's writers' lock, so no registration changes what is current meanwhile;
 readers take no lock that gc waits for, and gc takes none that they wait for.
@@ -35,7 +37,7 @@ import typing as t
 import uuid
 from pathlib import Path
 
-from mixsql import locks
+from mixsql import atomic, locks
 
 if t.TYPE_CHECKING:
     from mixsql.catalog.store import Catalog
@@ -139,6 +141,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                     out.removed.append(("temporary directory", str(leftover.relative_to(root)), _bytes(leftover)))
                     if not dry_run:
                         shutil.rmtree(leftover, ignore_errors=True)
+            _remove_locks(base, out, dry_run, root)
         if max_bytes is not None:  # least recently used first, until what stays fits
             total = sum(k[4] for k in kept)
             for entry in sorted(kept, key=lambda k: k[0]):
@@ -173,6 +176,7 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
         # binding counts of versions no longer current
         counts = root / "counts"
         if counts.is_dir():
+            _remove_locks(counts, out, dry_run, root)
             for path in sorted(counts.glob("*.json")):
                 meta = _meta(path)
                 try:
@@ -185,6 +189,20 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                         with contextlib.suppress(OSError):
                             path.unlink()
     return out
+
+
+def _remove_locks(base: Path, out: Collected, dry_run: bool, root: Path) -> None:
+    """The compile locks (``.<key>.lock``) in ``base`` that no process holds and no compile in
+    progress (``.tmp-<key>-*``) needs: one file per plan, cache or count ever made otherwise."""
+    for lock in sorted(base.glob(".*.lock")):
+        key = lock.name[1:-len(".lock")]
+        if any(base.glob(f".tmp-{key}-*")):
+            continue
+        if dry_run:
+            if locks.unused(lock):
+                out.removed.append(("compile lock", str(lock.relative_to(root)), 0))
+        elif atomic.remove_lock(lock):
+            out.removed.append(("compile lock", str(lock.relative_to(root)), 0))
 
 
 def prune(catalog: "Catalog") -> Collected | None:

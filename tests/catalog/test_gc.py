@@ -122,7 +122,8 @@ def test_all_and_max_bytes_remove_unused_current_plans_least_recently_used_first
         os.utime(d, (now - age, now - age))
     size = max(sum(f.stat().st_size for f in d.iterdir()) for d in dirs)
     out = con.gc(grace_seconds=0, max_bytes=size)
-    assert [d.exists() for d in dirs] == [False, True, False] and len(out.removed) == 2
+    assert [d.exists() for d in dirs] == [False, True, False]
+    assert [kind for kind, _, _ in out.removed if kind != "compile lock"] == ["plan", "plan"]
     con.gc(grace_seconds=0, all_unused=True)
     assert not dirs[1].exists()
     again = con.mix(STATEMENT.replace("SEED 1", "SEED 2")).plan()  # compiled again when asked for
@@ -207,3 +208,20 @@ def test_keep_under_on_the_command_line(tmp_path: Path) -> None:
     assert "kept under 20.0 MB (--keep-under off to lift it)" in out.output
     out = runner.invoke(main, ["--catalog", str(cat), "gc", "--keep-under", "off"])
     assert "no size limit" in out.output and mixsql.connect(cat).cache_limit is None
+
+
+def test_compile_locks_no_one_holds_go(tmp_path: Path) -> None:
+    import fcntl
+
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", FILES)
+    plan = con.mix(STATEMENT).plan().directory
+    made = sorted(p.name for folder in ("plans", "counts") for p in (con.path / folder).glob(".*.lock"))
+    assert len(made) == 2  # one plan, one count
+    with open(con.path / "plans" / ".other.lock", "a+") as other:  # another process compiles "other"
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        done = con.gc(grace_seconds=0)
+        assert sum(1 for kind, _, _ in done.removed if kind == "compile lock") == 2
+        assert [p.name for folder in ("plans", "counts") for p in (con.path / folder).glob(".*.lock")] == [".other.lock"]
+    assert (plan / "plan.json").exists()  # the plan itself stays, and serves
+    assert len(list(con.mix(STATEMENT).samples(limit=3, columns=["id"]))) == 3
