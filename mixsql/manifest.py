@@ -60,6 +60,7 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
+SIZE_FILE = ".bytes"  # a compiled plan's size in bytes, its last file
 SAME_STREAM_FORMATS = (11, 12, 13)  # earlier plan formats whose streams this one reproduces (only the layout changed)
 
 
@@ -588,6 +589,8 @@ def compile_plan(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         _row_tokens(CompiledPlan(directory), directory)
         if layout["derived"] and spec.layout is not None and spec.layout.unit == "TOKENS":
             _epoch_tokens(CompiledPlan(directory), directory)  # every seek of a merged stream needs them
+    # its size, for a size-bounded cache (``gc``), which would otherwise walk every plan on each compile
+    (directory / SIZE_FILE).write_text(str(sum(f.stat().st_size for f in directory.iterdir())), encoding="utf-8")
 
 
 def _epoch_tokens(plan: CompiledPlan, directory: Path) -> None:

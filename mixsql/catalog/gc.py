@@ -72,6 +72,8 @@ class Collected:
 def _bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
+    with contextlib.suppress(OSError, ValueError):  # a compiled plan says its size (``manifest.SIZE_FILE``)
+        return int((path / ".bytes").read_text(encoding="utf-8"))
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
@@ -133,7 +135,8 @@ def collect(catalog: "Catalog", *, all_unused: bool = False, max_bytes: int | No
                 stale = meta is None or not versions <= current
                 if (stale or all_unused) and remove(kind, directory, marker):
                     continue
-                kept.append((_mtime(directory), kind, directory, marker, _bytes(directory), versions))
+                kept.append((_mtime(directory), kind, directory, marker,
+                             _bytes(directory) if max_bytes is not None else 0, versions))
             for leftover in base.iterdir():  # what killed processes left behind
                 if leftover.name.startswith(".trash-") or (
                         leftover.name.startswith(".tmp-") and now - _mtime(leftover) > grace_seconds

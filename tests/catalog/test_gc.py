@@ -225,3 +225,13 @@ def test_compile_locks_no_one_holds_go(tmp_path: Path) -> None:
         assert [p.name for folder in ("plans", "counts") for p in (con.path / folder).glob(".*.lock")] == [".other.lock"]
     assert (plan / "plan.json").exists()  # the plan itself stays, and serves
     assert len(list(con.mix(STATEMENT).samples(limit=3, columns=["id"]))) == 3
+
+
+def test_a_plan_says_its_size_so_a_cache_limit_walks_no_plan(tmp_path: Path) -> None:
+    from mixsql.catalog import gc
+
+    con = mixsql.connect(tmp_path / "cat")
+    con.register("corpus", FILES)
+    plan = con.mix(STATEMENT).plan().directory
+    files = sum(f.stat().st_size for f in plan.iterdir() if f.name != ".bytes")
+    assert gc._bytes(plan) == files == int((plan / ".bytes").read_text())
