@@ -111,7 +111,7 @@ def test_every_prefix_is_within_one_document_of_the_shares(weights: list[int], d
     assert int((comp == ender).sum()) == len(costs[ender])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.data())
 def test_the_merge_at_any_position_is_the_sort_of_the_whole_sequences(weights: list[int],
                                                                       data: st.DataObject) -> None:
