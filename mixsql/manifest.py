@@ -60,7 +60,7 @@ from mixsql.errors import PlanError
 from mixsql.parse import to_sql
 from mixsql.planfile import PLAN_FORMAT, SAMPLE_COLUMNS, CompiledPlan
 
-SIZE_FILE = ".bytes"  # a compiled plan's size in bytes, its last file
+SIZE_FILE = "size.txt"  # a compiled plan's size in bytes, its last file
 SAME_STREAM_FORMATS = (11, 12, 13)  # earlier plan formats whose streams this one reproduces (only the layout changed)
 
 

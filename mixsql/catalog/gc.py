@@ -73,7 +73,7 @@ def _bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     with contextlib.suppress(OSError, ValueError):  # a compiled plan says its size (``manifest.SIZE_FILE``)
-        return int((path / ".bytes").read_text(encoding="utf-8"))
+        return int((path / "size.txt").read_text(encoding="utf-8"))
     total = 0
     for root, _, files in os.walk(path):
         for name in files:

@@ -233,5 +233,5 @@ def test_a_plan_says_its_size_so_a_cache_limit_walks_no_plan(tmp_path: Path) -> 
     con = mixsql.connect(tmp_path / "cat")
     con.register("corpus", FILES)
     plan = con.mix(STATEMENT).plan().directory
-    files = sum(f.stat().st_size for f in plan.iterdir() if f.name != ".bytes")
-    assert gc._bytes(plan) == files == int((plan / ".bytes").read_text())
+    files = sum(f.stat().st_size for f in plan.iterdir() if f.name != "size.txt")
+    assert gc._bytes(plan) == files == int((plan / "size.txt").read_text())
