@@ -122,15 +122,16 @@ class Merge:
         self._start_tags: dict[int, np.ndarray] = {}
         self._starts: dict[int, np.ndarray] = {}
         self._epochs: collections.OrderedDict[tuple[int, int], np.ndarray] = collections.OrderedDict()
+        self._size = [int(costs.size(c, q)) for c in range(components)]
+        self._known = [costs.known(c, q) for c in range(components)]
+        self._limit = [0 if size == 0 or known == 0 else None if known is None else -(-known // size)
+                       for size, known in zip(self._size, self._known)]
 
     # -- one component ---------------------------------------------------------------------------
 
     def _epochs_of(self, c: int) -> int | None:
         """Epochs with documents (None: unlimited)."""
-        known, size = self.costs.known(c, self.q), self.costs.size(c, self.q)
-        if size == 0 or known == 0:
-            return 0
-        return None if known is None else -(-known // size)
+        return self._limit[c]
 
     def _epoch_starts(self, c: int, beyond: t.Any) -> np.ndarray:
         """Tags of the first document of each epoch, far enough to pass ``beyond`` (or all epochs)."""
@@ -170,12 +171,11 @@ class Merge:
         e = int(np.searchsorted(starts, theta, side=side)) - 1
         if e < 0:
             return 0
-        return e * self.costs.size(c, self.q) + int(np.searchsorted(self._epoch_tags(c, e), theta, side=side))
+        return e * self._size[c] + int(np.searchsorted(self._epoch_tags(c, e), theta, side=side))
 
     def tags_of(self, c: int, j0: int, j1: int) -> np.ndarray:
         """Tags of documents [j0, j1) of component c (existing ones)."""
-        size = self.costs.size(c, self.q)
-        known = self.costs.known(c, self.q)
+        size, known = self._size[c], self._known[c]
         if known is not None:
             j1 = min(j1, known)
         if j1 <= j0 or size == 0:

@@ -148,6 +148,8 @@ class CompiledPlan:
             self._tags = Tags(self.merge["tags"])
             self._merges: dict[int, Merge] = {}
             self._merge_next: dict[int, tuple[int, np.ndarray]] = {}  # partition: (chunk, its first counts)
+            self._chunk_starts: dict[tuple[int, int], np.ndarray] = {}  # (partition, chunk): its first counts
+            self._prefix_cache: dict[tuple[int, int], np.ndarray] = {}
         self.window_starts = _mapped(self.directory / "windows.npy")
         blocks = _mapped(self.directory / "window_blocks.npy")
         self.block_keys, self.block_windows = blocks[0], blocks[1]  # sorted by key: which windows read a block
@@ -323,10 +325,7 @@ class CompiledPlan:
                 before = self._chunk_counts(q, kk)
                 out[sel] = before[None, :]
                 if (r[sel] > 0).any():
-                    order = self._merged_chunk(q, kk)[0]
-                    prefix = np.zeros((len(order) + 1, len(self.names)), dtype=np.int64)
-                    prefix[np.arange(1, len(order) + 1), order] = 1
-                    out[sel] += np.cumsum(prefix, axis=0)[r[sel]]
+                    out[sel] += self._merged_prefix(q, kk)[r[sel]]
                 continue
             before = np.asarray(self.table[kk], dtype=np.int64)
             out[sel] = before[None, :]
@@ -367,7 +366,28 @@ class CompiledPlan:
         carried = self._merge_next.get(q)
         if carried is not None and carried[0] == k:
             return carried[1]
-        return self._merge(q).counts_at(min(k * self.chunk_size, self.partition_length(q)))
+        found = self._chunk_starts.get((q, k))
+        if found is None:  # a search, kept: a binary search over positions asks for the same chunks again
+            found = self._merge(q).counts_at(min(k * self.chunk_size, self.partition_length(q)))
+            found.flags.writeable = False
+            if len(self._chunk_starts) >= 1 << 14:
+                self._chunk_starts.pop(next(iter(self._chunk_starts)))
+            self._chunk_starts[(q, k)] = found
+        return found
+
+    def _merged_prefix(self, q: int, k: int) -> np.ndarray:
+        """[position + 1, component]: each component's documents among chunk k's first positions."""
+        found = self._prefix_cache.get((q, k))
+        if found is None:
+            order = self._merged_chunk(q, k)[0]
+            found = np.zeros((len(order) + 1, len(self.names)), dtype=np.int64)
+            found[np.arange(1, len(order) + 1), order] = 1
+            found = np.cumsum(found, axis=0)
+            found.flags.writeable = False
+            if len(self._prefix_cache) >= 4 * self.partitions + 4:
+                self._prefix_cache.pop(next(iter(self._prefix_cache)))
+            self._prefix_cache[(q, k)] = found
+        return found
 
     def _merged_chunk(self, q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(component, index in its sequence) of chunk k of partition q of a merged stream, in stream
