@@ -78,12 +78,37 @@ def check_pack(pack: t.Any) -> str:
     return str(pack)
 
 
-def _last_at_most(start: t.Callable[[np.ndarray], np.ndarray], n: int, token: np.ndarray) -> np.ndarray:
+def _last_at_most(start: t.Callable[[np.ndarray], np.ndarray], n: int, token: np.ndarray,
+                  guess: np.ndarray | None = None) -> np.ndarray:
     """For each token offset, the largest k in [0, n) with start(k) <= token (start increasing,
-    start(0) = 0): a vectorised binary search, each step one gather from the memory map."""
+    start(0) = 0): a vectorised binary search, each step one gather from the memory map. With a
+    ``guess``, the search first gallops out from it, so that its probes stay near the answer (where a
+    plan that computes its positions, a merged stream's, has them at hand)."""
     token = np.asarray(token, dtype=np.int64)
     lo = np.zeros(token.shape, dtype=np.int64)
     hi = np.full(token.shape, n - 1, dtype=np.int64)
+    if guess is not None and n > 1:
+        g = np.clip(np.asarray(guess, dtype=np.int64), 0, n - 1)
+        below = start(g) <= token
+        lo, hi = np.where(below, g, lo), np.where(below, hi, g - 1)
+        step = np.ones(token.shape, dtype=np.int64)
+        down = ~below & (hi > 0)  # from the guess down, until a start at most the token
+        while bool(down.any()):
+            p = np.maximum(hi - step + 1, 0)
+            ok = start(p) <= token
+            lo = np.where(down & ok, p, lo)
+            hi = np.where(down & ~ok, p - 1, hi)
+            down &= ~ok & (hi > 0)
+            step *= 2
+        step[:] = 1
+        up = below & (lo < hi)  # from the guess up, until a start past the token
+        while bool(up.any()):
+            p = np.minimum(lo + step, hi)
+            ok = start(p) <= token
+            lo = np.where(up & ok, p, lo)
+            hi = np.where(up & ~ok, p - 1, hi)
+            up &= ok & (lo < hi)
+            step *= 2
     while bool((lo < hi).any()):
         mid = (lo + hi + 1) // 2
         right = start(mid) <= token
@@ -276,7 +301,11 @@ class PackedPlan:
 
     def doc_at(self, q: int, token: np.ndarray) -> np.ndarray:
         """The document holding each token offset of partition q: the largest m with t_q(m) <= token."""
-        return _last_at_most(lambda m: self.doc_start(q, m), int(self.lengths[q]), token)
+        guess = None
+        if self._from_table and not self.adaptive:  # positions computed, not stored: search near the answer
+            n, total = int(self.lengths[q]), max(int(self.stream_tokens[q]), 1)
+            guess = (np.asarray(token, dtype=np.float64) * (n / total)).astype(np.int64)
+        return _last_at_most(lambda m: self.doc_start(q, m), int(self.lengths[q]), token, guess)
 
     def pool_doc_start(self, c: int, q: int, k: np.ndarray) -> np.ndarray:
         """u_cq(k): token offset of document(s) k of component c's packed stream in partition q."""

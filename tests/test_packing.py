@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import tokenizers
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mixsql
 from mixsql import packing, tokens
@@ -389,3 +391,19 @@ def test_reused_output_memory_never_overwrites_a_batch_still_held(tcon: mixsql.C
     assert dropped == kept
     if batched:  # the batches are views of the read's block: a few blocks serve every read
         assert len(reused) <= packing.KEPT_BLOCKS < len(fresh)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=200), st.data())
+def test_the_search_from_a_guess_finds_what_the_plain_search_finds(steps: list[int], data: st.DataObject) -> None:
+    """``_last_at_most`` galloping out from any guess (a merged stream's positions are computed, so
+    its probes should stay near the answer) agrees with the plain binary search."""
+    from mixsql.packing import _last_at_most
+
+    starts = np.concatenate(([0], np.cumsum(steps[1:], dtype=np.int64)))  # start(0) = 0, non-decreasing
+    n = len(starts)
+    tokens = np.asarray(data.draw(st.lists(st.integers(0, int(starts[-1]) + 60), min_size=1, max_size=8)))
+    guesses = np.asarray(data.draw(st.lists(st.integers(-5, n + 5), min_size=len(tokens), max_size=len(tokens))))
+    plain = _last_at_most(lambda m: starts[m], n, tokens)
+    assert plain.tolist() == [int(np.searchsorted(starts, x, side="right")) - 1 for x in tokens.tolist()]
+    assert _last_at_most(lambda m: starts[m], n, tokens, guesses).tolist() == plain.tolist()
