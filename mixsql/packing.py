@@ -334,12 +334,12 @@ class PackedPlan:
         stream document completing sequence i is the smallest x with more than i sequences complete
         by x (one binary search over x), and the sequence is the one of x's component due there."""
         i = np.asarray(i, dtype=np.int64)
-        lo = np.zeros(i.shape, dtype=np.int64)
-        hi = np.full(i.shape, int(self.lengths[q]) - 1, dtype=np.int64)
-        while bool((lo < hi).any()):
-            mid = (lo + hi) // 2
-            done = self._complete_before(q, mid + 1).sum(axis=0) > i
-            lo, hi = np.where(done, lo, mid + 1), np.where(done, mid, hi)
+        n = int(self.lengths[q])
+        guess = None
+        if self._from_table and not self.adaptive:  # positions computed, not stored: search near the answer
+            guess = ((i + 1).astype(np.float64) * (n / max(int(self.partition_sequences[q]), 1))).astype(np.int64)
+        # the last x with at most i sequences complete before it is the first with more by x + 1
+        lo = _last_at_most(lambda x: self._complete_before(q, x).sum(axis=0), n, i, guess)
         before = self._complete_before(q, lo)
         comp = np.asarray([int(self.plan.component[self.plan.partition_rows(q, x, x + 1)[0]]) for x in lo.tolist()],
                           dtype=np.int64)
