@@ -66,7 +66,7 @@ _PREFIXES = ["", "file://", "memory://", "simplecache::file://", "tar://x::file:
              "s3://key:secret@", "file://user:pw@host", "::", "file:"]
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=60, deadline=None)  # each example globs the filesystem: ~0.4 s
 @given(st.sampled_from(_PREFIXES), st.text(st.sampled_from(list("ab/.*?[]:@~ \\x0é")), max_size=24))
 def test_any_path_a_user_types_is_files_or_a_clear_error(prefix: str, rest: str) -> None:
     from hypothesis import assume
