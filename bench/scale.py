@@ -128,13 +128,15 @@ def bench(reps: int) -> dict:
             r.update(_child(SEEK, r.pop("directory")))
             runs[budget].append(r)
             print(f"  (m) {budget:,}: {r}", flush=True)
-    out = {}
-    for budget, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        med["spread"] = {k: (max(r[k] for r in rs) - min(r[k] for r in rs)) / med[k] if med[k] else 0.0
-                         for k in ("compile_s", "seek_s")}
-        out[budget] = med
-    return out
+    return {budget: _medians(rs) for budget, rs in runs.items()}
+
+
+def _medians(rs: list[dict]) -> dict:
+    """Each measure's median over the repetitions, and the spread ((max - min) / median) of the times."""
+    med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    med["spread"] = {k: (max(r[k] for r in rs) - min(r[k] for r in rs)) / med[k] if med[k] else 0.0
+                     for k in ("compile_s", "seek_s")}
+    return med
 
 
 def bench_tokens(reps: int, before: str | None) -> dict:
@@ -150,13 +152,7 @@ def bench_tokens(reps: int, before: str | None) -> dict:
             r.update(_child(SEEK, r.pop("directory"), path=path))
             runs[(arm, budget)].append(r)
             print(f"  (o) {arm} {budget:,}: {r}", flush=True)
-    out = {}
-    for key, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        med["spread"] = {k: (max(r[k] for r in rs) - min(r[k] for r in rs)) / med[k] if med[k] else 0.0
-                         for k in ("compile_s", "seek_s")}
-        out[f"{key[0]} {key[1]}"] = med
-    return out
+    return {f"{arm} {budget}": _medians(rs) for (arm, budget), rs in runs.items()}
 
 
 def report_tokens(results: dict, reps: int, when: str) -> str:

@@ -42,7 +42,6 @@ and ``component_ids`` (the document's component; its BOS and EOS belong to it).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import numbers
 import sys
@@ -53,7 +52,7 @@ import pyarrow as pa
 
 from mixsql import tokens as _tokens
 from mixsql import world
-from mixsql.chunks import chunk_order, rotation
+from mixsql.chunks import rotation
 from mixsql.errors import DataError, MixSQLError
 from mixsql.planfile import CompiledPlan, prefix_counts
 

@@ -17,15 +17,18 @@ stored rows. So a plan grows with the samples it selects, not with its budget, a
 the stream costs one epoch's order of one pool (cached), never the epochs before it. Everything a
 reader gets (``chunk_rows``, ``partition_rows``, ``positions_rows``, ``pool_rows``) is stored rows.
 
-A stream planned from token counts (``tokenplan``) has no chunk table: each partition's chunk is
-the next C documents of its components sorted by their tags (``fairmerge``, the rule in
-``plan.json``'s ``merge``), from each component's count at the chunk's start, found by a search over
-the tags (a seek) or carried from the chunk before. When the datasets have token counts (or the plan mixes BY TOKENS), there is also a ``tokens`` column,
-``row_tokens.npy`` (cumulative over stored rows; for a stream merged BY TOKENS whose epochs are
-derived, ``epoch_tokens.npy``: each pool's tokens before each epoch), and unless later epochs are derived
-``stream_tokens.npy`` and ``row_index.npy`` (the packing layout, see ``packing`` and
-``manifest._stream_tokens``; a plan that derives epochs computes them from the chunk table), and
-``tokenizer.json``. Any chunk is addressed by a lookup in the chunk table; nothing earlier is computed.
+A stream planned from token counts (``tokenplan``) has no chunk table: each partition's chunk is the
+next C documents of its components sorted by their tags (``fairmerge``, the rule in ``plan.json``'s
+``merge``), from each component's count at the chunk's start, found by a search over the tags (a
+seek) or carried from the chunk before.
+
+When the datasets have token counts (or the plan mixes BY TOKENS), there is also a ``tokens``
+column, ``row_tokens.npy`` (cumulative over stored rows) and ``tokenizer.json``. A plan whose
+stored rows are its whole stream (no epoch derived, not merged, not adaptive) also has the
+packing layout ``stream_tokens.npy`` and ``row_index.npy`` (``packing``, ``manifest._stream_tokens``);
+the others compute it from the chunk table or the merge, and a merged stream whose epochs are
+derived has ``epoch_tokens.npy`` (each pool's tokens before each epoch). Any chunk is found in
+O(chunk size): a lookup in the chunk table or a search over tags; nothing earlier is computed.
 This module imports no compile-time stage (sqlglot, DuckDB, parse, bind, plan, catalog).
 """
 

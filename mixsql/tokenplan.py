@@ -191,7 +191,8 @@ def _resolve(bound: BoundMix, catalog: Catalog, window: int) -> _plan.PlanSpec:
     C = bound.chunk_size
     # the partitions default as for samples, from the shares of samples the token shares imply
     mean = [c.tokens / c.samples if c.tokens and c.samples else 1.0 for c in bound.components]
-    estimate = [float(c.share) / m if bound.unit == "TOKENS" else float(c.share) for c, m in zip(bound.components, mean)]
+    estimate = [float(c.share) / m if bound.unit == "TOKENS" else float(c.share)
+                for c, m in zip(bound.components, mean)]
     total = sum(estimate) or 1.0
     sample_shares = [Fraction(e / total).limit_denominator(1 << 20) or Fraction(1, 1 << 20) for e in estimate]
     limit_estimate = bound.limit

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import types
 from fractions import Fraction
 
@@ -11,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mixsql
-from mixsql import tokenplan
+from mixsql import manifest, tokenplan
 from mixsql.errors import MixSQLError
 from mixsql.fairmerge import Merge, Tags
+from mixsql.planfile import CompiledPlan, lineage
 
 THREE = ("MIX BY TOKENS {a} AS code WHERE domain = 'code', {b} AS manual WHERE domain = 'manual', "
          "{c} AS rest FROM corpus SEED 1 CHUNK SIZE {chunk} PARTITIONS {p}")
@@ -287,67 +291,71 @@ def test_the_sample_token_mixture_explains_exact_shares(tcon: mixsql.Connection)
 
 # Streams planned from token counts, each with the digest of its lineage (file name, row, component of
 # every position), its samples and tokens, as format 12 stored every position (``stream_rows.npy``):
-# the counts at every chunk and the sort by tags at run time give the same stream.
+# counts found by searches over the tags and chunks sorted by tag at run time give the same stream.
 MERGED = {
-    "exact": ("MIX BY TOKENS 5 AS a WHERE domain = 'code', 2 AS b WHERE domain = 'manual', 3 AS c FROM corpus SEED 1 CHUNK SIZE 50 PARTITIONS 3",
-               1, "ac96f13fae87d4b1", 2141, 272651),
-    "repeat": ("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS prose WHERE domain <> 'code' FROM corpus LIMIT 2000000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2 SEED 4",
+    "exact": ("MIX BY TOKENS 5 AS a WHERE domain = 'code', 2 AS b WHERE domain = 'manual', 3 AS c FROM corpus "
+              "SEED 1 CHUNK SIZE 50 PARTITIONS 3",
+              1, "ac96f13fae87d4b1", 2141, 272651),
+    "repeat": ("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS prose WHERE domain <> 'code' FROM corpus "
+               "LIMIT 2000000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2 SEED 4",
                1, "62be9b13663b77b1", 11899, 2000158),
-    "samples_tok": ("MIX 0.7 AS code WHERE domain = 'code', 0.3 AS prose WHERE domain <> 'code' FROM corpus LIMIT 900000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 3 CHUNK SIZE 100 SEED 2",
-               1, "55eaf102f1529658", 4202, 901038),
-    "schedule": ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS prose WHERE domain <> 'code' FROM corpus ORDER BY CURRICULUM (STAGE UNTIL 100000 TOKENS (code = 0), STAGE UNTIL 200000 TOKENS (prose = 0)) LIMIT 1500000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2",
-               1, "c3960d7ba04dbbd3", 9849, 1502443),
-    "redistribute": ("MIX BY TOKENS 0.8 AS code WHERE domain = 'code', 0.2 AS prose WHERE domain <> 'code' FROM corpus ON EXHAUSTION REDISTRIBUTE PARTITIONS 2",
-               1, "3ede14a8de620a89", 4200, 627400),
-    "maxepochs": ("MIX BY TOKENS 0.7 AS a WHERE domain = 'code' MAX EPOCHS 3, 0.3 AS b WHERE domain <> 'code' MAX EPOCHS 2 FROM corpus LIMIT 1000000 TOKENS ON EXHAUSTION REPEAT SEED 5 CHUNK SIZE 8 PARTITIONS 3",
-               3, "f69a267eefd185ba", 5409, 1000054),
-    "buckets": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus ORDER BY CURRICULUM (a BY quality DESC BUCKETS 3) LIMIT 1200000 TOKENS ON EXHAUSTION REPEAT SEED 9 CHUNK SIZE 32 PARTITIONS 5",
-               2, "48ac86dba8e88af9", 6798, 1200019),
-    "jsonl": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus_jsonl LIMIT 900000 TOKENS ON EXHAUSTION REPEAT SEED 1 CHUNK SIZE 32 PARTITIONS 2",
-               2, "9695361f295aa743", 5332, 900031),
-    "stop": ("MIX BY TOKENS 0.5 AS a WHERE domain = 'code', 0.5 AS b WHERE domain <> 'code' FROM corpus SEED 7 CHUNK SIZE 64 PARTITIONS 4",
-               1, "1cc4b0cf4f79930d", 3437, 538082),
+    "samples_tok": ("MIX 0.7 AS code WHERE domain = 'code', 0.3 AS prose WHERE domain <> 'code' FROM corpus LIMIT "
+                    "900000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 3 CHUNK SIZE 100 SEED 2",
+                    1, "55eaf102f1529658", 4202, 901038),
+    "schedule": ("MIX BY TOKENS 0.5 AS code WHERE domain = 'code', 0.5 AS prose WHERE domain <> 'code' FROM corpus "
+                 "ORDER BY CURRICULUM (STAGE UNTIL 100000 TOKENS (code = 0), STAGE UNTIL 200000 TOKENS (prose = "
+                 "0)) LIMIT 1500000 TOKENS ON EXHAUSTION REPEAT PARTITIONS 2",
+                 1, "c3960d7ba04dbbd3", 9849, 1502443),
+    "redistribute": ("MIX BY TOKENS 0.8 AS code WHERE domain = 'code', 0.2 AS prose WHERE domain <> 'code' FROM corpus "
+                     "ON EXHAUSTION REDISTRIBUTE PARTITIONS 2",
+                     1, "3ede14a8de620a89", 4200, 627400),
+    "maxepochs": ("MIX BY TOKENS 0.7 AS a WHERE domain = 'code' MAX EPOCHS 3, 0.3 AS b WHERE domain <> 'code' MAX "
+                  "EPOCHS 2 FROM corpus LIMIT 1000000 TOKENS ON EXHAUSTION REPEAT SEED 5 CHUNK SIZE 8 PARTITIONS 3",
+                  3, "f69a267eefd185ba", 5409, 1000054),
+    "buckets": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus ORDER "
+                "BY CURRICULUM (a BY quality DESC BUCKETS 3) LIMIT 1200000 TOKENS ON EXHAUSTION REPEAT SEED 9 "
+                "CHUNK SIZE 32 PARTITIONS 5",
+                2, "48ac86dba8e88af9", 6798, 1200019),
+    "jsonl": ("MIX BY TOKENS 0.6 AS a WHERE domain = 'code', 0.4 AS b WHERE domain <> 'code' FROM corpus_jsonl "
+              "LIMIT 900000 TOKENS ON EXHAUSTION REPEAT SEED 1 CHUNK SIZE 32 PARTITIONS 2",
+              2, "9695361f295aa743", 5332, 900031),
+    "stop": ("MIX BY TOKENS 0.5 AS a WHERE domain = 'code', 0.5 AS b WHERE domain <> 'code' FROM corpus SEED 7 "
+             "CHUNK SIZE 64 PARTITIONS 4",
+             1, "1cc4b0cf4f79930d", 3437, 538082),
 }
 MERGED_PACKED = {"mixed": "509f1fede21a915a", "component": "0a8e9f734651bda7"}  # 1,500 sequences of 64 of "repeat"
 
 
+def _digest(values: object) -> str:
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("name", sorted(MERGED))
 def test_a_merged_stream_is_the_one_that_stored_every_position(tcon: mixsql.Connection, name: str) -> None:
-    import hashlib
-    import json
-    import os
-
-    from mixsql import manifest
-    from mixsql.planfile import lineage
-
     sql, window, expected, samples, tokens = MERGED[name]
     mix = tcon.mix(sql)
     plan = manifest.cached_plan(tokenplan.resolve(mix.bound, tcon.catalog, window=window), tcon.catalog)
     assert plan.merge is not None and not (plan.directory / "stream_rows.npy").exists()
     lin = lineage(plan, 0, len(plan))
-    digest = hashlib.sha256(json.dumps([[os.path.basename(f) for f in lin.column("file").to_pylist()],
-                                        lin.column("row").to_pylist(), lin.column("component").to_pylist()]).encode())
-    assert (digest.hexdigest()[:16], len(plan), plan.meta["stream_content_tokens"]) == (expected, samples, tokens)
+    digest = _digest([[os.path.basename(f) for f in lin.column("file").to_pylist()], lin.column("row").to_pylist(),
+                      lin.column("component").to_pylist()])
+    assert (digest, len(plan), plan.meta["stream_content_tokens"]) == (expected, samples, tokens)
 
 
 @pytest.mark.parametrize("pack", sorted(MERGED_PACKED))
 def test_packed_sequences_of_a_merged_stream_are_unchanged(tcon: mixsql.Connection, pack: str) -> None:
-    import hashlib
-    import json
-
     got = [s["input_ids"].tolist() for s in tcon.mix(MERGED["repeat"][0]).sequences(64, limit=1500, pack=pack)]
-    assert hashlib.sha256(json.dumps(got).encode()).hexdigest()[:16] == MERGED_PACKED[pack]
+    assert _digest(got) == MERGED_PACKED[pack]
 
 
 def test_a_merged_plan_grows_with_the_samples_selected_not_the_budget(tcon: mixsql.Connection) -> None:
-    from mixsql.planfile import CompiledPlan
-
     q = ("MIX BY TOKENS 0.6 AS code WHERE domain = 'code', 0.4 AS prose WHERE domain <> 'code' FROM corpus "
          "LIMIT {n} TOKENS ON EXHAUSTION REPEAT PARTITIONS 2 SEED 4")
     small, large = (tcon.mix(q.format(n=n)).plan() for n in (2_000_000, 60_000_000))
 
     def stored(plan: CompiledPlan) -> int:
-        return sum(f.stat().st_size for f in plan.directory.iterdir() if f.name not in ("plan.json", "epoch_tokens.npy"))
+        return sum(f.stat().st_size for f in plan.directory.iterdir()
+                   if f.name not in ("plan.json", "epoch_tokens.npy"))
 
     assert len(large) > 25 * len(small) and stored(large) == stored(small)  # every sample stored once, nothing more
     epochs = np.load(large.directory / "epoch_tokens.npy")  # each pool's tokens before each epoch: what a seek needs
