@@ -23,12 +23,15 @@ epoch e of its partitions never lays out the whole component. This module import
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import typing as t
 
 import numpy as np
 
 BLOCK_ORDER, WINDOW_SHUFFLE = 1, 2
 _U = np.uint64
+SORT_PIECE = 1 << 16  # keys of whole windows the windows' sort takes at a time (split over the cores)
 
 
 def random_keys(seed: int, purpose: int, index: t.Sequence[int], n: int) -> np.ndarray:
@@ -179,39 +182,78 @@ def pool(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, parti
 
 
 def ordered_pool(laid: Laid, starts: np.ndarray, keys: np.ndarray, samples: int, partitions: int, seed: int,
-                 window: int, component: int, q: int, epoch: int
+                 window: int, component: int, q: int, epoch: int, upto: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Partition q's pool in visiting order (canonical positions) and the run of each, with the
-    windows of ``window_shuffle`` (window starts, each block's window and key)."""
+    windows of ``window_shuffle`` (window starts, each block's window and key). With ``upto``, the
+    order only as far as the window holding sample ``upto - 1``: the same prefix, at least ``upto``
+    long (windows stay in place, so the ones after it need not be shuffled)."""
     pool, cuts, run = pool_of(laid, samples, partitions, q, starts)
-    order, window_starts, block_window, block_key = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts)
+    order, window_starts, block_window, block_key = window_shuffle(run, keys, window, seed, (component, q, epoch), cuts,
+                                                                   upto)
     return pool[order], run[order], window_starts, block_window, block_key
 
 
-def shuffle_order(window_id: np.ndarray, random: np.ndarray) -> np.ndarray:
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _sort_windows(key: np.ndarray, window_id: np.ndarray) -> None:
+    """Sort ``key`` in place, where keys of a later window are always larger: pieces of whole
+    windows (about ``SORT_PIECE`` keys each, fitting the caches) sort on their own, on the
+    machine's cores (NumPy's sort releases the GIL)."""
+    n = len(key)
+    if n <= SORT_PIECE:
+        key.sort()
+        return
+    firsts = np.flatnonzero(np.diff(window_id)) + 1  # where each window after the first starts
+    starts = np.concatenate(([0], firsts))
+    edges = np.unique(starts[np.searchsorted(starts, np.arange(0, n, SORT_PIECE), side="right") - 1]).tolist() + [n]
+    pieces = list(zip(edges[:-1], edges[1:]))
+    if len(pieces) == 1:
+        key.sort()
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(_cores(), len(pieces)), thread_name_prefix="mixsql-shuffle") as pool:
+        list(pool.map(lambda ab: key[ab[0]: ab[1]].sort(), pieces))
+
+
+def shuffle_order(window_id: np.ndarray, random: np.ndarray, samples: int | None = None,
+                  last_window: int | None = None) -> np.ndarray:
     """The order that sorts samples by (window, random bits, position): windows stay in place,
     samples shuffle within them. Where window, bits and position fit in 64 bits with at least 24
     random bits, one sort of packed keys (NumPy sorts plain integers far faster than it argsorts);
-    else a lexsort by the same three keys with 24 random bits, which gives the same definition."""
+    else a lexsort by the same three keys with 24 random bits, which gives the same definition.
+
+    ``window_id`` and ``random`` may be the prefix of a pool that ends at a window's end, with
+    ``samples`` the pool's length and ``last_window`` its last window: the bit widths are the
+    pool's, so the order is the prefix of the pool's order. ``random`` is overwritten.
+    """
     n = len(window_id)
-    position_bits = max(1, (n - 1).bit_length())
-    window_bits = max(1, int(window_id[-1]).bit_length()) if n else 1
+    total = n if samples is None else samples
+    last = (int(window_id[-1]) if n else 0) if last_window is None else last_window
+    position_bits = max(1, (total - 1).bit_length())
+    window_bits = max(1, last.bit_length())
     random_bits = max(24, 64 - position_bits - window_bits)
-    bits = random >> _U(64 - random_bits)
     if position_bits + window_bits + random_bits <= 64:
-        key = (window_id << _U(64 - window_bits)) | (bits << _U(position_bits)) | np.arange(n, dtype=_U)
-        key.sort()
+        key = random  # built in place: (window, random bits, position) packed into 64 bits
+        key >>= _U(64 - random_bits)
+        key <<= _U(position_bits)
+        key |= np.arange(n, dtype=_U)
+        key |= window_id << _U(64 - window_bits)
+        _sort_windows(key, window_id)
         key &= _U((1 << position_bits) - 1)
         return key.view(np.int64)
-    return np.lexsort((np.arange(n), bits, window_id))
+    return np.lexsort((np.arange(n), random >> _U(64 - random_bits), window_id))
 
 
 def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: int, index: t.Sequence[int],
-                   cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   cuts: np.ndarray | None = None, upto: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle samples within windows of ``window`` consecutive blocks (``block``: each sample's run id);
     a window also starts at each of ``cuts`` (where a curriculum bucket starts), so none spans two.
 
-    Returns the order, the window starts, and for each block of the pool its window and its key.
+    Returns the order (with ``upto``, only through the window holding sample ``upto - 1``), the
+    window starts, and for each block of the pool its window and its key.
     """
     n = len(block)
     if n == 0:
@@ -235,9 +277,14 @@ def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: in
         block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
         window_first = new_block & (block_no % window == 0)
     window_id = (np.cumsum(window_first) - 1).astype(_U)
-    order = shuffle_order(window_id, random_keys(seed, WINDOW_SHUFFLE, index, n))
+    window_starts = np.flatnonzero(window_first)
+    end = n
+    if upto is not None and upto < n:  # through the end of the window holding sample upto - 1
+        following = int(np.searchsorted(window_starts, max(upto, 0), side="left"))
+        end = int(window_starts[following]) if following < len(window_starts) else n
+    order = shuffle_order(window_id[:end], random_keys(seed, WINDOW_SHUFFLE, index, end), n, int(window_id[-1]))
     firsts = np.flatnonzero(new_block)
-    return order, np.flatnonzero(window_first), window_id[firsts].astype(np.int64), run_key[block[firsts]]
+    return order, window_starts, window_id[firsts].astype(np.int64), run_key[block[firsts]]
 
 
 def visiting_order(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, seed: int,

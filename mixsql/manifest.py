@@ -320,9 +320,9 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
             want = int(stored[c.index, q])
             if want <= 0:
                 continue
-            # the whole epoch's order, then its first ``want``: a longer stream only appends (prefix stable)
+            # the epoch's order as far as its first ``want`` need: a longer stream only appends (prefix stable)
             ordered, run, starts, block_window, block_key = _epochs.ordered_pool(
-                laid, source.starts, source.keys, n, P, spec.seed, spec.window, c.index, q, 0)
+                laid, source.starts, source.keys, n, P, spec.seed, spec.window, c.index, q, 0, upto=want)
             chosen, run = ordered[:want], run[:want]
             del ordered
             starts = starts[starts < want]

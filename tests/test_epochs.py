@@ -125,11 +125,33 @@ def test_window_shuffle_order_is_its_definition(windows: list[int], seed: int) -
     window_id = np.repeat(np.arange(len(windows), dtype=np.uint64), windows)
     random = np.random.default_rng(seed).integers(0, 2**64 - 1, len(window_id), dtype=np.uint64, endpoint=True)
     random[::3] = random[0]  # ties in the random bits are broken by position
-    order = epochs.shuffle_order(window_id, random)
+    order = epochs.shuffle_order(window_id, random.copy())
     n = len(window_id)
     bits = 64 - max(1, (n - 1).bit_length()) - max(1, int(window_id[-1]).bit_length())
     assert order.tolist() == np.lexsort((np.arange(n), random >> np.uint64(64 - bits), window_id)).tolist()
     assert (window_id[order] == window_id).all()
+
+
+@given(runs=_runs(), window=st.integers(1, 3), seed=st.integers(0, 2**32 - 1), upto=st.integers(0, 400),
+       split=st.integers(1, 64))
+@settings(max_examples=60, deadline=None)
+def test_a_prefix_of_the_window_shuffle_is_the_prefix_of_the_whole(runs: tuple[np.ndarray, np.ndarray], window: int,
+                                                                   seed: int, upto: int, split: int) -> None:
+    """Shuffling only the windows that hold the first ``upto`` samples gives the first samples of the
+    whole pool's order, and at least ``upto`` of them; a sort split at window edges into pieces
+    (``SORT_PIECE`` keys a piece) is the one sort."""
+    run, keys = runs
+    n = len(run)
+    whole = epochs.window_shuffle(run, keys, window, seed, (1, 0, 0))[0]
+    original = epochs.SORT_PIECE
+    try:
+        epochs.SORT_PIECE = split
+        part, window_starts = epochs.window_shuffle(run, keys, window, seed, (1, 0, 0), upto=upto)[:2]
+    finally:
+        epochs.SORT_PIECE = original
+    assert len(part) >= min(upto, n)
+    assert part.tolist() == whole[: len(part)].tolist()
+    assert len(part) == n or len(part) in window_starts.tolist()  # it ends where a window ends
 
 
 # -- plans ---------------------------------------------------------------------------------------------

@@ -120,9 +120,9 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     slots = np.asarray(indices, dtype=np.intp) + 1  # a member's bin in counts over ``_bins(component)``
     overlaps = [[0] * k for k in range(members)]
     wanted = [k for k in range(1, members) if own[k] is not None]
-    histogram: np.ndarray | None = None
     at = 0
-    sums = _Sums(slots, file_rows, block_starts)
+    single = len(masks) == 1 and members <= 16  # one mask column of at most 16 bits: sums by mask value
+    sums = _Sums(slots, file_rows, block_starts, mask_bits=(8 if members <= 8 else 16) if single else None)
     extra = ["coalesce(_bytes, 0) AS _b"] + (["coalesce(n_tokens, 0) AS _t"] if tokens else []) \
         + (["_block::INTEGER AS _k"] if block_starts is None else [])  # summed in the same pass
     for batch in con.sql("SELECT " + ", ".join([f"{m} AS _m{j}" for j, m in enumerate(masks)] + extra)
@@ -130,12 +130,10 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
         n = batch.num_rows
         _check_rows(dataset, at + n, total, partial=True)
         cols = [batch.column(j).to_numpy(zero_copy_only=False) for j in range(len(masks))]
-        if len(cols) == 1 and cols[0].dtype.itemsize <= 2:  # the usual case: one table lookup
+        if single:  # the usual case: one table lookup, and the sums are histograms of the masks
             lowest = _LOWEST[: 1 << (8 * cols[0].dtype.itemsize)]
-            mine = to_global[np.where(lowest < members, lowest, -1)][cols[0]]  # bits past the members are never set
-            if wanted:  # overlaps from the histogram of masks
-                counts = np.bincount(cols[0], minlength=1 << (8 * cols[0].dtype.itemsize))
-                histogram = counts if histogram is None else histogram + counts
+            component[at: at + n] = to_global[np.where(lowest < members, lowest, -1)][cols[0]]
+            sums.add_masks(cols[0], batch, at)
         else:
             first = _lowest_bit(cols[0])  # the member each sample goes to, -1: none
             for j, mask in enumerate(cols[1:], 1):
@@ -148,18 +146,19 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
                 hit = ((cols[k // 64] >> cols[k // 64].dtype.type(k % 64)) & 1).astype(bool)
                 counted = np.bincount(_bins(mine[hit]), minlength=int(slots.max()) + 1)[slots[:k]]
                 overlaps[k] = [x + int(y) for x, y in zip(overlaps[k], counted.tolist())]
-        component[at: at + n] = mine
-        sums.add(_bins(mine), batch, at)
+            component[at: at + n] = mine
+            sums.add(_bins(mine), batch, at)
+            del mine
         at += n
-        del cols, mine
+        del cols
     _check_rows(dataset, at, total)
-    if histogram is not None:
-        values = np.flatnonzero(histogram)
+    if single and sums.histogram is not None:
+        values = np.flatnonzero(sums.histogram)
         for k in wanted:
             for v in values[(values >> k) & 1 == 1].tolist():
                 a = int(_LOWEST[v])
                 if a < k:
-                    overlaps[k][a] += int(histogram[v])
+                    overlaps[k][a] += int(sums.histogram[v])
     return Matches(component, *sums.result(), overlaps)
 
 
@@ -175,9 +174,12 @@ def _bins(component: np.ndarray) -> np.ndarray:
 
 class _Sums:
     """Per member (its bin in ``slots``): samples, ``_bytes`` and ``n_tokens`` sums, and distinct
-    blocks, accumulated batch by batch from the scan that finds each sample's component."""
+    blocks, accumulated batch by batch from the scan that finds each sample's component. With
+    ``mask_bits`` (members that fit one mask of that many bits) the sums are kept per mask value
+    (``add_masks``), and each member's are those of the masks whose lowest bit is its own."""
 
-    def __init__(self, slots: np.ndarray, file_rows: t.Sequence[int], block_starts: np.ndarray | None) -> None:
+    def __init__(self, slots: np.ndarray, file_rows: t.Sequence[int], block_starts: np.ndarray | None,
+                 mask_bits: int | None = None) -> None:
         members = len(slots)
         self.slots, self.width = slots, int(slots.max()) + 1
         words = -(-members // 64)
@@ -190,6 +192,10 @@ class _Sums:
         self.samples = np.zeros(self.width, dtype=np.int64)
         self.nbytes = np.zeros(self.width, dtype=np.int64)
         self.ntokens = np.zeros(self.width, dtype=np.int64)
+        bins = 0 if mask_bits is None else 1 << mask_bits
+        self.histogram = None if mask_bits is None else np.zeros(bins, dtype=np.int64)
+        self.mask_bytes = np.zeros(bins, dtype=np.int64)
+        self.mask_tokens = np.zeros(bins, dtype=np.int64)
         self.file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
         self.block_starts = None if block_starts is None else np.unique(block_starts)
         self.present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
@@ -197,14 +203,27 @@ class _Sums:
 
     def add(self, mine: np.ndarray, batch: t.Any, at: int) -> None:
         """One batch: ``mine``, its samples' bins (``_bins``); ``batch``, its ``_b`` (and ``_t``, ``_k``) columns."""
-        n, width = len(mine), self.width
+        width = self.width
         self.samples += np.bincount(mine, minlength=width)  # by batch: bincount widens its input to 8 bytes a value
-        # float64 sums are exact below 2**53 per batch
-        self.nbytes += np.rint(np.bincount(mine, weights=batch.column("_b").to_numpy(), minlength=width)[:width]) \
-            .astype(np.int64)
+        self.nbytes += _weighted(mine, batch.column("_b"), width)
         if "_t" in batch.schema.names:
-            self.ntokens += np.rint(np.bincount(mine, weights=batch.column("_t").to_numpy(), minlength=width)[:width]) \
-                .astype(np.int64)
+            self.ntokens += _weighted(mine, batch.column("_t"), width)
+        self.present = _blocks(self.present, self._starts(batch, at, len(mine)),
+                               [self.bits[:, j][mine] for j in range(self.words)])
+
+    def add_masks(self, mask: np.ndarray, batch: t.Any, at: int) -> None:
+        """One batch of one mask column: histograms of the mask values, and as each sample's block
+        bit the lowest set bit of its mask (member k's bit is 1 << k)."""
+        assert self.histogram is not None
+        bins = len(self.histogram)
+        self.histogram += np.bincount(mask, minlength=bins)
+        self.mask_bytes += _weighted(mask, batch.column("_b"), bins)
+        if "_t" in batch.schema.names:
+            self.mask_tokens += _weighted(mask, batch.column("_t"), bins)
+        lowest = mask & (~mask + mask.dtype.type(1))
+        self.present = _blocks(self.present, self._starts(batch, at, len(mask)), [lowest.astype(self.bits.dtype)])
+
+    def _starts(self, batch: t.Any, at: int, n: int) -> np.ndarray:
         starts = np.zeros(n, dtype=bool)
         if self.block_starts is None:
             block = batch.column("_k").to_numpy()
@@ -215,25 +234,36 @@ class _Sums:
         else:  # the layout gives the blocks
             lo, hi = np.searchsorted(self.block_starts, [at, at + n])
             starts[self.block_starts[lo:hi] - at] = True
-        self.present = _blocks(self.present, starts, self.bits, mine)
+        return starts
 
     def result(self) -> tuple[list[int], list[int], list[int], list[int]]:
         table = np.concatenate(self.present).astype(np.uint64) if self.present \
             else np.zeros((0, self.words), dtype=np.uint64)
         blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1)))
                   for k in range(len(self.slots))]
+        if self.histogram is not None:  # a member's sums are those of the masks it is the lowest bit of
+            lowest = _LOWEST[: len(self.histogram)]
+            members = range(len(self.slots))
+            return ([int(self.histogram[lowest == k].sum()) for k in members],
+                    [int(self.mask_bytes[lowest == k].sum()) for k in members],
+                    [int(self.mask_tokens[lowest == k].sum()) for k in members], blocks)
         s = self.slots
         return self.samples[s].tolist(), self.nbytes[s].tolist(), self.ntokens[s].tolist(), blocks
 
 
-def _blocks(present: list[np.ndarray], starts: np.ndarray, bits: np.ndarray, slot: np.ndarray) -> list[np.ndarray]:
-    """``present`` extended by one batch: ``starts`` marks where blocks start in it, ``slot`` is each
-    sample's slot and ``bits`` its bit; each block's row holds a bit per member with a sample in it.
-    A block that began in an earlier batch is merged into that batch's last row."""
+def _weighted(bins: np.ndarray, values: t.Any, width: int) -> np.ndarray:
+    """Per bin, the sum of an integer column over a batch (float64 sums are exact below 2**53 per batch)."""
+    return np.rint(np.bincount(bins, weights=values.to_numpy(), minlength=width)[:width]).astype(np.int64)
+
+
+def _blocks(present: list[np.ndarray], starts: np.ndarray, bits: list[np.ndarray]) -> list[np.ndarray]:
+    """``present`` extended by one batch: ``starts`` marks where blocks start in it, ``bits`` holds
+    each sample's member bit (a word array per 64 members); each block's row holds a bit per member
+    with a sample in it. A block that began in an earlier batch is merged into that batch's last row."""
     continues = not starts[0] and bool(present)
     starts[0] = True
     cuts = np.flatnonzero(starts)
-    rows = np.stack([np.bitwise_or.reduceat(bits[:, j][slot], cuts) for j in range(bits.shape[1])], axis=1)
+    rows = np.stack([np.bitwise_or.reduceat(word, cuts) for word in bits], axis=1)
     if continues:
         present[-1][-1] |= rows[0]
         rows = rows[1:]

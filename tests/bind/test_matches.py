@@ -44,7 +44,7 @@ def _expected(con: duckdb.DuckDBPyConnection, predicates: list[str | None], own:
     return out
 
 
-@pytest.mark.parametrize("members", [3, 70])
+@pytest.mark.parametrize("members", [3, 12, 70])
 @given(seed=st.integers(0, 2**32 - 1), files=st.lists(st.integers(0, 40), min_size=1, max_size=5),
        batch=st.sampled_from([1, 7, 1 << 20]))
 @settings(max_examples=15, deadline=None)
