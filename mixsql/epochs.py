@@ -260,31 +260,33 @@ def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: in
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
     new_block = np.ones(n, dtype=bool)
-    new_block[1:] = block[1:] != block[:-1]
-    block_no = None
+    np.not_equal(block[1:], block[:-1], out=new_block[1:])
     if cuts is not None:
         cuts = cuts[cuts < n]  # a bucket with nothing in this pool starts nothing
-    if cuts is not None and len(cuts):
         new_block[cuts] = True
-        block_no = np.cumsum(new_block) - 1
-        segment = np.zeros(n, dtype=bool)
-        segment[0] = True
-        segment[cuts] = True
-        block_no -= np.maximum.accumulate(np.where(segment, block_no, 0))  # counted from each bucket's start
+    firsts = np.flatnonzero(new_block)  # where each block starts; the rest is counted per block
+    del new_block
     if window == 1:
-        window_first = new_block
+        window_block = np.ones(len(firsts), dtype=bool)
     else:
-        block_no = np.cumsum(new_block) - 1 if block_no is None else block_no
-        window_first = new_block & (block_no % window == 0)
-    window_id = (np.cumsum(window_first) - 1).astype(_U)
-    window_starts = np.flatnonzero(window_first)
+        block_no = np.arange(len(firsts), dtype=np.int64)
+        if cuts is not None and len(cuts):  # counted from each bucket's start
+            segment = np.zeros(len(firsts), dtype=bool)
+            segment[0] = True
+            segment[np.searchsorted(firsts, cuts)] = True
+            block_no -= np.maximum.accumulate(np.where(segment, block_no, 0))
+        window_block = block_no % window == 0
+    block_window = np.cumsum(window_block) - 1  # each block's window
+    window_starts = firsts[window_block]
     end = n
     if upto is not None and upto < n:  # through the end of the window holding sample upto - 1
         following = int(np.searchsorted(window_starts, max(upto, 0), side="left"))
         end = int(window_starts[following]) if following < len(window_starts) else n
-    order = shuffle_order(window_id[:end], random_keys(seed, WINDOW_SHUFFLE, index, end), n, int(window_id[-1]))
-    firsts = np.flatnonzero(new_block)
-    return order, window_starts, window_id[firsts].astype(np.int64), run_key[block[firsts]]
+    windows = int(np.searchsorted(window_starts, end, side="left"))  # the windows in [0, end)
+    sizes = np.diff(np.append(window_starts[:windows], end))
+    window_id = np.repeat(np.arange(windows, dtype=_U), sizes)
+    order = shuffle_order(window_id, random_keys(seed, WINDOW_SHUFFLE, index, end), n, len(window_starts) - 1)
+    return order, window_starts, block_window, run_key[block[firsts]]
 
 
 def visiting_order(starts: np.ndarray, keys: np.ndarray, samples: int, buckets: int, partitions: int, seed: int,

@@ -157,7 +157,7 @@ def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list
     file_ids = np.asarray([f["file_id"] for f in files], dtype=np.int32)
     index_kind = np.int32 if len(component) < 1 << 31 else np.int64
     for m in members:
-        index = np.flatnonzero(component == m.index).astype(index_kind, copy=False)
+        index = _positions(component, m.index, index_kind)
         if lazy:
             yield m.index, _IndexSelection(index, layout, file_ids, files, n_tokens)
             del index
@@ -174,6 +174,21 @@ def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list
         del index, file, row
         yield m.index, selection
         del selection
+
+
+def _positions(component: np.ndarray, value: int, kind: t.Any, step: int = 1 << 23) -> np.ndarray:
+    """Where ``component`` equals ``value``, ascending, as ``kind``: found a slice at a time, so no
+    int64 array of the whole selection is made and cast."""
+    counts = [int(np.count_nonzero(component[a: a + step] == value)) for a in range(0, len(component), step)]
+    out = np.empty(sum(counts), dtype=kind)
+    at = 0
+    for a, n in zip(range(0, len(component), step), counts):
+        if n:
+            found = np.flatnonzero(component[a: a + step] == value)
+            found += a
+            out[at: at + n] = found
+            at += n
+    return out
 
 
 class _ArraySelection:

@@ -212,3 +212,11 @@ def test_a_cached_plan_must_be_the_plan_of_its_key(tmp_path: Path) -> None:
         con.mix(text).plan()
     (directory / "plan.json").write_text(json.dumps(meta))
     assert len(con.mix(text).plan()) == len(con.mix(text))
+
+
+@given(component=st.lists(st.integers(-1, 3), max_size=200), value=st.integers(-1, 3), step=st.integers(1, 64))
+def test_positions_found_a_slice_at_a_time_are_flatnonzero(component: list[int], value: int, step: int) -> None:
+    array = np.asarray(component, dtype=np.int8)
+    found = manifest._positions(array, value, np.int32, step)
+    assert found.dtype == np.int32
+    assert found.tolist() == np.flatnonzero(array == value).tolist()
