@@ -123,8 +123,9 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     at = 0
     single = len(masks) == 1 and members <= 16  # one mask column of at most 16 bits: sums by mask value
     sums = _Sums(slots, file_rows, block_starts, mask_bits=(8 if members <= 8 else 16) if single else None)
-    extra = ["coalesce(_bytes, 0) AS _b"] + (["coalesce(n_tokens, 0) AS _t"] if tokens else []) \
-        + (["_block::INTEGER AS _k"] if block_starts is None else [])  # summed in the same pass
+    # summed in the same pass, as the float64 weights bincount takes (made on DuckDB's threads)
+    extra = ["coalesce(_bytes, 0)::DOUBLE AS _b"] + (["coalesce(n_tokens, 0)::DOUBLE AS _t"] if tokens else []) \
+        + (["_block::INTEGER AS _k"] if block_starts is None else [])
     for batch in con.sql("SELECT " + ", ".join([f"{m} AS _m{j}" for j, m in enumerate(masks)] + extra)
                          + f' FROM "{dataset}"').to_arrow_reader(batch_rows):
         n = batch.num_rows
