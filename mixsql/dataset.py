@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch.utils.data
 
+from mixsql import epochs as _epochs
 from mixsql import remote, shared
 from mixsql import state as _state
 from mixsql import world
@@ -347,8 +348,7 @@ def tune_worker(workers: int) -> None:
     if _tuned == (os.getpid(), workers):
         return
     _tuned = (os.getpid(), workers)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    pa.set_cpu_count(max(1, cores // max(1, workers)))
+    pa.set_cpu_count(max(1, _epochs.cores() // max(1, workers)))
     try:
         import fcntl
 

@@ -194,7 +194,8 @@ def ordered_pool(laid: Laid, starts: np.ndarray, keys: np.ndarray, samples: int,
     return pool[order], run[order], window_starts, block_window, block_key
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -213,7 +214,7 @@ def _sort_windows(key: np.ndarray, window_id: np.ndarray) -> None:
     if len(pieces) == 1:
         key.sort()
         return
-    with concurrent.futures.ThreadPoolExecutor(min(_cores(), len(pieces)), thread_name_prefix="mixsql-shuffle") as pool:
+    with concurrent.futures.ThreadPoolExecutor(min(cores(), len(pieces)), thread_name_prefix="mixsql-shuffle") as pool:
         list(pool.map(lambda ab: key[ab[0]: ab[1]].sort(), pieces))
 
 

@@ -37,6 +37,7 @@ and adds its Parquet manifest and lineage.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -177,17 +178,23 @@ def _parquet_selections(component: np.ndarray, members: list[t.Any], files: list
 
 
 def _positions(component: np.ndarray, value: int, kind: t.Any, step: int = 1 << 23) -> np.ndarray:
-    """Where ``component`` equals ``value``, ascending, as ``kind``: found a slice at a time, so no
+    """Where ``component`` equals ``value``, ascending, as ``kind``: found a slice at a time on every
+    core (NumPy's comparisons and searches release the GIL), each written into its place, so no
     int64 array of the whole selection is made and cast."""
-    counts = [int(np.count_nonzero(component[a: a + step] == value)) for a in range(0, len(component), step)]
-    out = np.empty(sum(counts), dtype=kind)
-    at = 0
-    for a, n in zip(range(0, len(component), step), counts):
-        if n:
-            found = np.flatnonzero(component[a: a + step] == value)
-            found += a
-            out[at: at + n] = found
-            at += n
+    slices = [(a, component[a: a + step]) for a in range(0, len(component), step)]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(_epochs.cores(), len(slices))),
+                                               thread_name_prefix="mixsql-select") as pool:
+        counts = list(pool.map(lambda piece: int(np.count_nonzero(piece[1] == value)), slices))
+        out = np.empty(sum(counts), dtype=kind)
+        starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+        def fill(k: int) -> None:
+            if counts[k]:
+                found = np.flatnonzero(slices[k][1] == value)
+                found += slices[k][0]
+                out[starts[k]: starts[k + 1]] = found
+
+        list(pool.map(fill, range(len(slices))))
     return out
 
 
@@ -242,7 +249,9 @@ def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
 
 class _Out:
     """The plan's sample columns, appended to .npy files whose headers already give the final length:
-    nothing is concatenated or held in memory."""
+    nothing is concatenated or held in memory. A write goes on while the next pool is computed (on
+    one thread, at most one pending: memory holds one more pool's columns); its error is raised by
+    the next ``write`` or by ``close``."""
 
     def __init__(self, directory: Path, names: list[str], total: int, dtype: t.Any = None) -> None:
         self.files = {}
@@ -254,17 +263,32 @@ class _Out:
             self.files[name] = fh
         self.total = total
         self.at = 0
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mixsql-plan-write")
+        self._pending: concurrent.futures.Future[None] | None = None
 
     def write(self, **columns: np.ndarray) -> None:
         n = len(next(iter(columns.values())))
+        self._wait()
+        self._pending = self._writer.submit(self._write, columns)
+        self.at += n
+
+    def _write(self, columns: dict[str, np.ndarray]) -> None:
         for name, values in columns.items():
             if name in self.files:
                 np.ascontiguousarray(values, dtype=self.dtypes[name]).tofile(self.files[name])
-        self.at += n
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def close(self) -> None:
-        for fh in self.files.values():
-            fh.close()
+        try:
+            self._wait()
+        finally:
+            self._writer.shutdown()
+            for fh in self.files.values():
+                fh.close()
         if self.at != self.total:  # pragma: no cover - the chunk table and the layout disagree
             raise PlanError(f"internal: wrote {self.at} samples of {self.total}")
 
