@@ -247,6 +247,9 @@ def _arrays(table: pa.Table) -> dict[str, np.ndarray]:
     return {name: _np(table, name) for name in table.column_names}
 
 
+WRITE_AHEAD = 1 << 28  # bytes of a pool's columns that may still be written while the next is computed
+
+
 class _Out:
     """The plan's sample columns, appended to .npy files whose headers already give the final length:
     nothing is concatenated or held in memory. A write goes on while the next pool is computed (on
@@ -270,6 +273,8 @@ class _Out:
         n = len(next(iter(columns.values())))
         self._wait()
         self._pending = self._writer.submit(self._write, columns)
+        if sum(self.dtypes[name].itemsize for name in columns if name in self.files) * n > WRITE_AHEAD:
+            self._wait()  # a large pool is not held twice
         self.at += n
 
     def _write(self, columns: dict[str, np.ndarray]) -> None:
@@ -291,6 +296,22 @@ class _Out:
                 fh.close()
         if self.at != self.total:  # pragma: no cover - the chunk table and the layout disagree
             raise PlanError(f"internal: wrote {self.at} samples of {self.total}")
+
+
+POOLS_AHEAD = 1 << 24  # samples of the pools computed at once while compiling (beyond the first)
+
+
+def _in_order(items: list[int], work: t.Callable[[int], t.Any], sizes: list[int], budget: int) -> t.Iterator[t.Any]:
+    """``work(item)`` of each item, in order, computed on the machine's cores a few at a time: a
+    next one starts while those in flight and it hold at most ``budget`` in ``sizes`` (always one)."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, _epochs.cores()), thread_name_prefix="mixsql-pools") as pool:
+        pending: list[tuple[concurrent.futures.Future[t.Any], int]] = []
+        for item, size in zip(items, sizes):
+            while pending and (len(pending) >= _epochs.cores() or sum(w for _, w in pending) + size > budget):
+                yield pending.pop(0)[0].result()
+            pending.append((pool.submit(work, item), size))
+        while pending:
+            yield pending.pop(0)[0].result()
 
 
 def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
@@ -354,31 +375,40 @@ def _write_samples(spec: _plan.PlanSpec, catalog: Catalog, directory: Path,
         positions = np.empty(n, dtype=np.int64) if derived[c.index] else None
         laid = _epochs.laid_buckets(source.starts, source.keys, n, buckets,
                                     _epochs.epoch_salt(spec.seed, datasets.index(c.dataset), 0))
-        for q in range(P):  # one pool at a time: memory follows a pool, not the component
-            physical_starts[c.index, q] = out.at
+
+        def ordered(q: int) -> tuple[t.Any, ...]:
+            """Pool q as the plan stores it: its first ``want`` samples in visiting order and their
+            columns, with its windows (their starts, each block's window and key)."""
             want = int(stored[c.index, q])
-            if want <= 0:
-                continue
             # the epoch's order as far as its first ``want`` need: a longer stream only appends (prefix stable)
-            ordered, run, starts, block_window, block_key = _epochs.ordered_pool(
+            pool, run, starts, block_window, block_key = _epochs.ordered_pool(
                 laid, source.starts, source.keys, n, P, spec.seed, spec.window, c.index, q, 0, upto=want)
-            chosen, run = ordered[:want], run[:want]
-            del ordered
+            chosen, run = pool[:want], run[:want]
+            del pool
             starts = starts[starts < want]
             keep = block_window < len(starts)
-            block_window, block_key = block_window[keep], block_key[keep]
+            return want, chosen, starts, block_window[keep], block_key[keep], source.columns(chosen, run)
+
+        # pools are computed a few at a time on every core (memory: POOLS_AHEAD samples at most, or
+        # one pool), and written in order
+        wanted = [q for q in range(P) if stored[c.index, q] > 0]
+        results = _in_order(wanted, ordered, [int(stored[c.index, q]) for q in wanted], POOLS_AHEAD)
+        for q in range(P):
+            physical_starts[c.index, q] = out.at
+            if stored[c.index, q] <= 0:
+                continue
+            want, chosen, starts, block_window, block_key, columns = next(results)
             window_blocks.append(block_window + windows_so_far)
             window_keys.append(block_key)
             windows_so_far += len(starts)
             window_starts.append(starts + out.at)
             if positions is not None:
                 positions[chosen] = out.at + np.arange(want, dtype=np.int64)
-            columns = source.columns(chosen, run)
             out.write(component=np.full(len(chosen), c.index, dtype=np.int16),
                       file=(columns["_file_id"] + base[c.dataset]).astype(np.int32), row=columns["_row"],
                       **({"offset": columns["_offset"], "length": columns["_length"]} if byte_ranges else {}),
                       **({"tokens": columns["_tokens"]} if "tokens" in names else {}))
-            del chosen, run, columns
+            del chosen, columns
         if positions is not None and canon is not None:
             runs.append({"component": c.index, "dataset": datasets.index(c.dataset), "samples": n,
                          "canon": canon.at, "runs": sum(len(k) for _, k in run_arrays), "n_runs": len(source.keys)})
