@@ -71,7 +71,7 @@ def _num(value: float | None, spec: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--samples", type=int, default=20_000, help="documents every arm delivers")
     parser.add_argument("--report", type=Path, default=ROOT / "BENCHMARKS.md", help="section (j) goes here")
     args = parser.parse_args()

@@ -224,7 +224,9 @@ class _IndexSelection:
         group_file = np.repeat(np.arange(len(files), dtype=np.int64),
                                [len(f["row_groups"] or [f["rows"]]) for f in files])
         present = np.flatnonzero(per_group)
-        self.run_file = group_file[present]  # each run is (part of) one row group, of one file
+        run_file = group_file[present]  # each run is (part of) one row group, of one file
+        self.run_file_id = file_ids[run_file]
+        self.run_file_start = file_starts[run_file].astype(index.dtype)
         self.starts = np.concatenate(([0], np.cumsum(per_group[present]))).astype(np.int64)
         self.keys = (file_ids[group_file[present]].astype(np.int64) << 32) | group_local[present]
 
@@ -235,8 +237,8 @@ class _IndexSelection:
 
     def columns(self, positions: np.ndarray, run: np.ndarray) -> dict[str, np.ndarray]:
         at = self.index[positions]
-        file = self.run_file[run]
-        out = {"_file_id": self.file_ids[file], "_row": (at - self.file_starts[file]).astype(np.int32)}
+        row = at - self.run_file_start[run]
+        out = {"_file_id": self.run_file_id[run], "_row": row.astype(np.int32, copy=False)}
         if self.n_tokens is not None:
             out["_tokens"] = self.n_tokens[at]
         return out

@@ -220,3 +220,26 @@ def test_positions_found_a_slice_at_a_time_are_flatnonzero(component: list[int],
     found = manifest._positions(array, value, np.int32, step)
     assert found.dtype == np.int32
     assert found.tolist() == np.flatnonzero(array == value).tolist()
+
+
+@given(sizes=st.lists(st.integers(1, 50), max_size=20), budget=st.integers(1, 120))
+@settings(max_examples=40, deadline=None)
+def test_pools_computed_ahead_come_back_in_order_within_the_budget(sizes: list[int], budget: int) -> None:
+    """``_in_order``: every item's result, in order; beyond the first, the items in flight at once
+    never hold more than the budget."""
+    import threading
+    import time
+
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def work(k: int) -> int:
+        with lock:
+            running[0] += sizes[k]
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002)  # long enough for the next items to start, where the budget lets them
+        with lock:
+            running[0] -= sizes[k]
+        return k * k
+
+    assert list(manifest._in_order(list(range(len(sizes))), work, sizes, budget)) == [k * k for k in range(len(sizes))]
+    assert peak[0] <= max([budget, *sizes])
