@@ -233,6 +233,10 @@ class MixDataset(torch.utils.data.IterableDataset):
                         if j not in planned:
                             planned[j] = self._rows(plan, reads[j])
                         reader.prefetch(planned[j])
+                if self.batched:  # whole batches of columns: no dict per sample
+                    yield from self._batches(origin, workers, worker_id, batches, None,
+                                             made=reader.batches(rows_now, size, component=self.component))
+                    continue
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
                 layout = ahead if ahead is not None else packed.layout(self._pieces(packed, batches))
@@ -264,9 +268,10 @@ class MixDataset(torch.utils.data.IterableDataset):
                 yield sample
 
     def _batches(self, origin: int, workers: int, worker_id: int, batches: range,
-                 tensors: dict[str, torch.Tensor] | None, rows: list[dict[str, t.Any]] | None = None
-                 ) -> t.Iterator[dict[str, t.Any]]:
-        """Whole batches: (batch_size, seq_len) tensors of packed sequences, or ``collate``'d samples."""
+                 tensors: dict[str, torch.Tensor] | None, rows: list[dict[str, t.Any]] | None = None,
+                 made: list[dict[str, list[t.Any]]] | None = None) -> t.Iterator[dict[str, t.Any]]:
+        """Whole batches: (batch_size, seq_len) tensors of packed sequences, ``collate``'d samples,
+        or batches ``made`` by the reader (``Reader.batches``)."""
         size = self.batch_size
         for k, b in enumerate(batches):
             self._progress = (origin, workers, worker_id, b + workers)
@@ -277,6 +282,8 @@ class MixDataset(torch.utils.data.IterableDataset):
                                                            for v in tensors.values()]).unbind(0)))
                 else:
                     yield {name: v[k * size: (k + 1) * size] for name, v in tensors.items()}
+            elif made is not None:
+                yield made[k]
             else:
                 yield collate(rows[k * size: (k + 1) * size])  # type: ignore[index]
 

@@ -251,14 +251,57 @@ class Reader:
         if len(rows) == 0:
             return []
         if not self.columns:  # only the component: the plan alone says it, no file is read
-            names = self.plan.names if component == "name" else range(len(self.plan.names))
-            return [{"component": names[cid]} for cid in self.plan.component[rows].tolist()]
+            return [{"component": label} for label in self._labels(rows, component)]
+        return self._records(rows, self._groups(rows), component)
+
+    def batches(self, rows: np.ndarray, size: int, component: str = "name") -> list[dict[str, list[t.Any]]]:
+        """Plan ``rows`` in batches of ``size``, each a dict of lists: what ``collate`` makes of
+        each batch of ``samples(rows, component)``. Made from one Arrow table in row order, each
+        column turned into Python objects at once, with no dict per sample; where the sources'
+        fields differ, or a field holds token ids or images to decode, from ``samples``' records."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cuts = range(0, len(rows), size)
+        if len(rows) == 0:
+            return []
+        if not self.columns:
+            labels = self._labels(rows, component)
+            return [{"component": labels[k: k + size]} for k in cuts]
+        groups = list(self._groups(rows))
+        names = groups[0][1].schema.names
+        if (self.images != "bytes" and any(self._image_fields.values())) or any(
+                table.schema.names != names or any(_is_id_list(f.type) for f in table.schema) for _, table, _, _ in groups):
+            records = self._records(rows, groups, component)
+            return [{key: [r[key] for r in records[k: k + size]] for key in records[k]} for k in cuts]
+        flat: dict[str, list[t.Any]] = {name: [] for name in names}  # by block, then put in row order
+        for key_id, table, group, at in groups:
+            piece = table.take(pa.array(at))
+            for name in names:
+                flat[name].extend(piece.column(name).to_pylist())
+            self._release(key_id, len(group))
+        self.stats.samples += len(rows)
+        back = np.empty(len(rows), dtype=np.int64)
+        back[np.concatenate([group for _, _, group, _ in groups])] = np.arange(len(rows))
+        where = back.tolist()
+        columns = {name: [values[j] for j in where] for name, values in flat.items()}
+        columns["component"] = self._labels(rows, component)
+        return [{name: values[k: k + size] for name, values in columns.items()} for k in cuts]
+
+    def _labels(self, rows: np.ndarray, component: str) -> list[t.Any]:
+        names = self.plan.names if component == "name" else range(len(self.plan.names))
+        return [names[cid] for cid in self.plan.component[rows].tolist()]
+
+    def _groups(self, rows: np.ndarray) -> t.Iterator[tuple[int, pa.Table, np.ndarray, np.ndarray]]:
+        """Plan ``rows`` by source block, each decoded as it comes: (its id, its table, the rows'
+        places in ``rows``, their rows in the table)."""
         source, local, order, bounds = self._locate(rows)
-        out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
-        for group in np.split(order, bounds):  # records become Python objects here, once, each in its place
+        for group in np.split(order, bounds):
             key_id = int(source[group[0]])
-            table = self._source(key_id)
-            at = self._rows_in(key_id, local[group])
+            yield key_id, self._source(key_id), group, self._rows_in(key_id, local[group])
+
+    def _records(self, rows: np.ndarray, groups: t.Iterable[tuple[int, pa.Table, np.ndarray, np.ndarray]],
+                 component: str) -> list[dict[str, t.Any]]:
+        out: list[dict[str, t.Any]] = [None] * len(rows)  # type: ignore[list-item]
+        for key_id, table, group, at in groups:  # records become Python objects here, once, each in its place
             ids = [n for n, f in zip(table.column_names, table.schema) if _is_id_list(f.type)]
             rest = table.drop_columns(ids) if ids else table
             records = rest.take(pa.array(at)).to_pylist() if rest.num_columns else [{} for _ in range(len(at))]
@@ -272,9 +315,8 @@ class Reader:
         self.stats.samples += len(rows)
         if self.images != "bytes":
             self._decode_images(out, rows)
-        names = self.plan.names if component == "name" else range(len(self.plan.names))
-        for record, cid in zip(out, self.plan.component[rows].tolist()):
-            record["component"] = names[cid]
+        for record, label in zip(out, self._labels(rows, component)):
+            record["component"] = label
         return out
 
     def _decode_images(self, records: list[dict[str, t.Any]], rows: np.ndarray) -> None:

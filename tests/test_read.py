@@ -377,3 +377,26 @@ def test_record_ranges_are_the_bytes_of_each_range_read_in_one_pass(tmp_path_fac
         read.RANGE_CHUNK = old
     assert got == [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
     assert sum(sizes) <= (int(ends[-1]) if len(ends) else 0) + chunk  # stops after the last range
+
+
+@pytest.mark.parametrize("statement, columns", [
+    ("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 3 LIMIT 400 SAMPLES", ["text", "id"]),
+    ("MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 3 LIMIT 400 SAMPLES", None),
+    ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", None),
+    ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", ["text"]),
+    ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", []),
+])
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_batches_are_what_collate_makes_of_the_samples(con: mixsql.Connection, statement: str,
+                                                       columns: list[str] | None, size: int) -> None:
+    """``Reader.batches`` (columns made at once, no dict per sample) gives each batch as ``collate``
+    gives it of ``samples``: same keys in the same order, same values; sources whose fields differ
+    (Parquet and JSONL) included."""
+    plan = con.mix(statement).plan()
+    rows = np.random.default_rng(size).permutation(len(plan))[:250]
+    made = Reader(plan, columns).batches(rows, size)
+    reader = Reader(plan, columns)
+    expected = [mixsql.collate(reader.samples(rows[k: k + size])) for k in range(0, len(rows), size)]
+    assert [list(b) for b in made] == [list(b) for b in expected]
+    assert made == expected
+    assert Reader(plan, columns).batches(rows[:0], size) == []
