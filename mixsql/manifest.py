@@ -218,7 +218,7 @@ class _IndexSelection:
     def __init__(self, index: np.ndarray, layout: tuple[np.ndarray, np.ndarray, np.ndarray], file_ids: np.ndarray,
                  files: list[dict[str, t.Any]], n_tokens: np.ndarray | None) -> None:
         file_starts, group_starts, group_local = layout
-        self.index, self.file_starts, self.file_ids, self.n_tokens = index, file_starts, file_ids, n_tokens
+        self.index, self.n_tokens = index, n_tokens
         self.samples = len(index)
         per_group = np.diff(np.append(np.searchsorted(index, group_starts.astype(index.dtype)), len(index)))
         group_file = np.repeat(np.arange(len(files), dtype=np.int64),
