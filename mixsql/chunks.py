@@ -23,8 +23,9 @@ def chunk_order(counts: t.Sequence[int], rotation: int = 0) -> np.ndarray:
     Greatest deficit first (Megatron's blending rule): position p goes to the component whose
     count so far lags its share ``n_i*(p+1)/C`` the most, ties to the earlier component. Every
     prefix of a chunk is mixed too: each component stays within about one sample of its share (a
-    little more for some count vectors: 1.04 samples at (1, 5, 53, 53); about 1.3 at 8 components). Integer arithmetic; cached per count vector, since a
-    static mixture has only a few distinct vectors. The returned array is read-only.
+    little more for some count vectors: 1.04 samples at (1, 5, 53, 53); about 1.3 at 8 components).
+    Integer arithmetic; cached per count vector, since a static mixture has only a few distinct
+    vectors. The returned array is read-only.
 
     ``rotation`` starts the order that many positions in (cyclically): partition q uses
     ``rotation(q, P, C)``, so that the P partitions, which the plan order visits in lockstep, are

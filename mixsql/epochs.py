@@ -199,16 +199,16 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _sort_windows(key: np.ndarray, window_id: np.ndarray) -> None:
+def _sort_windows(key: np.ndarray, window_id: np.ndarray, starts: np.ndarray | None) -> None:
     """Sort ``key`` in place, where keys of a later window are always larger: pieces of whole
     windows (about ``SORT_PIECE`` keys each, fitting the caches) sort on their own, on the
-    machine's cores (NumPy's sort releases the GIL)."""
+    machine's cores (NumPy's sort releases the GIL). ``starts``: where each window starts, when known."""
     n = len(key)
     if n <= SORT_PIECE:
         key.sort()
         return
-    firsts = np.flatnonzero(np.diff(window_id)) + 1  # where each window after the first starts
-    starts = np.concatenate(([0], firsts))
+    if starts is None:
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(window_id)) + 1))
     edges = np.unique(starts[np.searchsorted(starts, np.arange(0, n, SORT_PIECE), side="right") - 1]).tolist() + [n]
     pieces = list(zip(edges[:-1], edges[1:]))
     if len(pieces) == 1:
@@ -219,7 +219,7 @@ def _sort_windows(key: np.ndarray, window_id: np.ndarray) -> None:
 
 
 def shuffle_order(window_id: np.ndarray, random: np.ndarray, samples: int | None = None,
-                  last_window: int | None = None) -> np.ndarray:
+                  last_window: int | None = None, window_starts: np.ndarray | None = None) -> np.ndarray:
     """The order that sorts samples by (window, random bits, position): windows stay in place,
     samples shuffle within them. Where window, bits and position fit in 64 bits with at least 24
     random bits, one sort of packed keys (NumPy sorts plain integers far faster than it argsorts);
@@ -227,7 +227,8 @@ def shuffle_order(window_id: np.ndarray, random: np.ndarray, samples: int | None
 
     ``window_id`` and ``random`` may be the prefix of a pool that ends at a window's end, with
     ``samples`` the pool's length and ``last_window`` its last window: the bit widths are the
-    pool's, so the order is the prefix of the pool's order. ``random`` is overwritten.
+    pool's, so the order is the prefix of the pool's order. ``window_starts``: where each of its
+    windows starts, when known. ``random`` is overwritten.
     """
     n = len(window_id)
     total = n if samples is None else samples
@@ -241,7 +242,7 @@ def shuffle_order(window_id: np.ndarray, random: np.ndarray, samples: int | None
         key <<= _U(position_bits)
         key |= np.arange(n, dtype=_U)
         key |= window_id << _U(64 - window_bits)
-        _sort_windows(key, window_id)
+        _sort_windows(key, window_id, window_starts)
         key &= _U((1 << position_bits) - 1)
         return key.view(np.int64)
     return np.lexsort((np.arange(n), random >> _U(64 - random_bits), window_id))
@@ -286,7 +287,8 @@ def window_shuffle(block: np.ndarray, run_key: np.ndarray, window: int, seed: in
     windows = int(np.searchsorted(window_starts, end, side="left"))  # the windows in [0, end)
     sizes = np.diff(np.append(window_starts[:windows], end))
     window_id = np.repeat(np.arange(windows, dtype=_U), sizes)
-    order = shuffle_order(window_id, random_keys(seed, WINDOW_SHUFFLE, index, end), n, len(window_starts) - 1)
+    order = shuffle_order(window_id, random_keys(seed, WINDOW_SHUFFLE, index, end), n, len(window_starts) - 1,
+                          window_starts[:windows])
     return order, window_starts, block_window, run_key[block[firsts]]
 
 

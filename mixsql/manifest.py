@@ -306,10 +306,11 @@ POOLS_AHEAD = 1 << 24  # samples of the pools computed at once while compiling (
 def _in_order(items: list[int], work: t.Callable[[int], t.Any], sizes: list[int], budget: int) -> t.Iterator[t.Any]:
     """``work(item)`` of each item, in order, computed on the machine's cores a few at a time: a
     next one starts while those in flight and it hold at most ``budget`` in ``sizes`` (always one)."""
-    with concurrent.futures.ThreadPoolExecutor(max(1, _epochs.cores()), thread_name_prefix="mixsql-pools") as pool:
+    workers = max(1, _epochs.cores())
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mixsql-pools") as pool:
         pending: list[tuple[concurrent.futures.Future[t.Any], int]] = []
         for item, size in zip(items, sizes):
-            while pending and (len(pending) >= _epochs.cores() or sum(w for _, w in pending) + size > budget):
+            while pending and (len(pending) >= workers or sum(w for _, w in pending) + size > budget):
                 yield pending.pop(0)[0].result()
             pending.append((pool.submit(work, item), size))
         while pending:

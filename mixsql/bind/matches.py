@@ -153,13 +153,13 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
         at += n
         del cols
     _check_rows(dataset, at, total)
-    if single and sums.histogram is not None:
+    if single:
         values = np.flatnonzero(sums.histogram)
         for k in wanted:
             for v in values[(values >> k) & 1 == 1].tolist():
                 a = int(_LOWEST[v])
                 if a < k:
-                    overlaps[k][a] += int(sums.histogram[v])
+                    overlaps[k][a] += int(sums.histogram[v])  # type: ignore[index]
     return Matches(component, *sums.result(), overlaps)
 
 
