@@ -30,7 +30,7 @@ from mixsql.feedback import Adaptive
 from mixsql.packing import READ_TOKENS, PackedPlan
 from mixsql.planfile import CompiledPlan
 from mixsql import read as _read
-from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader
+from mixsql.read import DEFAULT_CACHE_BYTES, READ_SAMPLES, Reader, collate
 
 
 class MixDataset(torch.utils.data.IterableDataset):
@@ -397,10 +397,3 @@ def batch_as_is(batch: t.Any) -> t.Any:
     batch as the dataset made it. Torch's default instead walks every value of every batch (its
     ``default_convert``), which measured 1.5-2 x slower for batches of text."""
     return batch
-
-
-def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:
-    """A batch as a dict of lists (list-valued properties stay lists of lists)."""
-    if not samples:
-        return {}
-    return {key: [s[key] for s in samples] for key in samples[0]}

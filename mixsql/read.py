@@ -144,6 +144,13 @@ def _by_value(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(v), np.flatnonzero(values == v)) for v in np.unique(values)]
 
 
+def collate(samples: t.Sequence[dict[str, t.Any]]) -> dict[str, list[t.Any]]:
+    """A batch as a dict of lists (list-valued properties stay lists of lists)."""
+    if not samples:
+        return {}
+    return {key: [s[key] for s in samples] for key in samples[0]}
+
+
 class Reader:
     """Reads plan rows of one compiled plan; each process (rank, DataLoader worker) has its own.
 
@@ -271,7 +278,7 @@ class Reader:
         if (self.images != "bytes" and any(self._image_fields.values())) or any(
                 table.schema.names != names or any(_is_id_list(f.type) for f in table.schema) for _, table, _, _ in groups):
             records = self._records(rows, groups, component)
-            return [{key: [r[key] for r in records[k: k + size]] for key in records[k]} for k in cuts]
+            return [collate(records[k: k + size]) for k in cuts]
         flat: dict[str, list[t.Any]] = {name: [] for name in names}  # by block, then put in row order
         for key_id, table, group, at in groups:
             piece = table.take(pa.array(at))

@@ -153,13 +153,13 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
         at += n
         del cols
     _check_rows(dataset, at, total)
-    if single:
-        values = np.flatnonzero(sums.histogram)
+    if single:  # overlaps from the histogram of the masks
+        values = np.flatnonzero(sums.samples)
         for k in wanted:
             for v in values[(values >> k) & 1 == 1].tolist():
                 a = int(_LOWEST[v])
                 if a < k:
-                    overlaps[k][a] += int(sums.histogram[v])  # type: ignore[index]
+                    overlaps[k][a] += int(sums.samples[v])
     return Matches(component, *sums.result(), overlaps)
 
 
@@ -177,7 +177,8 @@ class _Sums:
     """Per member (its bin in ``slots``): samples, ``_bytes`` and ``n_tokens`` sums, and distinct
     blocks, accumulated batch by batch from the scan that finds each sample's component. With
     ``mask_bits`` (members that fit one mask of that many bits) the sums are kept per mask value
-    (``add_masks``), and each member's are those of the masks whose lowest bit is its own."""
+    instead (``add_masks``; ``samples`` is then the masks' histogram), and each member's are those
+    of the masks whose lowest bit is its own."""
 
     def __init__(self, slots: np.ndarray, file_rows: t.Sequence[int], block_starts: np.ndarray | None,
                  mask_bits: int | None = None) -> None:
@@ -190,13 +191,11 @@ class _Sums:
         for k, slot in enumerate(slots):
             self.bits[slot, k // 64] = 1 << (k % 64)
         self.words = words
-        self.samples = np.zeros(self.width, dtype=np.int64)
-        self.nbytes = np.zeros(self.width, dtype=np.int64)
-        self.ntokens = np.zeros(self.width, dtype=np.int64)
-        bins = 0 if mask_bits is None else 1 << mask_bits
-        self.histogram = None if mask_bits is None else np.zeros(bins, dtype=np.int64)
-        self.mask_bytes = np.zeros(bins, dtype=np.int64)
-        self.mask_tokens = np.zeros(bins, dtype=np.int64)
+        self.by_mask = mask_bits is not None
+        bins = 1 << mask_bits if mask_bits is not None else self.width  # by mask value, or by slot
+        self.samples = np.zeros(bins, dtype=np.int64)
+        self.nbytes = np.zeros(bins, dtype=np.int64)
+        self.ntokens = np.zeros(bins, dtype=np.int64)
         self.file_starts = np.cumsum(np.concatenate(([0], np.asarray(file_rows, dtype=np.int64))))[:-1]
         self.block_starts = None if block_starts is None else np.unique(block_starts)
         self.present: list[np.ndarray] = []  # per block: which members it holds, a bit each (words of 64)
@@ -215,12 +214,11 @@ class _Sums:
     def add_masks(self, mask: np.ndarray, batch: t.Any, at: int) -> None:
         """One batch of one mask column: histograms of the mask values, and as each sample's block
         bit the lowest set bit of its mask (member k's bit is 1 << k)."""
-        assert self.histogram is not None
-        bins = len(self.histogram)
-        self.histogram += np.bincount(mask, minlength=bins)
-        self.mask_bytes += _weighted(mask, batch.column("_b"), bins)
+        bins = len(self.samples)
+        self.samples += np.bincount(mask, minlength=bins)
+        self.nbytes += _weighted(mask, batch.column("_b"), bins)
         if "_t" in batch.schema.names:
-            self.mask_tokens += _weighted(mask, batch.column("_t"), bins)
+            self.ntokens += _weighted(mask, batch.column("_t"), bins)
         lowest = mask & (~mask + mask.dtype.type(1))
         self.present = _blocks(self.present, self._starts(batch, at, len(mask)), [lowest.astype(self.bits.dtype)])
 
@@ -242,12 +240,11 @@ class _Sums:
             else np.zeros((0, self.words), dtype=np.uint64)
         blocks = [int(np.count_nonzero((table[:, k // 64] >> np.uint64(k % 64)) & np.uint64(1)))
                   for k in range(len(self.slots))]
-        if self.histogram is not None:  # a member's sums are those of the masks it is the lowest bit of
-            lowest = _LOWEST[: len(self.histogram)]
-            members = range(len(self.slots))
-            return ([int(self.histogram[lowest == k].sum()) for k in members],
-                    [int(self.mask_bytes[lowest == k].sum()) for k in members],
-                    [int(self.mask_tokens[lowest == k].sum()) for k in members], blocks)
+        if self.by_mask:  # a member's sums are those of the masks it is the lowest bit of
+            lowest = _LOWEST[: len(self.samples)]
+            samples, nbytes, ntokens = ([int(v[lowest == k].sum()) for k in range(len(self.slots))]
+                                        for v in (self.samples, self.nbytes, self.ntokens))
+            return samples, nbytes, ntokens, blocks
         s = self.slots
         return self.samples[s].tolist(), self.nbytes[s].tolist(), self.ntokens[s].tolist(), blocks
 
