@@ -76,6 +76,16 @@ class ReadStats:
     decode_seconds: float = 0.0  # inside the Parquet decoder: what is left is the engine's own cost
 
 
+def _in_table_order(table: pa.Table, at: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """The rows ``at`` of ``table`` in the table's order, and the order that sorts ``at`` so: a
+    slice (no copy) when they are a run of the table, as a whole block taken is, else one ``take``."""
+    order = np.argsort(at, kind="stable")
+    ordered = at[order]
+    if len(ordered) and int(ordered[-1]) - int(ordered[0]) + 1 == len(ordered):
+        return table.slice(int(ordered[0]), len(ordered)), order
+    return table.take(pa.array(ordered)), order
+
+
 def _is_id_list(kind: pa.DataType) -> bool:
     return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
 
@@ -280,14 +290,16 @@ class Reader:
             records = self._records(rows, groups, component)
             return [collate(records[k: k + size]) for k in cuts]
         flat: dict[str, list[t.Any]] = {name: [] for name in names}  # by block, then put in row order
+        placed = []
         for key_id, table, group, at in groups:
-            piece = table.take(pa.array(at))
+            piece, order = _in_table_order(table, at)
             for name in names:
                 flat[name].extend(piece.column(name).to_pylist())
+            placed.append(group[order])
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
         back = np.empty(len(rows), dtype=np.int64)
-        back[np.concatenate([group for _, _, group, _ in groups])] = np.arange(len(rows))
+        back[np.concatenate(placed)] = np.arange(len(rows))
         where = back.tolist()
         columns = {name: [values[j] for j in where] for name, values in flat.items()}
         columns["component"] = self._labels(rows, component)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import mixsql
 from mixsql.errors import DataError
-from mixsql.read import Reader, _id_views
+from mixsql.read import Reader, _id_views, _in_table_order
 from tests.conftest import PARQUET_GLOB, SAMPLE
 
 STATEMENT = "MIX 2 AS code WHERE domain = 'code', 1 AS rest FROM {dataset} CHUNK SIZE 30"
@@ -387,16 +387,30 @@ def test_record_ranges_are_the_bytes_of_each_range_read_in_one_pass(tmp_path_fac
     ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", []),
 ])
 @pytest.mark.parametrize("size", [1, 7, 64])
+@pytest.mark.parametrize("whole", [False, True])
 def test_batches_are_what_collate_makes_of_the_samples(con: mixsql.Connection, statement: str,
-                                                       columns: list[str] | None, size: int) -> None:
+                                                       columns: list[str] | None, size: int, whole: bool) -> None:
     """``Reader.batches`` (columns made at once, no dict per sample) gives each batch as ``collate``
     gives it of ``samples``: same keys in the same order, same values; sources whose fields differ
-    (Parquet and JSONL) included."""
+    (Parquet and JSONL) included. ``whole``: every row of the plan, so blocks are taken whole (a
+    slice of the decoded table) as well as in part (a take)."""
     plan = con.mix(statement).plan()
-    rows = np.random.default_rng(size).permutation(len(plan))[:250]
+    rows = np.arange(len(plan)) if whole else np.random.default_rng(size).permutation(len(plan))[:250]
     made = Reader(plan, columns).batches(rows, size)
     reader = Reader(plan, columns)
     expected = [mixsql.collate(reader.samples(rows[k: k + size])) for k in range(0, len(rows), size)]
     assert [list(b) for b in made] == [list(b) for b in expected]
     assert made == expected
     assert Reader(plan, columns).batches(rows[:0], size) == []
+
+
+@given(st.lists(st.integers(0, 39), unique=True, max_size=40), st.booleans())
+def test_in_table_order_gives_the_rows_in_the_tables_order(at: list[int], run: bool) -> None:
+    """The rows ``at`` of a table, in the table's order, with the order that sorts ``at`` so: a
+    run of rows comes as a slice, any other set as a take; either way the same values."""
+    table = pa.table({"x": [f"v{k}" for k in range(40)]})
+    rows = np.arange(min(at[0], 40 - len(at)), min(at[0], 40 - len(at)) + len(at)) if run and at else np.asarray(at, dtype=np.int64)
+    np.random.default_rng(len(at)).shuffle(rows)
+    piece, order = _in_table_order(table, rows)
+    assert piece.column("x").to_pylist() == [f"v{k}" for k in sorted(rows.tolist())]
+    assert rows[order].tolist() == sorted(rows.tolist())
