@@ -435,7 +435,6 @@ def main() -> None:
                  ("selective: Mix.samples", "selective: Mix.samples, compacted cache"),
                  ("selective, from JSONL: Mix.samples", "selective, from JSONL: Mix.samples, compacted cache"),
                  ("full: DataLoader, 0 workers", "full: DataLoader, 2 workers"),
-                 ("selective: Mix.samples", "selective: DataLoader, 0 workers"),
                  ("selective: DataLoader, 0 workers", "selective: DataLoader, 2 workers")):
         _same(runs[a][0], runs[b][0], f"{a} / {b}")
     if runs["full: Mix.samples"][0]["samples"] > runs["full: read_table"][0]["samples"]:

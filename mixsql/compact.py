@@ -54,7 +54,11 @@ class CompactFile:
     def rows(self) -> np.ndarray:
         """The source rows the shard holds, ascending (memory-mapped)."""
         if self._rows is None:
-            self._rows = np.asarray(np.load(self.path.with_suffix(".rows.npy"), mmap_mode="r"))
+            try:
+                self._rows = np.asarray(np.load(self.path.with_suffix(".rows.npy"), mmap_mode="r"))
+            except (OSError, ValueError) as e:
+                raise DataError(f"the compacted cache lost {self.path.with_suffix('.rows.npy').name}: {e}",
+                                file=str(self.path), hint="build the cache again") from None
         return self._rows
 
     def positions(self, g: int, rows: np.ndarray) -> np.ndarray:
@@ -116,6 +120,23 @@ class Compact:
             raise DataError(f"{entry.path} changed since the cache was built", file=str(entry.path),
                             hint="build the cache again")
 
+    def damage(self) -> str | None:
+        """What is wrong with the shards, if anything (one lost, or changed since the cache was built):
+        a damaged cache is built again, never served."""
+        for entry in self.files.values():
+            try:
+                self.check_shard(entry)
+                entry.path.with_suffix(".rows.npy").stat()
+            except (DataError, OSError) as e:
+                return str(e)
+        return None
+
+    def close(self) -> None:
+        """Stop saying this cache is in use (``mixsql gc`` may then remove it)."""
+        if self._in_use is not None:
+            self._in_use.close()
+            self._in_use = None
+
     @property
     def bytes(self) -> int:
         return sum(f.size + f.path.with_suffix(".rows.npy").stat().st_size for f in self.files.values())
@@ -172,8 +193,9 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
     predicates = {d: [c.predicate for c in bound.components if c.dataset == d] for d in datasets}
     key = cache_key([(d, infos[d].version) for d in datasets], predicates, columns)
     target = Path(directory) if directory is not None else catalog.path / "caches" / key
-    if (target / "cache.json").exists():
-        return _found(target, key)
+    found = _whole(target, key)
+    if found is not None:
+        return found
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = target.parent / f".{target.name}.lock"
@@ -182,10 +204,13 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
         raise MixSQLError(f"cannot write a compacted cache in {target.parent}: {e.strerror or e}",
                           hint="give a writable directory (mixsql cache -o DIR, mix.cache(directory=...))") from None
     # of the processes asking at once (every rank of a run), one builds and the others wait for it
-    with atomic.locked(lock, timeout=BUILD_WAIT_SECONDS, ready=lambda: (target / "cache.json").exists(),
+    with atomic.locked(lock, timeout=BUILD_WAIT_SECONDS, ready=lambda: _whole(target, key, keep=False) is not None,
                        busy=lambda: MixSQLError(f"timed out waiting for another process to build the cache in "
                                                 f"{target}")) as held:
-        if held and not (target / "cache.json").exists():
+        if held and _whole(target, key, keep=False) is None:
+            if find_only and (target / "cache.json").exists():
+                raise MixSQLError(f"the compacted cache in {target} is damaged: {_damage(target, key)}",
+                                  hint="build it again: mixsql cache FILE (API: mix.cache())")
             if find_only:
                 raise MixSQLError(f"no compacted cache of these components and columns ({', '.join(columns)}) in "
                                   f"{target}, and none being built", hint="build it first: mixsql cache FILE "
@@ -278,12 +303,16 @@ def build(mix: t.Any, columns: t.Sequence[str] | None = None, directory: str | o
                             "predicates": predicates, "files": entries, "samples": sum(e["samples"] for e in entries),
                             "seconds": time.perf_counter() - began}
                     (tmp / "cache.json").write_text(json.dumps(meta), encoding="utf-8")
+                    damaged = target.parent / f".damaged-{target.name}-{uuid.uuid4().hex[:8]}"
+                    if (target / "cache.json").exists():  # a damaged cache (``_whole``): set aside, then removed
+                        os.rename(target, damaged)
                     try:
                         os.rename(tmp, target)
                     except OSError:  # another process built it meanwhile
                         if not (target / "cache.json").exists():
                             raise
                         shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.rmtree(damaged, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -339,6 +368,26 @@ def _entry(info: t.Any, shard: Path, rows: np.ndarray, offsets: np.ndarray, cach
     return {"url": info.url, "version": info.version, "dataset": info.dataset, "shard": shard.name,
             "size": st.st_size, "mtime": st.st_mtime, "group_offsets": offsets.tolist(),
             "cache_group": cache_group.tolist(), "cache_rows": cache_rows, "samples": int(len(rows))}
+
+
+def _whole(target: Path, key: str, keep: bool = True) -> Compact | None:
+    """The cache in ``target`` (``keep``: held open, else closed at once), or None when there is
+    none or it is damaged (``Compact.damage``)."""
+    if not (target / "cache.json").exists():
+        return None
+    found = _found(target, key)
+    damaged = found.damage() is not None
+    if damaged or not keep:
+        found.close()
+    return None if damaged else found
+
+
+def _damage(target: Path, key: str) -> str | None:
+    found = _found(target, key)
+    try:
+        return found.damage()
+    finally:
+        found.close()
 
 
 def _found(target: Path, key: str) -> Compact:

@@ -272,3 +272,32 @@ def test_a_jsonl_file_of_many_blocks_is_cached_block_by_block(tmp_path: Path, mo
     (entry,) = cache.meta["files"]
     assert len(entry["cache_rows"]) >= 5 and sum(entry["cache_rows"]) == cache.meta["samples"] == 3334
     assert list(mix.samples(columns=["id", "text"])) == plain
+
+
+@pytest.mark.parametrize("damage", ["lost shard", "changed shard", "lost rows"])
+def test_a_damaged_cache_is_never_served_and_built_again(own: mixsql.Connection, damage: str) -> None:
+    """A shard lost or changed since the cache was built (or its rows file lost) is an error for a
+    reader that opened the cache before, with the hint to build it again; building it again
+    replaces it (nothing of the damaged copy left behind) and serves the stream of the sources."""
+    expected = _texts(own.mix(SELECTIVE.format(limit=500)))
+    mix = own.mix(SELECTIVE.format(limit=500))
+    first = mix.cache(["text"])
+    shard = sorted(first.directory.glob("shard-*.parquet"))[0]
+    if damage == "lost shard":
+        shard.unlink()
+    elif damage == "changed shard":
+        os.utime(shard, (1, 1))
+    else:
+        shard.with_suffix(".rows.npy").unlink()
+    assert first.damage() is not None
+    with pytest.raises(DataError, match="build the cache again|lost|changed since"):
+        for m in [mix, own.mix(SELECTIVE.format(limit=3000))]:
+            m._compact = first
+            list(m.samples(columns=["text"]))
+    with pytest.raises(mixsql.MixSQLError, match="damaged"):
+        own.mix(SELECTIVE.format(limit=500)).cache(["text"], build=False)
+    again = own.mix(SELECTIVE.format(limit=500))
+    built = again.cache(["text"])
+    assert built.directory == first.directory and built.damage() is None
+    assert _texts(again) == expected
+    assert not [p.name for p in first.directory.parent.iterdir() if p.name.startswith((".damaged-", ".tmp-"))]
