@@ -78,10 +78,11 @@ class ReadStats:
 
 def _in_table_order(table: pa.Table, at: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     """The rows ``at`` of ``table`` in the table's order, and the order that sorts ``at`` so: a
-    slice (no copy) when they are a run of the table, as a whole block taken is, else one ``take``."""
+    slice (no copy) when they are a run of the table, as a whole block taken is, else one ``take``
+    (a row taken twice, as a short pool repeating within one read is, comes twice)."""
     order = np.argsort(at, kind="stable")
     ordered = at[order]
-    if len(ordered) and int(ordered[-1]) - int(ordered[0]) + 1 == len(ordered):
+    if len(ordered) and int(ordered[-1]) - int(ordered[0]) + 1 == len(ordered) and bool((np.diff(ordered) == 1).all()):
         return table.slice(int(ordered[0]), len(ordered)), order
     return table.take(pa.array(ordered)), order
 
