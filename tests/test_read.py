@@ -385,6 +385,9 @@ def test_record_ranges_are_the_bytes_of_each_range_read_in_one_pass(tmp_path_fac
     ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", None),
     ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", ["text"]),
     ("MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES", []),
+    # a tiny component repeating: the same source row more than once in one read
+    ("MIX 0.5 AS a WHERE domain = 'code' AND quality > 0.72, 0.5 AS b FROM corpus LIMIT 600 SAMPLES "
+     "ON EXHAUSTION REPEAT", ["text", "id"]),
 ])
 @pytest.mark.parametrize("size", [1, 7, 64])
 @pytest.mark.parametrize("whole", [False, True])
@@ -395,7 +398,8 @@ def test_batches_are_what_collate_makes_of_the_samples(con: mixsql.Connection, s
     (Parquet and JSONL) included. ``whole``: every row of the plan, so blocks are taken whole (a
     slice of the decoded table) as well as in part (a take)."""
     plan = con.mix(statement).plan()
-    rows = np.arange(len(plan)) if whole else np.random.default_rng(size).permutation(len(plan))[:250]
+    rows = plan.positions_rows(0, len(plan))  # the stream's plan rows (a repeating pool's, more than once)
+    rows = rows if whole else rows[np.random.default_rng(size).permutation(len(rows))[:250]]
     made = Reader(plan, columns).batches(rows, size)
     reader = Reader(plan, columns)
     expected = [mixsql.collate(reader.samples(rows[k: k + size])) for k in range(0, len(rows), size)]
