@@ -125,7 +125,7 @@ def _worker_stats(path: Path) -> None:
 
     def tracking(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         init(self, *args, **kwargs)
-        made.append(self)
+        made[:] = [self]  # the latest only: every reader kept would grow this process (and what workers fork)
 
     def samples(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         yield from original(self, *args, **kwargs)
@@ -141,6 +141,13 @@ def _worker_stats(path: Path) -> None:
 
 
 def arm_torch(mix: mixsql.Mix, workers: int, stats: Path) -> dict:
+    """Every batch of ``mix`` through a DataLoader of ``workers``; each repetition from a cold start:
+    the row groups DataLoader workers of this process decoded before (``mixsql.shared``, kept for
+    as long as the process lives) are removed first, so none is served from an earlier repetition."""
+    from mixsql import shared
+
+    if shared._mine is not None:
+        shutil.rmtree(shared._mine[1], ignore_errors=True)
     stats.unlink(missing_ok=True)
     ds = mix.torch_dataset(batch_size=BATCH, columns=["text"], batched=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=batch_as_is)

@@ -10,8 +10,9 @@ where a sample came from, and the stream is the same with or without the cache. 
 the dataset versions, the components' predicates (their union is what it holds) and the columns:
 any weights, schedule, seed, limit or adaptive change over the same components reads it. A
 source file that changed since registration is an error before a cached block of it is served
-(``read.check_file``), as when reading the source; a shard that does not match ``cache.json`` is
-one too. ``Compact`` (the reading side) imports no compile stage; ``build`` does.
+(``read.check_file``), as when reading the source; a shard that does not match ``cache.json`` (or
+is lost) is one too, and the next ``build`` of the same cache replaces it: a damaged cache is never
+served. ``Compact`` (the reading side) imports no compile stage; ``build`` does.
 """
 
 from __future__ import annotations
