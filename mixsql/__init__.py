@@ -20,7 +20,7 @@ _WHERE = {
     "MixParseError": "mixsql.errors", "MixSQLError": "mixsql.errors", "PlanError": "mixsql.errors",
     "StateError": "mixsql.state", "Catalog": "mixsql.catalog", "DatasetInfo": "mixsql.catalog",
     "CompiledPlan": "mixsql.planfile", "Connection": "mixsql.api", "Mix": "mixsql.api", "connect": "mixsql.api",
-    "parse": "mixsql.parse", "collate": "mixsql.dataset", "batch_as_is": "mixsql.dataset", "component_losses": "mixsql.losses",
+    "parse": "mixsql.parse", "collate": "mixsql.read", "batch_as_is": "mixsql.dataset", "component_losses": "mixsql.losses",
     "from_config": "mixsql.config", "ConfigError": "mixsql.config",
 }
 
@@ -42,10 +42,11 @@ def __dir__() -> list[str]:
 if t.TYPE_CHECKING:  # pragma: no cover
     from mixsql.api import Connection, Mix, connect
     from mixsql.catalog import Catalog, DatasetInfo
-    from mixsql.dataset import batch_as_is, collate
+    from mixsql.dataset import batch_as_is
     from mixsql.errors import BindError, CatalogError, DataError, MixParseError, MixSQLError, PlanError
     from mixsql.config import ConfigError, from_config
     from mixsql.losses import component_losses
     from mixsql.parse import parse
     from mixsql.planfile import CompiledPlan
+    from mixsql.read import collate
     from mixsql.state import StateError

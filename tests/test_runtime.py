@@ -42,7 +42,8 @@ def test_a_worker_streams_a_plan_without_the_compiler(con: mixsql.Connection, bu
 
 def test_the_package_resolves_names_lazily() -> None:
     code = "import sys, mixsql; assert 'duckdb' not in sys.modules and 'sqlglot' not in sys.modules; " \
-           "mixsql.MixSQLError; assert 'duckdb' not in sys.modules; mixsql.connect; assert 'duckdb' in sys.modules"
+           "mixsql.MixSQLError; assert 'duckdb' not in sys.modules; mixsql.collate; assert 'torch' not in sys.modules; " \
+           "mixsql.connect; assert 'duckdb' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     assert sorted(mixsql.__all__) == mixsql.__all__ and all(getattr(mixsql, n) for n in mixsql.__all__)
 
