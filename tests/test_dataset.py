@@ -73,6 +73,17 @@ def test_batches_are_the_same_for_any_num_workers(mix: mixsql.Mix) -> None:
     assert all(r == runs[0] for r in runs) and len(runs[0]) == len(mix) // 16
 
 
+def test_persistent_workers_give_the_same_batches_every_epoch(mix: mixsql.Mix) -> None:
+    """Workers kept between epochs (``persistent_workers=True``, which keeps their warm memory)
+    start each epoch from the dataset's start, as new workers would."""
+    ds = mix.torch_dataset(batch_size=8, columns=["id"])
+    kept = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=mixsql.collate,
+                                       persistent_workers=True)
+    fresh = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=mixsql.collate)
+    epochs = [[b["id"] for b in kept] for _ in range(2)]
+    assert epochs[0] == epochs[1] == [b["id"] for b in fresh] and len(epochs[0]) == len(mix) // 8
+
+
 def test_global_batch_is_the_same_set_for_every_world_size(mix: mixsql.Mix, monkeypatch: pytest.MonkeyPatch) -> None:
     G = 32
     by_world: dict[int, list[set[str]]] = {}
