@@ -82,7 +82,7 @@ def _in_table_order(table: pa.Table, at: np.ndarray) -> tuple[pa.Table, np.ndarr
     (a row taken twice, as a short pool repeating within one read is, comes twice)."""
     order = np.argsort(at, kind="stable")
     ordered = at[order]
-    if len(ordered) and int(ordered[-1]) - int(ordered[0]) + 1 == len(ordered) and bool((np.diff(ordered) == 1).all()):
+    if len(ordered) and bool((np.diff(ordered) == 1).all()):
         return table.slice(int(ordered[0]), len(ordered)), order
     return table.take(pa.array(ordered)), order
 
