@@ -81,6 +81,10 @@ def test_persistent_workers_give_the_same_batches_every_epoch(mix: mixsql.Mix) -
                                        persistent_workers=True)
     fresh = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=mixsql.collate)
     epochs = [[b["id"] for b in kept] for _ in range(2)]
+    # the kept workers go now: left to the garbage collector, torch's __del__ of their iterator ran
+    # inside a later test once and hung there in Queue.put
+    kept._iterator._shutdown_workers()  # type: ignore[union-attr]
+    del kept
     assert epochs[0] == epochs[1] == [b["id"] for b in fresh] and len(epochs[0]) == len(mix) // 8
 
 
