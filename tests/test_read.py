@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import mixsql
 from mixsql.errors import DataError
-from mixsql.read import Reader, _id_views, _in_table_order
+from mixsql.read import Reader, _decode_pool, _id_views, _in_table_order
 from tests.conftest import PARQUET_GLOB, SAMPLE
 
 STATEMENT = "MIX 2 AS code WHERE domain = 'code', 1 AS rest FROM {dataset} CHUNK SIZE 30"
@@ -420,3 +420,34 @@ def test_in_table_order_gives_the_rows_in_the_tables_order(at: list[int], run: b
     piece, order = _in_table_order(table, rows)
     assert piece.column("x").to_pylist() == [f"v{k}" for k in sorted(rows.tolist())]
     assert rows[order].tolist() == sorted(rows.tolist())
+
+
+@pytest.mark.parametrize("how", ["samples", "torch"])
+def test_an_interrupted_stream_leaves_no_thread_or_memory_behind(con: mixsql.Connection, how: str) -> None:
+    """A stream left after a few samples, with its read-ahead decoding in flight, ends its threads
+    and frees its decoded row groups once dropped: nothing waits for the rest of the stream."""
+    import gc
+    import threading
+    import time
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("mixsql-read")]
+
+    def held() -> int:  # bytes of Arrow memory: decoded row groups (their pool) and the rest
+        return _decode_pool().bytes_allocated() + pa.total_allocated_bytes()
+
+    mix = con.mix("MIX 0.5 AS a WHERE domain = 'code', 0.5 AS b FROM corpus LIMIT 2000 SAMPLES")
+    mix.plan()
+    gc.collect()
+    before = held()
+    stream = iter(mix.samples(columns=["text"]) if how == "samples"
+                  else mix.torch_dataset(batch_size=8, columns=["text"]))
+    for _ in range(3):
+        next(stream)
+    assert ours() and held() > before
+    del stream
+    deadline = time.monotonic() + 10
+    while (ours() or held() > before) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert ours() == [] and held() <= before
