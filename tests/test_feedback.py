@@ -39,13 +39,18 @@ def _train(mix: mixsql.api.Mix, *, workers: int = 0, stop: int | None = None, st
     if state is not None:
         ds.load_state_dict(state)
     seen = []
-    for i, batch in enumerate(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)):
-        step = ds.start + i
-        seen.append(sorted(batch["id"]))
-        counts = torch.bincount(torch.as_tensor(batch["component"]), minlength=2) * 100 * world  # as if all-reduced
-        ds.feedback(step, _losses(step, counts), counts.tolist())
-        if stop is not None and step + 1 == stop:
-            break
+    batches = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers))
+    try:
+        for i, batch in enumerate(batches):
+            step = ds.start + i
+            seen.append(sorted(batch["id"]))
+            counts = torch.bincount(torch.as_tensor(batch["component"]), minlength=2) * 100 * world  # as if all-reduced
+            ds.feedback(step, _losses(step, counts), counts.tolist())
+            if stop is not None and step + 1 == stop:
+                break
+    except RuntimeError as e:  # a worker that died: its exit code tells a kill (negative: the signal) from an exit
+        codes = [w.exitcode for w in getattr(batches, "_workers", [])]
+        raise RuntimeError(f"{e} (workers' exit codes: {codes})") from e
     return seen, ds.state_dict(), ds
 
 
