@@ -324,12 +324,13 @@ class Reader:
         for key_id, table, group, at in groups:  # records become Python objects here, once, each in its place
             ids = [n for n, f in zip(table.column_names, table.schema) if _is_id_list(f.type)]
             rest = table.drop_columns(ids) if ids else table
-            records = rest.take(pa.array(at)).to_pylist() if rest.num_columns else [{} for _ in range(len(at))]
+            piece, order = _in_table_order(rest, at)
+            records = piece.to_pylist() if rest.num_columns else [{} for _ in range(len(at))]
             for name in ids:  # token ids: NumPy views of the decoded column, not a Python int per token
-                views = _id_views(table.column(name), at)
+                views = _id_views(table.column(name), at[order])
                 for record, value in zip(records, views):
                     record[name] = value
-            for record, slot in zip(records, group.tolist()):
+            for record, slot in zip(records, group[order].tolist()):
                 out[slot] = record
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
