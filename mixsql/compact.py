@@ -34,6 +34,7 @@ from mixsql import atomic, locks
 from mixsql.errors import DataError, MixSQLError
 
 FORMAT = 1
+MAP_ROWS_BYTES = 4 << 20  # a shard's rows file larger than this is memory-mapped, not read
 CACHE_COMPRESSION = "lz4"  # decodes several times faster than zstd, for a copy a little larger
 
 
@@ -53,12 +54,13 @@ class CompactFile:
 
     @property
     def rows(self) -> np.ndarray:
-        """The source rows the shard holds, ascending (memory-mapped)."""
+        """The source rows the shard holds, ascending (a large file memory-mapped)."""
         if self._rows is None:
-            try:
-                self._rows = np.asarray(np.load(self.path.with_suffix(".rows.npy"), mmap_mode="r"))
+            path = self.path.with_suffix(".rows.npy")
+            try:  # a small one read whole: mapping costs more than reading below a few MB
+                self._rows = np.asarray(np.load(path, mmap_mode="r" if path.stat().st_size > MAP_ROWS_BYTES else None))
             except (OSError, ValueError) as e:
-                raise DataError(f"the compacted cache lost {self.path.with_suffix('.rows.npy').name}: {e}",
+                raise DataError(f"the compacted cache lost {path.name}: {e}",
                                 file=str(self.path), hint="build the cache again") from None
         return self._rows
 

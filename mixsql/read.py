@@ -213,6 +213,7 @@ class Reader:
         self._probation_bytes = 0
         self._probation_limit = max(cache_bytes // 4, min(cache_bytes, 64 << 20))
         self._members: dict[tuple[int, int], np.ndarray] = {}
+        self._selected: dict[tuple, tuple[np.ndarray, bool]] = {}  # a read-ahead row group's ``_selection``
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
@@ -395,7 +396,7 @@ class Reader:
                     try:
                         read, rg = self._target(info, g)
                         projection = self._projection(read)
-                        wanted, cut = self._selection(info, g)
+                        wanted, cut = self._selected[key] = self._selection(info, g)
                     except DataError:
                         break  # the file cannot be opened: said when a sample needs it, not ahead of time
                     local.setdefault(projection, []).append((read, rg, wanted if cut else None, key))
@@ -407,7 +408,9 @@ class Reader:
                 for i, (_, _, _, key) in enumerate(batch):
                     self._ahead[key] = _Part(job, i)
         while len(self._ahead) > MAX_AHEAD:  # bounded: the oldest read-ahead is dropped (read again if needed)
-            self._ahead.pop(next(iter(self._ahead))).cancel()
+            dropped = next(iter(self._ahead))
+            self._ahead.pop(dropped).cancel()
+            self._selected.pop(dropped, None)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._ahead_pool is None:
@@ -575,7 +578,8 @@ class Reader:
             return table
         if key[0] == "rg":
             info = self.plan.files[key[1]]
-            wanted, cut = self._selection(info, key[2])
+            found = self._selected.pop(key, None)
+            wanted, cut = self._selection(info, key[2]) if found is None else found
             table = self._decode_row_group(info, key[2], wanted if cut else None)
             if not cut:
                 self._index[key] = wanted
@@ -678,15 +682,25 @@ class Reader:
         found = self._projections.get(info.index)
         if found is None:
             columns = self._group_columns(info)
-            schema = self._parquet_file(info).schema_arrow
+            schema = self._schema(info)
             found = self._projections[info.index] = (tuple(columns), pa.schema([schema.field(c) for c in columns]))
         return found
+
+    def _schema(self, info: PlanFile) -> pa.Schema:
+        """A Parquet file's Arrow schema; a local file's from the footer its batched decodes read too."""
+        if self._remote[info.index]:
+            return self._parquet_file(info).schema_arrow
+        try:
+            return self._fragments.base(info).physical_schema
+        except (pa.ArrowInvalid, OSError) as e:
+            self._check(info, again=True, failed=True)  # a file that changed says so
+            raise DataError(f"cannot read {info.url}: {e}", file=info.url) from None
 
     def _group_columns(self, info: PlanFile) -> list[str]:
         """The requested columns that file ``info`` has."""
         columns = self._available.get(info.index)
         if columns is None:
-            available = set(self._parquet_file(info).schema_arrow.names)
+            available = set(self._schema(info).names)
             columns = self._available[info.index] = [c for c in self.columns if c in available]
         return columns
 

@@ -123,6 +123,9 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
     at = 0
     single = len(masks) == 1 and members <= 16  # one mask column of at most 16 bits: sums by mask value
     sums = _Sums(slots, file_rows, block_starts, mask_bits=(8 if members <= 8 else 16) if single else None)
+    # a batch's masks (or bins) widened once into this reused buffer: what bincount and take widen them
+    # to, which they would otherwise allocate (and this VM fault in) for every call
+    index = np.empty(0, dtype=np.intp)
     # summed in the same pass, as the float64 weights bincount takes (made on DuckDB's threads)
     extra = ["coalesce(_bytes, 0)::DOUBLE AS _b"] + (["coalesce(n_tokens, 0)::DOUBLE AS _t"] if tokens else []) \
         + (["_block::INTEGER AS _k"] if block_starts is None else [])
@@ -131,10 +134,14 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
         n = batch.num_rows
         _check_rows(dataset, at + n, total, partial=True)
         cols = [batch.column(j).to_numpy(zero_copy_only=False) for j in range(len(masks))]
+        if len(index) < n:
+            index = np.empty(n, dtype=np.intp)
         if single:  # the usual case: one table lookup, and the sums are histograms of the masks
             lowest = _LOWEST[: 1 << (8 * cols[0].dtype.itemsize)]
-            component[at: at + n] = to_global[np.where(lowest < members, lowest, -1)][cols[0]]
-            sums.add_masks(cols[0], batch, at)
+            wide = index[:n]
+            np.copyto(wide, cols[0], casting="unsafe")  # unsigned masks: every value indexes ``lowest``
+            np.take(to_global[np.where(lowest < members, lowest, -1)], wide, out=component[at: at + n], mode="clip")
+            sums.add_masks(cols[0], wide, batch, at)
         else:
             first = _lowest_bit(cols[0])  # the member each sample goes to, -1: none
             for j, mask in enumerate(cols[1:], 1):
@@ -148,7 +155,9 @@ def scan(con: t.Any, dataset: str, indices: t.Sequence[int], predicates: t.Seque
                 counted = np.bincount(_bins(mine[hit]), minlength=int(slots.max()) + 1)[slots[:k]]
                 overlaps[k] = [x + int(y) for x, y in zip(overlaps[k], counted.tolist())]
             component[at: at + n] = mine
-            sums.add(_bins(mine), batch, at)
+            wide = index[:n]
+            np.copyto(wide, _bins(mine), casting="unsafe")
+            sums.add(wide, batch, at)
             del mine
         at += n
         del cols
@@ -202,7 +211,8 @@ class _Sums:
         self.previous_block = -1
 
     def add(self, mine: np.ndarray, batch: t.Any, at: int) -> None:
-        """One batch: ``mine``, its samples' bins (``_bins``); ``batch``, its ``_b`` (and ``_t``, ``_k``) columns."""
+        """One batch: ``mine``, its samples' bins (``_bins``, widened to intp); ``batch``, its ``_b``
+        (and ``_t``, ``_k``) columns."""
         width = self.width
         self.samples += np.bincount(mine, minlength=width)  # by batch: bincount widens its input to 8 bytes a value
         self.nbytes += _weighted(mine, batch.column("_b"), width)
@@ -211,14 +221,14 @@ class _Sums:
         self.present = _blocks(self.present, self._starts(batch, at, len(mine)),
                                [self.bits[:, j][mine] for j in range(self.words)])
 
-    def add_masks(self, mask: np.ndarray, batch: t.Any, at: int) -> None:
-        """One batch of one mask column: histograms of the mask values, and as each sample's block
-        bit the lowest set bit of its mask (member k's bit is 1 << k)."""
+    def add_masks(self, mask: np.ndarray, wide: np.ndarray, batch: t.Any, at: int) -> None:
+        """One batch of one mask column (``wide``: the same widened to intp): histograms of the mask
+        values, and as each sample's block bit the lowest set bit of its mask (member k's bit is 1 << k)."""
         bins = len(self.samples)
-        self.samples += np.bincount(mask, minlength=bins)
-        self.nbytes += _weighted(mask, batch.column("_b"), bins)
+        self.samples += np.bincount(wide, minlength=bins)
+        self.nbytes += _weighted(wide, batch.column("_b"), bins)
         if "_t" in batch.schema.names:
-            self.ntokens += _weighted(mask, batch.column("_t"), bins)
+            self.ntokens += _weighted(wide, batch.column("_t"), bins)
         lowest = mask & (~mask + mask.dtype.type(1))
         self.present = _blocks(self.present, self._starts(batch, at, len(mask)), [lowest.astype(self.bits.dtype)])
 
