@@ -12,7 +12,11 @@ import time
 import typing as t
 from pathlib import Path
 
-import click
+from mixsql import cpu
+
+cpu.prefer_avx2_sort()  # this command's own process: before anything below imports NumPy
+
+import click  # noqa: E402
 
 from mixsql.api import Connection, parse_param
 from mixsql.catalog.duck import ident
