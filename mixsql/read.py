@@ -57,6 +57,7 @@ READ_SAMPLES = 4096  # samples read per call: amortises the per-call work, bound
 READ_AHEAD_THREADS = 1  # threads per reader that start decodes (each decode itself runs on every core)
 BATCH_GROUPS = 16  # local row groups decoded by one call (``_decode_many``)
 MAX_AHEAD = 256  # blocks held read ahead at most (decoded row groups, fetched ranges)
+OBJECT_BYTES = 64 << 20  # decoded bytes of the sources held as Python objects at most (``Reader._objects_of``)
 LOCAL_DEPTH = 2  # reads of local files decoded ahead of the one in use (remote: ``remote.settings().depth``)
 RANGE_CHUNK = 8 << 20  # bytes read at a time from a decompressed stream (``record_ranges``)
 DENSE_SPAN = 4  # read a JSONL span in one piece when it is at most this many times the bytes needed
@@ -214,6 +215,10 @@ class Reader:
         self._probation_limit = max(cache_bytes // 4, min(cache_bytes, 64 << 20))
         self._members: dict[tuple[int, int], np.ndarray] = {}
         self._selected: dict[tuple, tuple[np.ndarray, bool]] = {}  # a read-ahead row group's ``_selection``
+        # a source that later reads take more rows of: its columns as Python objects, made once (``batches``)
+        self._objects: collections.OrderedDict[int, dict[str, list[t.Any]]] = collections.OrderedDict()
+        self._object_bytes: dict[int, int] = {}  # the decoded bytes of each (bounded: ``OBJECT_BYTES``)
+        self._objects_held = 0
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
@@ -294,10 +299,18 @@ class Reader:
         flat: dict[str, list[t.Any]] = {name: [] for name in names}  # by block, then put in row order
         placed = []
         for key_id, table, group, at in groups:
-            piece, order = _in_table_order(table, at)
-            for name in names:
-                flat[name].extend(piece.column(name).to_pylist())
-            placed.append(group[order])
+            objects = self._objects_of(key_id, table, names, len(at))
+            if objects is not None:  # rows picked from the block's objects, in the order of ``group``
+                picked = at.tolist()
+                for name in names:
+                    values = objects[name]
+                    flat[name].extend([values[i] for i in picked])
+                placed.append(group)
+            else:
+                piece, order = _in_table_order(table, at)
+                for name in names:
+                    flat[name].extend(piece.column(name).to_pylist())
+                placed.append(group[order])
             self._release(key_id, len(group))
         self.stats.samples += len(rows)
         back = np.empty(len(rows), dtype=np.int64)
@@ -306,6 +319,28 @@ class Reader:
         columns = {name: [values[j] for j in where] for name, values in flat.items()}
         columns["component"] = self._labels(rows, component)
         return [{name: values[k: k + size] for name, values in columns.items()} for k in cuts]
+
+    def _objects_of(self, key_id: int, table: pa.Table, names: list[str], taking: int) -> dict[str, list[t.Any]] | None:
+        """Source ``key_id``'s columns as Python objects, when later reads will take more of its rows
+        and the rows held for them are at least half the table: each row is then made an object once,
+        for all the reads that take it, instead of copied by a ``take`` per read and then made one.
+        None where this read takes the last of them, or the held rows are a small part of the table."""
+        found = self._objects.get(key_id)
+        if found is not None:
+            return found
+        held = self._pending[key_id]
+        if held <= taking or 2 * held < table.num_rows:
+            return None
+        found = self._objects[key_id] = {name: table.column(name).to_pylist() for name in names}
+        self._object_bytes[key_id] = table.nbytes
+        self._objects_held += table.nbytes
+        while len(self._objects) > 1 and self._objects_held > OBJECT_BYTES:
+            self._drop_objects(next(iter(self._objects)))
+        return found
+
+    def _drop_objects(self, key_id: int) -> None:
+        self._objects.pop(key_id, None)
+        self._objects_held -= self._object_bytes.pop(key_id, 0)
 
     def _labels(self, rows: np.ndarray, component: str) -> list[t.Any]:
         names = self.plan.names if component == "name" else range(len(self.plan.names))
@@ -505,6 +540,7 @@ class Reader:
         self._pending[key_id] = left
         if left > 0:
             return
+        self._drop_objects(key_id)
         table = self._sources.get(self._keys[key_id])
         size = 0 if table is None else table.nbytes
         self._probation_bytes -= self._probation.pop(key_id, 0)
@@ -609,6 +645,9 @@ class Reader:
                 self._evict(next(iter(self._sources)))
 
     def _evict(self, key: tuple) -> None:
+        found = self._key_ids.get(key)
+        if found is not None:
+            self._drop_objects(found)
         table = self._sources.pop(key, None)
         self._index.pop(key, None)
         if table is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import gzip
 import os
 from pathlib import Path
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 import mixsql
 from mixsql.errors import DataError
 from mixsql.read import Reader, _decode_pool, _id_views, _in_table_order
+from mixsql import read as read_module
 from tests.conftest import PARQUET_GLOB, SAMPLE
 
 STATEMENT = "MIX 2 AS code WHERE domain = 'code', 1 AS rest FROM {dataset} CHUNK SIZE 30"
@@ -406,6 +409,43 @@ def test_batches_are_what_collate_makes_of_the_samples(con: mixsql.Connection, s
     assert [list(b) for b in made] == [list(b) for b in expected]
     assert made == expected
     assert Reader(plan, columns).batches(rows[:0], size) == []
+
+
+@pytest.mark.parametrize("statement", [
+    "MIX 0.6 AS code WHERE domain = 'code', 0.4 AS rest FROM corpus PARTITIONS 3 LIMIT 400 SAMPLES",
+    "MIX 0.5 AS a FROM corpus WHERE domain = 'code', 0.5 AS b FROM corpus_jsonl LIMIT 300 SAMPLES",
+    "MIX 0.5 AS a WHERE domain = 'code' AND quality > 0.72, 0.5 AS b FROM corpus LIMIT 600 SAMPLES "
+    "ON EXHAUSTION REPEAT",
+])
+@pytest.mark.parametrize("read", [5, 37])
+@pytest.mark.parametrize("bound", [None, 1])
+def test_batches_read_by_read_are_the_samples_in_stream_order(con: mixsql.Connection, statement: str,
+                                                              read: int, bound: int | None,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reader, the stream read a few rows at a time, as a DataLoader reads it: a block that
+    several reads take from is made Python objects once, by the first, and the others pick their
+    rows from those; every batch is still what ``collate`` makes of the samples, also where the
+    bound on the objects held (``bound`` bytes) drops them before their last rows are taken."""
+    if bound is not None:
+        monkeypatch.setattr(read_module, "OBJECT_BYTES", bound)
+    plan = con.mix(statement).plan()
+    rows = plan.positions_rows(0, len(plan))
+    reader = Reader(plan, ["text", "id"])
+    picked = []
+    made_objects = reader._objects_of
+
+    def spy(*args: t.Any) -> t.Any:
+        found = made_objects(*args)
+        picked.append(found is not None)
+        return found
+
+    reader._objects_of = spy  # type: ignore[method-assign]
+    made = [b for k in range(0, len(rows), read) for b in reader.batches(rows[k: k + read], read)]
+    expected = [mixsql.collate(Reader(plan, ["text", "id"]).samples(rows[k: k + read]))
+                for k in range(0, len(rows), read)]
+    assert made == expected
+    assert any(picked)  # some block was taken from by several reads
+    assert not reader._objects  # each block's objects go once its last held row is handed out
 
 
 @given(st.lists(st.integers(0, 39), max_size=40), st.booleans())
