@@ -215,6 +215,7 @@ class MixDataset(torch.utils.data.IterableDataset):
         ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
         depth = remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
         planned: dict[int, t.Any] = {}  # reads further ahead: their rows (samples) or layouts (sequences)
+        fetched: dict[int, int] = {}  # reads prefetched already, with the reader's drops then
         for k, batches in enumerate(reads):
             if self._adaptive is not None:
                 plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()
@@ -228,11 +229,14 @@ class MixDataset(torch.utils.data.IterableDataset):
                 if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
                     ahead = planned.pop(k + 1, None)
                     ahead = self._rows(plan, after) if ahead is None else ahead
-                    reader.prefetch(ahead)
+                    if fetched.pop(k + 1, None) != reader.ahead_dropped:  # asked again only if some was dropped
+                        reader.prefetch(ahead)
                     for j in range(k + 2, min(len(reads), k + 1 + depth)):  # further reads too
                         if j not in planned:
                             planned[j] = self._rows(plan, reads[j])
-                        reader.prefetch(planned[j])
+                        if fetched.get(j) != reader.ahead_dropped:
+                            reader.prefetch(planned[j])
+                            fetched[j] = reader.ahead_dropped
                 if self.batched:  # whole batches of columns: no dict per sample
                     yield from self._batches(origin, workers, worker_id, batches, None,
                                              made=reader.batches(rows_now, size, component=self.component))

@@ -221,6 +221,7 @@ class Reader:
         self._objects_held = 0
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.ahead_dropped = 0  # read-ahead blocks dropped by the bound so far: their reads may ask again
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
         self._shards: list[tuple[PlanFile, CompactFile] | None] = [None] * len(plan.files)
@@ -446,6 +447,7 @@ class Reader:
             dropped = next(iter(self._ahead))
             self._ahead.pop(dropped).cancel()
             self._selected.pop(dropped, None)
+            self.ahead_dropped += 1
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._ahead_pool is None:
