@@ -356,8 +356,8 @@ def section(r: dict) -> str:
         f"Per worker (2 workers): decoded {r['workers']['decoded_2']} row groups, mapped {r['workers']['mapped_2']} "
         f"decoded by the other; 0 workers: {r['workers']['decoded_0']}.",
         "",
-        "**The compacted cache** (`mix.cache(['text'])`: the components' samples, the text column only, LZ4 "
-        f"shards; the source corpus is {r['source_bytes'] / 1e6:,.0f} MB of zstd Parquet, every column):",
+        "**The compacted cache** (`mix.cache(['text'])`: the components' samples, the text column only, in "
+        f"uncompressed Arrow IPC shards read in place; the source corpus is {r['source_bytes'] / 1e6:,.0f} MB of zstd Parquet, every column):",
         "",
         "| statement | samples cached | built in s | MB on disk | `Mix.samples` cached / from the sources |",
         "|---|---|---|---|---|",

@@ -192,17 +192,21 @@ class Mix:
                           compact=None if self._compact is None else str(self._compact.directory))
 
     def cache(self, columns: t.Sequence[str] | None = None, *, directory: str | os.PathLike[str] | None = None,
-              progress: t.Callable[[int, int, str], None] | None = None, build: bool = True) -> "Compact":
+              progress: t.Callable[[int, int, str], None] | None = None, build: bool = True,
+              compression: str | None = None) -> "Compact":
         """The compacted cache of this mixture's components (``mixsql.compact``): the samples they
         select, with ``columns`` only (default: the content), copied once to local shards, found
         again by any statement over the same components (whatever its weights, schedule or seed).
         From then on this mixture's ``samples`` and ``torch_dataset`` read it instead of the
         sources, with the same stream; reading a column it lacks is an error. Of the processes asking
         at once (every rank of a run), one builds it and the others wait for it. ``build=False`` only
-        finds one (waiting for one being built; an error if there is none)."""
+        finds one (waiting for one being built; an error if there is none). ``compression``
+        (``"lz4"``, ``"zstd"``): smaller shards, each block read then decompressed; by default they
+        are read in place, memory-mapped."""
         from mixsql.compact import build as build_cache
 
-        self._compact = build_cache(self, columns, directory, progress, find_only=not build)
+        self._compact = build_cache(self, columns, directory, progress, find_only=not build,
+                                    compression=compression)
         return self._compact
 
     def packed(self, seq_len: int, *, tokenizer: t.Any = None, eos: str | int | None = None,

@@ -493,9 +493,13 @@ def plan(ctx: click.Context, file: str, output: str, tables: bool, **opts: t.Any
 @click.option("--columns", default=None, help="Comma-separated fields to copy [default: the datasets' content].")
 @click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False),
               help="Directory for the cache [default: the catalog's caches/].")
+@click.option("--compression", type=click.Choice(["none", "lz4", "zstd"]), default="none", show_default=True,
+              help="Of the shards: none is read in place (memory-mapped, fastest); lz4 or zstd take less disk "
+                   "and a decompression per block read.")
 @_overrides
 @click.pass_context
-def cache(ctx: click.Context, file: str, columns: str | None, output: str | None, **opts: t.Any) -> None:
+def cache(ctx: click.Context, file: str, columns: str | None, output: str | None, compression: str,
+          **opts: t.Any) -> None:
     """Copy the samples FILE's components select (only COLUMNS) to local shards, once: a compacted
     cache that runs over the same components read instead of the sources, whatever their weights,
     schedule or seed (API: mix.cache())."""
@@ -503,7 +507,8 @@ def cache(ctx: click.Context, file: str, columns: str | None, output: str | None
     fields = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
     started = time.perf_counter()
     with _bar(ctx, "caching") as progress:
-        found = mix.cache(fields, directory=output, progress=progress)
+        found = mix.cache(fields, directory=output, progress=progress,
+                          compression=None if compression == "none" else compression)
     click.echo(f"cached {found.meta['samples']:,} samples ({', '.join(found.columns)}) of "
                f"{len(found.files)} file{'s' * (len(found.files) != 1)}: {found.bytes / 1e6:,.1f} MB in "
                f"{found.directory} ({time.perf_counter() - started:.1f} s)")

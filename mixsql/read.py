@@ -222,6 +222,7 @@ class Reader:
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.ahead_dropped = 0  # read-ahead blocks dropped by the bound so far: their reads may ask again
+        self._shard_files: collections.OrderedDict[int, t.Any] = collections.OrderedDict()  # open cache shards
         self._ahead_files = threading.local()  # each read-ahead thread opens its own files
         self._remote = [mfs.is_remote(info.url) for info in plan.files]
         self._shards: list[tuple[PlanFile, CompactFile] | None] = [None] * len(plan.files)
@@ -230,11 +231,12 @@ class Reader:
                 held = compact.file(info.url, info.version) if info.format in ("parquet", "jsonl") else None
                 if held is not None:  # read as a local Parquet file of its own index, after the plan's files
                     shard = PlanFile(index=len(plan.files) + info.index, dataset=info.dataset, file_id=info.file_id,
-                                     url=str(held.path), format="parquet", compression=None, size=held.size,
+                                     url=str(held.path), format="arrow", compression=None, size=held.size,
                                      mtime=held.mtime, row_groups=tuple(held.cache_rows))
                     self._shards[info.index] = (shard, held)
             self._remote += [False] * len(plan.files)
         self._shards_checked: set[int] = set()
+        self._mapped = compact is not None and compact.meta.get("compression") is None  # shards read in place
         self.remote = any(self._remote)  # some file is in an object store: reads ahead go deeper
         self._checks: dict[int, concurrent.futures.Future[None]] = {}  # remote fingerprints being asked
         self.shared: SharedBlocks | None = None  # decoded row groups shared with the other DataLoader workers
@@ -428,6 +430,8 @@ class Reader:
                     continue
                 if self._remote[f] and self._shards[f] is None:  # one request each, side by side; the footer
                     self._ahead[key] = self._pool().submit(_task, self._read_ahead, info, g, None)  # in the thread
+                elif self._shards[f] is not None:
+                    continue  # a compacted cache's record batch: read when needed, for less than a thread's hand-off
                 else:
                     try:
                         read, rg = self._target(info, g)
@@ -487,6 +491,24 @@ class Reader:
 
         tables = shared.fill([self._shared_key(info, g, columns, k) for (info, g), k in zip(groups, keep)], decode)
         return [decoded.get(i) or (table, table.num_rows, table.nbytes) for i, table in enumerate(tables)]
+
+    def _shard_batch(self, info: PlanFile, g: int) -> pa.Table:
+        """Record batch g of a compacted cache shard, with the requested columns: read in place from
+        the mapped file (a compressed shard's decompressed), here where a row of it is first needed.
+        A read-ahead thread would cost more than it saves: each of its steps waits for the GIL, which
+        this thread holds for up to a switch interval each time."""
+        return pa.Table.from_batches([self._shard(info).get_batch(g)]).select(self._group_columns(info))
+
+    def _shard(self, info: PlanFile) -> t.Any:
+        """A compacted cache shard, opened once (the most recently used 64 kept)."""
+        shard = self._shard_files.get(info.index)
+        if shard is None:
+            shard = self._shard_files[info.index] = _shard_file(info.url)
+            if len(self._shard_files) > 64:
+                self._shard_files.popitem(last=False)
+        else:
+            self._shard_files.move_to_end(info.index)
+        return shard
 
     def _shared_key(self, info: PlanFile, g: int, columns: list[str], keep: np.ndarray | None) -> str:
         """A row group's entry among the shared blocks: a cut one is this plan's rows of it."""
@@ -728,10 +750,13 @@ class Reader:
         return found
 
     def _schema(self, info: PlanFile) -> pa.Schema:
-        """A Parquet file's Arrow schema; a local file's from the footer its batched decodes read too."""
+        """A Parquet file's Arrow schema (a local file's from the footer its batched decodes read too),
+        or a compacted cache shard's."""
         if self._remote[info.index]:
             return self._parquet_file(info).schema_arrow
         try:
+            if info.format == "arrow":
+                return self._shard(info).schema
             return self._fragments.base(info).physical_schema
         except (pa.ArrowInvalid, OSError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so
@@ -772,12 +797,14 @@ class Reader:
                 decoded = _cut(ahead.result(), keep)
             if decoded is None:
                 columns = self._group_columns(read)
-                if self.shared is not None and not self._remote[read.index]:
+                if read.format == "arrow":
+                    decoded = _cut(self._shard_batch(read, rg), keep)
+                elif self.shared is not None and not self._remote[read.index]:
                     decoded = self._decode_batch([(read, rg)], columns, self._projection(read)[1], [keep])[0]
                 else:
                     decoded = _cut(self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False),
                                    keep)
-        except (pa.ArrowInvalid, OSError) as e:
+        except (pa.ArrowInvalid, OSError, IndexError) as e:
             self._check(info, again=True, failed=True)  # a file that changed says so, rather than "cannot decode"
             where = info.url if read is info else f"{read.url} (the compacted cache of {info.url})"
             raise DataError(f"cannot decode row group {rg} of {where}: {e}", file=read.url,
@@ -807,6 +834,8 @@ class Reader:
             wanted, size = members - info.row_group_starts[g], info.row_groups[g]  # type: ignore[index]
         else:  # the cache's row group holds the selected rows of the source's only
             wanted, size = shard[1].positions(g, members), shard[1].cache_rows[int(shard[1].cache_group[g])]
+            if self._mapped:
+                return wanted, False  # read in place: a cut would only copy what is there without one
         return wanted, 2 * len(wanted) < size
 
     # -- flat token arrays ---------------------------------------------------------------------------
@@ -1012,6 +1041,12 @@ def _decode_pool() -> pa.MemoryPool:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:
         return pa.default_memory_pool()
+
+
+def _shard_file(path: str) -> t.Any:
+    """A compacted cache shard (an Arrow IPC file), memory-mapped: its footer is read; a record batch
+    asked for is read in place (a compressed one decompressed into the decode pool)."""
+    return pa.ipc.open_file(pa.memory_map(path), memory_pool=_decode_pool())
 
 
 def _decode_many(groups: list[tuple[PlanFile, int]], columns: list[str], schema: pa.Schema,

@@ -3,6 +3,7 @@ statement over the same components; never serves data that no longer matches."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch.utils.data
 
 import mixsql
+from mixsql import compact
 from mixsql.compact import Compact
 from mixsql.dataset import collate
 from mixsql.errors import DataError, MixSQLError
@@ -38,11 +40,14 @@ def _texts(mix: mixsql.Mix, **kw: object) -> list[tuple[str, str]]:
     return [(s["component"], s["text"]) for s in mix.samples(columns=["text"], **kw)]
 
 
-def test_the_same_stream_from_the_cache_reading_only_selected_rows(own: mixsql.Connection) -> None:
+@pytest.mark.parametrize("compression", [None, "lz4", "zstd"])
+def test_the_same_stream_from_the_cache_reading_only_selected_rows(own: mixsql.Connection,
+                                                                    compression: str | None) -> None:
     mix = own.mix(SELECTIVE.format(limit=3000))
     plain = _texts(mix)
-    cache = mix.cache(["text"])
+    cache = mix.cache(["text"], compression=compression)
     assert cache.columns == ["text"] and cache.meta["samples"] == sum(c.samples for c in mix.bound.components)
+    assert cache.meta["compression"] == compression
     assert _texts(mix) == plain
     plan = mix.plan()
     rows = plan.positions_rows(0, len(plan))
@@ -111,15 +116,15 @@ def test_a_source_changed_after_building_is_an_error(own: mixsql.Connection) -> 
 
 
 def test_an_interrupted_build_leaves_nothing(own: mixsql.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pyarrow.parquet as pq
+    from mixsql import compact
 
     calls = []
 
-    def broken(self: object, table: object, *a: object, **k: object) -> None:
+    def broken(table: object) -> None:  # interrupted as it writes a shard's record batch
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
+    monkeypatch.setattr(compact, "_one_batch", broken)
     with pytest.raises(KeyboardInterrupt):
         own.mix(SELECTIVE.format(limit=500)).cache(["text"])
     assert calls and [p.name for p in (own.path / "caches").iterdir()] == [next((own.path / "caches").iterdir()).name]
@@ -188,6 +193,10 @@ def test_the_cli_builds_it(tmp_path: Path) -> None:
     out = subprocess.run(run + ["cache", str(statement), "--columns", "text"], check=True, capture_output=True,
                          text=True, env=env).stdout
     assert out.startswith("cached ") and "(text)" in out and str(cat / "caches") in out
+    subprocess.run(run + ["cache", str(statement), "--columns", "text", "--compression", "lz4"], check=True,
+                   capture_output=True, env=env)
+    assert sorted(json.loads(p.read_text())["compression"] or "none" for p in (cat / "caches").glob("*/cache.json")) \
+        == ["lz4", "none"]
 
 
 def test_packed_sequences_read_the_cache_too(tmp_path: Path) -> None:
@@ -282,7 +291,7 @@ def test_a_damaged_cache_is_never_served_and_built_again(own: mixsql.Connection,
     expected = _texts(own.mix(SELECTIVE.format(limit=500)))
     mix = own.mix(SELECTIVE.format(limit=500))
     first = mix.cache(["text"])
-    shard = sorted(first.directory.glob("shard-*.parquet"))[0]
+    shard = sorted(first.directory.glob("shard-*.arrow"))[0]
     if damage == "lost shard":
         shard.unlink()
     elif damage == "changed shard":
@@ -301,3 +310,32 @@ def test_a_damaged_cache_is_never_served_and_built_again(own: mixsql.Connection,
     assert built.directory == first.directory and built.damage() is None
     assert _texts(again) == expected
     assert not [p.name for p in first.directory.parent.iterdir() if p.name.startswith((".damaged-", ".tmp-"))]
+
+
+def test_a_cache_of_an_earlier_format_is_built_again_in_its_place(own: mixsql.Connection, tmp_path: Path) -> None:
+    """A cache this mixsql cannot read (an earlier format, in a directory the user named) is built
+    again there, not refused as another cache's."""
+    import json
+
+    mix = own.mix(SELECTIVE.format(limit=300))
+    where = tmp_path / "mine"
+    first = mix.cache(["text"], directory=where)
+    expected = [s["text"] for s in mix.samples(columns=["text"])]
+    first.close()
+    meta = json.loads((where / "cache.json").read_text())
+    (where / "cache.json").write_text(json.dumps({**meta, "format": 1, "key": "an earlier one"}))
+    again = own.mix(SELECTIVE.format(limit=300))
+    built = again.cache(["text"], directory=where)
+    assert built.meta["format"] == compact.FORMAT and json.loads((where / "cache.json").read_text())["format"] == compact.FORMAT
+    assert [s["text"] for s in again.samples(columns=["text"])] == expected
+
+
+def test_compressed_and_plain_caches_are_distinct_and_a_bad_compression_is_said(own: mixsql.Connection) -> None:
+    """A cache's compression is part of what it is: asking for another builds another (the same
+    stream either way), and the plain one is larger; an unknown compression is an error naming the choices."""
+    plain = own.mix(SELECTIVE.format(limit=500)).cache(["text"])
+    small = own.mix(SELECTIVE.format(limit=500)).cache(["text"], compression="zstd")
+    assert small.directory != plain.directory and small.bytes < plain.bytes
+    with pytest.raises(MixSQLError, match="no compression 'gzip'") as e:
+        own.mix(SELECTIVE.format(limit=500)).cache(["text"], compression="gzip")
+    assert "lz4, zstd, or none" in (e.value.hint or "")
