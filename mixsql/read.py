@@ -229,7 +229,7 @@ class Reader:
         if compact is not None:
             for info in plan.files:
                 held = compact.file(info.url, info.version) if info.format in ("parquet", "jsonl") else None
-                if held is not None:  # read as a local Parquet file of its own index, after the plan's files
+                if held is not None:  # its shard, read as a file of its own index, after the plan's files
                     shard = PlanFile(index=len(plan.files) + info.index, dataset=info.dataset, file_id=info.file_id,
                                      url=str(held.path), format="arrow", compression=None, size=held.size,
                                      mtime=held.mtime, row_groups=tuple(held.cache_rows))
