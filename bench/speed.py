@@ -234,13 +234,14 @@ def first_sample(cat: Path, statement: str, kind: str, workers: int = 0, context
 # -- the run ------------------------------------------------------------------------------------
 
 
-def fresh_cache(con: mixsql.Connection, statement: str) -> tuple[mixsql.Mix, t.Any, float]:
+def fresh_cache(con: mixsql.Connection, statement: str, compression: str | None = None
+                ) -> tuple[mixsql.Mix, t.Any, float]:
     """The statement's mixture reading its compacted cache of the text, the cache, and the seconds
     its build took: one found from an earlier run is removed and built again, to time the build."""
     for attempt in range(2):
         mix = con.mix(statement)
         began, t0 = time.time(), time.perf_counter()
-        built = mix.cache(["text"])
+        built = mix.cache(["text"], compression=compression)
         seconds = time.perf_counter() - t0
         if (built.directory / "cache.json").stat().st_mtime >= began or attempt:
             break
