@@ -448,6 +448,35 @@ def test_batches_read_by_read_are_the_samples_in_stream_order(con: mixsql.Connec
     assert not reader._objects  # each block's objects go once its last held row is handed out
 
 
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(1, 120), min_size=1, max_size=12), size=st.integers(1, 9))
+def test_batches_in_reads_of_any_lengths_are_the_samples(sample_catalog: Path, cuts: list[int], size: int) -> None:
+    """Reads of any lengths, one after another on one reader (blocks made objects by one read and
+    picked from by the next, or taken in part), give the batches ``collate`` makes of the samples."""
+    plan = _objects_plan(sample_catalog)
+    rows = plan.positions_rows(0, len(plan))
+    reader, at, made, expected = Reader(plan, ["text", "id"]), 0, [], []
+    for n in cuts * (1 + len(rows) // sum(cuts)):
+        if at >= len(rows):
+            break
+        piece = rows[at: at + n]
+        made += reader.batches(piece, size)
+        expected += [mixsql.collate(Reader(plan, ["text", "id"]).samples(piece[k: k + size]))
+                     for k in range(0, len(piece), size)]
+        at += n
+    assert made == expected
+
+
+_OBJECTS_PLAN: dict[str, t.Any] = {}
+
+
+def _objects_plan(catalog: Path) -> t.Any:
+    if str(catalog) not in _OBJECTS_PLAN:
+        _OBJECTS_PLAN[str(catalog)] = mixsql.connect(catalog, create=False).mix(
+            "MIX 0.5 AS a WHERE domain = 'code', 0.5 AS b FROM corpus LIMIT 400 SAMPLES").plan()
+    return _OBJECTS_PLAN[str(catalog)]
+
+
 @given(st.lists(st.integers(0, 39), max_size=40), st.booleans())
 @example([5, 5, 7], False)
 def test_in_table_order_gives_the_rows_in_the_tables_order(at: list[int], run: bool) -> None:
