@@ -10,16 +10,16 @@ DataLoader workers share those pages (the page cache). ``compression="lz4"`` (or
 them about 2.3 x smaller (text), and each block read a decompression (measured: 0.5 ms per MB on the
 benchmark machine). A shard is never changed in place (a cache is built in a temporary directory
 and renamed; a damaged one is set aside, then removed), so a mapped shard cannot change under a run
-that reads it. ``<shard>.rows.npy`` lists the source rows a shard holds.
-So a source block maps to one cache row group and a source row to a row of it, and the plan does
-not change: it still names source files and rows, lineage still says
-where a sample came from, and the stream is the same with or without the cache. The cache is keyed by
-the dataset versions, the components' predicates (their union is what it holds) and the columns:
-any weights, schedule, seed, limit or adaptive change over the same components reads it. A
-source file that changed since registration is an error before a cached block of it is served
-(``read.check_file``), as when reading the source; a shard that does not match ``cache.json`` (or
-is lost) is one too, and the next ``build`` of the same cache replaces it: a damaged cache is never
-served. ``Compact`` (the reading side) imports no compile stage; ``build`` does.
+that reads it. ``<shard>.rows.npy`` lists the source rows a shard holds. So a source block maps
+to one cache row group and a source row to a row of it, and the plan does not change: it still
+names source files and rows, lineage still says where a sample came from, and the stream is the
+same with or without the cache. The cache is keyed by the dataset versions, the components'
+predicates (their union is what it holds), the columns and the compression: any weights, schedule,
+seed, limit or adaptive change over the same components reads it. A source file that changed
+since registration is an error before a cached block of it is served (``read.check_file``), as
+when reading the source; a shard that does not match ``cache.json`` (or is lost) is one too, and
+the next ``build`` of the same cache replaces it: a damaged cache is never served. ``Compact``
+(the reading side) imports no compile stage; ``build`` does.
 """
 
 from __future__ import annotations
