@@ -152,14 +152,28 @@ class Mix:
             plan = self._replayed(plan, log)
         reader = Reader(plan, columns, images=images, cache_bytes=memory_bytes, compact=self._compact)
         end = len(plan) if limit is None else min(limit, len(plan))
-        ahead = _remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
+        ahead = _remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # full reads fetched ahead
         spans = _read_spans(end)
-        reads = [plan.positions_rows(*span) for span in itertools.islice(spans, ahead + 1)]
-        for rows in reads:  # the first read's blocks too: decoded (fetched) side by side
-            reader.prefetch(rows)
+        reads = [plan.positions_rows(*span) for span in itertools.islice(spans, 1)]
+        if reads:
+            reader.prefetch(reads[0])
+        # ahead of the read in use: as many samples as ``ahead`` full reads, however short the first reads
+        # are, asked for at once at the start, so that their blocks decode in batches on every core
+        ahead_samples = ahead * _read.READ_SAMPLES
+        first = []
+        for span in spans:
+            first.append(plan.positions_rows(*span))
+            if sum(len(r) for r in first) >= ahead_samples:
+                break
+        if first:
+            reader.prefetch(np.concatenate(first))
+        reads += first
         while reads:
             rows = reads.pop(0)
-            for span in itertools.islice(spans, 1):  # one more read ahead, fetched and decoded meanwhile
+            while sum(len(r) for r in reads) < ahead_samples:  # more ahead, fetched and decoded meanwhile
+                span = next(spans, None)
+                if span is None:
+                    break
                 reads.append(plan.positions_rows(*span))
                 reader.prefetch(reads[-1])
             yield from reader.samples(rows, component=component)

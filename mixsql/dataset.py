@@ -229,14 +229,21 @@ class MixDataset(torch.utils.data.IterableDataset):
                 if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
                     ahead = planned.pop(k + 1, None)
                     ahead = self._rows(plan, after) if ahead is None else ahead
-                    if fetched.pop(k + 1, None) != reader.ahead_dropped:  # asked again only if some was dropped
-                        reader.prefetch(ahead)
-                    for j in range(k + 2, min(len(reads), k + 1 + depth)):  # further reads too
+                    # further reads too: as many batches as ``depth`` full reads, however short the first
+                    # reads are; those not asked for yet are asked at once, their blocks decoded in batches
+                    asking, j, batches_ahead = [], k + 1, 0
+                    while j < len(reads) and (j < k + 1 + depth or batches_ahead < depth * group):
                         if j not in planned:
-                            planned[j] = self._rows(plan, reads[j])
-                        if fetched.get(j) != reader.ahead_dropped:
-                            reader.prefetch(planned[j])
+                            planned[j] = ahead if j == k + 1 else self._rows(plan, reads[j])
+                        if fetched.get(j) != reader.ahead_dropped:  # asked again only if some was dropped
+                            asking.append(planned[j])
                             fetched[j] = reader.ahead_dropped
+                        batches_ahead += len(reads[j])
+                        j += 1
+                    planned.pop(k + 1, None)
+                    fetched.pop(k + 1, None)
+                    if asking:
+                        reader.prefetch(np.concatenate(asking))
                 if self.batched:  # whole batches of columns: no dict per sample
                     yield from self._batches(origin, workers, worker_id, batches, None,
                                              made=reader.batches(rows_now, size, component=self.component))
