@@ -204,6 +204,7 @@ class MixDataset(torch.utils.data.IterableDataset):
                         cache_bytes=self.memory_bytes, compact=self._compact())
         if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
             reader.shared = shared.SharedBlocks(self._shared)
+        reader.objects = workers == 1
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known

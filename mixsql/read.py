@@ -219,6 +219,9 @@ class Reader:
         self._objects: collections.OrderedDict[int, dict[str, list[t.Any]]] = collections.OrderedDict()
         self._object_bytes: dict[int, int] = {}  # the decoded bytes of each (bounded: ``OBJECT_BYTES``)
         self._objects_held = 0
+        # off in a DataLoader worker among several: each takes every other batch, so about half of a
+        # block's held rows (its windows' rows count them all), and objects of all of them would be waste
+        self.objects = True
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.ahead_dropped = 0  # read-ahead blocks dropped by the bound so far: their reads may ask again
@@ -332,7 +335,7 @@ class Reader:
         if found is not None:
             return found
         held = self._pending[key_id]
-        if held <= taking or 2 * held < table.num_rows:
+        if not self.objects or held <= taking or 2 * held < table.num_rows:
             return None
         found = self._objects[key_id] = {name: table.column(name).to_pylist() for name in names}
         self._object_bytes[key_id] = table.nbytes
