@@ -214,8 +214,8 @@ it = iter(loader)
 next(it)
 first = time.perf_counter() - t0
 rss, private = [], []
-for _ in range(20):  # let the workers run a while, then read their peak RSS and what is theirs alone
-    next(it)
+for _ in range(400):  # run the workers into their steady state (read-ahead full), then read their peak
+    next(it)             # RSS and what is theirs alone
 for pid in getattr(it, "_workers", []):
     with open(f"/proc/{pid.pid}/status") as fh:
         rss += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM")]
@@ -343,7 +343,7 @@ def section(r: dict) -> str:
         f"| the same for torch alone (a DataLoader over `range()`), fork / spawn (s) | "
         f"{first['torch alone, 2 workers (fork)']['first_s']:.2f} / "
         f"{first['torch alone, 2 workers (spawn)']['first_s']:.2f} | | the floor |",
-        f"| a worker's peak RSS, fork / spawn (MB) | {first['DataLoader, 2 workers (fork)']['worker_rss_mb']:.0f} / "
+        f"| a worker's peak RSS over its first 400 batches (its read-ahead full), fork / spawn (MB) | {first['DataLoader, 2 workers (fork)']['worker_rss_mb']:.0f} / "
         f"{first['DataLoader, 2 workers (spawn)']['worker_rss_mb']:.0f} | ≤ 150 | "
         f"{_verdict(first['DataLoader, 2 workers (spawn)']['worker_rss_mb'], 150, False)} |",
         f"| the same for torch alone, fork / spawn (MB) | {first['torch alone, 2 workers (fork)']['worker_rss_mb']:.0f} / "
