@@ -216,8 +216,8 @@ class Reader:
         self._members: dict[tuple[int, int], np.ndarray] = {}
         self._selected: dict[tuple, tuple[np.ndarray, bool]] = {}  # a read-ahead row group's ``_selection``
         # a source that later reads take more rows of: its columns as Python objects, made once (``batches``)
-        self._objects: collections.OrderedDict[int, dict[str, list[t.Any]]] = collections.OrderedDict()
-        self._object_bytes: dict[int, int] = {}  # the decoded bytes of each (bounded: ``OBJECT_BYTES``)
+        # (with the decoded bytes each stands for, which ``OBJECT_BYTES`` bounds)
+        self._objects: collections.OrderedDict[int, tuple[dict[str, list[t.Any]], int]] = collections.OrderedDict()
         self._objects_held = 0
         # off in a DataLoader worker among several: each takes every other batch, so about half of a
         # block's held rows (its windows' rows count them all), and objects of all of them would be waste
@@ -333,20 +333,21 @@ class Reader:
         None where this read takes the last of them, or the held rows are a small part of the table."""
         found = self._objects.get(key_id)
         if found is not None:
-            return found
+            return found[0]
         held = self._pending[key_id]
         if not self.objects or held <= taking or 2 * held < table.num_rows:
             return None
-        found = self._objects[key_id] = {name: table.column(name).to_pylist() for name in names}
-        self._object_bytes[key_id] = table.nbytes
+        objects = {name: table.column(name).to_pylist() for name in names}
+        self._objects[key_id] = (objects, table.nbytes)
         self._objects_held += table.nbytes
         while len(self._objects) > 1 and self._objects_held > OBJECT_BYTES:
             self._drop_objects(next(iter(self._objects)))
-        return found
+        return objects
 
     def _drop_objects(self, key_id: int) -> None:
-        self._objects.pop(key_id, None)
-        self._objects_held -= self._object_bytes.pop(key_id, 0)
+        dropped = self._objects.pop(key_id, None)
+        if dropped is not None:
+            self._objects_held -= dropped[1]
 
     def _labels(self, rows: np.ndarray, component: str) -> list[t.Any]:
         names = self.plan.names if component == "name" else range(len(self.plan.names))
