@@ -131,10 +131,12 @@ def _worker_stats(path: Path) -> None:
         yield from original(self, *args, **kwargs)
         reader = made[-1]
         shared = reader.shared
+        with open("/proc/self/status") as fh:  # the worker's peak over its whole share (Linux)
+            peak = [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM")]
         with open(path, "a") as fh:
             fh.write(json.dumps({"pid": os.getpid(), "row_groups": reader.stats.row_groups,
                                  "decoded": shared.decoded if shared else reader.stats.row_groups,
-                                 "mapped": shared.mapped if shared else 0}) + "\n")
+                                 "mapped": shared.mapped if shared else 0, "peak_rss_mb": peak[0]}) + "\n")
 
     read.Reader.__init__ = tracking
     MixDataset._samples = samples
@@ -159,7 +161,8 @@ def arm_torch(mix: mixsql.Mix, workers: int, stats: Path) -> dict:
     seconds = time.perf_counter() - t
     per_worker = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
     return {"seconds": seconds, "samples": n, "chars": chars,
-            "decoded": [w["decoded"] for w in per_worker], "mapped": [w["mapped"] for w in per_worker]}
+            "decoded": [w["decoded"] for w in per_worker], "mapped": [w["mapped"] for w in per_worker],
+            "peak_rss_mb": [w["peak_rss_mb"] for w in per_worker]}
 
 
 class _Floor(torch.utils.data.IterableDataset):
@@ -355,7 +358,9 @@ def section(r: dict) -> str:
         f" / {first['torch alone, 2 workers (spawn)']['worker_private_mb']:.0f} | | the floor |",
         "",
         f"Per worker (2 workers): decoded {r['workers']['decoded_2']} row groups, mapped {r['workers']['mapped_2']} "
-        f"decoded by the other; 0 workers: {r['workers']['decoded_0']}.",
+        f"decoded by the other; 0 workers: {r['workers']['decoded_0']}. A worker's peak RSS over the whole "
+        f"full-coverage stream ({r['workers']['batches_2']:,} batches, fork): {r['workers']['peak_rss_mb_2']:.0f} MB "
+        "(its blocks on probation are bounded by a quarter of `memory_bytes`, 1 GiB by default).",
         "",
         "**The compacted cache** (`mix.cache(['text'])`: the components' samples, the text column only, in "
         f"uncompressed Arrow IPC shards read in place; the source corpus is {r['source_bytes'] / 1e6:,.0f} MB of zstd Parquet, every column):",
@@ -452,7 +457,9 @@ def main() -> None:
             _same(r[0], other, f"{name}, repetitions")
     zero, two = runs["full: DataLoader, 0 workers"][0], runs["full: DataLoader, 2 workers"][0]
     results["arms"] = summary
-    results["workers"] = {"decoded_0": zero["decoded"], "decoded_2": two["decoded"], "mapped_2": two["mapped"]}
+    results["workers"] = {"decoded_0": zero["decoded"], "decoded_2": two["decoded"], "mapped_2": two["mapped"],
+                          "peak_rss_mb_2": max(max(r["peak_rss_mb"] or [0]) for r in runs["full: DataLoader, 2 workers"]),
+                          "batches_2": two["samples"] // BATCH}
     samples_per_s = {k: v["docs_per_s"] for k, v in summary.items()}
     results["ratios"] = {
         "full_over_read_table": samples_per_s["full: Mix.samples"] / samples_per_s["full: read_table"],

@@ -205,6 +205,9 @@ class MixDataset(torch.utils.data.IterableDataset):
         if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
             reader.shared = shared.SharedBlocks(self._shared)
         reader.objects = workers == 1
+        # a reader that others share partitions with holds its blocks for the reads announced to it
+        reader.partial = not world.reads_whole_partitions(plan.partitions, self.global_batch_size, self.world_size,
+                                                          workers)
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known
@@ -213,36 +216,44 @@ class MixDataset(torch.utils.data.IterableDataset):
         while at < len(mine):
             reads.append(mine[at: at + step])
             at, step = at + step, min(step * 2, group)
-        ahead: t.Any = None  # the next read: its plan rows (samples) or its layout (sequences), fetched meanwhile
         depth = remote.settings().depth if reader.remote else _read.LOCAL_DEPTH  # reads fetched ahead
-        planned: dict[int, t.Any] = {}  # reads further ahead: their rows (samples) or layouts (sequences)
+        planned: dict[int, t.Any] = {}  # reads ahead: their rows (samples) or layouts (sequences)
         fetched: dict[int, int] = {}  # reads prefetched already, with the reader's drops then
+
+        def rows_of(j: int) -> np.ndarray:  # read j's plan rows, announced to the reader once
+            if j not in planned:
+                planned[j] = self._rows(plan, reads[j])
+                reader.expect(planned[j])
+            return planned[j]
+
+        def layout_of(j: int) -> t.Any:  # read j's packed layout, its rows announced to the reader once
+            if j not in planned:
+                planned[j] = packed.layout(self._pieces(packed, reads[j]))
+                reader.expect(planned[j].rows)
+            return planned[j]
+
         for k, batches in enumerate(reads):
             if self._adaptive is not None:
                 plan.table = self._adaptive.wait_for(batches[-1], workers > 1 or torch.utils.data.get_worker_info()
                                                      is not None)
+                planned.clear()  # an adaptive read is laid out once the weights it needs are known
             after = reads[k + 1] if k + 1 < len(reads) else None
             if packed is None:
-                rows_now = ahead if ahead is not None else self._rows(plan, batches)
-                ahead = None
+                rows_now = rows_of(k)
+                planned.pop(k)
+                fetched.pop(k, None)
                 if k == 0:  # the first read's blocks: decoded (fetched) side by side
                     reader.prefetch(rows_now)
                 if after is not None and self._adaptive is None:  # an adaptive read waits for its weights
-                    ahead = planned.pop(k + 1, None)
-                    ahead = self._rows(plan, after) if ahead is None else ahead
                     # further reads too: as many batches as ``depth`` full reads, however short the first
                     # reads are; those not asked for yet are asked at once, their blocks decoded in batches
                     asking, j, batches_ahead = [], k + 1, 0
                     while j < len(reads) and (j < k + 1 + depth or batches_ahead < depth * group):
-                        if j not in planned:
-                            planned[j] = ahead if j == k + 1 else self._rows(plan, reads[j])
                         if fetched.get(j) != reader.ahead_dropped:  # asked again only if some was dropped
-                            asking.append(planned[j])
+                            asking.append(rows_of(j))
                             fetched[j] = reader.ahead_dropped
                         batches_ahead += len(reads[j])
                         j += 1
-                    planned.pop(k + 1, None)
-                    fetched.pop(k + 1, None)
                     if asking:
                         reader.prefetch(np.concatenate(asking))
                 if self.batched:  # whole batches of columns: no dict per sample
@@ -251,20 +262,16 @@ class MixDataset(torch.utils.data.IterableDataset):
                     continue
                 samples: t.Iterable[dict[str, t.Any]] = reader.samples(rows_now, component=self.component)
             else:
-                layout = ahead if ahead is not None else packed.layout(self._pieces(packed, batches))
-                ahead = None
+                layout = layout_of(k)
+                planned.pop(k)
                 if k == 0:
                     reader.prefetch(layout.rows)
                 if after is not None:  # the next reads' row groups decode while this one is packed
-                    following = planned.pop(k + 1, None)
-                    following = packed.layout(self._pieces(packed, after)) if following is None else following
-                    reader.prefetch(following.rows)
-                    if self._adaptive is None:  # an adaptive one is laid out again once its weights are known
-                        ahead = following
-                        for j in range(k + 2, min(len(reads), k + 1 + depth)):
-                            if j not in planned:
-                                planned[j] = packed.layout(self._pieces(packed, reads[j]))
-                            reader.prefetch(planned[j].rows)
+                    if self._adaptive is None:
+                        for j in range(k + 1, min(len(reads), k + 1 + depth)):
+                            reader.prefetch(layout_of(j).rows)
+                    else:  # an adaptive one is laid out again once its weights are known: fetched, not kept
+                        reader.prefetch(packed.layout(self._pieces(packed, after)).rows)
                 built = packed.build(layout, reader)
                 if self.batched:
                     yield from self._batches(origin, workers, worker_id, batches, _tensors(built))

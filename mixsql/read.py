@@ -168,7 +168,8 @@ class Reader:
 
     Reading a window resolves each of its rows to a *source*: the rows the plan takes from one
     Parquet row group (decoded once, then cut down to those rows), or the parsed records of one
-    JSONL file within the window. A source stays while resolved windows still need rows of it, then
+    JSONL file within the window. A source stays while resolved windows still need rows of it (a
+    ``partial`` reader's: while the reads announced with ``expect`` do), then
     on probation (other components and partitions reach the same block later: a component that
     takes little of its pool moves through the blocks more slowly than one that takes much), oldest
     out first once the sources on probation hold a quarter of ``cache_bytes`` (at least 64 MiB, or
@@ -222,6 +223,10 @@ class Reader:
         # off in a DataLoader worker among several: each takes every other batch, so about half of a
         # block's held rows (its windows' rows count them all), and objects of all of them would be waste
         self.objects = True
+        # reads only some rows of the windows it resolves (a DataLoader worker among several, a rank whose
+        # partitions other ranks read too): its sources are then held for the reads announced with
+        # ``expect``, since whole windows' rows would never all be handed out here and never let go
+        self.partial = False
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.ahead_dropped = 0  # read-ahead blocks dropped by the bound so far: their reads may ask again
@@ -538,6 +543,12 @@ class Reader:
     def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(source id, row within the source) of each of ``rows``, and the rows grouped by source
         (an order and where each group starts)."""
+        source, local = self._placed(rows)
+        order = np.argsort(source, kind="stable")
+        return source, local, order, np.flatnonzero(np.diff(source[order])) + 1
+
+    def _placed(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source id, row within the source) of each of ``rows``, resolving their windows."""
         windows = self.plan.window_of(rows)
         source = np.empty(len(rows), dtype=np.int64)
         local = np.empty(len(rows), dtype=np.int64)
@@ -546,8 +557,7 @@ class Reader:
             mine = np.flatnonzero(windows == w)
             source[mine] = ids[rows[mine] - start]
             local[mine] = locs[rows[mine] - start]
-        order = np.argsort(source, kind="stable")
-        return source, local, order, np.flatnonzero(np.diff(source[order])) + 1
+        return source, local
 
     def _gather(self, rows: np.ndarray) -> tuple[list[pa.Table], np.ndarray]:
         """One ``take`` per source: the pieces, and for their concatenation the position of each row."""
@@ -564,7 +574,7 @@ class Reader:
     def _release(self, key_id: int, n: int) -> None:
         """Rows handed out; a source no resolved window still needs goes on probation, for the other
         components and partitions that reach the same block later, then out."""
-        left = self._pending[key_id] - n
+        left = max(self._pending[key_id] - n, 0)  # a read not announced to a partial reader counts none
         self._pending[key_id] = left
         if left > 0:
             return
@@ -624,15 +634,28 @@ class Reader:
                 read = {"npy": self._npy_rows, "tar": self._tar_rows}.get(info.format, self._jsonl_rows)
                 self._store(key, read(info, self.plan.row[rows[mine]], self.plan.byte_offset[rows[mine]],
                                       self.plan.byte_length[rows[mine]]))
-        for key_id, at in _by_value(ids):
-            self._pending[key_id] += len(at)
-            self._probation_bytes -= self._probation.pop(key_id, 0)
+        if not self.partial:
+            self._hold(ids)
         self.stats.windows += 1
         entry = (start, ids, locs)
         self._resolved[w] = entry
         if len(self._resolved) > 4096:
             self._resolved.popitem(last=False)
         return entry
+
+    def _hold(self, ids: np.ndarray) -> None:
+        """Rows of sources (their ids) still to be handed out: each source is held until they are."""
+        for key_id, at in _by_value(ids):
+            self._pending[key_id] += len(at)
+            self._probation_bytes -= self._probation.pop(key_id, 0)
+
+    def expect(self, rows: np.ndarray) -> None:
+        """Announce a read of plan ``rows`` to come (each read once, before it is read). A ``partial``
+        reader holds a source for the announced reads that need it, then puts it on probation; any
+        other counts whole windows, and this does nothing."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.partial and len(rows) and self.columns:
+            self._hold(self._placed(rows)[0])
 
     def _source(self, key_id: int) -> pa.Table:
         key = self._keys[key_id]
