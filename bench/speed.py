@@ -131,12 +131,10 @@ def _worker_stats(path: Path) -> None:
         yield from original(self, *args, **kwargs)
         reader = made[-1]
         shared = reader.shared
-        with open("/proc/self/status") as fh:  # the worker's peak over its whole share (Linux)
-            peak = [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM")]
         with open(path, "a") as fh:
             fh.write(json.dumps({"pid": os.getpid(), "row_groups": reader.stats.row_groups,
                                  "decoded": shared.decoded if shared else reader.stats.row_groups,
-                                 "mapped": shared.mapped if shared else 0, "peak_rss_mb": peak[0]}) + "\n")
+                                 "mapped": shared.mapped if shared else 0}) + "\n")
 
     read.Reader.__init__ = tracking
     MixDataset._samples = samples
@@ -161,8 +159,7 @@ def arm_torch(mix: mixsql.Mix, workers: int, stats: Path) -> dict:
     seconds = time.perf_counter() - t
     per_worker = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
     return {"seconds": seconds, "samples": n, "chars": chars,
-            "decoded": [w["decoded"] for w in per_worker], "mapped": [w["mapped"] for w in per_worker],
-            "peak_rss_mb": [w["peak_rss_mb"] for w in per_worker]}
+            "decoded": [w["decoded"] for w in per_worker], "mapped": [w["mapped"] for w in per_worker]}
 
 
 class _Floor(torch.utils.data.IterableDataset):
@@ -217,8 +214,8 @@ it = iter(loader)
 next(it)
 first = time.perf_counter() - t0
 rss, private = [], []
-for _ in range(400):  # run the workers into their steady state (read-ahead full), then read their peak
-    next(it)             # RSS and what is theirs alone
+for _ in range(int(sys.argv[6])):  # run the workers into their steady state (read-ahead full), then
+    next(it)                       # read their peak RSS and what is theirs alone
 for pid in getattr(it, "_workers", []):
     with open(f"/proc/{pid.pid}/status") as fh:
         rss += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM")]
@@ -228,9 +225,11 @@ print(json.dumps({"first_s": first, "worker_rss_mb": rss, "worker_private_mb": p
 """
 
 
-def first_sample(cat: Path, statement: str, kind: str, workers: int = 0, context: str = "fork") -> dict:
-    proc = subprocess.run([sys.executable, "-c", FIRST_CHILD, str(cat), statement, kind, str(workers), context],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
+def first_sample(cat: Path, statement: str, kind: str, workers: int = 0, context: str = "fork",
+                 batches: int = 400) -> dict:
+    """A fresh process: the first sample or batch, and with workers their memory after ``batches`` more."""
+    proc = subprocess.run([sys.executable, "-c", FIRST_CHILD, str(cat), statement, kind, str(workers), context,
+                           str(batches)], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -356,11 +355,12 @@ def section(r: dict) -> str:
         f"{first['DataLoader, 2 workers (spawn)']['worker_private_mb']:.0f} | | what a worker adds |",
         f"| the same for torch alone, fork / spawn (MB) | {first['torch alone, 2 workers (fork)']['worker_private_mb']:.0f}"
         f" / {first['torch alone, 2 workers (spawn)']['worker_private_mb']:.0f} | | the floor |",
+        f"| a worker's peak RSS / own memory over {first['long']['batches']:,} batches, nearly the whole full-coverage "
+        f"stream (fork, MB) | {first['long']['worker_rss_mb']:.0f} / {first['long']['worker_private_mb']:.0f} | | "
+        "a long run: blocks on probation are bounded by a quarter of `memory_bytes` (1 GiB by default) |",
         "",
         f"Per worker (2 workers): decoded {r['workers']['decoded_2']} row groups, mapped {r['workers']['mapped_2']} "
-        f"decoded by the other; 0 workers: {r['workers']['decoded_0']}. A worker's peak RSS over the whole "
-        f"full-coverage stream ({r['workers']['batches_2']:,} batches, fork): {r['workers']['peak_rss_mb_2']:.0f} MB "
-        "(its blocks on probation are bounded by a quarter of `memory_bytes`, 1 GiB by default).",
+        f"decoded by the other; 0 workers: {r['workers']['decoded_0']}.",
         "",
         "**The compacted cache** (`mix.cache(['text'])`: the components' samples, the text column only, in "
         f"uncompressed Arrow IPC shards read in place; the source corpus is {r['source_bytes'] / 1e6:,.0f} MB of zstd Parquet, every column):",
@@ -457,9 +457,7 @@ def main() -> None:
             _same(r[0], other, f"{name}, repetitions")
     zero, two = runs["full: DataLoader, 0 workers"][0], runs["full: DataLoader, 2 workers"][0]
     results["arms"] = summary
-    results["workers"] = {"decoded_0": zero["decoded"], "decoded_2": two["decoded"], "mapped_2": two["mapped"],
-                          "peak_rss_mb_2": max(max(r["peak_rss_mb"] or [0]) for r in runs["full: DataLoader, 2 workers"]),
-                          "batches_2": two["samples"] // BATCH}
+    results["workers"] = {"decoded_0": zero["decoded"], "decoded_2": two["decoded"], "mapped_2": two["mapped"]}
     samples_per_s = {k: v["docs_per_s"] for k, v in summary.items()}
     results["ratios"] = {
         "full_over_read_table": samples_per_s["full: Mix.samples"] / samples_per_s["full: read_table"],
@@ -497,6 +495,12 @@ def main() -> None:
                         "worker_rss_mb": max((max(g.get("worker_rss_mb") or [0]) for g in got), default=0),
                         "worker_private_mb": max((max(g.get("worker_private_mb") or [0]) for g in got), default=0)}
         print(f"  first {label}: {first[label]}", flush=True)
+    # a long run: a worker's memory near the end of the whole full-coverage stream (its workers still up)
+    batches = len(full.plan()) // BATCH // 2 * 2 - 64
+    got = [first_sample(cat, statement, "torch", 2, "fork", batches) for _ in range(max(1, args.reps // 2))]
+    first["long"] = {"batches": batches, "worker_rss_mb": max(max(g["worker_rss_mb"]) for g in got),
+                     "worker_private_mb": max(max(g["worker_private_mb"]) for g in got)}
+    print(f"  long run: {first['long']}", flush=True)
     results["first"] = first
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
