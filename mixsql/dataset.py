@@ -205,9 +205,10 @@ class MixDataset(torch.utils.data.IterableDataset):
         if workers > 1 and self._shared is not None:  # each row group decoded by one worker, mapped by the others
             reader.shared = shared.SharedBlocks(self._shared)
         reader.objects = workers == 1
-        # a reader that others share partitions with holds its blocks for the reads announced to it
-        reader.partial = not world.reads_whole_partitions(plan.partitions, self.global_batch_size, self.world_size,
-                                                          workers)
+        # blocks held for the reads announced to the reader (``rows_of``), not for whole windows: a worker
+        # reads every n-th batch, a rank may share partitions with others, and a resumed stream never
+        # reads its windows' rows before the start, nor any stream those after its last whole batch
+        reader.partial = True
         size = self.batch_size
         group = max(1, (READ_SAMPLES if packed is None else READ_TOKENS // packed.seq_len) // size)
         if self._adaptive is not None:  # one batch per read: each is read once the weights it needs are known

@@ -223,9 +223,9 @@ class Reader:
         # off in a DataLoader worker among several: each takes every other batch, so about half of a
         # block's held rows (its windows' rows count them all), and objects of all of them would be waste
         self.objects = True
-        # reads only some rows of the windows it resolves (a DataLoader worker among several, a rank whose
-        # partitions other ranks read too): its sources are then held for the reads announced with
-        # ``expect``, since whole windows' rows would never all be handed out here and never let go
+        # may read only some rows of the windows it resolves (a DataLoader worker among several, a rank whose
+        # partitions other ranks read too, a resumed stream): its sources are then held for the reads
+        # announced with ``expect``, since whole windows' rows would never all be handed out and let go
         self.partial = False
         self._ahead: dict[tuple, concurrent.futures.Future[pa.Table]] = {}  # row groups decoding meanwhile
         self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None

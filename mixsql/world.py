@@ -163,17 +163,6 @@ def ragged_slices_many(batches: t.Sequence[int], g: int, lengths: t.Sequence[int
     return out
 
 
-def reads_whole_partitions(partitions: int, g: int, world_size: int, workers: int) -> bool:
-    """Whether one reader (a rank's, or one of its DataLoader workers') reads every sample of each
-    partition it reads from: one rank with one worker, or one worker per rank when every global
-    batch holds an equal run of each partition (P divides G) and the ranks split them whole (W
-    divides P: rank r reads partitions [r P/W, (r+1) P/W)). Otherwise (False) other readers read
-    some of the same partitions' samples; False is also said where unsure."""
-    if workers > 1:
-        return False
-    return world_size == 1 or (g % partitions == 0 and partitions % world_size == 0)
-
-
 def worker() -> tuple[int, int]:
     """(worker id, number of workers) of the current DataLoader worker; (0, 1) outside one."""
     import torch.utils.data
@@ -183,5 +172,5 @@ def worker() -> tuple[int, int]:
 
 
 __all__: t.Sequence[str] = ["batch_positions", "global_batch", "partition_indices", "ragged_locate", "ragged_slices",
-                            "ragged_slices_many", "reads_whole_partitions",
+                            "ragged_slices_many",
                             "rank_slices", "topology", "worker"]

@@ -272,33 +272,34 @@ def test_a_worker_takes_its_share_of_the_cores_and_writes_batches_in_one_go(mix:
     assert all(g["pipes"] and max(g["pipes"]) == 1 << 20 for g in got)  # the queue to the main process
 
 
-@pytest.mark.parametrize("world_size, workers", [(1, 2), (3, 1)])
-def test_a_reader_sharing_partitions_lets_its_blocks_go_once_its_reads_are_done(
-        con: mixsql.Connection, world_size: int, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A DataLoader worker among several (or a rank whose partitions other ranks read too) reads only
-    some rows of each window it resolves: it holds a block for the reads announced to it, and once
-    those are read nothing is held for rows it will never read; the samples are the same."""
+@pytest.mark.parametrize("world_size, workers, start", [(1, 1, 0), (1, 2, 0), (3, 1, 0), (1, 1, 5)])
+def test_a_dataset_holds_blocks_for_the_reads_it_was_given_and_lets_them_go(
+        con: mixsql.Connection, world_size: int, workers: int, start: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset's reader holds a block for the reads announced to it, so once they are read nothing
+    is held for rows it will never read: those of other DataLoader workers (each takes every n-th
+    batch), of other ranks sharing its partitions, before a resumed start, or after the last whole
+    batch. Counting whole windows instead leaves such blocks held; the samples are the same."""
     from mixsql import dataset as _dataset
 
     made: list[_dataset.Reader] = []
+    windows = {"on": False}
 
     class Kept(_dataset.Reader):
         def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(*args, **kwargs)
             made.append(self)
 
+        def __setattr__(self, name: str, value: object) -> None:
+            object.__setattr__(self, name, False if name == "partial" and windows["on"] else value)
+
     mix = con.mix(STATEMENT.replace("CHUNK SIZE 30", "CHUNK SIZE 7"), partitions=4)
-    ds = mix.torch_dataset(batch_size=3, rank=0, world_size=world_size, columns=["id"])
+    ds = mix.torch_dataset(batch_size=3, rank=0, world_size=world_size, columns=["id"], start_step=start)
     expected = _as_worker(ds, 0, workers, monkeypatch)
     monkeypatch.setattr(_dataset, "Reader", Kept)
     got = _as_worker(ds, 0, workers, monkeypatch)
     assert got == expected and len(got) > 0
     reader = made[-1]
-    assert reader.partial
-    assert all(n == 0 for n in reader._pending.values())  # every announced row was handed out
-    assert sum(1 for key in reader._sources if reader._pending[reader._key_ids[key]] > 0) == 0
-    # counting whole windows instead, rows that other readers take are never handed out here
-    monkeypatch.setattr(world, "reads_whole_partitions", lambda *args: True)
+    assert reader.partial and all(n == 0 for n in reader._pending.values())  # every announced row handed out
+    windows["on"] = True  # whole windows: the rows this reader never reads keep their blocks
     assert _as_worker(ds, 0, workers, monkeypatch) == expected
     assert not made[-1].partial and any(n > 0 for n in made[-1]._pending.values())
-    monkeypatch.undo()

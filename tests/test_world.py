@@ -35,23 +35,6 @@ def test_rank_slices_split_a_global_batch_exactly(partitions: int, world_size: i
     assert sorted(seen) == list(range(first, last))
 
 
-@given(partitions=st.integers(1, 16), world_size=st.integers(1, 8), per_rank=st.integers(1, 9))
-def test_whole_partitions_are_said_only_where_no_other_rank_reads_them(partitions: int, world_size: int,
-                                                                        per_rank: int) -> None:
-    """Where ``reads_whole_partitions`` says so, every partition a rank reads from is read by it alone
-    (over a whole period of the batches' offsets); with several DataLoader workers it never says so."""
-    g = world_size * per_rank
-    whole = world.reads_whole_partitions(partitions, g, world_size, 1)
-    assert not world.reads_whole_partitions(partitions, g, world_size, 2)
-    assert whole or world_size > 1
-    if whole:
-        owner: dict[int, int] = {}
-        for batch in range(partitions):  # the offsets of batches repeat with a period dividing P
-            for rank in range(world_size):
-                for q, _, _ in world.rank_slices(batch, g, partitions, world_size, rank):
-                    assert owner.setdefault(q, rank) == rank
-
-
 def test_topology_and_batch_sizes_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert world.topology(1, 4) == (1, 4)
     monkeypatch.setenv("WORLD_SIZE", "8")
