@@ -573,13 +573,20 @@ class Reader:
 
     def _release(self, key_id: int, n: int) -> None:
         """Rows handed out; a source no resolved window still needs goes on probation, for the other
-        components and partitions that reach the same block later, then out."""
+        components and partitions that reach the same block later, then out. One that the workers'
+        shared blocks hold goes out at once: a later read maps it back from there, without a decode
+        and without a copy per worker."""
         left = max(self._pending[key_id] - n, 0)  # a read not announced to a partial reader counts none
         self._pending[key_id] = left
         if left > 0:
             return
         self._drop_objects(key_id)
-        table = self._sources.get(self._keys[key_id])
+        key = self._keys[key_id]
+        if self.shared is not None and self._through_shared(key):
+            self._probation_bytes -= self._probation.pop(key_id, 0)
+            self._evict(key)
+            return
+        table = self._sources.get(key)
         size = 0 if table is None else table.nbytes
         self._probation_bytes -= self._probation.pop(key_id, 0)
         self._probation[key_id] = size
@@ -588,6 +595,14 @@ class Reader:
             old, held = self._probation.popitem(last=False)
             self._probation_bytes -= held
             self._evict(self._keys[old])
+
+    def _through_shared(self, key: tuple) -> bool:
+        """Whether source ``key`` is read through the workers' shared blocks (``_decode_row_group``):
+        a row group of a local Parquet file, not of a compacted cache."""
+        if key[0] != "rg":
+            return False
+        f = key[1]
+        return self.plan.files[f].format == "parquet" and self._shards[f] is None and not self._remote[f]
 
     # -- windows and sources ---------------------------------------------------------------------
 

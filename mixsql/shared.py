@@ -6,7 +6,9 @@ each. Here the first worker to need a row group claims it (a one-byte range lock
 released by the kernel if the worker dies), decodes it and writes it as an Arrow IPC file under a
 temporary name, renamed into place; the others wait on the lock, then map the file (no copy: a
 mapping stays valid after the file is deleted). A row group is thus decoded about once per rank
-for any number of workers, and the batches are the same as without sharing.
+for any number of workers, and the batches are the same as without sharing. A worker keeps such a
+block only while its announced reads need it (``Reader._release``): read again later, it is mapped
+back from here, so the workers' memory of blocks read before is this directory, not a copy each.
 
 The directory (``/dev/shm/mixsql-blocks-<pid>-<token>``) belongs to the process that made the
 dataset: it removes the directory at exit, and removes those of owners that no longer run. What

@@ -300,6 +300,10 @@ def test_a_dataset_holds_blocks_for_the_reads_it_was_given_and_lets_them_go(
     assert got == expected and len(got) > 0
     reader = made[-1]
     assert reader.partial and all(n == 0 for n in reader._pending.values())  # every announced row handed out
+    if workers > 1:  # what the workers' shared blocks hold is mapped back from there if read again, not kept
+        assert reader.shared is not None and reader.shared.decoded + reader.shared.mapped > 0
+        assert not any(reader._through_shared(reader._keys[k]) for k in reader._probation)
+        assert not any(reader._through_shared(k) for k in reader._sources)
     windows["on"] = True  # whole windows: the rows this reader never reads keep their blocks
     assert _as_worker(ds, 0, workers, monkeypatch) == expected
     assert not made[-1].partial and any(n > 0 for n in made[-1]._pending.values())
