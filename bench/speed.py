@@ -357,7 +357,7 @@ def section(r: dict) -> str:
         f" / {first['torch alone, 2 workers (spawn)']['worker_private_mb']:.0f} | | the floor |",
         f"| a worker's peak RSS / own memory over {first['long']['batches']:,} batches, nearly the whole full-coverage "
         f"stream (fork, MB) | {first['long']['worker_rss_mb']:.0f} / {first['long']['worker_private_mb']:.0f} | | "
-        "a long run: blocks on probation are bounded by a quarter of `memory_bytes` (1 GiB by default) |",
+        "a long run: a worker keeps a block while its reads ahead need it, then maps it back from the workers' shared blocks (512 MiB for all) if read again |",
         "",
         f"Per worker (2 workers): decoded {r['workers']['decoded_2']} row groups, mapped {r['workers']['mapped_2']} "
         f"decoded by the other; 0 workers: {r['workers']['decoded_0']}.",
