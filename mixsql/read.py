@@ -221,7 +221,7 @@ class Reader:
         self._objects: collections.OrderedDict[int, tuple[dict[str, list[t.Any]], int]] = collections.OrderedDict()
         self._objects_held = 0
         # off in a DataLoader worker among several: each takes every other batch, so about half of a
-        # block's held rows (its windows' rows count them all), and objects of all of them would be waste
+        # block's rows, and its objects would cost a worker memory for a conversion it barely shares
         self.objects = True
         # may read only some rows of the windows it resolves (a DataLoader worker among several, a rank whose
         # partitions other ranks read too, a resumed stream): its sources are then held for the reads
@@ -597,8 +597,8 @@ class Reader:
             self._evict(self._keys[old])
 
     def _through_shared(self, key: tuple) -> bool:
-        """Whether source ``key`` is read through the workers' shared blocks (``_decode_row_group``):
-        a row group of a local Parquet file, not of a compacted cache."""
+        """Whether source ``key`` is read through the workers' shared blocks, when there are some: a
+        row group of a local Parquet file, not of a compacted cache."""
         if key[0] != "rg":
             return False
         f = key[1]
@@ -841,7 +841,7 @@ class Reader:
                 columns = self._group_columns(read)
                 if read.format == "arrow":
                     decoded = _cut(self._shard_batch(read, rg), keep)
-                elif self.shared is not None and not self._remote[read.index]:
+                elif self.shared is not None and self._through_shared(("rg", info.index, g)):
                     decoded = self._decode_batch([(read, rg)], columns, self._projection(read)[1], [keep])[0]
                 else:
                     decoded = _cut(self._parquet_file(read).read_row_group(rg, columns=columns, use_threads=False),
