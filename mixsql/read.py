@@ -582,13 +582,12 @@ class Reader:
             return
         self._drop_objects(key_id)
         key = self._keys[key_id]
+        self._probation_bytes -= self._probation.pop(key_id, 0)
         if self.shared is not None and self._through_shared(key):
-            self._probation_bytes -= self._probation.pop(key_id, 0)
             self._evict(key)
             return
         table = self._sources.get(key)
         size = 0 if table is None else table.nbytes
-        self._probation_bytes -= self._probation.pop(key_id, 0)
         self._probation[key_id] = size
         self._probation_bytes += size
         while self._probation_bytes > self._probation_limit and len(self._probation) > 1:
